@@ -1,0 +1,243 @@
+"""The service configuration, `digest.toml`, validated once at load into typed models.
+
+Looked up in order: the ``--config`` option, the ``DIGEST_CONFIG`` environment variable, then
+``./digest.toml``. With no file at all the embedded defaults apply (SQLite in ``./data``, SMTP to
+localhost:8025 without TLS), which is what `digest demo` and a first try need.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from digest.errors import ConfigError
+from digest.validation import problems
+
+SourceKind = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
+CONFIG_ENV = "DIGEST_CONFIG"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    # None means: a SQLite file `digest.db` in the data directory.
+    url: str | None = None
+
+
+class SmtpConfig(_Strict):
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8025
+    security: Literal["starttls", "tls", "none"] = "none"
+    username: str | None = None
+    # The password never sits in this file: name an environment variable or a file holding it.
+    password_env: str | None = None
+    password_file: Path | None = None
+    from_address: str = "digest@localhost"
+    from_name: str = "Paper digest"
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("from_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        from digest.profiles import check_email
+
+        return check_email(v)
+
+    @field_validator("from_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+    def password(self) -> SecretStr | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"smtp.password_env: environment variable {self.password_env} is not set",
+                    "export it before starting digest, or use smtp.password_file",
+                )
+            return SecretStr(value)
+        if self.password_file:
+            try:
+                return SecretStr(self.password_file.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(
+                    f"smtp.password_file: cannot read {self.password_file}: {exc.strerror}"
+                ) from exc
+        return None
+
+
+class SourceConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    kind: SourceKind
+    url: str
+    # arXiv options: keep only these categories (empty: everything in the feed).
+    categories: list[str] = []
+    include_cross_lists: bool = True
+    include_replacements: bool = False
+    # arxiv-api: the search used for backfill (e.g. "cat:cs.LG"); ids are looked up on demand.
+    query: str | None = None
+    max_results: Annotated[int, Field(ge=1, le=2000)] = 100
+    timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
+    max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("https://") or v.startswith("http://") or v.startswith("file://")):
+            raise ValueError("must start with https:// (or file:// for a local file)")
+        if any(ord(c) <= 32 for c in v):
+            raise ValueError("must not contain spaces or control characters")
+        return v
+
+
+class WebConfig(_Strict):
+    base_url: str = "http://localhost:8000"
+    secret_key_env: str | None = "DIGEST_SECRET_KEY"
+    secret_key_file: Path | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not (v.startswith("https://") or v.startswith("http://")):
+            raise ValueError("must start with https:// or http://")
+        return v.rstrip("/")
+
+    def secret_key(self) -> SecretStr:
+        if self.secret_key_file is not None:
+            try:
+                return SecretStr(self.secret_key_file.read_text().strip())
+            except OSError as exc:
+                raise ConfigError(
+                    f"web.secret_key_file: cannot read {self.secret_key_file}: {exc.strerror}",
+                    "run `digest init` to create one",
+                ) from exc
+        if self.secret_key_env and os.environ.get(self.secret_key_env):
+            return SecretStr(os.environ[self.secret_key_env])
+        raise ConfigError(
+            "web: no secret key (set web.secret_key_file, or the variable named by "
+            "web.secret_key_env)",
+            "run `digest init` to create one",
+        )
+
+
+class DigestConfig(_Strict):
+    # How many days of listings a digest may draw from; papers already sent are never repeated.
+    lookback_days: Annotated[int, Field(ge=1, le=30)] = 3
+    # Corpus window (days) the ranker fits its vocabulary and background on.
+    corpus_days: Annotated[int, Field(ge=7, le=3650)] = 90
+
+
+class Config(_Strict):
+    data_dir: Path = Path("data")
+    subscribers_dir: Path = Path("subscribers")
+    templates_dir: Path | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    web: WebConfig = WebConfig()
+    digest: DigestConfig = DigestConfig()
+    sources: list[SourceConfig] = []
+    # Where this config came from (None: embedded defaults); set by load_config.
+    _path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list[SourceConfig]) -> list[SourceConfig]:
+        seen: set[str] = set()
+        for s in v:
+            if s.name in seen:
+                raise ValueError(f"two sources are named {s.name!r}; names must be unique")
+            seen.add(s.name)
+        return v
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'digest.db'}"
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise ConfigError(f"no source named {name!r} (known: {known})")
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    default = Path("digest.toml")
+    return default if default.exists() else None
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = p.expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def load_config(explicit: Path | None = None) -> Config:
+    """Load and validate the config; raise ConfigError naming file and key on any mistake."""
+    path = find_config(explicit)
+    if path is None:
+        return Config().model_copy(update={"data_dir": Path("data").absolute()})
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file", "run `digest init` to create one") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        key, msg = problems(Config, exc)[0]
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{path}: {key}: {msg}{suffix}") from exc
+    # Relative paths are relative to the config file, so the service runs from any directory.
+    base = path.absolute().parent
+    smtp = cfg.smtp.model_copy(update={"password_file": _resolve(base, cfg.smtp.password_file)})
+    web = cfg.web.model_copy(update={"secret_key_file": _resolve(base, cfg.web.secret_key_file)})
+    sources = [
+        s.model_copy(update={"url": "file://" + str(base / s.url[7:])})
+        if s.url.startswith("file://") and not s.url.startswith("file:///")
+        else s
+        for s in cfg.sources
+    ]
+    loaded = cfg.model_copy(
+        update={
+            "data_dir": _resolve(base, cfg.data_dir),
+            "subscribers_dir": _resolve(base, cfg.subscribers_dir),
+            "templates_dir": _resolve(base, cfg.templates_dir),
+            "smtp": smtp,
+            "web": web,
+            "sources": sources,
+        }
+    )
+    loaded._path = path
+    return loaded

@@ -1,0 +1,56 @@
+"""What a parser hands back: the records, what it skipped on purpose, and per-entry problems."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import feedparser
+
+from digest.errors import FeedError
+from digest.record import PaperRecord
+
+
+@dataclass
+class Parsed:
+    records: list[PaperRecord] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_feed(content: bytes, label: str) -> Any:
+    """feedparser with the HTML sanitiser and URI rewriting off.
+
+    Both run an HTML parser over text fields, and arXiv maths such as `$1<p<2$` looks like a tag:
+    the sanitiser deletes it. Nothing parsed here is ever rendered as HTML (the templates escape
+    it), so turning them off loses no safety and keeps every character.
+    """
+    d = feedparser.parse(content, sanitize_html=False, resolve_relative_uris=False)
+    if d.bozo and not d.entries:
+        reason = getattr(d, "bozo_exception", None) or "not a feed"
+        raise FeedError(f"{label}: cannot parse feed: {reason}")
+    return d
+
+
+def bozo_problem(d: Any, label: str) -> str | None:
+    """A feed that parsed only in part: name the fault, keep the entries it did give."""
+    if d.bozo:
+        return f"{label}: feed is malformed ({d.get('bozo_exception')}); kept what parsed"
+    return None
+
+
+def entry_date(value: str | None, fallback: date) -> date:
+    """The calendar day of an RFC 822 or ISO 8601 date, in the date's own offset."""
+    if not value:
+        return fallback
+    try:
+        return parsedate_to_datetime(value).date()
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+    except ValueError:
+        return fallback

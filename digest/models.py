@@ -1,0 +1,80 @@
+"""Database tables: what the program remembers (papers, feed validators, deliveries).
+
+Plain column types only (JSON lists, dates, text) so the same schema runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Paper(SQLModel, table=True):
+    # Canonical id: the arXiv id without version; else "doi:..." or the entry's URL.
+    id: str = Field(primary_key=True, max_length=512)
+    version: int | None = None
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    abstract: str = Field(default="", sa_column=Column(Text, nullable=False))
+    authors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The day the paper appeared in a listing (or was published, for lookups and plain feeds).
+    announced: date = Field(index=True)
+    announce_type: str | None = None
+    abs_url: str | None = Field(default=None, sa_column=Column(Text))
+    pdf_url: str | None = Field(default=None, sa_column=Column(Text))
+    hf_url: str | None = Field(default=None, sa_column=Column(Text))
+    doi: str | None = None
+    journal_ref: str | None = Field(default=None, sa_column=Column(Text))
+    upvotes: int | None = None
+    sources: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    first_seen: datetime = Field(default_factory=utcnow, index=True)
+    updated: datetime = Field(default_factory=utcnow)
+
+
+class FeedState(SQLModel, table=True):
+    """Per source: HTTP validators for conditional GET and the outcome of the last fetch."""
+
+    source: str = Field(primary_key=True, max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    etag: str | None = Field(default=None, sa_column=Column(Text))
+    last_modified: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    last_status: str | None = None  # ok | not-modified | error
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_count: int = 0
+
+
+class SubscriberState(SQLModel, table=True):
+    """What the program knows about a subscriber beyond their file (checked at send time)."""
+
+    email: str = Field(primary_key=True, max_length=254)
+    unsubscribed_at: datetime | None = None
+    disabled: bool = False
+
+
+class Delivery(SQLModel, table=True):
+    """One digest for one subscriber and one digest date. Unique, so a day is sent at most once."""
+
+    __table_args__ = (UniqueConstraint("subscriber", "digest_date", name="uq_delivery_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber: str = Field(max_length=254, index=True)
+    digest_date: date = Field(index=True)
+    # Fixed when the row is made and reused on every attempt, so receivers can de-duplicate.
+    message_id: str = Field(max_length=255, unique=True)
+    state: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = 0
+    lease_until: datetime | None = None
+    paper_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reasons: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))

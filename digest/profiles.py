@@ -1,0 +1,177 @@
+"""Subscriber profiles: one TOML file per subscriber in `subscribers/`, written by people.
+
+The program only reads these files. A broken file is reported (file, key, problem) and skipped;
+every other subscriber is still served.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from digest.errors import ProfileError
+from digest.validation import problems
+
+# Deliberately plain: a local part and a dotted domain, nothing that could break a header.
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+# New-style (2401.01234, optionally v2) or old-style (hep-th/9901001) arXiv ids.
+ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+
+
+def check_email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValueError("must be a plain address like ada@example.org")
+    return value
+
+
+def _no_controls(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (line breaks, tabs, ...)")
+    return value
+
+
+class Interests(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keywords: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+    exclude: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+    authors: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+    categories: list[Annotated[str, Field(pattern=r"^[a-z-]+(\.[A-Za-z-]+)?$")]] = []
+    papers: list[str] = []
+
+    @field_validator("papers")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        out = []
+        for pid in v:
+            pid = pid.strip().removeprefix("arXiv:").removeprefix("arxiv:")
+            if not ARXIV_ID.match(pid):
+                raise ValueError(f"{pid!r} is not an arXiv id (like 2411.17700)")
+            out.append(re.sub(r"v\d+$", "", pid))
+        return out
+
+    @field_validator("keywords", "exclude", "authors")
+    @classmethod
+    def _clean(cls, v: list[str]) -> list[str]:
+        return [_no_controls(s.strip()) for s in v]
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: str
+    name: Annotated[str, Field(max_length=200)] = ""
+    timezone: str = "UTC"
+    send_at: str = "07:00"
+    max_papers: Annotated[int, Field(ge=1, le=50)] = 10
+    sources: list[str] | None = None
+    interests: Interests = Interests()
+    # Set by the loader, not by the file.
+    _path: Path | None = PrivateAttr(default=None)
+
+    _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
+    _name = field_validator("name")(classmethod(lambda cls, v: _no_controls(v)))
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "unknown time zone; use an IANA name such as Europe/Berlin or America/New_York"
+            ) from None
+        return v
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, v: str) -> str:
+        if not re.fullmatch(r"\d{1,2}:\d{2}", v):
+            raise ValueError("must be HH:MM in 24-hour local time, like 07:30")
+        hh, mm = (int(x) for x in v.split(":"))
+        if hh > 23 or mm > 59:
+            raise ValueError("must be HH:MM in 24-hour local time, like 07:30")
+        return f"{hh:02d}:{mm:02d}"
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def send_time(self) -> time:
+        hh, mm = (int(x) for x in self.send_at.split(":"))
+        return time(hh, mm)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email.split("@", 1)[0]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    profiles: list[Profile]
+    errors: list[ProfileError]
+
+
+def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Profile:
+    """Load one profile file; raise ProfileError naming the file and key on the first mistake."""
+    shown = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(shown, "", f"not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(shown, "", f"cannot read: {exc}") from exc
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as exc:
+        found = problems(Profile, exc)
+        key, msg = found[0]
+        if len(found) > 1:
+            msg += f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})"
+        raise ProfileError(shown, key, msg) from exc
+    if known_sources is not None and profile.sources is not None:
+        known = set(known_sources)
+        for i, name in enumerate(profile.sources):
+            if name not in known:
+                allowed = ", ".join(sorted(known)) or "none configured"
+                raise ProfileError(shown, f"sources[{i}]", f"no source named {name!r} ({allowed})")
+    profile._path = path
+    return profile
+
+
+def load_profiles(directory: Path, known_sources: Iterable[str] | None = None) -> LoadResult:
+    """Every `*.toml` in ``directory``; broken files become errors, the rest load."""
+    known = list(known_sources) if known_sources is not None else None
+    profiles: list[Profile] = []
+    errors: list[ProfileError] = []
+    if not directory.is_dir():
+        return LoadResult([], [])
+    by_email: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            p = load_profile(path, known)
+        except ProfileError as exc:
+            errors.append(exc)
+            continue
+        key = p.email.lower()
+        if key in by_email:
+            errors.append(
+                ProfileError(str(path), "email", f"{p.email} is already used by {by_email[key]}")
+            )
+            continue
+        by_email[key] = path
+        profiles.append(p)
+    return LoadResult(profiles, errors)

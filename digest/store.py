@@ -1,0 +1,327 @@
+"""All database access lives here; every other module passes plain objects around.
+
+Works on SQLite (the default, a file in the data directory) and PostgreSQL: only portable SQL,
+and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOCKED` can replace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from digest.errors import StoreError
+from digest.record import PaperRecord
+from digest.models import Delivery, FeedState, Paper, SubscriberState, utcnow
+
+# Text from the arXiv itself wins over text from aggregators when both describe one paper.
+_TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
+_CHUNK = 500
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets `digest preview` read while a run writes; busy_timeout waits out short locks.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url)
+        except Exception as exc:  # bad URL, missing driver
+            raise StoreError(f"cannot open database {self.safe_url}: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        return self.url.split("@")[-1] if "@" in self.url else self.url
+
+    def create_all(self) -> None:
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot create tables in {self.safe_url}: {exc.orig}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    # -- papers ---------------------------------------------------------------------------
+
+    def upsert_papers(self, records: Iterable[PaperRecord]) -> tuple[int, int]:
+        """Insert new papers, merge known ones; returns (added, updated).
+
+        One canonical id is one row whatever the source or version: a Hugging Face entry adds
+        upvotes to the arXiv paper, a later version updates the text.
+        """
+        by_id: dict[str, PaperRecord] = {}
+        for r in records:
+            prev = by_id.get(r.id)
+            by_id[r.id] = r if prev is None else _prefer(prev, r)
+        added = updated = 0
+        ids = list(by_id)
+        with self.session() as s:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                existing = {
+                    p.id: p for p in s.exec(select(Paper).where(col(Paper.id).in_(chunk))).all()
+                }
+                for pid in chunk:
+                    rec = by_id[pid]
+                    row = existing.get(pid)
+                    if row is None:
+                        s.add(_new_paper(rec))
+                        added += 1
+                    elif _merge(row, rec):
+                        s.add(row)
+                        updated += 1
+            s.commit()
+        return added, updated
+
+    def papers(self, ids: Sequence[str]) -> dict[str, Paper]:
+        out: dict[str, Paper] = {}
+        with self.session() as s:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = list(ids[i : i + _CHUNK])
+                out.update(
+                    (p.id, p) for p in s.exec(select(Paper).where(col(Paper.id).in_(chunk)))
+                )
+        return out
+
+    def papers_between(self, first: date, last: date) -> list[Paper]:
+        """Papers announced in [first, last], oldest first, in a stable order."""
+        with self.session() as s:
+            q = (
+                select(Paper)
+                .where(Paper.announced >= first, Paper.announced <= last)
+                .order_by(col(Paper.announced), col(Paper.id))
+            )
+            return list(s.exec(q).all())
+
+    def latest_announced(self) -> date | None:
+        with self.session() as s:
+            return s.exec(select(func.max(Paper.announced))).one()
+
+    def count_papers(self) -> int:
+        with self.session() as s:
+            return int(s.exec(select(func.count()).select_from(Paper)).one())
+
+    # -- feeds ----------------------------------------------------------------------------
+
+    def feed_state(self, source: str) -> FeedState | None:
+        with self.session() as s:
+            return s.get(FeedState, source)
+
+    def feed_states(self) -> list[FeedState]:
+        with self.session() as s:
+            return list(s.exec(select(FeedState).order_by(col(FeedState.source))).all())
+
+    def save_feed_state(self, state: FeedState) -> None:
+        with self.session() as s:
+            s.merge(state)
+            s.commit()
+
+    # -- subscribers and deliveries -------------------------------------------------------
+
+    def is_unsubscribed(self, email: str) -> bool:
+        with self.session() as s:
+            st = s.get(SubscriberState, email.lower())
+            return bool(st and (st.unsubscribed_at is not None or st.disabled))
+
+    def set_unsubscribed(self, email: str, value: bool = True) -> None:
+        with self.session() as s:
+            st = s.get(SubscriberState, email.lower()) or SubscriberState(email=email.lower())
+            st.unsubscribed_at = utcnow() if value else None
+            s.add(st)
+            s.commit()
+
+    def sent_paper_ids(self, email: str) -> set[str]:
+        """Every paper already in a digest sent (or possibly sent) to this subscriber."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Delivery.paper_ids).where(
+                    Delivery.subscriber == email.lower(),
+                    col(Delivery.state).in_(("sent", "sending")),
+                )
+            ).all()
+        return {pid for ids in rows for pid in ids}
+
+    def delivery(self, email: str, day: date) -> Delivery | None:
+        with self.session() as s:
+            return s.exec(
+                select(Delivery).where(
+                    Delivery.subscriber == email.lower(), Delivery.digest_date == day
+                )
+            ).first()
+
+    def deliveries(self, day: date | None = None) -> list[Delivery]:
+        with self.session() as s:
+            q = select(Delivery).order_by(col(Delivery.digest_date), col(Delivery.subscriber))
+            if day is not None:
+                q = q.where(Delivery.digest_date == day)
+            return list(s.exec(q).all())
+
+    def plan_delivery(
+        self,
+        email: str,
+        day: date,
+        message_id: str,
+        paper_ids: list[str],
+        reasons: dict[str, Any],
+    ) -> Delivery:
+        """The delivery row for (subscriber, day), made once; a second call returns the first.
+
+        The papers chosen at planning time are kept on the row, so a retry sends the same digest.
+        """
+        existing = self.delivery(email, day)
+        if existing is not None:
+            return existing
+        row = Delivery(
+            subscriber=email.lower(),
+            digest_date=day,
+            message_id=message_id,
+            paper_ids=paper_ids,
+            reasons=reasons,
+        )
+        with self.session() as s:
+            s.add(row)
+            try:
+                s.commit()
+            except IntegrityError:
+                # Another runner planned it first: theirs stands.
+                s.rollback()
+                found = self.delivery(email, day)
+                if found is None:  # pragma: no cover - the unique row must exist now
+                    raise
+                return found
+        return row
+
+    def claim(self, delivery_id: int, lease: timedelta) -> bool:
+        """Take a delivery for sending; False if another runner has it or it is done.
+
+        A conditional UPDATE is atomic on every database: exactly one claimer sees rowcount 1.
+        """
+        now = utcnow()
+        stmt = (
+            update(Delivery)
+            .where(col(Delivery.id) == delivery_id)
+            .where(
+                (col(Delivery.state).in_(("pending", "retry")))
+                | ((col(Delivery.state) == "sending") & (col(Delivery.lease_until) < now))
+            )
+            .values(state="sending", attempts=Delivery.attempts + 1, lease_until=now + lease)
+        )
+        with self.session() as s:
+            result = s.exec(stmt)  # type: ignore[call-overload]
+            s.commit()
+            return bool(result.rowcount == 1)
+
+    def finish(self, delivery_id: int, state: str, error: str | None = None) -> None:
+        with self.session() as s:
+            row = s.get(Delivery, delivery_id)
+            if row is None:  # pragma: no cover
+                return
+            row.state = state
+            row.lease_until = None
+            row.last_error = error
+            if state == "sent":
+                row.sent_at = utcnow()
+            s.add(row)
+            s.commit()
+
+
+def _new_paper(rec: PaperRecord) -> Paper:
+    return Paper(
+        id=rec.id,
+        version=rec.version,
+        title=rec.title,
+        abstract=rec.abstract,
+        authors=list(rec.authors),
+        categories=list(rec.categories),
+        announced=rec.announced,
+        announce_type=rec.announce_type,
+        abs_url=rec.abs_url,
+        pdf_url=rec.pdf_url,
+        hf_url=rec.hf_url,
+        doi=rec.doi,
+        journal_ref=rec.journal_ref,
+        upvotes=rec.upvotes,
+        sources=[source_tag(rec)],
+    )
+
+
+def _prefer(a: PaperRecord, b: PaperRecord) -> PaperRecord:
+    """Two records for one id within one batch: keep the more authoritative, newer one."""
+    ka, kb = _TEXT_PRIORITY.get(a.kind, 0), _TEXT_PRIORITY.get(b.kind, 0)
+    if kb > ka or (kb == ka and (b.version or 0) >= (a.version or 0)):
+        winner, other = b, a
+    else:
+        winner, other = a, b
+    if winner.upvotes is None:
+        winner.upvotes = other.upvotes
+    winner.hf_url = winner.hf_url or other.hf_url
+    return winner
+
+
+def _merge(row: Paper, rec: PaperRecord) -> bool:
+    """Fold a record into a stored paper; True if anything changed."""
+    before = row.model_dump()
+    best_known = max((_TEXT_PRIORITY.get(_kind(s), 0) for s in row.sources), default=0)
+    incoming = _TEXT_PRIORITY.get(rec.kind, 0)
+    newer = (rec.version or 0) > (row.version or 0)
+    if incoming > best_known or (incoming == best_known and newer):
+        row.title = rec.title or row.title
+        row.abstract = rec.abstract or row.abstract
+        row.authors = list(rec.authors) or row.authors
+        row.categories = list(rec.categories) or row.categories
+        row.abs_url = rec.abs_url or row.abs_url
+        row.pdf_url = rec.pdf_url or row.pdf_url
+    if newer:
+        row.version = rec.version
+    # A listing date beats a publication date: keep the listing day the paper first appeared.
+    if rec.kind == "arxiv-rss" and rec.announce_type in ("new", "cross") and not any(
+        _kind(s) == "arxiv-rss" for s in row.sources
+    ):
+        row.announced = rec.announced
+        row.announce_type = rec.announce_type
+    row.doi = row.doi or rec.doi
+    row.journal_ref = row.journal_ref or rec.journal_ref
+    row.hf_url = rec.hf_url or row.hf_url
+    if rec.upvotes is not None:
+        row.upvotes = rec.upvotes
+    tag = source_tag(rec)
+    if tag not in row.sources:
+        row.sources = [*row.sources, tag]
+    if row.model_dump() == before:
+        return False
+    row.updated = utcnow()
+    return True
+
+
+def source_tag(rec: PaperRecord) -> str:
+    """How a paper remembers where it came from: "kind:source-name"."""
+    return f"{rec.kind}:{rec.source}"
+
+
+def _kind(tag: str) -> str:
+    return tag.split(":", 1)[0]
