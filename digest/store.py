@@ -118,9 +118,16 @@ class Store:
             )
             return list(s.exec(q).all())
 
-    def latest_announced(self) -> date | None:
+    def latest_announced(self, exclude_types: Sequence[str] = ()) -> date | None:
+        """The newest listing day in the store (papers of the excluded kinds do not count)."""
         with self.session() as s:
-            return s.exec(select(func.max(Paper.announced))).one()
+            q = select(func.max(Paper.announced))
+            if exclude_types:
+                q = q.where(
+                    (col(Paper.announce_type).is_(None))
+                    | (col(Paper.announce_type).not_in(list(exclude_types)))
+                )
+            return s.exec(q).one()
 
     def count_papers(self) -> int:
         with self.session() as s:

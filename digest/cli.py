@@ -1,0 +1,307 @@
+"""The `digest` admin CLI: a thin layer over the library modules.
+
+Each command's docstring is its help text. Errors a user can fix (DigestError) print as one line
+with a hint and exit 1; `-v` adds the traceback and debug logging.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from digest import __version__
+from digest.config import Config, load_config
+from digest.errors import DigestError
+from digest.store import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class DigestGroup(click.Group):
+    """Prints DigestError as `Error: ...` plus a hint, in one place for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DigestError as exc:
+            verbose = bool(ctx.obj and ctx.obj.get("verbose"))
+            if verbose:
+                traceback.print_exc()
+            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+            if exc.hint:
+                err_console.print(f"[dim]Hint: {exc.hint}[/]", highlight=False)
+            ctx.exit(1)
+
+
+class State:
+    def __init__(self, config_path: Path | None, verbose: bool) -> None:
+        self.config_path = config_path
+        self.verbose = verbose
+        self._cfg: Config | None = None
+
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = load_config(self.config_path)
+        return self._cfg
+
+    def store(self) -> Store:
+        store = Store(self.cfg.database_url)
+        store.create_all()
+        return store
+
+
+def _state(ctx: click.Context) -> State:
+    obj = ctx.find_object(dict)
+    assert obj is not None
+    return obj["state"]  # type: ignore[no-any-return]
+
+
+@click.group(cls=DigestGroup)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Service config (default: $DIGEST_CONFIG, then ./digest.toml, then built-in defaults).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.version_option(__version__, prog_name="digest")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """digest: a personalised daily digest of new research papers, by email.
+
+    Start with `digest demo` to see the whole cycle offline, or `digest init` to set up a
+    real instance.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = {"verbose": verbose, "state": State(config_path, verbose)}
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("."), show_default=True, help="Where to create the files.")
+@click.option("--force", is_flag=True, help="Overwrite digest.toml and the example profile.")
+@click.pass_context
+def init(ctx: click.Context, directory: Path, force: bool) -> None:
+    """Create digest.toml, subscribers/example.toml, a secret key and the database.
+
+    Example: digest init --dir /srv/digest
+    """
+    from digest.workspace import init_workspace
+
+    for line in init_workspace(directory, force):
+        console.print(line, highlight=False)
+    cfg = load_config(directory / "digest.toml")
+    store = Store(cfg.database_url)
+    store.create_all()
+    console.print(f"database ready: {store.safe_url}", highlight=False)
+    console.print("Next: edit digest.toml and subscribers/, then `digest subscribers check`.")
+
+
+@cli.command()
+@click.option("--source", "source", metavar="NAME", help="Only this source.")
+@click.pass_context
+def ingest(ctx: click.Context, source: str | None) -> None:
+    """Fetch the configured sources and store their new papers.
+
+    Example: digest ingest --source arxiv
+    """
+    from digest.ingest import ingest_all
+
+    st = _state(ctx)
+    store = st.store()
+    with console.status("ingesting..."):
+        reports = ingest_all(store, st.cfg, only=source)
+    table = Table("source", "status", "entries", "added", "updated", "skipped", "problems")
+    for r in reports:
+        skipped = ", ".join(f"{v} {k}" for k, v in sorted(r.skipped.items())) or "-"
+        status = "[red]error[/]" if r.status == "error" else r.status
+        table.add_row(r.source, status, str(r.entries), str(r.added), str(r.updated), skipped,
+                      r.error or ("; ".join(r.problems[:2]) if r.problems else "-"))
+    console.print(table)
+    if reports and all(r.status == "error" for r in reports):
+        raise DigestError("every source failed", "see the problems column above")
+
+
+@cli.group()
+def subscribers() -> None:
+    """List and check subscriber profiles (subscribers/*.toml)."""
+
+
+@subscribers.command("list")
+@click.pass_context
+def subscribers_list(ctx: click.Context) -> None:
+    """Show every valid profile with its schedule and interests."""
+    from digest.profiles import load_profiles
+
+    st = _state(ctx)
+    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    table = Table("email", "name", "send at", "papers", "keywords", "examples", "file")
+    for p in loaded.profiles:
+        table.add_row(p.email, p.name, f"{p.send_at} {p.timezone}", str(p.max_papers),
+                      str(len(p.interests.keywords)), str(len(p.interests.papers)),
+                      p.path.name if p.path else "")
+    console.print(table)
+    for e in loaded.errors:
+        err_console.print(f"[red]invalid:[/] {e}", highlight=False)
+
+
+@subscribers.command("check")
+@click.pass_context
+def subscribers_check(ctx: click.Context) -> None:
+    """Validate every profile; print one line per problem, exit 1 if any.
+
+    Example: digest subscribers check
+    """
+    from digest.profiles import load_profiles
+
+    st = _state(ctx)
+    directory = st.cfg.subscribers_dir
+    loaded = load_profiles(directory, [s.name for s in st.cfg.sources])
+    for e in loaded.errors:
+        err_console.print(f"[red]{e}[/]", highlight=False)
+    console.print(f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid in {directory}",
+                  highlight=False)
+    if not loaded.profiles and not loaded.errors:
+        raise DigestError(f"no profiles in {directory}", "copy subscribers/example.toml there")
+    if loaded.errors:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("address")
+@click.option("--text", "as_text", is_flag=True, help="Print the plain-text part.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the message: .eml for the whole message, .html or .txt for one part.")
+@click.pass_context
+def preview(ctx: click.Context, address: str, as_text: bool, out: Path | None) -> None:
+    """Show what ADDRESS would get now, without sending or recording anything.
+
+    Example: digest preview ada@example.org --out /tmp/digest.html
+    """
+    from digest.pipeline import preview as build_preview
+
+    st = _state(ctx)
+    rendered, raw, picks = build_preview(st.cfg, st.store(), address)
+    if out is not None:
+        if out.suffix == ".eml":
+            out.write_bytes(raw)
+        else:
+            out.write_text(rendered.html if out.suffix in (".html", ".htm") else rendered.text)
+        console.print(f"wrote {out}", highlight=False)
+    if as_text:
+        click.echo(rendered.text)
+    elif out is None:
+        console.print(f"[bold]Subject:[/] {rendered.subject}", highlight=False)
+        for i, p in enumerate(picks, 1):
+            console.print(f"{i:2}. {p.paper.title}\n    [dim]{p.reason}[/]", highlight=False)
+
+
+@cli.command("run")
+@click.option("--dry-run", is_flag=True, help="Rank and report, but send and record nothing.")
+@click.option("--no-ingest", is_flag=True, help="Use the papers already stored.")
+@click.pass_context
+def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
+    """Ingest, rank, render and send to every subscriber not yet sent today.
+
+    Safe to repeat: a subscriber whose digest for today went out gets nothing more.
+    Example: digest run --dry-run
+    """
+    from digest.pipeline import run
+
+    st = _state(ctx)
+    store = st.store()
+    with console.status("running...") as status:
+        report = run(st.cfg, store, ingest=not no_ingest, dry_run=dry_run,
+                     progress=lambda who: status.update(f"ranking for {who}"))
+    _print_report(report)
+    if report.profile_errors or any(r.status in ("failed", "error") for r in report.results):
+        ctx.exit(1)
+
+
+def _print_report(report: Any) -> None:
+    for r in report.ingest:
+        if r.status == "error":
+            err_console.print(f"[red]source {r.source}:[/] {r.error}", highlight=False)
+    for e in report.profile_errors:
+        err_console.print(f"[red]{e}[/]", highlight=False)
+    table = Table("subscriber", "status", "papers", "detail")
+    for r in report.results:
+        table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
+    console.print(table)
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("data/demo"), show_default=True, help="Scratch directory.")
+def demo(directory: Path) -> None:
+    """Run the whole cycle offline: a shipped listing, the example subscriber, a local SMTP
+    server storing mail in a Maildir. Prints where the message is and a text preview.
+
+    Example: digest demo --dir /tmp/digest-demo
+    """
+    from digest.demo import run_demo
+
+    with console.status("running the demo (ingest, rank, render, send)..."):
+        result = run_demo(directory)
+    _print_report(result.report)
+    if result.message is None:
+        raise DigestError("the demo sent no message", "run with -v to see why")
+    msg = email.message_from_bytes(result.message.read_bytes(), policy=email.policy.default)
+    text = msg.get_body(("plain",))
+    console.print(f"\nMessage stored in the Maildir at {result.maildir}", highlight=False)
+    console.print(f"  {result.message}", highlight=False)
+    console.print(f"  Subject: {msg['Subject']}\n  To: {msg['To']}\n", highlight=False)
+    if text is not None:
+        preview_lines = text.get_content().splitlines()  # type: ignore[attr-defined]
+        click.echo("\n".join(preview_lines[:30]))
+        if len(preview_lines) > 30:
+            click.echo(f"... ({len(preview_lines) - 30} more lines)")
+
+
+@cli.command()
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """Papers stored, the last fetch of each source, and deliveries by state."""
+    from collections import Counter
+
+    st = _state(ctx)
+    store = st.store()
+    console.print(f"papers stored: {store.count_papers()}; newest listing: "
+                  f"{store.latest_announced() or '-'}", highlight=False)
+    table = Table("source", "last attempt", "status", "items", "error")
+    for f in store.feed_states():
+        when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
+        table.add_row(f.source, when, f.last_status or "-", str(f.last_count),
+                      (f.last_error or "")[:80])
+    console.print(table)
+    by_day: Counter[tuple[str, str]] = Counter(
+        (str(d.digest_date), d.state) for d in store.deliveries()
+    )
+    table = Table("digest date", "state", "deliveries")
+    for (day, state), n in sorted(by_day.items()):
+        table.add_row(day, state, str(n))
+    console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="digest")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,108 @@
+"""`digest demo`: the whole daily cycle, offline, in a scratch directory.
+
+A small listing shipped with the package stands in for arXiv and Hugging Face, the example
+subscriber stands in for a reader, and a local SMTP server (aiosmtpd) stores every message it
+receives, byte for byte, in a Maildir under the data directory.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
+from digest.pipeline import RunReport, run
+from digest.store import Store
+from digest.workspace import packaged_example_profile, write_secret_key
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+
+
+class MaildirHandler:
+    """An aiosmtpd handler that files each message into a Maildir exactly as received."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.maildir = mailbox.Maildir(path, create=True)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        data = envelope.original_content or envelope.content
+        self.maildir.add(data if isinstance(data, bytes) else data.encode())
+        return "250 2.0.0 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def smtp_capture(maildir: Path, port: int | None = None) -> Iterator[int]:
+    """A local SMTP server on 127.0.0.1 storing into ``maildir``; yields its port."""
+    port = port or free_port()
+    controller = Controller(MaildirHandler(maildir), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def demo_config(directory: Path, smtp_port: int) -> Config:
+    data = directory / "data"
+    key = data / "secret_key"
+    write_secret_key(key)
+    return Config(
+        data_dir=data,
+        subscribers_dir=directory / "subscribers",
+        smtp=SmtpConfig(host="127.0.0.1", port=smtp_port, security="none",
+                        from_address="digest@localhost", from_name="Paper digest (demo)"),
+        web=WebConfig(base_url="http://localhost:8000", secret_key_file=key),
+        sources=[
+            SourceConfig(name="arxiv", kind="arxiv-rss", url=(DEMO_DATA / "listing.xml").as_uri()),
+            SourceConfig(name="arxiv-api", kind="arxiv-api",
+                         url=(DEMO_DATA / "examples.xml").as_uri()),
+            SourceConfig(name="hf", kind="hf-daily", url=(DEMO_DATA / "hf_daily.json").as_uri()),
+        ],
+    )
+
+
+@dataclass
+class DemoResult:
+    report: RunReport
+    maildir: Path
+    message: Path | None
+
+
+def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
+    directory = directory.absolute()
+    profile = directory / "subscribers" / "example.toml"
+    if not profile.exists():
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        profile.write_text(packaged_example_profile().read_text(encoding="utf-8"))
+    maildir = directory / "data" / "maildir"
+    with smtp_capture(maildir) as port:
+        cfg = demo_config(directory, port)
+        store = Store(cfg.database_url)
+        try:
+            store.create_all()
+            report = run(cfg, store, now=now)
+        finally:
+            store.dispose()
+    return DemoResult(report, maildir, newest_message(maildir))
+
+
+def newest_message(maildir: Path) -> Path | None:
+    files = [
+        p for sub in ("new", "cur") if (maildir / sub).is_dir() for p in (maildir / sub).iterdir()
+    ]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None

@@ -1,0 +1,255 @@
+"""The daily cycle wired together: ingest, rank, render, send, for every subscriber due.
+
+Each step is a plain function from the stage modules; this module only decides who is due and
+keeps the delivery rows honest. The CLI and (later) the scheduler both call `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import jinja2
+
+from digest.config import Config
+from digest.errors import DigestError, NotFound, ProfileError
+from digest.ingest import IngestReport, ingest_all, lookup_papers
+from digest.models import Delivery, Paper
+from digest.profiles import Profile, load_profiles
+from digest.rank import Pick, Ranker
+from digest.render import Rendered, build_message, environment, message_id_for, render_digest
+from digest.send import Outcome, Outgoing, send_batch
+from digest.store import Store
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=15)
+# Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
+NOT_LISTED = ("api",)
+
+
+@dataclass
+class SubscriberResult:
+    email: str
+    status: str  # sent | already-sent | nothing-new | no-match | unsubscribed | retry | failed | ...
+    papers: int = 0
+    detail: str = ""
+
+
+@dataclass
+class RunReport:
+    day: date
+    ingest: list[IngestReport] = field(default_factory=list)
+    profile_errors: list[ProfileError] = field(default_factory=list)
+    results: list[SubscriberResult] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+@dataclass
+class Context:
+    cfg: Config
+    store: Store
+    profiles: list[Profile]
+    profile_errors: list[ProfileError]
+    ranker: Ranker
+    env: jinja2.Environment
+    latest: date | None
+
+
+def digest_day(profile: Profile, now: datetime) -> date:
+    """The digest date is the subscriber's local calendar day."""
+    return now.astimezone(profile.tz).date()
+
+
+def prepare(cfg: Config, store: Store, now: datetime) -> Context:
+    loaded = load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
+    for err in loaded.errors:
+        log.error("%s", err)
+    wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
+    if wanted:
+        lookup_papers(store, cfg, wanted, now.date())
+    latest = store.latest_announced(exclude_types=NOT_LISTED)
+    corpus: list[Paper] = []
+    if latest is not None:
+        corpus = store.papers_between(latest - timedelta(days=cfg.digest.corpus_days), latest)
+    known = {p.id for p in corpus}
+    corpus += [p for p in store.papers(wanted).values() if p.id not in known]
+    return Context(
+        cfg=cfg,
+        store=store,
+        profiles=loaded.profiles,
+        profile_errors=loaded.errors,
+        ranker=Ranker(corpus),
+        env=environment(cfg),
+        latest=latest,
+    )
+
+
+def candidates(ctx: Context, profile: Profile) -> list[Paper]:
+    """The listing papers of the last few days this subscriber has not been sent yet."""
+    if ctx.latest is None:
+        return []
+    first = ctx.latest - timedelta(days=ctx.cfg.digest.lookback_days - 1)
+    seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
+    allowed = set(profile.sources) if profile.sources is not None else None
+    out = []
+    for p in ctx.store.papers_between(first, ctx.latest):
+        if p.id in seen or p.announce_type in NOT_LISTED:
+            continue
+        if allowed is not None and not any(t.split(":", 1)[1] in allowed for t in p.sources):
+            continue
+        out.append(p)
+    return out
+
+
+def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
+    """The subscriber's picks for today, or none with the reason why."""
+    pool = candidates(ctx, profile)
+    if not pool:
+        return [], "no new papers since the last digest"
+    examples = list(ctx.store.papers(profile.interests.papers).values())
+    picks = ctx.ranker.rank(profile, pool, examples)
+    if not picks:
+        return [], f"none of {len(pool)} new papers matched the profile"
+    return picks, ""
+
+
+def picks_of(ctx: Context, delivery: Delivery) -> list[Pick]:
+    """The picks stored on a planned delivery, so a retry sends the very same digest."""
+    papers = ctx.store.papers(delivery.paper_ids)
+    return [
+        Pick(papers[pid], 0.0, str(delivery.reasons.get(pid, "")))
+        for pid in delivery.paper_ids
+        if pid in papers
+    ]
+
+
+def find_profile(ctx: Context, email: str) -> Profile:
+    for p in ctx.profiles:
+        if p.email.lower() == email.lower():
+            return p
+    for err in ctx.profile_errors:
+        raise NotFound(f"{email}: no valid profile ({err})") if email in err.message else None
+    raise NotFound(f"no subscriber with email {email}")
+
+
+def render_for(ctx: Context, profile: Profile, picks: list[Pick], day: date) -> Rendered:
+    return render_digest(ctx.env, ctx.cfg, profile, picks, day)
+
+
+def run(
+    cfg: Config,
+    store: Store,
+    *,
+    now: datetime | None = None,
+    ingest: bool = True,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> RunReport:
+    """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more."""
+    now = now or datetime.now(UTC)
+    report = RunReport(day=now.date())
+    if ingest:
+        report.ingest = ingest_all(store, cfg, today=now.date())
+    ctx = prepare(cfg, store, now)
+    report.profile_errors = ctx.profile_errors
+    planned: list[tuple[Profile, Delivery]] = []
+    for profile in ctx.profiles:
+        if progress:
+            progress(profile.email)
+        try:
+            outcome = _plan_one(ctx, profile, now, dry_run)
+        except DigestError as exc:
+            report.results.append(SubscriberResult(profile.email, "error", detail=str(exc)))
+            continue
+        if isinstance(outcome, SubscriberResult):
+            report.results.append(outcome)
+        else:
+            planned.append((profile, outcome))
+    if planned:
+        report.results += _send(ctx, planned, now)
+    return report
+
+
+def _plan_one(
+    ctx: Context, profile: Profile, now: datetime, dry_run: bool
+) -> SubscriberResult | Delivery:
+    email = profile.email
+    if ctx.store.is_unsubscribed(email):
+        return SubscriberResult(email, "unsubscribed")
+    day = digest_day(profile, now)
+    existing = ctx.store.delivery(email, day)
+    if existing is not None:
+        if existing.state in ("pending", "retry"):
+            return existing
+        status = "already-sent" if existing.state == "sent" else existing.state
+        return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
+    picks, why_not = pick_papers(ctx, profile)
+    if not picks:
+        return SubscriberResult(email, "nothing-new", detail=why_not)
+    if dry_run:
+        return SubscriberResult(email, "dry-run", len(picks), f"would send the digest of {day}")
+    return ctx.store.plan_delivery(
+        email,
+        day,
+        message_id_for(email, day, ctx.cfg.smtp.from_address),
+        [p.paper.id for p in picks],
+        {p.paper.id: p.reason for p in picks},
+    )
+
+
+def _send(
+    ctx: Context, planned: list[tuple[Profile, Delivery]], now: datetime
+) -> list[SubscriberResult]:
+    results: dict[int, SubscriberResult] = {}
+    outgoing: list[Outgoing] = []
+    for profile, delivery in planned:
+        assert delivery.id is not None
+        # Checked again at send time: an unsubscribe between planning and sending wins.
+        if ctx.store.is_unsubscribed(profile.email):
+            results[delivery.id] = SubscriberResult(profile.email, "unsubscribed")
+            continue
+        if not ctx.store.claim(delivery.id, LEASE):
+            results[delivery.id] = SubscriberResult(profile.email, "claimed-elsewhere")
+            continue
+        picks = picks_of(ctx, delivery)
+        rendered = render_for(ctx, profile, picks, delivery.digest_date)
+        msg = build_message(ctx.cfg, profile, rendered, delivery.message_id, now)
+        outgoing.append(Outgoing(delivery.id, profile.email, msg))
+        results[delivery.id] = SubscriberResult(profile.email, "sending", len(picks))
+
+    def record(o: Outcome) -> None:
+        # Committed before the next message goes out: a crash now cannot re-send this one.
+        ctx.store.finish(o.delivery_id, o.state, o.detail or None)
+        results[o.delivery_id].status = o.state
+        results[o.delivery_id].detail = o.detail
+
+    if outgoing:
+        asyncio.run(send_batch(ctx.cfg.smtp, outgoing, record))
+    return list(results.values())
+
+
+def preview(
+    cfg: Config, store: Store, email: str, now: datetime | None = None
+) -> tuple[Rendered, bytes, list[Pick]]:
+    """What `email` would receive now (or was sent today), without sending or recording it."""
+    now = now or datetime.now(UTC)
+    ctx = prepare(cfg, store, now)
+    profile = find_profile(ctx, email)
+    day = digest_day(profile, now)
+    existing = store.delivery(profile.email, day)
+    if existing is not None:
+        picks = picks_of(ctx, existing)
+        message_id = existing.message_id
+    else:
+        picks, why_not = pick_papers(ctx, profile)
+        if not picks:
+            raise DigestError(f"{email}: nothing to preview: {why_not}", "run `digest ingest`")
+        message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
+    rendered = render_for(ctx, profile, picks, day)
+    msg = build_message(cfg, profile, rendered, message_id, now)
+    return rendered, msg.as_bytes(), picks

@@ -1,0 +1,166 @@
+"""Rendering: Jinja templates (HTML, plain text, subject) and the one message builder.
+
+Everything from feeds and profiles is untrusted: the HTML template autoescapes, links are kept
+only when they are http(s), and header values are stripped of control characters before the
+email library folds and encodes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from itsdangerous import URLSafeSerializer
+
+from digest.config import Config
+from digest.profiles import Profile
+from digest.rank import Pick
+
+EXCERPT_CHARS = 320
+MAX_AUTHORS = 4
+UNSUBSCRIBE_SALT = "digest.unsubscribe"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def templates_dir(cfg: Config) -> Path:
+    """The configured templates, else the ones in the wheel, else the repository's."""
+    if cfg.templates_dir is not None:
+        return cfg.templates_dir
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "digest.html").is_file():
+            return candidate
+    raise FileNotFoundError("no templates directory found (set templates_dir in digest.toml)")
+
+
+def environment(cfg: Config) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir(cfg)),
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+def header_text(value: str, limit: int = 200) -> str:
+    """A single-line header value: controls (CR, LF, tabs, ...) become spaces, length capped."""
+    value = " ".join(_CONTROL.sub(" ", value).split())
+    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
+
+
+def safe_link(url: str | None) -> str | None:
+    if url and re.match(r"^https?://[^\s<>\"']+$", url):
+        return url
+    return None
+
+
+def short_authors(authors: list[str]) -> str:
+    if len(authors) <= MAX_AUTHORS:
+        return ", ".join(authors)
+    return ", ".join(authors[:3]) + f" et al. ({len(authors)} authors)"
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[: cut.rfind(" ")].rstrip(" ,;:") + " …" if " " in cut else cut + "…"
+
+
+def unsubscribe_token(cfg: Config, email: str) -> str:
+    s = URLSafeSerializer(cfg.web.secret_key().get_secret_value(), salt=UNSUBSCRIBE_SALT)
+    return str(s.dumps(email.lower()))
+
+
+def unsubscribe_url(cfg: Config, email: str) -> str:
+    return f"{cfg.web.base_url}/u/{unsubscribe_token(cfg, email)}"
+
+
+def message_id_for(email: str, day: date, from_address: str) -> str:
+    """Fixed for (subscriber, day): every attempt at one digest carries the same Message-ID."""
+    digest_of = hashlib.sha256(f"{email.lower()}|{day.isoformat()}".encode()).hexdigest()[:20]
+    domain = from_address.rsplit("@", 1)[-1]
+    return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
+
+
+def _paper_context(pick: Pick) -> dict[str, Any]:
+    p = pick.paper
+    return {
+        "id": p.id,
+        "title": p.title,
+        "url": safe_link(p.abs_url),
+        "pdf_url": safe_link(p.pdf_url),
+        "hf_url": safe_link(p.hf_url),
+        "upvotes": p.upvotes,
+        "authors": short_authors(p.authors),
+        "categories": p.categories[:4],
+        "reason": pick.reason,
+        "excerpt": excerpt(p.abstract),
+    }
+
+
+def render_digest(
+    env: jinja2.Environment, cfg: Config, profile: Profile, picks: list[Pick], day: date
+) -> Rendered:
+    ctx = {
+        "name": profile.display_name,
+        "email": profile.email,
+        "day": day,
+        "day_text": f"{day:%A} {day.day} {day:%B %Y}",
+        "papers": [_paper_context(p) for p in picks],
+        "profile_file": profile.path.name if profile.path else "your profile",
+        "unsubscribe_url": unsubscribe_url(cfg, profile.email),
+        "base_url": cfg.web.base_url,
+        "interests": profile.interests,
+    }
+    subject = env.get_template("digest_subject.txt").render(ctx)
+    return Rendered(
+        subject=header_text(subject),
+        text=env.get_template("digest.txt").render(ctx),
+        html=env.get_template("digest.html").render(ctx),
+    )
+
+
+def build_message(
+    cfg: Config,
+    profile: Profile,
+    rendered: Rendered,
+    message_id: str,
+    now: datetime,
+) -> EmailMessage:
+    """The complete message: standard headers, List-Unsubscribe, text then HTML alternatives."""
+    msg = EmailMessage(policy=SMTP)
+    local, _, domain = cfg.smtp.from_address.partition("@")
+    msg["From"] = Address(header_text(cfg.smtp.from_name), local, domain)
+    to_local, _, to_domain = profile.email.partition("@")
+    msg["To"] = Address(header_text(profile.name), to_local, to_domain)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    unsubscribe = unsubscribe_url(cfg, profile.email)
+    msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["List-Id"] = f"Paper digest <digest.{domain}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(rendered.text, cte="quoted-printable")
+    msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    return msg
