@@ -1,0 +1,260 @@
+"""Shared fixtures: a real SQLite store, a real SMTP server, a real local HTTP feed server,
+personas (ada, bob), and the real data in ../shared/data when it is there."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
+from digest.demo import free_port
+from digest.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SHARED = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEMO_DATA = ROOT / "digest" / "demo_data"
+# A fixed "now": Monday 23 November 2026, 08:00 UTC, after the demo listing of Friday the 20th.
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    for item in items:
+        if "shared_data" in item.keywords:
+            item.add_marker(needs_shared)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    """With DIGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run: CI never passes by skipping."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get("DIGEST_FORBID_SKIPS") == "1" and skipped:
+        terminalreporter.write_line(
+            f"FAILED: {len(skipped)} test(s) skipped; CI expects every test to run", red=True
+        )
+        terminalreporter._session.exitstatus = 1
+
+
+# -- SMTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpHandler:
+    """Records every message; `fail` maps a command (RCPT, DATA) to the reply to give instead."""
+
+    received: list[Received] = field(default_factory=list)
+    fail: dict[str, str] = field(default_factory=dict)
+    fail_for: set[str] = field(default_factory=set)  # only these recipients (empty: everyone)
+
+    def _failing(self, command: str, rcpt: str | None) -> str | None:
+        if command not in self.fail:
+            return None
+        if self.fail_for and rcpt not in self.fail_for:
+            return None
+        return self.fail[command]
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if reply := self._failing("RCPT", address):
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else None
+        if reply := self._failing("DATA", rcpt):
+            return reply
+        self.received.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 2.0.0 OK"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: SmtpHandler
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    handler = SmtpHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+# -- HTTP feed server ---------------------------------------------------------------------
+
+
+@dataclass
+class Route:
+    body: bytes
+    content_type: str = "application/xml"
+    etag: str | None = None
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FeedServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                server.requests.append({"path": self.path, **dict(self.headers.items())})
+                route = server.routes.get(path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                if route.delay:
+                    threading.Event().wait(route.delay)
+                if route.etag and self.headers.get("If-None-Match") == route.etag:
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                self.send_response(route.status)
+                self.send_header("Content-Type", route.content_type)
+                self.send_header("Content-Length", str(len(route.body)))
+                if route.etag:
+                    self.send_header("ETag", route.etag)
+                for name, value in route.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(route.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# -- store, config, personas --------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    s.create_all()
+    try:
+        yield s
+    finally:
+        s.dispose()
+
+
+ADA = """\
+email = "ada@example.org"
+name = "Ada"
+timezone = "Europe/London"
+send_at = "07:00"
+max_papers = 8
+
+[interests]
+keywords = ["state space models", "long context"]
+authors = ["Mira Okafor"]
+papers = ["2609.04411", "2610.02290"]
+"""
+
+BOB = """\
+email = "bob@example.org"
+name = "Bob"
+timezone = "America/New_York"
+send_at = "06:30"
+
+[interests]
+keywords = ["retrieval-augmented generation"]
+exclude = ["prompt injection"]
+categories = ["cs.IR"]
+"""
+
+
+def write_profile(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def demo_sources() -> list[SourceConfig]:
+    return [
+        SourceConfig(name="arxiv", kind="arxiv-rss", url=(DEMO_DATA / "listing.xml").as_uri()),
+        SourceConfig(name="arxiv-api", kind="arxiv-api",
+                     url=(DEMO_DATA / "examples.xml").as_uri()),
+        SourceConfig(name="hf", kind="hf-daily", url=(DEMO_DATA / "hf_daily.json").as_uri()),
+    ]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, smtp_server: SmtpServer) -> Config:
+    """A config over the demo listing with ada and bob subscribed, sending to smtp_server."""
+    subs = tmp_path / "subscribers"
+    write_profile(subs, "ada", ADA)
+    write_profile(subs, "bob", BOB)
+    key = tmp_path / "secret_key"
+    key.write_text("test-secret-key\n")
+    return Config(
+        data_dir=tmp_path / "data",
+        subscribers_dir=subs,
+        smtp=SmtpConfig(host=smtp_server.host, port=smtp_server.port, security="none",
+                        from_address="digest@papers.example.org"),
+        web=WebConfig(base_url="https://papers.example.org", secret_key_file=key),
+        sources=demo_sources(),
+    )
+
+
+def write_config(path: Path, cfg_text: str) -> Path:
+    path.write_text(cfg_text, encoding="utf-8")
+    return path

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import gzip
+
+from digest.config import Config, SourceConfig
+from digest.ingest import ingest_all, ingest_source
+from digest.ingest.fetch import USER_AGENT
+from digest.store import Store
+from tests.conftest import DEMO_DATA, FeedServer, Route
+
+LISTING = (DEMO_DATA / "listing.xml").read_bytes()
+
+
+def source(server: FeedServer, path: str = "/rss", **kw: object) -> SourceConfig:
+    return SourceConfig(name="arxiv", kind="arxiv-rss", url=server.url(path), **kw)  # type: ignore[arg-type]
+
+
+def test_it_fetches_over_http_and_names_itself(store: Store, feed_server: FeedServer) -> None:
+    feed_server.routes["/rss"] = Route(LISTING)
+    report = ingest_source(store, source(feed_server))
+    assert (report.status, report.added) == ("ok", 24)
+    assert feed_server.requests[0]["User-Agent"] == USER_AGENT
+
+
+def test_conditional_get_uses_the_stored_etag(store: Store, feed_server: FeedServer) -> None:
+    feed_server.routes["/rss"] = Route(LISTING, etag='"v1"')
+    ingest_source(store, source(feed_server))
+    second = ingest_source(store, source(feed_server))
+    assert second.status == "not-modified"
+    assert feed_server.requests[1]["If-None-Match"] == '"v1"'
+    state = store.feed_state("arxiv")
+    assert state is not None and state.etag == '"v1"' and state.last_status == "not-modified"
+
+
+def test_a_response_over_the_size_cap_is_refused(store: Store, feed_server: FeedServer) -> None:
+    feed_server.routes["/rss"] = Route(LISTING)
+    report = ingest_source(store, source(feed_server, max_bytes=4096))
+    assert report.status == "error" and "larger than 4096 bytes" in (report.error or "")
+    assert store.count_papers() == 0
+
+
+def test_the_size_cap_also_bounds_decompressed_output(store: Store, feed_server: FeedServer) -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * 5_000_000)
+    assert len(bomb) < 10_000
+    feed_server.routes["/gz"] = Route(bomb, headers={"Content-Encoding": "gzip"})
+    report = ingest_source(store, source(feed_server, "/gz", max_bytes=1_000_000))
+    assert report.status == "error" and "larger than 1000000 bytes" in (report.error or "")
+
+
+def test_a_slow_server_times_out_with_a_clear_error(store: Store, feed_server: FeedServer) -> None:
+    feed_server.routes["/rss"] = Route(LISTING, delay=2.0)
+    report = ingest_source(store, source(feed_server, timeout=0.3))
+    assert report.status == "error" and "timed out" in (report.error or "")
+
+
+def test_a_broken_source_does_not_stop_the_others(store: Store, feed_server: FeedServer) -> None:
+    feed_server.routes["/rss"] = Route(LISTING)
+    feed_server.routes["/broken"] = Route(b"oops", status=500)
+    cfg = Config(sources=[
+        SourceConfig(name="broken", kind="rss", url=feed_server.url("/broken")),
+        SourceConfig(name="missing", kind="rss", url=feed_server.url("/nothing-here")),
+        SourceConfig(name="garbage", kind="hf-daily", url=(DEMO_DATA / "listing.xml").as_uri()),
+        source(feed_server),
+    ])
+    reports = {r.source: r for r in ingest_all(store, cfg)}
+    assert "HTTP 500" in (reports["broken"].error or "")
+    assert "HTTP 404" in (reports["missing"].error or "")
+    assert "not JSON" in (reports["garbage"].error or "")
+    assert reports["arxiv"].added == 24
