@@ -49,6 +49,10 @@ class StoreError(DigestError):
     hint = "check [database] url in digest.toml and that the database is reachable"
 
 
+class RenderError(DigestError):
+    hint = "check the templates and `digest preview`"
+
+
 class SendError(DigestError):
     hint = "check [smtp] in digest.toml and that the SMTP server is reachable"
 

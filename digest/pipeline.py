@@ -90,20 +90,32 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
 
 
 def candidates(ctx: Context, profile: Profile) -> list[Paper]:
-    """The listing papers of the last few days this subscriber has not been sent yet."""
+    """Listing papers of the last few days that arrived since this subscriber's last digest.
+
+    Papers already considered for an earlier digest and passed over are not offered again the
+    next day; papers already sent are never offered again at all.
+    """
     if ctx.latest is None:
         return []
     first = ctx.latest - timedelta(days=ctx.cfg.digest.lookback_days - 1)
     seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
+    since = ctx.store.last_digest_at(profile.email)
     allowed = set(profile.sources) if profile.sources is not None else None
     out = []
     for p in ctx.store.papers_between(first, ctx.latest):
         if p.id in seen or p.announce_type in NOT_LISTED:
             continue
+        if since is not None and _naive(p.first_seen) <= _naive(since):
+            continue
         if allowed is not None and not any(t.split(":", 1)[1] in allowed for t in p.sources):
             continue
         out.append(p)
     return out
+
+
+def _naive(t: datetime) -> datetime:
+    # SQLite hands datetimes back without their zone; everything stored is UTC.
+    return t.replace(tzinfo=None) if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
 
 
 def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
@@ -132,9 +144,8 @@ def find_profile(ctx: Context, email: str) -> Profile:
     for p in ctx.profiles:
         if p.email.lower() == email.lower():
             return p
-    for err in ctx.profile_errors:
-        raise NotFound(f"{email}: no valid profile ({err})") if email in err.message else None
-    raise NotFound(f"no subscriber with email {email}")
+    broken = f" ({len(ctx.profile_errors)} profile(s) are invalid)" if ctx.profile_errors else ""
+    raise NotFound(f"no subscriber with email {email}{broken}")
 
 
 def render_for(ctx: Context, profile: Profile, picks: list[Pick], day: date) -> Rendered:
@@ -217,8 +228,15 @@ def _send(
             results[delivery.id] = SubscriberResult(profile.email, "claimed-elsewhere")
             continue
         picks = picks_of(ctx, delivery)
-        rendered = render_for(ctx, profile, picks, delivery.digest_date)
-        msg = build_message(ctx.cfg, profile, rendered, delivery.message_id, now)
+        try:
+            rendered = render_for(ctx, profile, picks, delivery.digest_date)
+            msg = build_message(ctx.cfg, profile, rendered, delivery.message_id, now)
+        except DigestError as exc:
+            # One subscriber's bad message must not hold back everyone else's.
+            log.error("delivery %s for %s: %s", delivery.id, profile.email, exc)
+            ctx.store.finish(delivery.id, "failed", str(exc))
+            results[delivery.id] = SubscriberResult(profile.email, "error", detail=str(exc))
+            continue
         outgoing.append(Outgoing(delivery.id, profile.email, msg))
         results[delivery.id] = SubscriberResult(profile.email, "sending", len(picks))
 

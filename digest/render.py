@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import jinja2
 from itsdangerous import URLSafeSerializer
 
 from digest.config import Config
+from digest.errors import RenderError
 from digest.profiles import Profile
 from digest.rank import Pick
 
@@ -62,8 +64,13 @@ def environment(cfg: Config) -> jinja2.Environment:
 
 
 def header_text(value: str, limit: int = 200) -> str:
-    """A single-line header value: controls (CR, LF, tabs, ...) become spaces, length capped."""
-    value = " ".join(_CONTROL.sub(" ", value).split())
+    """A single-line header value from untrusted text.
+
+    Controls (CR, LF, tabs, ...) become spaces, and "=?" is broken up: an RFC 2047 encoded word
+    such as `=?UTF-8?Q?=0A?=` smuggled into a name would otherwise be re-emitted undecoded
+    and turn into a line break when folded (CVE-2024-6923).
+    """
+    value = " ".join(_CONTROL.sub(" ", value).split()).replace("=?", "= ?")
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
@@ -163,4 +170,19 @@ def build_message(
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    _check_headers(msg)
     return msg
+
+
+def _check_headers(msg: EmailMessage) -> None:
+    """Re-parse the bytes that will be sent: the header set must be exactly what was written.
+
+    The last line of defence against header injection, whatever slipped past the escaping.
+    """
+    written = sorted(k.lower() for k in msg.keys())
+    parsed = BytesHeaderParser(policy=SMTP).parsebytes(msg.as_bytes())
+    if sorted(k.lower() for k in parsed.keys()) != written:
+        raise RenderError(
+            f"message for {msg['To']} would not re-parse to the same headers; not sent",
+            "a profile or feed value contains header syntax; check `digest preview`",
+        )

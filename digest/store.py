@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,16 @@ class Store:
                 )
             ).all()
         return {pid for ids in rows for pid in ids}
+
+    def last_digest_at(self, email: str) -> datetime | None:
+        """When the newest digest that went out (or may have) to this subscriber was made."""
+        with self.session() as s:
+            return s.exec(
+                select(func.max(Delivery.created_at)).where(
+                    Delivery.subscriber == email.lower(),
+                    col(Delivery.state).in_(("sent", "sending")),
+                )
+            ).one()
 
     def delivery(self, email: str, day: date) -> Delivery | None:
         with self.session() as s:
