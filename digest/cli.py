@@ -11,7 +11,6 @@ import email.policy
 import logging
 import sys
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +92,14 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("."), show_default=True, help="Where to create the files.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Where to create the files.",
+)
 @click.option("--force", is_flag=True, help="Overwrite digest.toml and the example profile.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, force: bool) -> None:
@@ -131,8 +136,15 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     for r in reports:
         skipped = ", ".join(f"{v} {k}" for k, v in sorted(r.skipped.items())) or "-"
         status = "[red]error[/]" if r.status == "error" else r.status
-        table.add_row(r.source, status, str(r.entries), str(r.added), str(r.updated), skipped,
-                      r.error or ("; ".join(r.problems[:2]) if r.problems else "-"))
+        table.add_row(
+            r.source,
+            status,
+            str(r.entries),
+            str(r.added),
+            str(r.updated),
+            skipped,
+            r.error or ("; ".join(r.problems[:2]) if r.problems else "-"),
+        )
     console.print(table)
     if reports and all(r.status == "error" for r in reports):
         raise DigestError("every source failed", "see the problems column above")
@@ -153,9 +165,15 @@ def subscribers_list(ctx: click.Context) -> None:
     loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
     table = Table("email", "name", "send at", "papers", "keywords", "examples", "file")
     for p in loaded.profiles:
-        table.add_row(p.email, p.name, f"{p.send_at} {p.timezone}", str(p.max_papers),
-                      str(len(p.interests.keywords)), str(len(p.interests.papers)),
-                      p.path.name if p.path else "")
+        table.add_row(
+            p.email,
+            p.name,
+            f"{p.send_at} {p.timezone}",
+            str(p.max_papers),
+            str(len(p.interests.keywords)),
+            str(len(p.interests.papers)),
+            p.path.name if p.path else "",
+        )
     console.print(table)
     for e in loaded.errors:
         err_console.print(f"[red]invalid:[/] {e}", highlight=False)
@@ -175,8 +193,10 @@ def subscribers_check(ctx: click.Context) -> None:
     loaded = load_profiles(directory, [s.name for s in st.cfg.sources])
     for e in loaded.errors:
         err_console.print(f"[red]{e}[/]", highlight=False)
-    console.print(f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid in {directory}",
-                  highlight=False)
+    console.print(
+        f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid in {directory}",
+        highlight=False,
+    )
     if not loaded.profiles and not loaded.errors:
         raise DigestError(f"no profiles in {directory}", "copy subscribers/example.toml there")
     if loaded.errors:
@@ -186,8 +206,11 @@ def subscribers_check(ctx: click.Context) -> None:
 @cli.command()
 @click.argument("address")
 @click.option("--text", "as_text", is_flag=True, help="Print the plain-text part.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the message: .eml for the whole message, .html or .txt for one part.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the message: .eml for the whole message, .html or .txt for one part.",
+)
 @click.pass_context
 def preview(ctx: click.Context, address: str, as_text: bool, out: Path | None) -> None:
     """Show what ADDRESS would get now, without sending or recording anything.
@@ -227,8 +250,13 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
     st = _state(ctx)
     store = st.store()
     with console.status("running...") as status:
-        report = run(st.cfg, store, ingest=not no_ingest, dry_run=dry_run,
-                     progress=lambda who: status.update(f"ranking for {who}"))
+        report = run(
+            st.cfg,
+            store,
+            ingest=not no_ingest,
+            dry_run=dry_run,
+            progress=lambda who: status.update(f"ranking for {who}"),
+        )
     _print_report(report)
     if report.profile_errors or any(r.status in ("failed", "error") for r in report.results):
         ctx.exit(1)
@@ -247,8 +275,14 @@ def _print_report(report: Any) -> None:
 
 
 @cli.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("data/demo"), show_default=True, help="Scratch directory.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("data/demo"),
+    show_default=True,
+    help="Scratch directory.",
+)
 def demo(directory: Path) -> None:
     """Run the whole cycle offline: a shipped listing, the example subscriber, a local SMTP
     server storing mail in a Maildir. Prints where the message is and a text preview.
@@ -282,13 +316,16 @@ def stats(ctx: click.Context) -> None:
 
     st = _state(ctx)
     store = st.store()
-    console.print(f"papers stored: {store.count_papers()}; newest listing: "
-                  f"{store.latest_announced() or '-'}", highlight=False)
+    console.print(
+        f"papers stored: {store.count_papers()}; newest listing: {store.latest_announced() or '-'}",
+        highlight=False,
+    )
     table = Table("source", "last attempt", "status", "items", "error")
     for f in store.feed_states():
         when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
-        table.add_row(f.source, when, f.last_status or "-", str(f.last_count),
-                      (f.last_error or "")[:80])
+        table.add_row(
+            f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
+        )
     console.print(table)
     by_day: Counter[tuple[str, str]] = Counter(
         (str(d.digest_date), d.state) for d in store.deliveries()

@@ -64,13 +64,19 @@ def demo_config(directory: Path, smtp_port: int) -> Config:
     return Config(
         data_dir=data,
         subscribers_dir=directory / "subscribers",
-        smtp=SmtpConfig(host="127.0.0.1", port=smtp_port, security="none",
-                        from_address="digest@localhost", from_name="Paper digest (demo)"),
+        smtp=SmtpConfig(
+            host="127.0.0.1",
+            port=smtp_port,
+            security="none",
+            from_address="digest@localhost",
+            from_name="Paper digest (demo)",
+        ),
         web=WebConfig(base_url="http://localhost:8000", secret_key_file=key),
         sources=[
             SourceConfig(name="arxiv", kind="arxiv-rss", url=(DEMO_DATA / "listing.xml").as_uri()),
-            SourceConfig(name="arxiv-api", kind="arxiv-api",
-                         url=(DEMO_DATA / "examples.xml").as_uri()),
+            SourceConfig(
+                name="arxiv-api", kind="arxiv-api", url=(DEMO_DATA / "examples.xml").as_uri()
+            ),
             SourceConfig(name="hf", kind="hf-daily", url=(DEMO_DATA / "hf_daily.json").as_uri()),
         ],
     )

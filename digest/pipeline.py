@@ -33,7 +33,9 @@ NOT_LISTED = ("api",)
 @dataclass
 class SubscriberResult:
     email: str
-    status: str  # sent | already-sent | nothing-new | no-match | unsubscribed | retry | failed | ...
+    status: (
+        str  # sent | already-sent | nothing-new | no-match | unsubscribed | retry | failed | ...
+    )
     papers: int = 0
     detail: str = ""
 
@@ -120,6 +122,8 @@ def _naive(t: datetime) -> datetime:
 
 def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     """The subscriber's picks for today, or none with the reason why."""
+    if ctx.latest is None:
+        return [], "no papers stored yet (run `digest ingest`)"
     pool = candidates(ctx, profile)
     if not pool:
         return [], "no new papers since the last digest"
@@ -266,7 +270,9 @@ def preview(
     else:
         picks, why_not = pick_papers(ctx, profile)
         if not picks:
-            raise DigestError(f"{email}: nothing to preview: {why_not}", "run `digest ingest`")
+            raise DigestError(
+                f"{email}: nothing to preview: {why_not}", "`digest ingest` fetches new papers"
+            )
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
     msg = build_message(cfg, profile, rendered, message_id, now)

@@ -170,9 +170,7 @@ class Ranker:
         clf.fit(train, y)
         return clf.predict_proba(X)[:, 1], clf.coef_.ravel()
 
-    def _top_terms(
-        self, X: sparse.csr_matrix, row: int, coef: np.ndarray, text: str
-    ) -> list[str]:
+    def _top_terms(self, X: sparse.csr_matrix, row: int, coef: np.ndarray, text: str) -> list[str]:
         """The paper's terms that pushed its score up the most.
 
         Only terms that stand in the paper as written: TF-IDF also makes bigrams across

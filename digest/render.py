@@ -179,9 +179,9 @@ def _check_headers(msg: EmailMessage) -> None:
 
     The last line of defence against header injection, whatever slipped past the escaping.
     """
-    written = sorted(k.lower() for k in msg.keys())
+    written = sorted(k.lower() for k in msg)
     parsed = BytesHeaderParser(policy=SMTP).parsebytes(msg.as_bytes())
-    if sorted(k.lower() for k in parsed.keys()) != written:
+    if sorted(k.lower() for k in parsed) != written:
         raise RenderError(
             f"message for {msg['To']} would not re-parse to the same headers; not sent",
             "a profile or feed value contains header syntax; check `digest preview`",

@@ -7,7 +7,6 @@ recipient are explicit too, never read from the message headers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ async def send_batch(
                 try:
                     smtp = _client(cfg)
                     await smtp.connect()
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                     smtp = None
                     detail = (
                         f"cannot connect to SMTP server {cfg.host}:{cfg.port} "
@@ -96,7 +95,7 @@ async def send_batch(
                     item.message, sender=cfg.from_address, recipients=[item.recipient]
                 )
                 outcome = Outcome(item.delivery_id, item.recipient, "sent")
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 state, detail = classify(exc)
                 outcome = Outcome(item.delivery_id, item.recipient, state, detail)
                 log.warning("delivery %s: %s (%s)", item.delivery_id, state, detail)
@@ -115,5 +114,5 @@ async def _close(smtp: aiosmtplib.SMTP) -> None:
     try:
         if smtp.is_connected:
             await smtp.quit()
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
         smtp.close()

@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from digest.errors import StoreError
-from digest.record import PaperRecord
 from digest.models import Delivery, FeedState, Paper, SubscriberState, utcnow
+from digest.record import PaperRecord
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
@@ -103,9 +103,7 @@ class Store:
         with self.session() as s:
             for i in range(0, len(ids), _CHUNK):
                 chunk = list(ids[i : i + _CHUNK])
-                out.update(
-                    (p.id, p) for p in s.exec(select(Paper).where(col(Paper.id).in_(chunk)))
-                )
+                out.update((p.id, p) for p in s.exec(select(Paper).where(col(Paper.id).in_(chunk))))
         return out
 
     def papers_between(self, first: date, last: date) -> list[Paper]:
@@ -316,8 +314,10 @@ def _merge(row: Paper, rec: PaperRecord) -> bool:
     if newer:
         row.version = rec.version
     # A listing date beats a publication date: keep the listing day the paper first appeared.
-    if rec.kind == "arxiv-rss" and rec.announce_type in ("new", "cross") and not any(
-        _kind(s) == "arxiv-rss" for s in row.sources
+    if (
+        rec.kind == "arxiv-rss"
+        and rec.announce_type in ("new", "cross")
+        and not any(_kind(s) == "arxiv-rss" for s in row.sources)
     ):
         row.announced = rec.announced
         row.announce_type = rec.announce_type

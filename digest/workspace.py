@@ -60,7 +60,10 @@ url = "https://huggingface.co/api/daily_papers"
 def packaged_example_profile() -> Path:
     """subscribers/example.toml from the wheel, or from the repository in a source checkout."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "demo_data" / "example.toml", here.parent / "subscribers" / "example.toml"):
+    for candidate in (
+        here / "demo_data" / "example.toml",
+        here.parent / "subscribers" / "example.toml",
+    ):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("example.toml is missing from this installation")

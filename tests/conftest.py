@@ -3,6 +3,7 @@ personas (ada, bob), and the real data in ../shared/data when it is there."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
-    """With DIGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run: CI never passes by skipping."""
+    """With DIGEST_FORBID_SKIPS=1 (CI) a skipped test fails the run: CI never passes by skipping."""
     skipped = terminalreporter.stats.get("skipped", [])
     if os.environ.get("DIGEST_FORBID_SKIPS") == "1" and skipped:
         terminalreporter.write_line(
@@ -70,8 +71,9 @@ class SmtpHandler:
             return None
         return self.fail[command]
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         if reply := self._failing("RCPT", address):
             return reply
         envelope.rcpt_tos.append(address)
@@ -151,10 +153,8 @@ class FeedServer:
                 for name, value in route.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(route.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -231,8 +231,7 @@ def write_profile(directory: Path, name: str, text: str) -> Path:
 def demo_sources() -> list[SourceConfig]:
     return [
         SourceConfig(name="arxiv", kind="arxiv-rss", url=(DEMO_DATA / "listing.xml").as_uri()),
-        SourceConfig(name="arxiv-api", kind="arxiv-api",
-                     url=(DEMO_DATA / "examples.xml").as_uri()),
+        SourceConfig(name="arxiv-api", kind="arxiv-api", url=(DEMO_DATA / "examples.xml").as_uri()),
         SourceConfig(name="hf", kind="hf-daily", url=(DEMO_DATA / "hf_daily.json").as_uri()),
     ]
 
@@ -248,8 +247,12 @@ def workspace(tmp_path: Path, smtp_server: SmtpServer) -> Config:
     return Config(
         data_dir=tmp_path / "data",
         subscribers_dir=subs,
-        smtp=SmtpConfig(host=smtp_server.host, port=smtp_server.port, security="none",
-                        from_address="digest@papers.example.org"),
+        smtp=SmtpConfig(
+            host=smtp_server.host,
+            port=smtp_server.port,
+            security="none",
+            from_address="digest@papers.example.org",
+        ),
         web=WebConfig(base_url="https://papers.example.org", secret_key_file=key),
         sources=demo_sources(),
     )

@@ -10,7 +10,9 @@ from digest.profiles import load_profile, load_profiles
 from tests.conftest import ADA, BOB, ROOT, write_profile
 
 
-def test_no_config_file_means_embedded_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_config_file_means_embedded_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIGEST_CONFIG", raising=False)
     cfg = load_config()
@@ -19,7 +21,9 @@ def test_no_config_file_means_embedded_defaults(tmp_path: Path, monkeypatch: pyt
     assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.security) == ("localhost", 8025, "none")
 
 
-def test_the_config_is_found_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_is_found_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "elsewhere.toml"
     path.write_text('data_dir = "state"\n[smtp]\nport = 2525\n')
     monkeypatch.setenv("DIGEST_CONFIG", str(path))
@@ -31,12 +35,18 @@ def test_the_config_is_found_through_the_environment(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[smtp]\nsecurity = "ssl"\n', "smtp.security: Input should be 'starttls', 'tls' or 'none'"),
-        ('[smtp]\nport = 0\n', "smtp.port:"),
+        (
+            '[smtp]\nsecurity = "ssl"\n',
+            "smtp.security: Input should be 'starttls', 'tls' or 'none'",
+        ),
+        ("[smtp]\nport = 0\n", "smtp.port:"),
         ('[smtp]\nhots = "x"\n', "smtp.hots: unknown key (allowed: host, port"),
         ('[[sources]]\nname = "a"\nkind = "atom"\nurl = "https://x"\n', "sources[0].kind:"),
-        ('[[sources]]\nname = "a"\nkind = "rss"\nurl = "ftp://x"\n', "sources[0].url: must start with https://"),
-        ('[database\n', "not valid TOML"),
+        (
+            '[[sources]]\nname = "a"\nkind = "rss"\nurl = "ftp://x"\n',
+            "sources[0].url: must start with https://",
+        ),
+        ("[database\n", "not valid TOML"),
     ],
 )
 def test_config_errors_name_the_file_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -48,7 +58,9 @@ def test_config_errors_name_the_file_and_the_key(tmp_path: Path, text: str, expe
     assert expected in str(err.value)
 
 
-def test_secrets_come_from_the_environment_and_never_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_come_from_the_environment_and_never_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "digest.toml"
     path.write_text('[smtp]\nusername = "u"\npassword_env = "TEST_SMTP_PW"\n')
     cfg = load_config(path)
@@ -72,14 +84,20 @@ def test_the_shipped_example_profile_is_valid() -> None:
         ("colour = 'blue'\n" + ADA, "colour", "unknown key (allowed: email, name"),
         (ADA.replace("Europe/London", "Mars/Olympus"), "timezone", "unknown time zone"),
         (ADA.replace('"07:00"', '"7am"'), "send_at", "HH:MM"),
-        (ADA.replace("max_papers = 8", "max_papers = 500"), "max_papers", "less than or equal to 50"),
+        (
+            ADA.replace("max_papers = 8", "max_papers = 500"),
+            "max_papers",
+            "less than or equal to 50",
+        ),
         (ADA.replace('"ada@example.org"', '"ada at example"'), "email", "plain address"),
         (ADA + "[interests.extra]\n", "interests.extra", "unknown key"),
         (ADA.replace('"2609.04411"', '"not-an-id"'), "interests.papers", "not an arXiv id"),
         (ADA.replace('name = "Ada"', 'name = "Ada\\r\\nBcc: x@y"'), "name", "control characters"),
     ],
 )
-def test_profile_errors_name_the_file_and_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+def test_profile_errors_name_the_file_and_the_key(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
     path = write_profile(tmp_path, "ada", text)
     with pytest.raises(ProfileError) as err:
         load_profile(path)
@@ -98,11 +116,17 @@ def test_a_broken_profile_does_not_hide_the_others(tmp_path: Path) -> None:
 
 
 def test_a_profile_naming_an_unknown_source_is_an_error(tmp_path: Path) -> None:
-    path = write_profile(tmp_path, "bob", 'email = "bob@example.org"\nsources = ["arxiv", "nope"]\n')
+    path = write_profile(
+        tmp_path, "bob", 'email = "bob@example.org"\nsources = ["arxiv", "nope"]\n'
+    )
     with pytest.raises(ProfileError, match=r"sources\[1\]: no source named 'nope'"):
         load_profile(path, ["arxiv"])
 
 
 def test_example_paper_ids_are_normalised(tmp_path: Path) -> None:
-    path = write_profile(tmp_path, "a", 'email = "a@b.org"\n[interests]\npapers = ["arXiv:2401.00001v3", "hep-th/9901001"]\n')
+    path = write_profile(
+        tmp_path,
+        "a",
+        'email = "a@b.org"\n[interests]\npapers = ["arXiv:2401.00001v3", "hep-th/9901001"]\n',
+    )
     assert load_profile(path).interests.papers == ["2401.00001", "hep-th/9901001"]

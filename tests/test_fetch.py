@@ -39,7 +39,9 @@ def test_a_response_over_the_size_cap_is_refused(store: Store, feed_server: Feed
     assert store.count_papers() == 0
 
 
-def test_the_size_cap_also_bounds_decompressed_output(store: Store, feed_server: FeedServer) -> None:
+def test_the_size_cap_also_bounds_decompressed_output(
+    store: Store, feed_server: FeedServer
+) -> None:
     bomb = gzip.compress(b"<rss>" + b" " * 5_000_000)
     assert len(bomb) < 10_000
     feed_server.routes["/gz"] = Route(bomb, headers={"Content-Encoding": "gzip"})
@@ -56,12 +58,14 @@ def test_a_slow_server_times_out_with_a_clear_error(store: Store, feed_server: F
 def test_a_broken_source_does_not_stop_the_others(store: Store, feed_server: FeedServer) -> None:
     feed_server.routes["/rss"] = Route(LISTING)
     feed_server.routes["/broken"] = Route(b"oops", status=500)
-    cfg = Config(sources=[
-        SourceConfig(name="broken", kind="rss", url=feed_server.url("/broken")),
-        SourceConfig(name="missing", kind="rss", url=feed_server.url("/nothing-here")),
-        SourceConfig(name="garbage", kind="hf-daily", url=(DEMO_DATA / "listing.xml").as_uri()),
-        source(feed_server),
-    ])
+    cfg = Config(
+        sources=[
+            SourceConfig(name="broken", kind="rss", url=feed_server.url("/broken")),
+            SourceConfig(name="missing", kind="rss", url=feed_server.url("/nothing-here")),
+            SourceConfig(name="garbage", kind="hf-daily", url=(DEMO_DATA / "listing.xml").as_uri()),
+            source(feed_server),
+        ]
+    )
     reports = {r.source: r for r in ingest_all(store, cfg)}
     assert "HTTP 500" in (reports["broken"].error or "")
     assert "HTTP 404" in (reports["missing"].error or "")

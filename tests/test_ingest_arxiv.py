@@ -103,13 +103,17 @@ def test_the_old_rdf_format_is_understood(store: Store) -> None:
 
 @pytest.mark.shared_data
 def test_an_empty_listing_is_not_an_error(store: Store) -> None:
-    report = ingest_source(store, src(SHARED / "arxiv_rss" / "rss_arxiv_empty-test-archive_2024-11-28.xml"))
+    report = ingest_source(
+        store, src(SHARED / "arxiv_rss" / "rss_arxiv_empty-test-archive_2024-11-28.xml")
+    )
     assert (report.status, report.added) == ("ok", 0)
 
 
 @pytest.mark.shared_data
 def test_arxivs_error_feed_is_reported_clearly(store: Store) -> None:
-    report = ingest_source(store, src(SHARED / "arxiv_rss" / "rss_arxiv_error-bad-archive_2024-11-28.xml"))
+    report = ingest_source(
+        store, src(SHARED / "arxiv_rss" / "rss_arxiv_error-bad-archive_2024-11-28.xml")
+    )
     assert report.status == "error"
     assert "Bad archive 'astroph'" in (report.error or "")
     state = store.feed_state("arxiv")

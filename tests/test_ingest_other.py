@@ -61,7 +61,9 @@ def test_a_paper_in_both_arxiv_and_hugging_face_is_one_record(store: Store) -> N
     assert again.added == 0
 
 
-def test_a_broken_hugging_face_entry_is_reported_and_the_rest_kept(store: Store, tmp_path: Path) -> None:
+def test_a_broken_hugging_face_entry_is_reported_and_the_rest_kept(
+    store: Store, tmp_path: Path
+) -> None:
     doc = (DEMO_DATA / "hf_daily.json").read_text()
     broken = tmp_path / "hf.json"
     broken.write_text(doc.replace("[\n", '["{not python}", 42, {"paper": {"id": "nope"}},\n', 1))
@@ -74,7 +76,9 @@ def test_a_broken_hugging_face_entry_is_reported_and_the_rest_kept(store: Store,
 @pytest.mark.shared_data
 def test_arxiv_api_answers_of_both_formats_ingest(store: Store) -> None:
     assert ingest_source(store, api(API / "q_testing_s0_m100_cfe7536492ca.xml")).added == 100
-    old = ingest_source(store, api(API / "api_old-format_all-electron_2024-12-28_aioarxiv-balconyjh.xml"))
+    old = ingest_source(
+        store, api(API / "api_old-format_all-electron_2024-12-28_aioarxiv-balconyjh.xml")
+    )
     assert old.added == 1
     report = ingest_source(store, api(API / "id_1605.08386_s0_m100_199195aa31ad.xml"))
     p = store.papers(["1605.08386"])["1605.08386"]
@@ -103,5 +107,7 @@ def test_a_generic_atom_feed_maps_to_arxiv_ids_or_dois(store: Store) -> None:
     assert article.title == "Catalysis &amp; Kinetics of Invented Compounds" or (
         article.title == "Catalysis & Kinetics of Invented Compounds"
     )
-    assert "alert" not in article.abstract and "We measure rates. They are fast." == article.abstract
+    assert (
+        "alert" not in article.abstract and article.abstract == "We measure rates. They are fast."
+    )
     assert article.authors == ["Ida Noether", "Karl Weiss"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from digest.config import Config
 from digest.ingest import ingest_all
 from digest.models import Paper
-from digest.pipeline import prepare, pick_papers
+from digest.pipeline import pick_papers, prepare
 from digest.profiles import load_profile
 from digest.rank import Ranker, _author_key
 from digest.store import Store
@@ -21,16 +21,22 @@ def ranked(store: Store, cfg: Config, profile_text: str, tmp_path: Path) -> list
     return picks
 
 
-def test_examples_and_keywords_put_the_relevant_papers_first(store: Store, workspace: Config, tmp_path: Path) -> None:
+def test_examples_and_keywords_put_the_relevant_papers_first(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
     picks = ranked(store, workspace, ADA, tmp_path)
     titles = [p.paper.title for p in picks]
     # Up to max_papers: the ranker leaves a slot empty rather than fill it with noise.
     assert 5 <= len(picks) <= 8
-    assert all(re.search(r"State Space|Long Context|Linear Recurrences|KV Cache", t) for t in titles[:5])
+    assert all(
+        re.search(r"State Space|Long Context|Linear Recurrences|KV Cache", t) for t in titles[:5]
+    )
     assert not any("Galaxies" in t or "Triangulations" in t for t in titles)
 
 
-def test_every_reason_names_a_real_matching_term_author_or_category(store: Store, workspace: Config, tmp_path: Path) -> None:
+def test_every_reason_names_a_real_matching_term_author_or_category(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
     for text in (ADA, BOB):
         for pick in ranked(store, workspace, text, tmp_path):
             p = pick.paper
@@ -53,20 +59,32 @@ def test_excluded_keywords_remove_a_paper(store: Store, workspace: Config, tmp_p
     assert not any("Prompt Injection" in t for t in titles)
 
 
-def test_a_followed_author_is_always_picked(store: Store, workspace: Config, tmp_path: Path) -> None:
-    text = 'email = "c@example.org"\nmax_papers = 3\n[interests]\nauthors = ["Okafor, Mira"]\nkeywords = ["galaxies"]\n'
+def test_a_followed_author_is_always_picked(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
+    text = (
+        'email = "c@example.org"\nmax_papers = 3\n'
+        '[interests]\nauthors = ["Okafor, Mira"]\nkeywords = ["galaxies"]\n'
+    )
     picks = ranked(store, workspace, text, tmp_path)
     okafor = [p for p in picks if "Mira Okafor" in p.paper.authors]
     assert okafor and all("author: Okafor, Mira" in p.reason for p in okafor)
 
 
-def test_keywords_alone_give_a_sensible_cold_start(store: Store, workspace: Config, tmp_path: Path) -> None:
-    text = 'email = "d@example.org"\nmax_papers = 3\n[interests]\nkeywords = ["galaxies", "dark matter"]\n'
+def test_keywords_alone_give_a_sensible_cold_start(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
+    text = (
+        'email = "d@example.org"\nmax_papers = 3\n'
+        '[interests]\nkeywords = ["galaxies", "dark matter"]\n'
+    )
     picks = ranked(store, workspace, text, tmp_path)
     assert picks and "Galaxies" in picks[0].paper.title
 
 
-def test_a_profile_with_no_interests_gets_nothing_rather_than_noise(store: Store, workspace: Config, tmp_path: Path) -> None:
+def test_a_profile_with_no_interests_gets_nothing_rather_than_noise(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
     assert ranked(store, workspace, 'email = "e@example.org"\n', tmp_path) == []
 
 
@@ -78,8 +96,15 @@ def test_author_names_match_in_their_common_spellings() -> None:
 def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
     from datetime import date
 
-    corpus = [Paper(id=f"p{i}", title=f"topic {i} graphs", abstract="graphs and more graphs",
-                    announced=date(2026, 1, 1)) for i in range(5)]
+    corpus = [
+        Paper(
+            id=f"p{i}",
+            title=f"topic {i} graphs",
+            abstract="graphs and more graphs",
+            announced=date(2026, 1, 1),
+        )
+        for i in range(5)
+    ]
     ranker = Ranker(corpus)
     new = Paper(id="n", title="spectral graphs", abstract="new graphs", announced=date(2026, 1, 2))
     assert ranker.vectors([new]).shape[0] == 1

@@ -12,10 +12,15 @@ from digest.store import Store
 from tests.conftest import NOW, SmtpServer, write_profile
 
 
-def test_a_run_sends_each_subscriber_one_digest(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_a_run_sends_each_subscriber_one_digest(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     report = run(workspace, store, now=NOW)
     assert sorted(r.status for r in report.results) == ["sent", "sent"]
-    assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == ["ada@example.org", "bob@example.org"]
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]
     for m in smtp_server.received:
         # The envelope is explicit, never read from the headers.
         assert m.mail_from == "digest@papers.example.org"
@@ -25,14 +30,18 @@ def test_a_run_sends_each_subscriber_one_digest(store: Store, workspace: Config,
     assert states == {"ada@example.org": "sent", "bob@example.org": "sent"}
 
 
-def test_running_twice_on_the_same_day_sends_once(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_running_twice_on_the_same_day_sends_once(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     run(workspace, store, now=NOW)
     again = run(workspace, store, now=NOW + timedelta(hours=3))
     assert len(smtp_server.received) == 2
     assert {r.status for r in again.results} == {"already-sent"}
 
 
-def test_the_next_day_offers_only_papers_that_arrived_since(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_the_next_day_offers_only_papers_that_arrived_since(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     first = run(workspace, store, now=NOW)
     sent_before = {d.subscriber: set(d.paper_ids) for d in store.deliveries()}
     nxt = run(workspace, store, now=NOW + timedelta(days=1))
@@ -45,8 +54,12 @@ def test_the_next_day_offers_only_papers_that_arrived_since(store: Store, worksp
     assert len(first.results) == 2
 
 
-def test_a_broken_profile_is_reported_and_the_others_are_sent(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
-    write_profile(workspace.subscribers_dir, "zed", 'email = "zed@example.org"\ntimezone = "Not/AZone"\n')
+def test_a_broken_profile_is_reported_and_the_others_are_sent(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    write_profile(
+        workspace.subscribers_dir, "zed", 'email = "zed@example.org"\ntimezone = "Not/AZone"\n'
+    )
     report = run(workspace, store, now=NOW)
     assert [str(e) for e in report.profile_errors] == [
         f"{workspace.subscribers_dir / 'zed.toml'}: timezone: unknown time zone; use an IANA name "
@@ -55,7 +68,9 @@ def test_a_broken_profile_is_reported_and_the_others_are_sent(store: Store, work
     assert len(smtp_server.received) == 2
 
 
-def test_a_permanent_rejection_fails_one_and_the_rest_go(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_a_permanent_rejection_fails_one_and_the_rest_go(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     smtp_server.handler.fail = {"RCPT": "550 5.1.1 No such user"}
     smtp_server.handler.fail_for = {"ada@example.org"}
     report = run(workspace, store, now=NOW)
@@ -65,7 +80,9 @@ def test_a_permanent_rejection_fails_one_and_the_rest_go(store: Store, workspace
     assert [m.rcpt_tos for m in smtp_server.received] == [["bob@example.org"]]
 
 
-def test_a_temporary_failure_is_retried_by_the_next_run(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_a_temporary_failure_is_retried_by_the_next_run(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     smtp_server.handler.fail = {"DATA": "451 4.3.0 Try again later"}
     first = run(workspace, store, now=NOW)
     assert {r.status for r in first.results} == {"retry"}
@@ -79,43 +96,61 @@ def test_a_temporary_failure_is_retried_by_the_next_run(store: Store, workspace:
     assert ids == {d.message_id for d in store.deliveries()}
 
 
-def test_an_unreachable_server_leaves_every_digest_for_retry(store: Store, workspace: Config) -> None:
-    cfg = workspace.model_copy(update={"smtp": workspace.smtp.model_copy(update={"port": free_port()})})
+def test_an_unreachable_server_leaves_every_digest_for_retry(
+    store: Store, workspace: Config
+) -> None:
+    cfg = workspace.model_copy(
+        update={"smtp": workspace.smtp.model_copy(update={"port": free_port()})}
+    )
     report = run(cfg, store, now=NOW)
     assert {r.status for r in report.results} == {"retry"}
     assert all("cannot connect" in r.detail for r in report.results)
     assert {d.state for d in store.deliveries()} == {"retry"}
 
 
-def test_an_unsubscribed_reader_gets_nothing(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_an_unsubscribed_reader_gets_nothing(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     store.set_unsubscribed("bob@example.org")
     report = run(workspace, store, now=NOW)
     by = {r.email: r.status for r in report.results}
     assert by == {"ada@example.org": "sent", "bob@example.org": "unsubscribed"}
 
 
-def test_a_dry_run_sends_and_records_nothing(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_a_dry_run_sends_and_records_nothing(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     report = run(workspace, store, now=NOW, dry_run=True)
     assert {r.status for r in report.results} == {"dry-run"}
     assert smtp_server.received == [] and store.deliveries() == []
 
 
-def test_the_digest_date_is_the_subscribers_local_day(store: Store, workspace: Config, smtp_server: SmtpServer, tmp_path: Path) -> None:
+def test_the_digest_date_is_the_subscribers_local_day(
+    store: Store, workspace: Config, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
     # 03:00 UTC on the 23rd is still the 22nd in New York (bob) but the 23rd in London (ada).
     run(workspace, store, now=NOW.replace(hour=3))
     days = {d.subscriber: d.digest_date.isoformat() for d in store.deliveries()}
     assert days == {"ada@example.org": "2026-11-23", "bob@example.org": "2026-11-22"}
 
 
-def test_papers_that_arrive_the_next_day_are_sent_the_next_day(store: Store, workspace: Config, smtp_server: SmtpServer) -> None:
+def test_papers_that_arrive_the_next_day_are_sent_the_next_day(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
     from digest.config import SourceConfig
     from tests.conftest import DATA
 
     run(workspace, store, now=NOW)
-    later = workspace.model_copy(update={"sources": [
-        *workspace.sources,
-        SourceConfig(name="arxiv-next", kind="arxiv-rss", url=(DATA / "next_day.xml").as_uri()),
-    ]})
+    later = workspace.model_copy(
+        update={
+            "sources": [
+                *workspace.sources,
+                SourceConfig(
+                    name="arxiv-next", kind="arxiv-rss", url=(DATA / "next_day.xml").as_uri()
+                ),
+            ]
+        }
+    )
     nxt = run(later, store, now=NOW + timedelta(days=1))
     by = {r.email: r for r in nxt.results}
     assert by["ada@example.org"].status == "sent" and by["ada@example.org"].papers == 1

@@ -61,7 +61,8 @@ def _decode(raw: Any) -> dict[str, Any]:
 
 
 def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord:
-    paper = entry.get("paper") if isinstance(entry.get("paper"), dict) else entry
+    nested = entry.get("paper")
+    paper: dict[str, Any] = nested if isinstance(nested, dict) else entry
     ident = arxiv_id(str(paper.get("id") or ""))
     if ident is None:
         raise ValueError(f"no arXiv id ({paper.get('id')!r})")
@@ -75,9 +76,7 @@ def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord
         if isinstance(a, dict) and a.get("name") and not a.get("hidden")
     ]
     upvotes = paper.get("upvotes", entry.get("upvotes"))
-    when = (
-        entry.get("publishedAt") or paper.get("submittedOnDailyAt") or paper.get("publishedAt")
-    )
+    when = entry.get("publishedAt") or paper.get("submittedOnDailyAt") or paper.get("publishedAt")
     abs_url, pdf_url = arxiv_links(pid, version)
     return PaperRecord(
         id=pid,

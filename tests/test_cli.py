@@ -1,0 +1,190 @@
+"""The CLI run for real: the installed `digest` command in a subprocess, a temporary config,
+a real SQLite file and a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digest.store import Store
+from tests.conftest import ADA, BOB, DEMO_DATA, SmtpServer, write_profile
+
+
+def digest(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("DIGEST_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "digest.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def site(tmp_path: Path, smtp_server: SmtpServer) -> Path:
+    """A directory with digest.toml (demo listing, local SMTP) and two subscribers."""
+    (tmp_path / "digest.toml").write_text(f"""
+data_dir = "data"
+[smtp]
+host = "127.0.0.1"
+port = {smtp_server.port}
+security = "none"
+from_address = "digest@papers.example.org"
+[web]
+base_url = "https://papers.example.org"
+secret_key_file = "secret"
+[[sources]]
+name = "arxiv"
+kind = "arxiv-rss"
+url = "{(DEMO_DATA / "listing.xml").as_uri()}"
+[[sources]]
+name = "arxiv-api"
+kind = "arxiv-api"
+url = "{(DEMO_DATA / "examples.xml").as_uri()}"
+[[sources]]
+name = "hf"
+kind = "hf-daily"
+url = "{(DEMO_DATA / "hf_daily.json").as_uri()}"
+""")
+    (tmp_path / "secret").write_text("k" * 40)
+    write_profile(tmp_path / "subscribers", "ada", ADA)
+    write_profile(tmp_path / "subscribers", "bob", BOB)
+    return tmp_path
+
+
+def test_run_twice_sends_once(site: Path, smtp_server: SmtpServer) -> None:
+    first = digest("run", cwd=site)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("sent") >= 2
+    second = digest("run", cwd=site)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("already-sent") == 2
+    assert len(smtp_server.received) == 2
+    store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+    assert sorted(d.state for d in store.deliveries()) == ["sent", "sent"]
+    store.dispose()
+
+
+def test_a_bad_profile_gets_one_line_naming_file_and_key(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    write_profile(site / "subscribers", "zed", 'email = "zed@example.org"\nfavourite = "x"\n')
+    write_profile(
+        site / "subscribers", "yan", 'email = "yan@example.org"\ntimezone = "Mars/Olympus"\n'
+    )
+    check = digest("subscribers", "check", cwd=site)
+    assert check.returncode == 1
+    lines = [ln for ln in check.stderr.splitlines() if ln.strip()]
+    assert any(
+        ln.startswith("subscribers/yan.toml: timezone: unknown time zone")
+        or "yan.toml: timezone: unknown time zone" in ln
+        for ln in lines
+    )
+    assert any("zed.toml: favourite: unknown key" in ln for ln in lines)
+    assert "2 valid, 2 invalid" in check.stdout
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 1  # the operator must notice, but the others were served
+    assert "zed.toml: favourite: unknown key" in ran.stderr
+    assert "yan.toml: timezone" in ran.stderr
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]
+
+
+def test_ingest_prints_a_table_per_source(site: Path) -> None:
+    out = digest("ingest", cwd=site)
+    assert out.returncode == 0, out.stderr
+    assert "arxiv" in out.stdout and "24" in out.stdout and "1 replace" in out.stdout
+    one = digest("ingest", "--source", "hf", cwd=site)
+    assert one.returncode == 0 and "arxiv-api" not in one.stdout
+    bad = digest("ingest", "--source", "nope", cwd=site)
+    assert bad.returncode == 1
+    assert "Error: no source named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_preview_shows_the_digest_without_sending(site: Path, smtp_server: SmtpServer) -> None:
+    empty = digest("preview", "ada@example.org", cwd=site)
+    assert empty.returncode == 1 and "no papers stored yet" in empty.stderr
+    assert digest("ingest", cwd=site).returncode == 0
+    text = digest("preview", "ada@example.org", "--text", cwd=site)
+    assert text.returncode == 0, text.stderr
+    assert "Hello Ada," in text.stdout and "Why:" in text.stdout
+    out = site / "ada.eml"
+    digest("preview", "ada@example.org", "--out", str(out), cwd=site)
+    msg = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
+    assert msg["To"] == "Ada <ada@example.org>"
+    assert smtp_server.received == []
+    missing = digest("preview", "nobody@example.org", cwd=site)
+    assert (
+        missing.returncode == 1 and "no subscriber with email nobody@example.org" in missing.stderr
+    )
+
+
+def test_dry_run_and_stats(site: Path, smtp_server: SmtpServer) -> None:
+    dry = digest("run", "--dry-run", cwd=site)
+    assert dry.returncode == 0 and dry.stdout.count("dry-run") == 2
+    assert smtp_server.received == []
+    stats = digest("stats", cwd=site)
+    assert stats.returncode == 0 and "papers stored: 27" in stats.stdout
+
+
+def test_subscribers_list(site: Path) -> None:
+    out = digest("subscribers", "list", cwd=site)
+    assert out.returncode == 0
+    assert "ada@example.org" in out.stdout and "06:30 America/New_York" in out.stdout
+
+
+def test_a_bad_config_is_one_clear_line_and_verbose_adds_the_traceback(site: Path) -> None:
+    (site / "digest.toml").write_text('[smtp]\nsecurity = "ssl"\n')
+    out = digest("run", cwd=site)
+    assert out.returncode == 1
+    assert (
+        "Error: digest.toml: smtp.security: Input should be 'starttls', 'tls' or 'none'"
+        in out.stderr
+    )
+    assert "Traceback" not in out.stderr
+    verbose = digest("-v", "run", cwd=site)
+    assert "Traceback" in verbose.stderr
+
+
+def test_init_creates_a_working_instance(tmp_path: Path) -> None:
+    out = digest("init", "--dir", "site", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    site = tmp_path / "site"
+    for path in ("digest.toml", "subscribers/example.toml", "data/secret_key", "data/digest.db"):
+        assert (site / path).exists(), path
+    assert oct((site / "data" / "secret_key").stat().st_mode)[-3:] == "600"
+    check = digest("--config", str(site / "digest.toml"), "subscribers", "check", cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    again = digest("init", "--dir", "site", cwd=tmp_path)
+    assert "kept" in again.stdout
+
+
+def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
+    out = digest("demo", "--dir", "d", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    files = list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())
+    assert len(files) == 1 and str(files[0]) in out.stdout.replace("\n", "")
+    raw = files[0].read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    for header in ("Date", "From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
+        assert len(msg.get_all(header) or []) == 1, header
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.count("   Why: ") >= 5
+    again = digest("demo", "--dir", "d", cwd=tmp_path)
+    assert again.returncode == 0 and "already-sent" in again.stdout
+    assert len(list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())) == 1

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import click
+
+from digest.cli import cli
+from tests.conftest import ROOT
+
+
+def commands(group: click.Group, prefix: str = "digest") -> list[str]:
+    out = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += commands(cmd, f"{prefix} {name}")
+        else:
+            out.append(f"{prefix} {name}")
+    return out
+
+
+def test_every_command_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [c for c in commands(cli) if f"`{c}" not in readme]
+    assert not missing
+
+
+def test_every_command_has_help_text() -> None:
+    ctx = click.Context(cli)
+    for name, cmd in cli.commands.items():
+        assert cmd.get_short_help_str(), name
+    assert cli.get_help(ctx)
