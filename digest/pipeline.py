@@ -168,6 +168,11 @@ def run(
     """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more."""
     now = now or datetime.now(UTC)
     report = RunReport(day=now.date())
+    if not dry_run:
+        # Secrets are checked before anything is planned: a missing key is one clear error for
+        # the operator, not a failed delivery for every subscriber.
+        cfg.web.secret_key()
+        cfg.smtp.password()
     if ingest:
         report.ingest = ingest_all(store, cfg, today=now.date())
     ctx = prepare(cfg, store, now)
@@ -199,7 +204,8 @@ def _plan_one(
     day = digest_day(profile, now)
     existing = ctx.store.delivery(email, day)
     if existing is not None:
-        if existing.state in ("pending", "retry"):
+        if existing.state in ("pending", "retry") or _lease_expired(existing, now):
+            # Planned earlier but not (known to be) sent: send the digest that was planned.
             return existing
         status = "already-sent" if existing.state == "sent" else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
@@ -217,6 +223,15 @@ def _plan_one(
     )
 
 
+def _lease_expired(delivery: Delivery, now: datetime) -> bool:
+    """A row left `sending` by a run that died; the claim re-checks this atomically."""
+    return (
+        delivery.state == "sending"
+        and delivery.lease_until is not None
+        and _naive(delivery.lease_until) < _naive(now)
+    )
+
+
 def _send(
     ctx: Context, planned: list[tuple[Profile, Delivery]], now: datetime
 ) -> list[SubscriberResult]:
@@ -228,7 +243,7 @@ def _send(
         if ctx.store.is_unsubscribed(profile.email):
             results[delivery.id] = SubscriberResult(profile.email, "unsubscribed")
             continue
-        if not ctx.store.claim(delivery.id, LEASE):
+        if not ctx.store.claim(delivery.id, LEASE, now):
             results[delivery.id] = SubscriberResult(profile.email, "claimed-elsewhere")
             continue
         picks = picks_of(ctx, delivery)

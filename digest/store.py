@@ -231,12 +231,12 @@ class Store:
                 return found
         return row
 
-    def claim(self, delivery_id: int, lease: timedelta) -> bool:
+    def claim(self, delivery_id: int, lease: timedelta, now: datetime | None = None) -> bool:
         """Take a delivery for sending; False if another runner has it or it is done.
 
         A conditional UPDATE is atomic on every database: exactly one claimer sees rowcount 1.
         """
-        now = utcnow()
+        now = now or utcnow()
         stmt = (
             update(Delivery)
             .where(col(Delivery.id) == delivery_id)

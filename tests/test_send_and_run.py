@@ -5,11 +5,15 @@ import email.policy
 from datetime import timedelta
 from pathlib import Path
 
-from digest.config import Config
+import pytest
+
+from digest.config import Config, SourceConfig
 from digest.demo import free_port
-from digest.pipeline import run
+from digest.errors import ConfigError
+from digest.models import Delivery
+from digest.pipeline import LEASE, run
 from digest.store import Store
-from tests.conftest import NOW, SmtpServer, write_profile
+from tests.conftest import DATA, DEMO_DATA, NOW, FeedServer, Route, SmtpServer, write_profile
 
 
 def test_a_run_sends_each_subscriber_one_digest(
@@ -137,9 +141,6 @@ def test_the_digest_date_is_the_subscribers_local_day(
 def test_papers_that_arrive_the_next_day_are_sent_the_next_day(
     store: Store, workspace: Config, smtp_server: SmtpServer
 ) -> None:
-    from digest.config import SourceConfig
-    from tests.conftest import DATA
-
     run(workspace, store, now=NOW)
     later = workspace.model_copy(
         update={
@@ -157,3 +158,64 @@ def test_papers_that_arrive_the_next_day_are_sent_the_next_day(
     ada_days = [d for d in store.deliveries() if d.subscriber == "ada@example.org"]
     assert ada_days[-1].paper_ids == ["2611.20001"]
     assert by["bob@example.org"].status == "nothing-new"
+
+
+def test_example_papers_are_looked_up_through_the_arxiv_api(
+    store: Store, workspace: Config, smtp_server: SmtpServer, feed_server: FeedServer
+) -> None:
+    feed_server.routes["/api/query"] = Route((DEMO_DATA / "examples.xml").read_bytes())
+    sources = [s for s in workspace.sources if s.kind != "arxiv-api"]
+    cfg = workspace.model_copy(
+        update={
+            "sources": [
+                *sources,
+                SourceConfig(name="arxiv-api", kind="arxiv-api", url=feed_server.url("/api/query")),
+            ]
+        }
+    )
+    run(cfg, store, now=NOW, ingest=False)  # nothing ingested: only the look-up can fetch them
+    lookups = [r["path"] for r in feed_server.requests]
+    assert len(lookups) == 1 and "id_list=2609.04411%2C2610.02290" in lookups[0]
+    assert set(store.papers(["2609.04411", "2610.02290"])) == {"2609.04411", "2610.02290"}
+
+
+def test_starttls_never_falls_back_to_plaintext(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    # The test server offers no STARTTLS: a config asking for it must send nothing.
+    smtp = workspace.smtp.model_copy(update={"security": "starttls"})
+    report = run(workspace.model_copy(update={"smtp": smtp}), store, now=NOW)
+    assert {r.status for r in report.results} == {"retry"}
+    assert all("STARTTLS" in r.detail or "starttls" in r.detail.lower() for r in report.results)
+    assert smtp_server.received == []
+
+
+def test_a_missing_secret_key_stops_the_run_before_planning(
+    store: Store, workspace: Config
+) -> None:
+    web = workspace.web.model_copy(update={"secret_key_file": workspace.data_dir / "nope"})
+    with pytest.raises(ConfigError, match="secret_key_file"):
+        run(workspace.model_copy(update={"web": web}), store, now=NOW)
+    assert store.deliveries() == []
+
+
+def test_a_digest_left_sending_by_a_dead_run_goes_out_after_its_lease(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    run(workspace, store, now=NOW, dry_run=False)
+    ada = next(d for d in store.deliveries() if d.subscriber == "ada@example.org")
+    assert ada.id is not None
+    # Pretend a run died right after claiming Ada's digest on the next day.
+    with store.session() as s:
+        row = s.get(Delivery, ada.id)
+        assert row is not None
+        row.state, row.lease_until = "sending", NOW + timedelta(minutes=1)
+        s.add(row)
+        s.commit()
+    smtp_server.handler.received.clear()
+    soon = run(workspace, store, now=NOW + timedelta(seconds=30))
+    assert {r.email: r.status for r in soon.results}["ada@example.org"] == "sending"
+    assert smtp_server.received == []
+    later = run(workspace, store, now=NOW + LEASE + timedelta(hours=1))
+    assert {r.email: r.status for r in later.results}["ada@example.org"] == "sent"
+    assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
