@@ -11,8 +11,9 @@ import email.policy
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -23,6 +24,7 @@ from digest.config import Config, load_config
 from digest.errors import DigestError
 from digest.store import Store
 
+FC = TypeVar("FC", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
 
@@ -91,15 +93,19 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose, "state": State(config_path, verbose)}
 
 
+def dir_option(default: str, help_text: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(default),
+        show_default=True,
+        help=help_text,
+    )
+
+
 @cli.command()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Where to create the files.",
-)
+@dir_option(".", "Where to create the files.")
 @click.option("--force", is_flag=True, help="Overwrite digest.toml and the example profile.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, force: bool) -> None:
@@ -275,14 +281,7 @@ def _print_report(report: Any) -> None:
 
 
 @cli.command()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("data/demo"),
-    show_default=True,
-    help="Scratch directory.",
-)
+@dir_option("data/demo", "Scratch directory.")
 def demo(directory: Path) -> None:
     """Run the whole cycle offline: a shipped listing, the example subscriber, a local SMTP
     server storing mail in a Maildir. Prints where the message is and a text preview.
