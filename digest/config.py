@@ -144,6 +144,37 @@ class DigestConfig(_Strict):
     corpus_days: Annotated[int, Field(ge=7, le=3650)] = 90
 
 
+class DeliveryConfig(_Strict):
+    """How the delivery engine treats the SMTP relay (RELIABILITY.md sections A to C)."""
+
+    # Concurrent SMTP connections, and messages sent on one before it is reopened.
+    connections: Annotated[int, Field(ge=1, le=64)] = 4
+    messages_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # Seconds to wait for the reply to the final dot: a slow 250 must not become a duplicate.
+    data_timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    # Messages per second over all connections (0: no limit).
+    rate_limit: Annotated[float, Field(ge=0)] = 0.0
+    # Retries: exponential backoff with full jitter from retry_base up to retry_max seconds,
+    # until retry_window_hours after the digest was planned; then the digest expires.
+    retry_base: Annotated[float, Field(gt=0)] = 60.0
+    retry_max: Annotated[float, Field(gt=0)] = 3600.0
+    retry_window_hours: Annotated[float, Field(gt=0, le=168)] = 20.0
+    # Attempts (including ones a dead worker never finished) before a digest is `dead`.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 10
+    lease_seconds: Annotated[float, Field(ge=10)] = 900.0
+    # After a 421 the whole relay is left alone this long.
+    relay_backoff: Annotated[float, Field(ge=0)] = 60.0
+    # Hard bounces before a subscriber is disabled (`digest subscribers enable` undoes it).
+    bounce_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    # Auto-pause when, among at least error_pause_min recent attempts, more than this share failed.
+    error_pause_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    error_pause_min: Annotated[int, Field(ge=1)] = 20
+    # A digest whose connection dropped after the message was handed over may have arrived:
+    # "resend" sends it again with the same Message-ID (receivers can de-duplicate),
+    # "hold" leaves it for the operator (`digest retry`).
+    ambiguous: Literal["resend", "hold"] = "resend"
+
+
 class Config(_Strict):
     data_dir: Path = Path("data")
     subscribers_dir: Path = Path("subscribers")
@@ -152,6 +183,7 @@ class Config(_Strict):
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
     digest: DigestConfig = DigestConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     sources: list[SourceConfig] = []
     # Where this config came from (None: embedded defaults); set by load_config.
     _path: Path | None = PrivateAttr(default=None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -58,21 +58,44 @@ class SubscriberState(SQLModel, table=True):
     email: str = Field(primary_key=True, max_length=254)
     unsubscribed_at: datetime | None = None
     disabled: bool = False
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    bounce_count: int = 0
+    # Soft bounces (a digest that expired undelivered) count at most once a day.
+    last_soft_bounce: date | None = None
+
+
+class Control(SQLModel, table=True):
+    """Service-wide switches shared by every process: the pause flag lives here."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated: datetime = Field(default_factory=utcnow)
 
 
 class Delivery(SQLModel, table=True):
     """One digest for one subscriber and one digest date. Unique, so a day is sent at most once."""
 
-    __table_args__ = (UniqueConstraint("subscriber", "digest_date", name="uq_delivery_day"),)
+    __table_args__ = (
+        UniqueConstraint("subscriber", "digest_date", name="uq_delivery_day"),
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     subscriber: str = Field(max_length=254, index=True)
     digest_date: date = Field(index=True)
     # Fixed when the row is made and reused on every attempt, so receivers can de-duplicate.
     message_id: str = Field(max_length=255, unique=True)
-    state: str = Field(default="pending", max_length=16, index=True)
+    # pending -> sending -> sent | retry | ambiguous | bounced | expired | dead | cancelled
+    state: str = Field(default="pending", max_length=16)
     attempts: int = 0
     lease_until: datetime | None = None
+    next_attempt_at: datetime | None = None
+    # Temporary failures are retried until this moment (before the next digest), then expire.
+    expire_at: datetime | None = None
+    # Times the connection was lost after the message was handed over (RFC 5321 §6.1 window).
+    ambiguous_count: int = 0
+    # The rendered message, exactly as it is sent on every attempt.
+    message: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     paper_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reasons: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

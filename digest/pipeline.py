@@ -17,15 +17,17 @@ import jinja2
 from digest.config import Config
 from digest.errors import DigestError, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
-from digest.models import Delivery, Paper
+from digest.models import Delivery, Paper, utcnow
 from digest.profiles import Profile, load_profiles
 from digest.rank import Pick, Ranker
 from digest.render import Rendered, build_message, environment, message_id_for, render_digest
-from digest.send import Outcome, Outgoing, send_batch
+from digest.send import Engine, EngineReport
 from digest.store import Store
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=15)
+# Rows the engine still has to deal with (a `sending` row with a live lease belongs to
+# another runner; one with an expired lease is re-claimed by the engine).
+DUE_STATES = ("pending", "retry", "ambiguous", "sending")
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -46,6 +48,7 @@ class RunReport:
     ingest: list[IngestReport] = field(default_factory=list)
     profile_errors: list[ProfileError] = field(default_factory=list)
     results: list[SubscriberResult] = field(default_factory=list)
+    delivery: EngineReport | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -166,6 +169,7 @@ def run(
     progress: Callable[[str], None] | None = None,
 ) -> RunReport:
     """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more."""
+    fixed_clock = now is not None
     now = now or datetime.now(UTC)
     report = RunReport(day=now.date())
     if not dry_run:
@@ -177,7 +181,7 @@ def run(
         report.ingest = ingest_all(store, cfg, today=now.date())
     ctx = prepare(cfg, store, now)
     report.profile_errors = ctx.profile_errors
-    planned: list[tuple[Profile, Delivery]] = []
+    planned: list[Delivery] = []
     for profile in ctx.profiles:
         if progress:
             progress(profile.email)
@@ -189,9 +193,19 @@ def run(
         if isinstance(outcome, SubscriberResult):
             report.results.append(outcome)
         else:
-            planned.append((profile, outcome))
-    if planned:
-        report.results += _send(ctx, planned, now)
+            planned.append(outcome)
+    if dry_run:
+        return report
+    # The engine sends everything due, including digests left over from earlier runs.
+    clock = (lambda: now) if fixed_clock else utcnow
+    report.delivery = asyncio.run(Engine(store, cfg, clock).run())
+    for d in planned:
+        final = store.delivery(d.subscriber, d.digest_date) or d
+        report.results.append(
+            SubscriberResult(
+                d.subscriber, final.state, len(final.paper_ids), final.last_error or ""
+            )
+        )
     return report
 
 
@@ -204,9 +218,8 @@ def _plan_one(
     day = digest_day(profile, now)
     existing = ctx.store.delivery(email, day)
     if existing is not None:
-        if existing.state in ("pending", "retry") or _lease_expired(existing, now):
-            # Planned earlier but not (known to be) sent: send the digest that was planned.
-            return existing
+        if existing.state in DUE_STATES:
+            return existing  # planned earlier, not (known to be) sent: the engine takes it
         status = "already-sent" if existing.state == "sent" else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
     picks, why_not = pick_papers(ctx, profile)
@@ -214,60 +227,19 @@ def _plan_one(
         return SubscriberResult(email, "nothing-new", detail=why_not)
     if dry_run:
         return SubscriberResult(email, "dry-run", len(picks), f"would send the digest of {day}")
+    message_id = message_id_for(email, day, ctx.cfg.smtp.from_address)
+    # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
+    rendered = render_for(ctx, profile, picks, day)
+    message = build_message(ctx.cfg, profile, rendered, message_id, now).as_bytes()
     return ctx.store.plan_delivery(
         email,
         day,
-        message_id_for(email, day, ctx.cfg.smtp.from_address),
+        message_id,
         [p.paper.id for p in picks],
         {p.paper.id: p.reason for p in picks},
+        message=message,
+        expire_at=now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
     )
-
-
-def _lease_expired(delivery: Delivery, now: datetime) -> bool:
-    """A row left `sending` by a run that died; the claim re-checks this atomically."""
-    return (
-        delivery.state == "sending"
-        and delivery.lease_until is not None
-        and _naive(delivery.lease_until) < _naive(now)
-    )
-
-
-def _send(
-    ctx: Context, planned: list[tuple[Profile, Delivery]], now: datetime
-) -> list[SubscriberResult]:
-    results: dict[int, SubscriberResult] = {}
-    outgoing: list[Outgoing] = []
-    for profile, delivery in planned:
-        assert delivery.id is not None
-        # Checked again at send time: an unsubscribe between planning and sending wins.
-        if ctx.store.is_unsubscribed(profile.email):
-            results[delivery.id] = SubscriberResult(profile.email, "unsubscribed")
-            continue
-        if not ctx.store.claim(delivery.id, LEASE, now):
-            results[delivery.id] = SubscriberResult(profile.email, "claimed-elsewhere")
-            continue
-        picks = picks_of(ctx, delivery)
-        try:
-            rendered = render_for(ctx, profile, picks, delivery.digest_date)
-            msg = build_message(ctx.cfg, profile, rendered, delivery.message_id, now)
-        except DigestError as exc:
-            # One subscriber's bad message must not hold back everyone else's.
-            log.error("delivery %s for %s: %s", delivery.id, profile.email, exc)
-            ctx.store.finish(delivery.id, "failed", str(exc))
-            results[delivery.id] = SubscriberResult(profile.email, "error", detail=str(exc))
-            continue
-        outgoing.append(Outgoing(delivery.id, profile.email, msg))
-        results[delivery.id] = SubscriberResult(profile.email, "sending", len(picks))
-
-    def record(o: Outcome) -> None:
-        # Committed before the next message goes out: a crash now cannot re-send this one.
-        ctx.store.finish(o.delivery_id, o.state, o.detail or None)
-        results[o.delivery_id].status = o.state
-        results[o.delivery_id].detail = o.detail
-
-    if outgoing:
-        asyncio.run(send_batch(ctx.cfg.smtp, outgoing, record))
-    return list(results.values())
 
 
 def preview(

@@ -1,118 +1,355 @@
-"""Sending over SMTP with aiosmtplib: one connection reused for a batch, TLS as configured.
+"""The delivery engine: claims due digests from the database and sends them over a small pool of
+reused SMTP connections, classifying every reply by its code (not by exception type).
 
-TLS never falls back silently: aiosmtplib's default `start_tls=None` upgrades only when the server
-offers STARTTLS, so the mode from the config is always passed explicitly. The envelope sender and
-recipient are explicit too, never read from the message headers.
+State machine, one row per (subscriber, digest date):
+
+    pending -> sending (claimed, with a lease) -> sent | retry | ambiguous | bounced | expired
+                                                  | dead | cancelled
+
+- `sent` is committed right after the server's 250, before the next message goes out.
+- 4xx and network errors before the message was handed over: `retry` with exponential backoff
+  and full jitter, until the digest's deadline; then `expired` (a soft bounce).
+- A lost connection or timeout after the message was handed over: `ambiguous`. The server may
+  have stored it (RFC 5321 §6.1). Policy `resend` (default) sends it again with the same
+  Message-ID, so a duplicate is possible only here and receivers can fold it; `hold` leaves it
+  for the operator.
+- 5xx for the recipient: `bounced`, counted; enough bounces disable the subscriber.
+- 421 anywhere: the relay is busy; back off the relay, not the recipient.
+- Systemic failures (authentication, MAIL FROM refused, policy rejections such as 5.7.26, TLS
+  not available): pause everything and say why, instead of bouncing every subscriber.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from email.message import EmailMessage
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import aiosmtplib
 
-from digest.config import SmtpConfig
+from digest.config import Config
+from digest.models import Delivery, utcnow
+from digest.store import Store
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    delivery_id: int
-    recipient: str
-    message: EmailMessage
+log = logging.getLogger("digest.send")
+PAUSE_KEY = "paused"
+_NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
-class Outcome:
-    delivery_id: int
-    recipient: str
-    state: str  # sent | retry | failed
+class Decision:
+    state: str  # sent | retry | ambiguous | bounced | relay | systemic
     detail: str = ""
 
 
-def _client(cfg: SmtpConfig) -> aiosmtplib.SMTP:
-    password = cfg.password()
-    return aiosmtplib.SMTP(
-        hostname=cfg.host,
-        port=cfg.port,
-        timeout=cfg.timeout,
-        use_tls=cfg.security == "tls",
-        start_tls=cfg.security == "starttls",
-        username=cfg.username,
-        password=password.get_secret_value() if password else None,
+def decide(phase: str, code: int | None, text: str = "") -> Decision:
+    """What one SMTP attempt means, from where it ended and the reply code (None: no reply).
+
+    ``phase`` is connect, mail, rcpt or data (data: the message was handed over).
+    """
+    detail = f"{code} {text}".strip() if code is not None else text
+    if code is None:
+        if phase == "connect":
+            # The relay is down or unreachable: every digest would fail the same way.
+            return Decision("relay", text)
+        if phase == "data":
+            return Decision("ambiguous", f"connection lost after the message was sent: {text}")
+        return Decision("retry", text)
+    lowered = text.lower()
+    if code == 421:
+        return Decision("relay", detail)
+    if 200 <= code < 300 and phase == "data":
+        return Decision("sent", detail)
+    if code < 0 or code < 400:
+        # Garbage or an unexpected positive reply: nothing is known, try again later (B7).
+        return Decision("retry", f"unexpected reply: {detail}")
+    policy = "5.7." in text or "message-id" in lowered
+    if 400 <= code < 500:
+        return Decision("retry", detail)
+    # 5xx from here on.
+    if phase == "connect" or phase == "mail" or policy:
+        return Decision("systemic", detail)
+    if phase == "rcpt" and code == 552:
+        # RFC 5321 §4.5.3.1.10: "552 too many recipients / mailbox full" on RCPT is temporary.
+        return Decision("retry", detail)
+    return Decision("bounced", detail)
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempts-1))]."""
+    return rng.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+@dataclass
+class EngineReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    paused: str | None = None
+    connections: int = 0
+    attempts: int = 0
+    possible_duplicates: int = 0
+
+
+class _Pause(Exception):
+    pass
+
+
+class Engine:
+    """Sends every due digest, then returns. Safe to run in several processes at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        cfg: Config,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        on_event: Callable[[str, Delivery, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.policy = cfg.delivery
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_event = on_event
+        self.report = EngineReport()
+        self.stop = asyncio.Event()
+        self._relay_until: datetime | None = None
+        self._recent: deque[bool] = deque(maxlen=max(self.policy.error_pause_min * 2, 10))
+        self._next_slot = 0.0
+
+    async def run(self, stop: asyncio.Event | None = None) -> EngineReport:
+        if stop is not None:
+            self.stop = stop
+        reason = self.store.get_control(PAUSE_KEY)
+        if reason:
+            self.report.paused = reason
+            return self.report
+        swept = self.store.sweep(self.clock(), self.policy.max_attempts)
+        self.report.counts.update({k: v for k, v in swept.items() if v})
+        workers = [self._worker(i) for i in range(self.policy.connections)]
+        await asyncio.gather(*workers)
+        return self.report
+
+    # -- one connection's loop ----------------------------------------------------------------
+
+    async def _worker(self, n: int) -> None:
+        smtp: aiosmtplib.SMTP | None = None
+        used = 0
+        try:
+            while not self.stop.is_set() and self.report.paused is None:
+                if self._relay_until is not None and self.clock() < self._relay_until:
+                    return  # the relay asked for a break; due rows wait for the next run
+                row = self.store.claim_next(
+                    self.clock(), timedelta(seconds=self.policy.lease_seconds)
+                )
+                if row is None:
+                    return
+                if self._unwanted(row):
+                    continue
+                await self._rate_gate()
+                if (
+                    smtp is None
+                    or not smtp.is_connected
+                    or used >= self.policy.messages_per_connection
+                ):
+                    await _close(smtp)
+                    smtp, used = None, 0
+                    try:
+                        smtp = await self._connect()
+                    except _NETWORK_ERRORS as exc:
+                        code = getattr(exc, "code", None)
+                        where = f"cannot connect to {self.cfg.smtp.host}:{self.cfg.smtp.port}"
+                        decision = decide("connect", code, f"{where}: {_text(exc)}")
+                        self._apply(row, decision, counted=False)
+                        continue
+                used += 1
+                decision = await self._attempt(smtp, row)
+                self._apply(row, decision)
+                if decision.state != "sent":
+                    # After any error the session is in an unknown state: start afresh.
+                    await _close(smtp)
+                    smtp = None
+        except _Pause:
+            pass
+        finally:
+            await _close(smtp)
+
+    def _unwanted(self, row: Delivery) -> bool:
+        """Unsubscribed or disabled since the digest was planned: it is not sent."""
+        state = self.store.subscriber_state(row.subscriber)
+        if state is not None and (state.unsubscribed_at is not None or state.disabled):
+            assert row.id is not None
+            why = "unsubscribed" if state.unsubscribed_at is not None else "subscriber disabled"
+            self.store.settle(row.id, state="cancelled", last_error=why)
+            self._count(row, "cancelled", why)
+            return True
+        return False
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp_cfg = self.cfg.smtp
+        password = smtp_cfg.password()
+        smtp = aiosmtplib.SMTP(
+            hostname=smtp_cfg.host,
+            port=smtp_cfg.port,
+            timeout=smtp_cfg.timeout,
+            use_tls=smtp_cfg.security == "tls",
+            # Explicit: aiosmtplib's default (None) would quietly stay in plaintext.
+            start_tls=smtp_cfg.security == "starttls",
+            username=smtp_cfg.username,
+            password=password.get_secret_value() if password else None,
+        )
+        self.report.connections += 1
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPException as exc:
+            smtp.close()
+            if "STARTTLS" in str(exc) or "starttls" in str(exc):
+                # The relay offers no TLS although the config demands it: fail closed, loudly.
+                raise aiosmtplib.SMTPResponseException(530, f"5.7.0 {exc}") from exc
+            raise
+        return smtp
+
+    async def _attempt(self, smtp: aiosmtplib.SMTP, row: Delivery) -> Decision:
+        """MAIL, RCPT, DATA for one digest; the phase tells what a lost connection means."""
+        assert row.message is not None
+        self.report.attempts += 1
+        phase = "mail"
+        try:
+            await smtp.mail(self.cfg.smtp.from_address)
+            phase = "rcpt"
+            await smtp.rcpt(row.subscriber)
+            phase = "data"
+            reply = await smtp.data(row.message, timeout=self.policy.data_timeout)
+            return decide("data", reply.code, reply.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return decide(phase, exc.code, exc.message)
+        except _NETWORK_ERRORS as exc:
+            return decide(phase, None, _text(exc))
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def _apply(self, row: Delivery, d: Decision, counted: bool = True) -> None:
+        assert row.id is not None
+        now = self.clock()
+        pol = self.policy
+        # A connect failure says nothing about this digest: its attempt is given back.
+        attempts = row.attempts if counted else max(0, row.attempts - 1)
+        if d.state == "sent":
+            self.store.settle(row.id, state="sent", last_error=None)
+        elif d.state == "bounced":
+            self.store.settle(row.id, state="bounced", last_error=d.detail)
+            if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
+                log.warning("subscriber %s disabled after repeated bounces", row.subscriber)
+        elif d.state == "ambiguous":
+            nxt = now + timedelta(seconds=pol.retry_base) if pol.ambiguous == "resend" else None
+            self.store.settle(
+                row.id,
+                state="ambiguous",
+                next_attempt_at=nxt,
+                ambiguous_count=row.ambiguous_count + 1,
+                last_error=d.detail,
+            )
+            self.report.possible_duplicates += 1
+        elif d.state == "relay":
+            self._relay_until = now + timedelta(seconds=pol.relay_backoff)
+            self.store.settle(
+                row.id,
+                state="retry",
+                attempts=max(0, row.attempts - 1),
+                next_attempt_at=self._relay_until,
+                last_error=d.detail,
+            )
+        elif d.state == "systemic":
+            self.store.settle(
+                row.id,
+                state="retry",
+                attempts=max(0, row.attempts - 1),
+                next_attempt_at=now,
+                last_error=d.detail,
+            )
+            self._count(row, "systemic", d.detail)
+            self._pause(f"relay refused the service: {d.detail}")
+        else:  # retry
+            delay = backoff(attempts, pol.retry_base, pol.retry_max, self.rng)
+            nxt = now + timedelta(seconds=delay)
+            expire_at = row.expire_at
+            if attempts >= pol.max_attempts:
+                self.store.settle(row.id, state="dead", attempts=attempts, last_error=d.detail)
+                d = Decision("dead", d.detail)
+            elif expire_at is not None and _naive(nxt) > _naive(expire_at):
+                self.store.settle(row.id, state="expired", attempts=attempts, last_error=d.detail)
+                self.store.record_bounce(row.subscriber, False, pol.bounce_threshold, now.date())
+                d = Decision("expired", d.detail)
+            else:
+                self.store.settle(
+                    row.id,
+                    state="retry",
+                    attempts=attempts,
+                    next_attempt_at=nxt,
+                    last_error=d.detail,
+                )
+        self._count(row, d.state, d.detail)
+        if counted and d.state != "systemic":
+            self._watch_error_rate(d.state == "sent")
+
+    def _count(self, row: Delivery, state: str, detail: str) -> None:
+        self.report.counts[state] += 1
+        log.info("delivery=%s subscriber=%s state=%s %s", row.id, row.subscriber, state, detail)
+        if self.on_event is not None:
+            self.on_event(state, row, detail)
+
+    def _watch_error_rate(self, ok: bool) -> None:
+        self._recent.append(ok)
+        failures = self._recent.count(False)
+        if len(self._recent) >= self.policy.error_pause_min and (
+            failures / len(self._recent) > self.policy.error_pause_ratio
+        ):
+            self._pause(f"error rate {failures}/{len(self._recent)} over the last attempts")
+
+    def _pause(self, reason: str) -> None:
+        if self.report.paused is None:
+            log.error("pausing delivery: %s (resume with `digest resume`)", reason)
+            self.store.set_control(PAUSE_KEY, reason)
+            self.report.paused = reason
+        raise _Pause(reason)
+
+    async def _rate_gate(self) -> None:
+        rate = self.policy.rate_limit
+        if rate <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def _text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _naive(t: datetime) -> datetime:
+    return (
+        t.replace(tzinfo=None)
+        if t.tzinfo is None
+        else t.replace(tzinfo=None) - (t.utcoffset() or timedelta(0))
     )
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(state, detail) for a failed attempt: 5xx is permanent, 4xx and network errors retry."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = [e.code for e in exc.recipients]
-        text = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
-        return ("failed" if codes and all(500 <= c < 600 for c in codes) else "retry"), text
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        state = "failed" if 500 <= exc.code < 600 else "retry"
-        return state, f"{exc.code} {exc.message}"
-    return "retry", f"{type(exc).__name__}: {exc}"
-
-
-async def send_batch(
-    cfg: SmtpConfig,
-    items: Sequence[Outgoing],
-    on_result: Callable[[Outcome], None],
-) -> list[Outcome]:
-    """Send every message over one connection, reconnecting after a connection-level error.
-
-    ``on_result`` runs right after each server reply, so the caller can commit `sent` before the
-    next message goes out.
-    """
-    outcomes: list[Outcome] = []
-    smtp: aiosmtplib.SMTP | None = None
-    try:
-        for n, item in enumerate(items):
-            if smtp is None or not smtp.is_connected:
-                try:
-                    smtp = _client(cfg)
-                    await smtp.connect()
-                except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                    smtp = None
-                    detail = (
-                        f"cannot connect to SMTP server {cfg.host}:{cfg.port} "
-                        f"(security={cfg.security}): {exc}"
-                    )
-                    log.error("%s", detail)
-                    # Nothing more can go out on this run; every remaining row is retried later.
-                    for rest in items[n:]:
-                        outcome = Outcome(rest.delivery_id, rest.recipient, "retry", detail)
-                        on_result(outcome)
-                        outcomes.append(outcome)
-                    return outcomes
-            try:
-                await smtp.send_message(
-                    item.message, sender=cfg.from_address, recipients=[item.recipient]
-                )
-                outcome = Outcome(item.delivery_id, item.recipient, "sent")
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                state, detail = classify(exc)
-                outcome = Outcome(item.delivery_id, item.recipient, state, detail)
-                log.warning("delivery %s: %s (%s)", item.delivery_id, state, detail)
-                # After any error the session state is unknown: start the next one afresh.
-                await _close(smtp)
-                smtp = None
-            on_result(outcome)
-            outcomes.append(outcome)
-    finally:
-        if smtp is not None:
-            await _close(smtp)
-    return outcomes
-
-
-async def _close(smtp: aiosmtplib.SMTP) -> None:
+async def _close(smtp: aiosmtplib.SMTP | None) -> None:
+    if smtp is None:
+        return
     try:
         if smtp.is_connected:
-            await smtp.quit()
-    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            await asyncio.wait_for(smtp.quit(), timeout=5)
+    except (*_NETWORK_ERRORS, asyncio.CancelledError):
         smtp.close()
+
+
+def deliver(store: Store, cfg: Config, clock: Callable[[], datetime] = utcnow) -> EngineReport:
+    """Send every due digest now (the synchronous entry point for `digest run`)."""
+    return asyncio.run(Engine(store, cfg, clock).run())

@@ -6,23 +6,26 @@ and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOC
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, update
+from sqlalchemy import and_, event, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from digest.errors import StoreError
-from digest.models import Delivery, FeedState, Paper, SubscriberState, utcnow
+from digest.models import Control, Delivery, FeedState, Paper, SubscriberState, utcnow
 from digest.record import PaperRecord
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
+# Deliveries that were, are being or will be sent: their papers are taken.
+LIVE_STATES = ("pending", "sending", "retry", "ambiguous", "sent")
 _CHUNK = 500
 
 
@@ -161,12 +164,12 @@ class Store:
             s.commit()
 
     def sent_paper_ids(self, email: str) -> set[str]:
-        """Every paper already in a digest sent (or possibly sent) to this subscriber."""
+        """Every paper in a digest sent, possibly sent, or still to be sent to this subscriber."""
         with self.session() as s:
             rows = s.exec(
                 select(Delivery.paper_ids).where(
                     Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(("sent", "sending")),
+                    col(Delivery.state).in_(LIVE_STATES),
                 )
             ).all()
         return {pid for ids in rows for pid in ids}
@@ -177,7 +180,7 @@ class Store:
             return s.exec(
                 select(func.max(Delivery.created_at)).where(
                     Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(("sent", "sending")),
+                    col(Delivery.state).in_(LIVE_STATES),
                 )
             ).one()
 
@@ -203,6 +206,8 @@ class Store:
         message_id: str,
         paper_ids: list[str],
         reasons: dict[str, Any],
+        message: bytes | None = None,
+        expire_at: datetime | None = None,
     ) -> Delivery:
         """The delivery row for (subscriber, day), made once; a second call returns the first.
 
@@ -217,6 +222,8 @@ class Store:
             message_id=message_id,
             paper_ids=paper_ids,
             reasons=reasons,
+            message=message,
+            expire_at=expire_at,
         )
         with self.session() as s:
             s.add(row)
@@ -231,38 +238,162 @@ class Store:
                 return found
         return row
 
-    def claim(self, delivery_id: int, lease: timedelta, now: datetime | None = None) -> bool:
-        """Take a delivery for sending; False if another runner has it or it is done.
+    # -- the delivery engine ----------------------------------------------------------------
 
-        A conditional UPDATE is atomic on every database: exactly one claimer sees rowcount 1.
-        """
-        now = now or utcnow()
-        stmt = (
-            update(Delivery)
-            .where(col(Delivery.id) == delivery_id)
-            .where(
-                (col(Delivery.state).in_(("pending", "retry")))
-                | ((col(Delivery.state) == "sending") & (col(Delivery.lease_until) < now))
-            )
-            .values(state="sending", attempts=Delivery.attempts + 1, lease_until=now + lease)
+    @staticmethod
+    def _due(now: datetime) -> Any:
+        return or_(
+            col(Delivery.state) == "pending",
+            and_(
+                col(Delivery.state).in_(("retry", "ambiguous")),
+                col(Delivery.next_attempt_at) <= now,
+            ),
+            and_(col(Delivery.state) == "sending", col(Delivery.lease_until) < now),
         )
-        with self.session() as s:
-            result = s.exec(stmt)  # type: ignore[call-overload]
-            s.commit()
-            return bool(result.rowcount == 1)
 
-    def finish(self, delivery_id: int, state: str, error: str | None = None) -> None:
+    def sweep(self, now: datetime, max_attempts: int) -> dict[str, int]:
+        """Expire digests past their deadline; give up on ones that keep dying mid-send."""
         with self.session() as s:
-            row = s.get(Delivery, delivery_id)
-            if row is None:  # pragma: no cover
-                return
-            row.state = state
-            row.lease_until = None
-            row.last_error = error
-            if state == "sent":
-                row.sent_at = utcnow()
-            s.add(row)
+            expired = s.exec(  # type: ignore[call-overload]
+                update(Delivery)
+                .where(col(Delivery.state).in_(("pending", "retry", "ambiguous")))
+                .where(col(Delivery.expire_at) < now)
+                .values(state="expired", lease_until=None, next_attempt_at=None)
+            ).rowcount
+            dead = s.exec(  # type: ignore[call-overload]
+                update(Delivery)
+                .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+                .where(col(Delivery.attempts) >= max_attempts)
+                .values(state="dead", lease_until=None, last_error="attempts exhausted")
+            ).rowcount
             s.commit()
+        return {"expired": int(expired), "dead": int(dead)}
+
+    def claim_next(self, now: datetime, lease: timedelta) -> Delivery | None:
+        """Claim the oldest due delivery, or None when nothing is due.
+
+        The candidate is found with a plain SELECT (FOR UPDATE SKIP LOCKED on PostgreSQL, so
+        concurrent runners pass each other's rows) and taken with a conditional UPDATE that
+        re-checks it is still due: whoever loses the race sees rowcount 0 and tries again.
+        """
+        due = self._due(now)
+        for _ in range(20):
+            with self.session() as s:
+                q = select(Delivery.id).where(due).order_by(col(Delivery.id)).limit(1)
+                if self.engine.dialect.name == "postgresql":
+                    q = q.with_for_update(skip_locked=True)
+                found = s.exec(q).first()
+                if found is None:
+                    return None
+                taken = s.exec(  # type: ignore[call-overload]
+                    update(Delivery)
+                    .where(col(Delivery.id) == found, due)
+                    .values(
+                        state="sending",
+                        attempts=Delivery.attempts + 1,
+                        lease_until=now + lease,
+                    )
+                ).rowcount
+                s.commit()
+                if taken == 1:
+                    row = s.get(Delivery, found)
+                    if row is not None:
+                        s.refresh(row)
+                        return row
+        return None
+
+    def settle(self, delivery_id: int, **values: Any) -> None:
+        """Record an attempt's outcome durably before anything else is sent (A11).
+
+        SQLite's busy timeout absorbs short locks; a longer one is retried here rather than
+        lost, because a `sent` that is not recorded is a duplicate waiting to happen.
+        """
+        values.setdefault("lease_until", None)
+        if values.get("state") == "sent":
+            values.setdefault("sent_at", utcnow())
+        delay = 0.05
+        for attempt in range(12):
+            try:
+                with self.session() as s:
+                    s.exec(  # type: ignore[call-overload]
+                        update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
+                    )
+                    s.commit()
+                return
+            except OperationalError:
+                if attempt == 11:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def record_bounce(self, email: str, hard: bool, threshold: int, today: date) -> bool:
+        """Count a bounce; True if the subscriber is now disabled."""
+        with self.session() as s:
+            st = s.get(SubscriberState, email.lower()) or SubscriberState(email=email.lower())
+            if not hard:
+                if st.last_soft_bounce == today:
+                    return st.disabled
+                st.last_soft_bounce = today
+            st.bounce_count += 1
+            if st.bounce_count >= threshold and not st.disabled:
+                st.disabled = True
+                st.disabled_reason = f"{st.bounce_count} bounces"
+            s.add(st)
+            s.commit()
+            return st.disabled
+
+    def enable(self, email: str) -> bool:
+        """Clear a bounce-disabled subscriber; False if they were not disabled."""
+        with self.session() as s:
+            st = s.get(SubscriberState, email.lower())
+            if st is None or not st.disabled:
+                return False
+            st.disabled, st.disabled_reason, st.bounce_count = False, None, 0
+            s.add(st)
+            s.commit()
+            return True
+
+    def subscriber_state(self, email: str) -> SubscriberState | None:
+        with self.session() as s:
+            return s.get(SubscriberState, email.lower())
+
+    def get_control(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Control, key)
+            return row.value if row else None
+
+    def set_control(self, key: str, value: str | None) -> None:
+        with self.session() as s:
+            row = s.get(Control, key)
+            if value is None:
+                if row is not None:
+                    s.delete(row)
+            else:
+                row = row or Control(key=key, value=value)
+                row.value, row.updated = value, utcnow()
+                s.add(row)
+            s.commit()
+
+    def requeue(self, states: Sequence[str], day: date | None, now: datetime) -> int:
+        """Put finished-but-undelivered digests back in the queue (`digest retry`)."""
+        with self.session() as s:
+            q = update(Delivery).where(col(Delivery.state).in_(list(states)))
+            if day is not None:
+                q = q.where(col(Delivery.digest_date) == day)
+            n = s.exec(  # type: ignore[call-overload]
+                q.values(
+                    state="retry", next_attempt_at=now, attempts=0, lease_until=None, expire_at=None
+                )
+            ).rowcount
+            s.commit()
+            return int(n)
+
+    def counts_by_state(self, day: date | None = None) -> dict[str, int]:
+        with self.session() as s:
+            q = select(Delivery.state, func.count()).group_by(col(Delivery.state))
+            if day is not None:
+                q = q.where(Delivery.digest_date == day)
+            return {state: int(n) for state, n in s.exec(q).all()}
 
 
 def _new_paper(rec: PaperRecord) -> Paper:

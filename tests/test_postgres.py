@@ -57,6 +57,6 @@ def test_only_one_claim_wins_on_postgresql(pg_store: Store) -> None:
     d = pg_store.plan_delivery("ada@example.org", date(2026, 11, 23), "<m1@x>", ["a"], {})
     twin = pg_store.plan_delivery("ada@example.org", date(2026, 11, 23), "<m2@x>", ["b"], {})
     assert twin.id == d.id and twin.message_id == "<m1@x>"
-    assert d.id is not None
-    assert pg_store.claim(d.id, timedelta(minutes=5)) is True
-    assert pg_store.claim(d.id, timedelta(minutes=5)) is False
+    claimed = pg_store.claim_next(NOW, timedelta(minutes=5))
+    assert claimed is not None and claimed.id == d.id and claimed.state == "sending"
+    assert pg_store.claim_next(NOW, timedelta(minutes=5)) is None

@@ -11,7 +11,7 @@ from digest.config import Config, SourceConfig
 from digest.demo import free_port
 from digest.errors import ConfigError
 from digest.models import Delivery
-from digest.pipeline import LEASE, run
+from digest.pipeline import run
 from digest.store import Store
 from tests.conftest import DATA, DEMO_DATA, NOW, FeedServer, Route, SmtpServer, write_profile
 
@@ -79,7 +79,7 @@ def test_a_permanent_rejection_fails_one_and_the_rest_go(
     smtp_server.handler.fail_for = {"ada@example.org"}
     report = run(workspace, store, now=NOW)
     by = {r.email: r for r in report.results}
-    assert by["ada@example.org"].status == "failed" and "550" in by["ada@example.org"].detail
+    assert by["ada@example.org"].status == "bounced" and "550" in by["ada@example.org"].detail
     assert by["bob@example.org"].status == "sent"
     assert [m.rcpt_tos for m in smtp_server.received] == [["bob@example.org"]]
 
@@ -107,9 +107,11 @@ def test_an_unreachable_server_leaves_every_digest_for_retry(
         update={"smtp": workspace.smtp.model_copy(update={"port": free_port()})}
     )
     report = run(cfg, store, now=NOW)
-    assert {r.status for r in report.results} == {"retry"}
-    assert all("cannot connect" in r.detail for r in report.results)
-    assert {d.state for d in store.deliveries()} == {"retry"}
+    # The relay is left alone after the first refusal: what was not tried stays pending.
+    assert {r.status for r in report.results} <= {"retry", "pending"}
+    assert all("cannot connect" in r.detail for r in report.results if r.status == "retry")
+    assert {d.state for d in store.deliveries()} <= {"retry", "pending"}
+    assert all(d.attempts == 0 for d in store.deliveries())
 
 
 def test_an_unsubscribed_reader_gets_nothing(
@@ -216,6 +218,7 @@ def test_a_digest_left_sending_by_a_dead_run_goes_out_after_its_lease(
     soon = run(workspace, store, now=NOW + timedelta(seconds=30))
     assert {r.email: r.status for r in soon.results}["ada@example.org"] == "sending"
     assert smtp_server.received == []
-    later = run(workspace, store, now=NOW + LEASE + timedelta(hours=1))
+    lease = timedelta(seconds=workspace.delivery.lease_seconds)
+    later = run(workspace, store, now=NOW + lease + timedelta(hours=1))
     assert {r.email: r.status for r in later.results}["ada@example.org"] == "sent"
     assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
