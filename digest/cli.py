@@ -12,6 +12,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -278,6 +279,20 @@ def _print_report(report: Any) -> None:
     for r in report.results:
         table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
     console.print(table)
+    engine = getattr(report, "delivery", None)
+    if engine is not None:
+        if engine.paused:
+            err_console.print(
+                f"[bold red]Delivery paused:[/] {engine.paused}\n"
+                "  fix the cause, then `digest resume`",
+                highlight=False,
+            )
+        if engine.possible_duplicates:
+            err_console.print(
+                f"{engine.possible_duplicates} digest(s) ambiguous: the connection was lost after "
+                "the message was handed over",
+                highlight=False,
+            )
 
 
 @cli.command()
@@ -307,6 +322,136 @@ def demo(directory: Path) -> None:
             click.echo(f"... ({len(preview_lines) - 30} more lines)")
 
 
+@subscribers.command("enable")
+@click.argument("address")
+@click.pass_context
+def subscribers_enable(ctx: click.Context, address: str) -> None:
+    """Re-enable a subscriber disabled after repeated bounces.
+
+    Example: digest subscribers enable ada@example.org
+    """
+    if _state(ctx).store().enable(address):
+        console.print(f"{address} enabled; the next run will send to them again.")
+    else:
+        raise DigestError(f"{address} is not disabled", "see `digest status`")
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Today's deliveries by state, the last fetch of each source, the next send slots.
+
+    Example: digest status
+    """
+    from digest.profiles import load_profiles
+    from digest.schedule import slots
+    from digest.send import PAUSE_KEY
+
+    st = _state(ctx)
+    store = st.store()
+    now = datetime.now(UTC)
+    paused = store.get_control(PAUSE_KEY)
+    if paused:
+        console.print(
+            f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume", highlight=False
+        )
+    counts = store.counts_by_state(now.date())
+    console.print(
+        f"today ({now.date()}): "
+        + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries"),
+        highlight=False,
+    )
+    _feed_table(store)
+    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    table = Table("next send slot (UTC)", "subscribers")
+    for when, emails in slots(loaded.profiles, now)[:10]:
+        shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")
+        table.add_row(when.strftime("%Y-%m-%d %H:%M"), shown)
+    console.print(table)
+    if loaded.errors:
+        err_console.print(
+            f"[red]{len(loaded.errors)} invalid profile(s):[/] run `digest subscribers check`",
+            highlight=False,
+        )
+
+
+@cli.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Digest date.")
+@click.option("--state", "state", help="Only this state (sent, retry, ambiguous, bounced, ...).")
+@click.pass_context
+def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> None:
+    """List deliveries with their state, attempts and last error.
+
+    Example: digest deliveries --date 2026-11-23 --state retry
+    """
+    store = _state(ctx).store()
+    table = Table("id", "date", "subscriber", "state", "attempts", "papers", "last error")
+    for d in store.deliveries(day.date() if day else None):
+        if state and d.state != state:
+            continue
+        table.add_row(
+            str(d.id),
+            str(d.digest_date),
+            d.subscriber,
+            d.state,
+            str(d.attempts),
+            str(len(d.paper_ids)),
+            (d.last_error or "")[:70],
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only this digest date.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    default=("expired", "dead"),
+    show_default=True,
+    help="States to re-queue (repeatable; also: ambiguous, bounced).",
+)
+@click.pass_context
+def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> None:
+    """Re-queue undelivered digests after the cause was fixed; the next run sends them.
+
+    Example: digest retry --state expired --state dead
+    """
+    allowed = {"expired", "dead", "ambiguous", "bounced", "cancelled"}
+    if bad := set(states) - allowed:
+        raise DigestError(
+            f"cannot re-queue {', '.join(sorted(bad))}", f"choose from {', '.join(sorted(allowed))}"
+        )
+    n = _state(ctx).store().requeue(states, day.date() if day else None, datetime.now(UTC))
+    console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued; `digest run` sends them.")
+
+
+@cli.command()
+@click.option("--reason", default="paused by the operator", show_default=True)
+@click.pass_context
+def pause(ctx: click.Context, reason: str) -> None:
+    """Stop all sending (every process) until `digest resume`; nothing is lost.
+
+    Example: digest pause --reason "relay maintenance"
+    """
+    from digest.send import PAUSE_KEY
+
+    _state(ctx).store().set_control(PAUSE_KEY, reason)
+    console.print(f"delivery paused: {reason}")
+
+
+@cli.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Resume sending after a pause (manual or automatic); unsent digests go on the next run."""
+    from digest.send import PAUSE_KEY
+
+    store = _state(ctx).store()
+    was = store.get_control(PAUSE_KEY)
+    store.set_control(PAUSE_KEY, None)
+    console.print(f"delivery resumed (was paused: {was})" if was else "delivery was not paused")
+
+
 @cli.command()
 @click.pass_context
 def stats(ctx: click.Context) -> None:
@@ -319,19 +464,23 @@ def stats(ctx: click.Context) -> None:
         f"papers stored: {store.count_papers()}; newest listing: {store.latest_announced() or '-'}",
         highlight=False,
     )
-    table = Table("source", "last attempt", "status", "items", "error")
-    for f in store.feed_states():
-        when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
-        table.add_row(
-            f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
-        )
-    console.print(table)
+    _feed_table(store)
     by_day: Counter[tuple[str, str]] = Counter(
         (str(d.digest_date), d.state) for d in store.deliveries()
     )
     table = Table("digest date", "state", "deliveries")
     for (day, state), n in sorted(by_day.items()):
         table.add_row(day, state, str(n))
+    console.print(table)
+
+
+def _feed_table(store: Store) -> None:
+    table = Table("source", "last fetch", "status", "items", "error")
+    for f in store.feed_states():
+        when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
+        table.add_row(
+            f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
+        )
     console.print(table)
 
 

@@ -154,7 +154,7 @@ class DeliveryConfig(_Strict):
     data_timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
     # Messages per second over all connections (0: no limit).
     rate_limit: Annotated[float, Field(ge=0)] = 0.0
-    # Retries: exponential backoff with full jitter from retry_base up to retry_max seconds,
+    # Retries: exponential backoff with jitter from retry_base up to retry_max seconds,
     # until retry_window_hours after the digest was planned; then the digest expires.
     retry_base: Annotated[float, Field(gt=0)] = 60.0
     retry_max: Annotated[float, Field(gt=0)] = 3600.0

@@ -8,7 +8,7 @@ State machine, one row per (subscriber, digest date):
 
 - `sent` is committed right after the server's 250, before the next message goes out.
 - 4xx and network errors before the message was handed over: `retry` with exponential backoff
-  and full jitter, until the digest's deadline; then `expired` (a soft bounce).
+  and jitter, until the digest's deadline; then `expired` (a soft bounce).
 - A lost connection or timeout after the message was handed over: `ambiguous`. The server may
   have stored it (RFC 5321 §6.1). Policy `resend` (default) sends it again with the same
   Message-ID, so a duplicate is possible only here and receivers can fold it; `hold` leaves it
@@ -37,6 +37,8 @@ from digest.store import Store
 
 log = logging.getLogger("digest.send")
 PAUSE_KEY = "paused"
+# Until when the relay is left alone after a 421; shared by every run and process.
+RELAY_KEY = "relay_backoff_until"
 _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
 
 
@@ -80,8 +82,13 @@ def decide(phase: str, code: int | None, text: str = "") -> Decision:
 
 
 def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^(attempts-1))]."""
-    return rng.uniform(0, min(cap, base * 2 ** max(0, attempts - 1)))
+    """Exponential backoff with jitter: half of min(cap, base * 2^(attempts-1)) fixed, half random.
+
+    The random half spreads many digests that failed together; the fixed half makes sure a
+    struggling relay is never retried almost at once (full jitter can draw near zero).
+    """
+    step = min(cap, base * 2.0 ** max(0, attempts - 1))
+    return float(step / 2 + rng.uniform(0, step / 2))
 
 
 @dataclass
@@ -119,6 +126,9 @@ class Engine:
         self._relay_until: datetime | None = None
         self._recent: deque[bool] = deque(maxlen=max(self.policy.error_pause_min * 2, 10))
         self._next_slot = 0.0
+        # How often (seconds) workers look for a pause set by another process.
+        self.pause_check_interval = 1.0
+        self._pause_checked = 0.0
 
     async def run(self, stop: asyncio.Event | None = None) -> EngineReport:
         if stop is not None:
@@ -127,6 +137,9 @@ class Engine:
         if reason:
             self.report.paused = reason
             return self.report
+        until = self.store.get_control(RELAY_KEY)
+        if until:
+            self._relay_until = datetime.fromisoformat(until)
         swept = self.store.sweep(self.clock(), self.policy.max_attempts)
         self.report.counts.update({k: v for k, v in swept.items() if v})
         workers = [self._worker(i) for i in range(self.policy.connections)]
@@ -140,6 +153,7 @@ class Engine:
         used = 0
         try:
             while not self.stop.is_set() and self.report.paused is None:
+                self._check_pause()
                 if self._relay_until is not None and self.clock() < self._relay_until:
                     return  # the relay asked for a break; due rows wait for the next run
                 row = self.store.claim_next(
@@ -176,6 +190,17 @@ class Engine:
             pass
         finally:
             await _close(smtp)
+
+    def _check_pause(self) -> None:
+        """A pause set elsewhere (`digest pause`, another node) stops this run between messages."""
+        now = asyncio.get_running_loop().time()
+        if now - self._pause_checked < self.pause_check_interval:
+            return
+        self._pause_checked = now
+        reason = self.store.get_control(PAUSE_KEY)
+        if reason:
+            self.report.paused = reason
+            raise _Pause(reason)
 
     def _unwanted(self, row: Delivery) -> bool:
         """Unsubscribed or disabled since the digest was planned: it is not sent."""
@@ -255,6 +280,7 @@ class Engine:
             self.report.possible_duplicates += 1
         elif d.state == "relay":
             self._relay_until = now + timedelta(seconds=pol.relay_backoff)
+            self.store.set_control(RELAY_KEY, self._relay_until.isoformat())
             self.store.settle(
                 row.id,
                 state="retry",
@@ -276,10 +302,9 @@ class Engine:
             delay = backoff(attempts, pol.retry_base, pol.retry_max, self.rng)
             nxt = now + timedelta(seconds=delay)
             expire_at = row.expire_at
-            if attempts >= pol.max_attempts:
-                self.store.settle(row.id, state="dead", attempts=attempts, last_error=d.detail)
-                d = Decision("dead", d.detail)
-            elif expire_at is not None and _naive(nxt) > _naive(expire_at):
+            # Temporary failures are bounded by the deadline, not by a count: a relay that defers
+            # for an hour should still get the digest out before the next one.
+            if expire_at is not None and _naive(nxt) > _naive(expire_at):
                 self.store.settle(row.id, state="expired", attempts=attempts, last_error=d.detail)
                 self.store.record_bounce(row.subscriber, False, pol.bounce_threshold, now.date())
                 d = Decision("expired", d.detail)

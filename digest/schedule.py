@@ -1,0 +1,53 @@
+"""When things happen: each subscriber's next send time, and send slots grouped by instant.
+
+A slot is an instant in UTC at which one or more subscribers are due (their `send_at` in their
+own time zone). Daylight-saving changes are handled by zoneinfo: a `send_at` that falls in a
+spring-forward gap is sent at the first valid minute after it; in the autumn overlap, the first
+of the two moments is used.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+
+from digest.profiles import Profile
+
+
+def local_send_time(profile: Profile, day: date) -> datetime:
+    """The moment (UTC) `send_at` happens on ``day`` in the subscriber's zone."""
+    tz = profile.tz
+    naive = datetime.combine(day, profile.send_time)
+    candidate = naive.replace(tzinfo=tz, fold=0)
+    # A wall time that does not exist (spring forward) does not survive a round trip through UTC.
+    roundtrip = candidate.astimezone(UTC).astimezone(tz)
+    if roundtrip.replace(tzinfo=None) != naive:
+        while roundtrip.replace(tzinfo=None) < naive:
+            naive += timedelta(minutes=1)
+            roundtrip = naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
+        candidate = roundtrip
+    return candidate.astimezone(UTC)
+
+
+def next_send(profile: Profile, now: datetime) -> datetime:
+    """The next `send_at` at or after ``now`` (UTC)."""
+    today = now.astimezone(profile.tz).date()
+    for offset in range(3):
+        at = local_send_time(profile, today + timedelta(days=offset))
+        if at >= now:
+            return at
+    raise AssertionError("unreachable: a send time exists within three days")  # pragma: no cover
+
+
+def due_today(profile: Profile, now: datetime) -> bool:
+    """Whether today's (local) send time has come."""
+    today = now.astimezone(profile.tz).date()
+    return now >= local_send_time(profile, today)
+
+
+def slots(profiles: list[Profile], now: datetime) -> list[tuple[datetime, list[str]]]:
+    """The next send instant of every subscriber, grouped: [(when, [emails])], soonest first."""
+    grouped: dict[datetime, list[str]] = defaultdict(list)
+    for p in profiles:
+        grouped[next_send(p, now)].append(p.email)
+    return sorted(grouped.items())

@@ -1,0 +1,545 @@
+"""Every row of RELIABILITY.md sections A (delivery semantics), B (SMTP replies) and C
+(connection and TLS), against the scripted fault server, real SQLite and an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest.config import Config, DeliveryConfig, SmtpConfig, WebConfig
+from digest.models import Delivery
+from digest.pipeline import run
+from digest.send import PAUSE_KEY, Decision, Engine, EngineReport, decide
+from digest.store import Store
+from tests.conftest import NOW
+from tests.smtp_fault import FaultServer
+
+
+class Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += timedelta(**kw)
+
+
+@pytest.fixture
+def fault() -> Iterator[FaultServer]:
+    server = FaultServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+def make_cfg(fault: FaultServer, tmp_path: Path, **delivery: Any) -> Config:
+    key = tmp_path / "key"
+    key.write_text("k" * 32)
+    settings: dict[str, Any] = {
+        "connections": 2,
+        "retry_base": 60,
+        "relay_backoff": 120,
+        "error_pause_min": 50,
+        **delivery,
+    }
+    return Config(
+        smtp=SmtpConfig(
+            host=fault.host,
+            port=fault.port,
+            security="none",
+            from_address="digest@papers.example.org",
+            timeout=2.0,
+        ),
+        web=WebConfig(secret_key_file=key),
+        delivery=DeliveryConfig(**settings),
+    )
+
+
+def plan(
+    store: Store, emails: list[str], clock: Clock, day: date | None = None, window_hours: float = 20
+) -> list[Delivery]:
+    day = day or clock().date()
+    out = []
+    for email in emails:
+        mid = f"<{day}.{email}@papers.example.org>"
+        msg = (
+            f"From: digest@papers.example.org\r\nTo: {email}\r\nMessage-ID: {mid}\r\n"
+            f"Subject: digest\r\n\r\nHello {email}\r\n"
+        ).encode()
+        out.append(
+            store.plan_delivery(
+                email,
+                day,
+                mid,
+                ["p1"],
+                {},
+                message=msg,
+                expire_at=clock() + timedelta(hours=window_hours),
+            )
+        )
+    return out
+
+
+def deliver(store: Store, cfg: Config, clock: Clock) -> EngineReport:
+    return asyncio.run(Engine(store, cfg, clock).run())
+
+
+def states(store: Store) -> dict[str, str]:
+    return {d.subscriber: d.state for d in store.deliveries()}
+
+
+def emails(n: int) -> list[str]:
+    return [f"reader{i:03d}@example.org" for i in range(n)]
+
+
+# -- A: delivery semantics --------------------------------------------------------------------
+
+
+def test_A1_planned_digests_are_sent_exactly_once_after_a_restart(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    plan(store, emails(12), clock)  # planned, then the process "died": nothing was sent
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 12
+    assert sorted(s.rcpt for s in fault.stored) == emails(12)
+    assert deliver(store, cfg, clock).counts["sent"] == 0
+    assert len(fault.stored) == 12
+
+
+def test_A2_a_crash_after_250_resends_only_the_in_flight_digest_with_its_message_id(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, emails(5), clock)
+    real_settle = store.settle
+
+    class Crash(BaseException):
+        pass
+
+    def crash_on_third_sent(delivery_id: int, **values: Any) -> None:
+        if values.get("state") == "sent" and len(fault.stored) == 3:
+            raise Crash  # the process dies between the server's 250 and our commit
+        real_settle(delivery_id, **values)
+
+    monkeypatch.setattr(store, "settle", crash_on_third_sent)
+    with pytest.raises(Crash):
+        deliver(store, cfg, clock)
+    monkeypatch.setattr(store, "settle", real_settle)
+    assert list(states(store).values()).count("sending") == 1
+    clock.advance(seconds=cfg.delivery.lease_seconds + 1)
+    deliver(store, cfg, clock)
+    assert set(states(store).values()) == {"sent"}
+    ids = [s.data.split(b"Message-ID: ")[1].split(b"\r\n")[0] for s in fault.stored]
+    duplicates = len(ids) - len(set(ids))
+    assert duplicates == 1  # bound: the rows in flight when the process died (one connection)
+    assert len(set(ids)) == 5
+
+
+def test_A3_a_lease_held_by_a_dead_worker_expires_and_attempts_are_capped(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, max_attempts=3, lease_seconds=60)
+    a, b = plan(store, emails(2), clock)
+    # Both claimed by workers that died; a has used all its attempts, b has not.
+    for row, attempts in ((a, 3), (b, 1)):
+        assert row.id is not None
+        store.settle(
+            row.id, state="sending", attempts=attempts, lease_until=clock() + timedelta(seconds=60)
+        )
+    assert deliver(store, cfg, clock).counts["sent"] == 0  # leases still live
+    clock.advance(seconds=61)
+    report = deliver(store, cfg, clock)
+    assert report.counts["dead"] == 1 and report.counts["sent"] == 1
+    assert states(store) == {a.subscriber: "dead", b.subscriber: "sent"}
+
+
+def test_A4_a_message_stored_before_the_drop_is_ambiguous_counted_and_resent_once(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    (row,) = plan(store, ["ada@example.org"], clock)
+    fault.plan("ada@example.org", "drop-after-data")
+    report = deliver(store, cfg, clock)
+    assert report.counts["ambiguous"] == 1 and report.possible_duplicates == 1
+    assert states(store) == {"ada@example.org": "ambiguous"}
+    assert deliver(store, cfg, clock).counts["sent"] == 0  # not before the retry delay
+    clock.advance(seconds=cfg.delivery.retry_base + 1)
+    deliver(store, cfg, clock)
+    got = store.delivery("ada@example.org", row.digest_date)
+    assert got is not None and got.state == "sent" and got.ambiguous_count == 1
+    assert len(fault.received_by("ada@example.org")) == 2  # the one duplicate SMTP allows
+    assert fault.stored[0].data == fault.stored[1].data  # same bytes, same Message-ID
+
+
+def test_A4_with_the_hold_policy_an_ambiguous_digest_waits_for_the_operator(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, ambiguous="hold")
+    plan(store, ["ada@example.org"], clock)
+    fault.plan("ada@example.org", "drop-after-data")
+    deliver(store, cfg, clock)
+    clock.advance(hours=5)
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "ambiguous"}
+    assert store.requeue(["ambiguous"], None, clock()) == 1
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "sent"}
+
+
+def test_A5_a_drop_during_data_is_retried_and_arrives_once(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    plan(store, ["ada@example.org", "bob@example.org"], clock)
+    fault.plan("ada@example.org", "drop-during-data")
+    deliver(store, cfg, clock)
+    clock.advance(seconds=cfg.delivery.retry_base + 1)
+    deliver(store, cfg, clock)
+    assert set(states(store).values()) == {"sent"}
+    assert len(fault.received_by("ada@example.org")) == 1
+    assert len(fault.received_by("bob@example.org")) == 1
+
+
+def test_A7_a_run_five_minutes_late_still_sends_todays_digest(
+    store: Store, workspace: Config, smtp_server: Any
+) -> None:
+    # Ada's send_at is 07:00 Europe/London; the service comes back at 07:05.
+    late = datetime(2026, 11, 23, 7, 5, tzinfo=UTC)
+    report = run(workspace, store, now=late)
+    assert {r.email: r.status for r in report.results}["ada@example.org"] == "sent"
+
+
+def test_A8_three_days_down_gives_one_catch_up_digest_not_three(
+    store: Store, workspace: Config, smtp_server: Any
+) -> None:
+    # Nothing ran for three days (listings piled up); the first run back sends one digest each,
+    # dated today, and makes no rows for the days that were missed.
+    run(workspace, store, now=NOW)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]
+    assert {d.digest_date for d in store.deliveries()} == {NOW.date()}
+    run(workspace, store, now=NOW + timedelta(hours=2))
+    assert len(smtp_server.received) == 2
+
+
+def test_A9_a_manual_rerun_for_a_day_already_sent_opens_no_smtp_transaction(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    plan(store, emails(5), clock)
+    deliver(store, cfg, clock)
+    connections, transactions = fault.connections, fault.transactions
+    plan(store, emails(5), clock)  # the same day planned again: the existing rows stand
+    report = deliver(store, cfg, clock)
+    assert report.connections == 0
+    assert (fault.connections, fault.transactions) == (connections, transactions)
+
+
+def test_A10_pausing_mid_run_and_resuming_sends_only_the_rest(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, emails(20), clock)
+    fault.on_store.append(
+        lambda: store.set_control(PAUSE_KEY, "operator") if len(fault.stored) == 6 else None
+    )
+    engine = Engine(store, cfg, clock)
+    # The engine notices the pause between messages.
+    engine.pause_check_interval = 0.0
+    report = asyncio.run(engine.run())
+    assert report.paused == "operator"
+    sent_first = len(fault.stored)
+    assert 6 <= sent_first < 20
+    assert deliver(store, cfg, clock).counts["sent"] == 0  # still paused
+    store.set_control(PAUSE_KEY, None)
+    deliver(store, cfg, clock)
+    assert sorted(s.rcpt for s in fault.stored) == emails(20)  # each exactly once
+
+
+def test_A11_a_locked_database_delays_the_next_send_until_sent_is_durable(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, emails(3), clock)
+    db = store.url[len("sqlite:///") :]
+    released: list[float] = []
+    arrivals: list[float] = []
+
+    def lock_briefly() -> None:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            holder = sqlite3.connect(db, timeout=10, check_same_thread=False)
+            holder.execute("BEGIN IMMEDIATE")
+
+            def release() -> None:
+                time.sleep(1.0)
+                released.append(time.monotonic())
+                holder.rollback()
+                holder.close()
+
+            threading.Thread(target=release, daemon=True).start()
+
+    fault.on_store.append(lock_briefly)
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 3 and set(states(store).values()) == {"sent"}
+    assert released and arrivals[1] >= released[0]
+
+
+# -- B: SMTP replies --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["450 4.2.0 busy", "451 4.3.0 later", "452 4.3.1 full"])
+def test_B1_temporary_replies_back_off_with_jitter_then_expire_before_the_next_digest(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, code: str
+) -> None:
+    cfg = make_cfg(fault, tmp_path, retry_base=60, retry_max=3600, max_attempts=3)
+    (row,) = plan(store, ["ada@example.org"], clock, window_hours=20)
+    fault.default = f"data:{code}"
+    delays = []
+    for _ in range(60):
+        deliver(store, cfg, clock)
+        got = store.delivery("ada@example.org", row.digest_date)
+        assert got is not None
+        if got.state != "retry":
+            break
+        assert got.next_attempt_at is not None
+        delay = (got.next_attempt_at.replace(tzinfo=UTC) - clock()).total_seconds()
+        step = min(3600, 60 * 2 ** (len(delays)))
+        assert step / 2 - 1 <= delay <= step + 1
+        delays.append(delay)
+        clock.advance(seconds=delay + 1)
+    assert got.state == "expired"
+    assert clock() <= NOW + timedelta(hours=21)
+    assert len(set(round(d) for d in delays)) > len(delays) // 2  # jittered, not a fixed step
+    state = store.subscriber_state("ada@example.org")
+    assert state is not None and state.bounce_count == 1  # one soft bounce
+
+
+def test_B2_550_5_1_1_bounces_without_retry_and_disables_after_the_threshold(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, bounce_threshold=2)
+    fault.plan("ghost@example.org", "rcpt:550 5.1.1 no such user", "rcpt:550 5.1.1 no such user")
+    plan(store, ["ghost@example.org"], clock)
+    deliver(store, cfg, clock)
+    assert states(store) == {"ghost@example.org": "bounced"}
+    assert fault.transactions == 1
+    assert not store.is_unsubscribed("ghost@example.org")
+    clock.advance(days=1)
+    plan(store, ["ghost@example.org"], clock)
+    deliver(store, cfg, clock)
+    assert store.is_unsubscribed("ghost@example.org")  # disabled
+    clock.advance(days=1)
+    plan(store, ["ghost@example.org"], clock)
+    deliver(store, cfg, clock)
+    assert [d.state for d in store.deliveries()] == ["bounced", "bounced", "cancelled"]
+    assert store.enable("ghost@example.org") and not store.is_unsubscribed("ghost@example.org")
+
+
+def test_B3_552_on_rcpt_is_temporary(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    fault.plan("ada@example.org", "rcpt:552 4.2.2 mailbox full")
+    plan(store, ["ada@example.org"], clock)
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "retry"}
+    clock.advance(hours=2)
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "sent"}
+
+
+@pytest.mark.parametrize("where", ["greeting", "rcpt", "data"])
+def test_B4_421_backs_off_the_relay_and_records_no_bounce(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, where: str
+) -> None:
+    cfg = make_cfg(fault, tmp_path, relay_backoff=300, connections=1)
+    plan(store, emails(4), clock)
+    if where == "greeting":
+        fault.greeting = "421 4.3.2 too busy, come back later"
+    else:
+        fault.plan(emails(4)[0], f"{where}:421 4.3.2 shutting down")
+    report = deliver(store, cfg, clock)
+    assert report.counts["relay"] == 1 and report.counts["sent"] == 0
+    assert all(store.subscriber_state(e) is None for e in emails(4))  # no bounce anywhere
+    assert all(d.attempts == 0 for d in store.deliveries())
+    clock.advance(seconds=100)
+    # The backoff outlives the run: the next run (any process) leaves the relay alone too.
+    transactions = fault.transactions
+    assert deliver(store, cfg, clock).counts["sent"] == 0
+    assert fault.transactions == transactions
+    fault.greeting = None
+    clock.advance(seconds=301)
+    deliver(store, cfg, clock)
+    assert set(states(store).values()) == {"sent"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "expect"),
+    [
+        ("auth", "535"),
+        ("mail", "550 5.7.1"),
+        ("dmarc", "5.7.26"),
+        ("message-id", "Message-ID"),
+    ],
+)
+def test_B5_systemic_rejections_pause_the_run_and_bounce_nobody(
+    store: Store,
+    fault: FaultServer,
+    clock: Clock,
+    tmp_path: Path,
+    setup: str,
+    expect: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    if setup == "auth":
+        fault.auth = "535 5.7.8 Authentication credentials invalid"
+        monkeypatch.setenv("TEST_SMTP_SECRET", "s3cr3t-pa55")
+        cfg = cfg.model_copy(
+            update={
+                "smtp": cfg.smtp.model_copy(
+                    update={"username": "digest", "password_env": "TEST_SMTP_SECRET"}
+                )
+            }
+        )
+    elif setup == "mail":
+        fault.default = "mail:550 5.7.1 sender address rejected"
+    elif setup == "dmarc":
+        fault.default = "data:550 5.7.26 unauthenticated email from papers.example.org"
+    else:
+        fault.default = "data:550 5.5.0 message rejected: missing Message-ID header"
+    plan(store, emails(10), clock)
+    caplog.set_level(logging.DEBUG)
+    report = deliver(store, cfg, clock)
+    assert report.paused is not None and expect in report.paused
+    assert store.get_control(PAUSE_KEY) == report.paused
+    assert report.counts["bounced"] == 0 and report.counts["systemic"] == 1
+    assert set(states(store).values()) <= {"pending", "retry"}
+    assert all(store.subscriber_state(e) is None for e in emails(10))
+    assert "s3cr3t-pa55" not in caplog.text
+    assert all("s3cr3t-pa55" not in (d.last_error or "") for d in store.deliveries())
+    # Resumed after the fix, everything goes, from where it stopped.
+    fault.auth, fault.default = None, "ok"
+    cfg = cfg.model_copy(update={"smtp": cfg.smtp.model_copy(update={"username": None})})
+    store.set_control(PAUSE_KEY, None)
+    deliver(store, cfg, clock)
+    assert sorted(s.rcpt for s in fault.stored) == emails(10)
+
+
+def test_B6_an_error_rate_above_the_threshold_pauses_delivery(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, error_pause_min=10, error_pause_ratio=0.5, connections=1)
+    plan(store, emails(40), clock)
+    fault.default = "data:451 4.7.0 temporarily deferred"
+    report = deliver(store, cfg, clock)
+    assert report.paused is not None and "error rate" in report.paused
+    assert fault.transactions < 40  # it stopped instead of trying everyone
+    assert store.get_control(PAUSE_KEY) == report.paused
+
+
+def test_B7_a_garbage_reply_is_temporary_and_the_next_message_gets_a_new_connection(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, ["ada@example.org", "bob@example.org"], clock)
+    fault.plan("ada@example.org", "garbage-mail")
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "retry", "bob@example.org": "sent"}
+    bob = fault.received_by("bob@example.org")[0]
+    assert bob.connection == 2  # reconnected after the error, not reused
+
+
+def test_decisions_follow_the_reply_code_not_the_exception() -> None:
+    assert decide("rcpt", 550, "5.1.1 no such user") == Decision(
+        "bounced", "550 5.1.1 no such user"
+    )
+    assert decide("rcpt", 552, "4.2.2 full").state == "retry"
+    assert decide("data", 552, "5.3.4 too big").state == "bounced"
+    assert decide("mail", 421, "busy").state == "relay"
+    assert decide("mail", 553, "sender rejected").state == "systemic"
+    assert decide("connect", 535, "5.7.8 bad credentials").state == "systemic"
+    assert decide("data", None, "lost").state == "ambiguous"
+    assert decide("rcpt", None, "lost").state == "retry"
+    assert decide("connect", None, "refused").state == "relay"
+    assert decide("mail", -1, "garbage").state == "retry"
+    assert decide("data", 250, "ok").state == "sent"
+
+
+# -- C: connection and TLS --------------------------------------------------------------------
+
+
+def test_C_starttls_is_required_when_configured_and_nothing_goes_in_plaintext(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    cfg = cfg.model_copy(update={"smtp": cfg.smtp.model_copy(update={"security": "starttls"})})
+    plan(store, emails(3), clock)
+    report = deliver(store, cfg, clock)
+    assert report.paused is not None and "STARTTLS" in report.paused
+    assert fault.transactions == 0 and fault.stored == []
+
+
+def test_C_a_stalled_command_times_out_and_is_retried(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path)
+    cfg = cfg.model_copy(update={"smtp": cfg.smtp.model_copy(update={"timeout": 0.3})})
+    plan(store, ["ada@example.org"], clock)
+    fault.plan("ada@example.org", "stall-rcpt:1.5")
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "retry"}
+
+
+def test_C_a_slow_reply_to_the_final_dot_is_waited_for_not_duplicated(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, data_timeout=10)
+    cfg = cfg.model_copy(update={"smtp": cfg.smtp.model_copy(update={"timeout": 0.3})})
+    plan(store, ["ada@example.org"], clock)
+    fault.plan("ada@example.org", "stall-final:1.2")
+    deliver(store, cfg, clock)
+    assert states(store) == {"ada@example.org": "sent"}
+    assert len(fault.stored) == 1
+
+
+def test_C_connections_are_reused_up_to_the_configured_count(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1, messages_per_connection=3)
+    plan(store, emails(7), clock)
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 7
+    assert fault.connections == report.connections == 3
+    assert {s.connection for s in fault.stored} == {1, 2, 3}
+
+
+def test_C_the_pool_never_opens_more_connections_than_configured(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=3, messages_per_connection=1000)
+    plan(store, emails(30), clock)
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 30 and fault.connections <= 3
