@@ -147,8 +147,11 @@ class DigestConfig(_Strict):
 class DeliveryConfig(_Strict):
     """How the delivery engine treats the SMTP relay (RELIABILITY.md sections A to C)."""
 
-    # Concurrent SMTP connections, and messages sent on one before it is reopened.
+    # Concurrent SMTP connections (over all processes), and messages per connection before it
+    # is reopened. With processes > 1 the connections are shared out among sending processes,
+    # which coordinate only through the database (as several nodes would).
     connections: Annotated[int, Field(ge=1, le=64)] = 4
+    processes: Annotated[int, Field(ge=1, le=32)] = 1
     messages_per_connection: Annotated[int, Field(ge=1, le=100_000)] = 100
     # Seconds to wait for the reply to the final dot: a slow 250 must not become a duplicate.
     data_timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0

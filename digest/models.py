@@ -77,6 +77,8 @@ class Delivery(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("subscriber", "digest_date", name="uq_delivery_day"),
+        # Claims look rows up by state: pending in id order, retries by due time.
+        Index("ix_delivery_state_id", "state", "id"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
     )
 
@@ -89,15 +91,26 @@ class Delivery(SQLModel, table=True):
     state: str = Field(default="pending", max_length=16)
     attempts: int = 0
     lease_until: datetime | None = None
+    # Which claim holds the row while it is `sending` (a batch of rows shares one token).
+    claim_token: str | None = Field(default=None, max_length=64)
     next_attempt_at: datetime | None = None
     # Temporary failures are retried until this moment (before the next digest), then expire.
     expire_at: datetime | None = None
     # Times the connection was lost after the message was handed over (RFC 5321 §6.1 window).
     ambiguous_count: int = 0
-    # The rendered message, exactly as it is sent on every attempt.
-    message: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     paper_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reasons: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class DeliveryMessage(SQLModel, table=True):
+    """The rendered message of a delivery, exactly as it is sent on every attempt.
+
+    A table of its own: the delivery row changes state several times per message, and an UPDATE
+    rewrites the whole row, so keeping 30 KB of message beside the state would rewrite it too.
+    """
+
+    delivery_id: int = Field(primary_key=True, foreign_key="delivery.id")
+    message: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

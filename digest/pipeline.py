@@ -6,7 +6,6 @@ keeps the delivery rows honest. The CLI and (later) the scheduler both call `run
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +16,11 @@ import jinja2
 from digest.config import Config
 from digest.errors import DigestError, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
-from digest.models import Delivery, Paper, utcnow
+from digest.models import Delivery, Paper
 from digest.profiles import Profile, load_profiles
 from digest.rank import Pick, Ranker
 from digest.render import Rendered, build_message, environment, message_id_for, render_digest
-from digest.send import Engine, EngineReport
+from digest.send import EngineReport, deliver
 from digest.store import Store
 
 log = logging.getLogger(__name__)
@@ -197,8 +196,7 @@ def run(
     if dry_run:
         return report
     # The engine sends everything due, including digests left over from earlier runs.
-    clock = (lambda: now) if fixed_clock else utcnow
-    report.delivery = asyncio.run(Engine(store, cfg, clock).run())
+    report.delivery = deliver(store, cfg, now if fixed_clock else None)
     for d in planned:
         final = store.delivery(d.subscriber, d.digest_date) or d
         report.results.append(

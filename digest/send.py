@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import random
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,6 +43,9 @@ PAUSE_KEY = "paused"
 # Until when the relay is left alone after a 421; shared by every run and process.
 RELAY_KEY = "relay_backoff_until"
 _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
+# Rows a worker claims at once: few enough that an unsubscribe is seen within seconds,
+# enough to keep the database out of the way of the sending.
+BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -151,24 +157,21 @@ class Engine:
     async def _worker(self, n: int) -> None:
         smtp: aiosmtplib.SMTP | None = None
         used = 0
+        batch: list[tuple[Delivery, bytes]] = []
+        token = f"{uuid.uuid4().hex}-{n}"
         try:
             while not self.stop.is_set() and self.report.paused is None:
                 self._check_pause()
                 if self._relay_until is not None and self.clock() < self._relay_until:
                     return  # the relay asked for a break; due rows wait for the next run
-                row = self.store.claim_next(
-                    self.clock(), timedelta(seconds=self.policy.lease_seconds)
-                )
-                if row is None:
-                    return
-                if self._unwanted(row):
-                    continue
+                if not batch:
+                    batch = self._claim(token)
+                    if not batch:
+                        return
+                row, message = batch.pop(0)
                 await self._rate_gate()
-                if (
-                    smtp is None
-                    or not smtp.is_connected
-                    or used >= self.policy.messages_per_connection
-                ):
+                worn = used >= self.policy.messages_per_connection
+                if smtp is None or not smtp.is_connected or worn:
                     await _close(smtp)
                     smtp, used = None, 0
                     try:
@@ -180,7 +183,7 @@ class Engine:
                         self._apply(row, decision, counted=False)
                         continue
                 used += 1
-                decision = await self._attempt(smtp, row)
+                decision = await self._attempt(smtp, row, message)
                 self._apply(row, decision)
                 if decision.state != "sent":
                     # After any error the session is in an unknown state: start afresh.
@@ -189,7 +192,28 @@ class Engine:
         except _Pause:
             pass
         finally:
+            # Claimed but not attempted (pause, stop, relay backoff): back in the queue at once,
+            # so a shutdown leaves nothing in `sending`.
+            self.store.release([r.id for r, _ in batch if r.id is not None])
             await _close(smtp)
+
+    def _claim(self, token: str) -> list[tuple[Delivery, bytes]]:
+        """The next few due digests for this worker, minus subscribers who opted out since."""
+        size = max(1, min(BATCH, self.policy.messages_per_connection))
+        lease = timedelta(seconds=self.policy.lease_seconds)
+        while True:
+            rows = self.store.claim_batch(self.clock(), lease, size, token)
+            if not rows:
+                return []
+            blocked = self.store.blocked([r.subscriber for r, _ in rows])
+            for r, _ in rows:
+                if r.subscriber in blocked:
+                    assert r.id is not None
+                    self.store.settle(r.id, state="cancelled", last_error=blocked[r.subscriber])
+                    self._count(r, "cancelled", blocked[r.subscriber])
+            wanted = [(r, m) for r, m in rows if r.subscriber not in blocked]
+            if wanted:
+                return wanted
 
     def _check_pause(self) -> None:
         """A pause set elsewhere (`digest pause`, another node) stops this run between messages."""
@@ -201,17 +225,6 @@ class Engine:
         if reason:
             self.report.paused = reason
             raise _Pause(reason)
-
-    def _unwanted(self, row: Delivery) -> bool:
-        """Unsubscribed or disabled since the digest was planned: it is not sent."""
-        state = self.store.subscriber_state(row.subscriber)
-        if state is not None and (state.unsubscribed_at is not None or state.disabled):
-            assert row.id is not None
-            why = "unsubscribed" if state.unsubscribed_at is not None else "subscriber disabled"
-            self.store.settle(row.id, state="cancelled", last_error=why)
-            self._count(row, "cancelled", why)
-            return True
-        return False
 
     async def _connect(self) -> aiosmtplib.SMTP:
         smtp_cfg = self.cfg.smtp
@@ -237,9 +250,8 @@ class Engine:
             raise
         return smtp
 
-    async def _attempt(self, smtp: aiosmtplib.SMTP, row: Delivery) -> Decision:
+    async def _attempt(self, smtp: aiosmtplib.SMTP, row: Delivery, message: bytes) -> Decision:
         """MAIL, RCPT, DATA for one digest; the phase tells what a lost connection means."""
-        assert row.message is not None
         self.report.attempts += 1
         phase = "mail"
         try:
@@ -247,7 +259,7 @@ class Engine:
             phase = "rcpt"
             await smtp.rcpt(row.subscriber)
             phase = "data"
-            reply = await smtp.data(row.message, timeout=self.policy.data_timeout)
+            reply = await smtp.data(message, timeout=self.policy.data_timeout)
             return decide("data", reply.code, reply.message)
         except aiosmtplib.SMTPResponseException as exc:
             return decide(phase, exc.code, exc.message)
@@ -263,7 +275,7 @@ class Engine:
         # A connect failure says nothing about this digest: its attempt is given back.
         attempts = row.attempts if counted else max(0, row.attempts - 1)
         if d.state == "sent":
-            self.store.settle(row.id, state="sent", last_error=None)
+            self.store.mark_sent(row.id, utcnow())
         elif d.state == "bounced":
             self.store.settle(row.id, state="bounced", last_error=d.detail)
             if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
@@ -375,6 +387,42 @@ async def _close(smtp: aiosmtplib.SMTP | None) -> None:
         smtp.close()
 
 
-def deliver(store: Store, cfg: Config, clock: Callable[[], datetime] = utcnow) -> EngineReport:
-    """Send every due digest now (the synchronous entry point for `digest run`)."""
-    return asyncio.run(Engine(store, cfg, clock).run())
+def _engine_process(cfg: Config, share: int, fixed_now: datetime | None) -> EngineReport:
+    """One sending process: its own database connections, its share of the SMTP connections."""
+    store = Store(cfg.database_url)
+    part = cfg.model_copy(
+        update={"delivery": cfg.delivery.model_copy(update={"connections": share})}
+    )
+    try:
+        clock = (lambda: fixed_now) if fixed_now is not None else utcnow
+        return asyncio.run(Engine(store, part, clock).run())
+    finally:
+        store.dispose()
+
+
+def deliver(store: Store, cfg: Config, fixed_now: datetime | None = None) -> EngineReport:
+    """Send every due digest now, in `[delivery] processes` processes; the merged report.
+
+    One process is bound by a single core (aiosmtplib is pure Python); more processes claim
+    from the same queue and never share a row, as several nodes would.
+    """
+    n = min(cfg.delivery.processes, cfg.delivery.connections)
+    if n <= 1:
+        clock = (lambda: fixed_now) if fixed_now is not None else utcnow
+        return asyncio.run(Engine(store, cfg, clock).run())
+    shares = [
+        cfg.delivery.connections // n + (1 if i < cfg.delivery.connections % n else 0)
+        for i in range(n)
+    ]
+    # spawn, not fork: the parent holds database connections and maybe an event loop.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        reports = list(pool.map(_engine_process, [cfg] * n, shares, [fixed_now] * n))
+    merged = EngineReport()
+    for r in reports:
+        merged.counts.update(r.counts)
+        merged.connections += r.connections
+        merged.attempts += r.attempts
+        merged.possible_duplicates += r.possible_duplicates
+        merged.paused = merged.paused or r.paused
+    return merged

@@ -13,13 +13,21 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, event, func, or_, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import and_, case, event, func, or_, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from digest.errors import StoreError
-from digest.models import Control, Delivery, FeedState, Paper, SubscriberState, utcnow
+from digest.models import (
+    Control,
+    Delivery,
+    DeliveryMessage,
+    FeedState,
+    Paper,
+    SubscriberState,
+    utcnow,
+)
 from digest.record import PaperRecord
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
@@ -33,6 +41,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets `digest preview` read while a run writes; busy_timeout waits out short locks.
     cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL still survives a crash of the process (the kill -9 case); only an OS
+    # crash or power loss can drop the last commits, and a digest whose `sent` is lost that way
+    # is sent again with the same Message-ID. FULL would fsync every delivery.
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -49,6 +61,8 @@ class Store:
             raise StoreError(f"cannot open database {self.safe_url}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        # One connection kept open for the per-message `sent` commit (see mark_sent).
+        self._hot: Connection | None = None
 
     @property
     def safe_url(self) -> str:
@@ -62,6 +76,9 @@ class Store:
             raise StoreError(f"cannot create tables in {self.safe_url}: {exc.orig}") from exc
 
     def dispose(self) -> None:
+        if self._hot is not None:
+            self._hot.close()
+            self._hot = None
         self.engine.dispose()
 
     @contextmanager
@@ -184,6 +201,11 @@ class Store:
                 )
             ).one()
 
+    def message_of(self, delivery_id: int) -> bytes | None:
+        with self.session() as s:
+            row = s.get(DeliveryMessage, delivery_id)
+            return bytes(row.message) if row else None
+
     def delivery(self, email: str, day: date) -> Delivery | None:
         with self.session() as s:
             return s.exec(
@@ -222,12 +244,15 @@ class Store:
             message_id=message_id,
             paper_ids=paper_ids,
             reasons=reasons,
-            message=message,
             expire_at=expire_at,
         )
         with self.session() as s:
             s.add(row)
             try:
+                if message is not None:
+                    s.flush()
+                    assert row.id is not None
+                    s.add(DeliveryMessage(delivery_id=row.id, message=message))
                 s.commit()
             except IntegrityError:
                 # Another runner planned it first: theirs stands.
@@ -302,6 +327,122 @@ class Store:
                         return row
         return None
 
+    def claim_batch(
+        self, now: datetime, lease: timedelta, limit: int, token: str
+    ) -> list[tuple[Delivery, bytes]]:
+        """Claim up to ``limit`` due deliveries in one statement; they carry ``token``.
+
+        UPDATE ... WHERE id IN (SELECT ... LIMIT n) re-checks that each row is still due, so two
+        runners never share a row; on PostgreSQL the sub-select skips rows another runner has
+        locked. The claimed rows come back detached, message bytes included.
+        """
+        due = self._due(now)
+        locking = self.engine.dialect.name == "postgresql"
+        # Three narrow look-ups, each served by an index, rather than one OR that scans every
+        # row already sent: claims stay cheap however far a run has got.
+        lookups = [
+            select(Delivery.id).where(col(Delivery.state) == "pending").order_by(col(Delivery.id)),
+            select(Delivery.id)
+            .where(col(Delivery.state).in_(("retry", "ambiguous")))
+            .where(col(Delivery.next_attempt_at) <= now)
+            .order_by(col(Delivery.next_attempt_at)),
+            select(Delivery.id)
+            .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+            .order_by(col(Delivery.id)),
+        ]
+        with self.session() as s:
+            ids: list[int] = []
+            for q in lookups:
+                if len(ids) >= limit:
+                    break
+                q = q.limit(limit - len(ids))
+                if locking:
+                    q = q.with_for_update(skip_locked=True)
+                ids += [int(r) for r in s.exec(q).all() if r is not None]
+            if not ids:
+                s.rollback()
+                return []
+            # Re-checked in the UPDATE: a row another runner took meanwhile is left alone.
+            s.exec(  # type: ignore[call-overload]
+                update(Delivery)
+                .where(col(Delivery.id).in_(ids), due)
+                .values(
+                    state="sending",
+                    attempts=Delivery.attempts + 1,
+                    lease_until=now + lease,
+                    claim_token=token,
+                )
+            )
+            s.commit()
+            rows = s.exec(
+                select(Delivery, DeliveryMessage.message)
+                .join(DeliveryMessage, col(DeliveryMessage.delivery_id) == col(Delivery.id))
+                .where(Delivery.claim_token == token, Delivery.state == "sending")
+                .order_by(col(Delivery.id))
+            ).all()
+            for r, _ in rows:
+                s.expunge(r)
+            return [(r, bytes(m)) for r, m in rows]
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Give back claimed rows that were not attempted (pause, shutdown): not `sending`."""
+        if not ids:
+            return
+        with self.session() as s:
+            s.exec(  # type: ignore[call-overload]
+                update(Delivery)
+                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == "sending")
+                .values(
+                    state=case((col(Delivery.attempts) <= 1, "pending"), else_="retry"),
+                    attempts=Delivery.attempts - 1,
+                    lease_until=None,
+                    claim_token=None,
+                )
+            )
+            s.commit()
+
+    def blocked(self, emails: Sequence[str]) -> dict[str, str]:
+        """Of these subscribers, the ones not to send to now, with why."""
+        with self.session() as s:
+            rows = s.exec(
+                select(SubscriberState).where(
+                    col(SubscriberState.email).in_([e.lower() for e in emails]),
+                    (col(SubscriberState.unsubscribed_at).is_not(None))
+                    | (col(SubscriberState.disabled).is_(True)),
+                )
+            ).all()
+        return {
+            r.email: ("unsubscribed" if r.unsubscribed_at is not None else "subscriber disabled")
+            for r in rows
+        }
+
+    _MARK_SENT = text(
+        "UPDATE delivery SET state = 'sent', sent_at = :now, lease_until = NULL, "
+        "claim_token = NULL, last_error = NULL WHERE id = :id"
+    )
+
+    def mark_sent(self, delivery_id: int, now: datetime) -> None:
+        """`sent`, committed before the caller sends anything else (the hot path of delivery).
+
+        A fixed statement on a connection kept open: this runs once per message, and the ORM's
+        per-call work would otherwise cost more than the SMTP exchange itself.
+        """
+        delay = 0.05
+        for attempt in range(12):
+            try:
+                if self._hot is None:
+                    self._hot = self.engine.connect()
+                self._hot.execute(self._MARK_SENT, {"now": now, "id": delivery_id})
+                self._hot.commit()
+                return
+            except OperationalError:
+                if self._hot is not None:
+                    self._hot.rollback()
+                if attempt == 11:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def settle(self, delivery_id: int, **values: Any) -> None:
         """Record an attempt's outcome durably before anything else is sent (A11).
 
@@ -311,14 +452,14 @@ class Store:
         values.setdefault("lease_until", None)
         if values.get("state") == "sent":
             values.setdefault("sent_at", utcnow())
+        values.setdefault("claim_token", None)
+        stmt = update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
         delay = 0.05
         for attempt in range(12):
             try:
-                with self.session() as s:
-                    s.exec(  # type: ignore[call-overload]
-                        update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
-                    )
-                    s.commit()
+                # Core, not the ORM: this runs once per message on the hot path.
+                with self.engine.begin() as conn:
+                    conn.execute(stmt)
                 return
             except OperationalError:
                 if attempt == 11:

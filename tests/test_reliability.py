@@ -129,20 +129,20 @@ def test_A2_a_crash_after_250_resends_only_the_in_flight_digest_with_its_message
 ) -> None:
     cfg = make_cfg(fault, tmp_path, connections=1)
     plan(store, emails(5), clock)
-    real_settle = store.settle
+    real_mark_sent = store.mark_sent
 
     class Crash(BaseException):
         pass
 
-    def crash_on_third_sent(delivery_id: int, **values: Any) -> None:
-        if values.get("state") == "sent" and len(fault.stored) == 3:
+    def crash_on_third_sent(delivery_id: int, now: datetime) -> None:
+        if len(fault.stored) == 3:
             raise Crash  # the process dies between the server's 250 and our commit
-        real_settle(delivery_id, **values)
+        real_mark_sent(delivery_id, now)
 
-    monkeypatch.setattr(store, "settle", crash_on_third_sent)
+    monkeypatch.setattr(store, "mark_sent", crash_on_third_sent)
     with pytest.raises(Crash):
         deliver(store, cfg, clock)
-    monkeypatch.setattr(store, "settle", real_settle)
+    monkeypatch.setattr(store, "mark_sent", real_mark_sent)
     assert list(states(store).values()).count("sending") == 1
     clock.advance(seconds=cfg.delivery.lease_seconds + 1)
     deliver(store, cfg, clock)
