@@ -296,6 +296,27 @@ def _print_report(report: Any) -> None:
 
 
 @cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the service: ingest on schedule, send each subscriber's digest at their send_at.
+
+    Logs one line per event to stderr. Stop with SIGTERM or Ctrl-C: sends in flight finish
+    and are recorded. Example: digest serve
+    """
+    from digest.serve import serve_forever
+
+    st = _state(ctx)
+    if not st.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+        )
+    st.cfg.web.secret_key()  # fail now, not at the first send slot
+    serve_forever(st.cfg, st.store())
+
+
+@cli.command()
 @dir_option("data/demo", "Scratch directory.")
 def demo(directory: Path) -> None:
     """Run the whole cycle offline: a shipped listing, the example subscriber, a local SMTP

@@ -96,6 +96,29 @@ class SourceConfig(_Strict):
     max_results: Annotated[int, Field(ge=1, le=2000)] = 100
     timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
     max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
+    # When `digest serve` fetches it: a 5-field cron expression in schedule_timezone. Default:
+    # arXiv-based kinds at 00:30 US Eastern on weekdays (the listing changes at midnight),
+    # other feeds hourly.
+    schedule: str | None = None
+    schedule_timezone: str = "America/New_York"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"not a 5-field cron expression: {exc}") from None
+        return v
+
+    @property
+    def cron(self) -> str:
+        if self.schedule:
+            return self.schedule
+        return "0 * * * *" if self.kind == "rss" else "30 0 * * mon-fri"
 
     @field_validator("url")
     @classmethod
@@ -178,6 +201,14 @@ class DeliveryConfig(_Strict):
     ambiguous: Literal["resend", "hold"] = "resend"
 
 
+class ServeConfig(_Strict):
+    """`digest serve`: how often it looks at the profiles and for digests that are due."""
+
+    reload_seconds: Annotated[float, Field(ge=1)] = 30.0
+    catch_up_seconds: Annotated[float, Field(ge=5)] = 300.0
+    retry_seconds: Annotated[float, Field(ge=5)] = 60.0
+
+
 class Config(_Strict):
     data_dir: Path = Path("data")
     subscribers_dir: Path = Path("subscribers")
@@ -187,6 +218,7 @@ class Config(_Strict):
     web: WebConfig = WebConfig()
     digest: DigestConfig = DigestConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    serve: ServeConfig = ServeConfig()
     sources: list[SourceConfig] = []
     # Where this config came from (None: embedded defaults); set by load_config.
     _path: Path | None = PrivateAttr(default=None)

@@ -7,6 +7,7 @@ keeps the delivery rows honest. The CLI and (later) the scheduler both call `run
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -166,8 +167,14 @@ def run(
     ingest: bool = True,
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
+    only: set[str] | None = None,
+    halt: threading.Event | None = None,
 ) -> RunReport:
-    """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more."""
+    """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more.
+
+    ``only`` limits planning to these subscribers (a send slot); the engine still sends
+    everything due, so retries of other subscribers are not held back.
+    """
     fixed_clock = now is not None
     now = now or datetime.now(UTC)
     report = RunReport(day=now.date())
@@ -181,7 +188,8 @@ def run(
     ctx = prepare(cfg, store, now)
     report.profile_errors = ctx.profile_errors
     planned: list[Delivery] = []
-    for profile in ctx.profiles:
+    profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
+    for profile in profiles:
         if progress:
             progress(profile.email)
         try:
@@ -196,7 +204,7 @@ def run(
     if dry_run:
         return report
     # The engine sends everything due, including digests left over from earlier runs.
-    report.delivery = deliver(store, cfg, now if fixed_clock else None)
+    report.delivery = deliver(store, cfg, now if fixed_clock else None, halt=halt)
     for d in planned:
         final = store.delivery(d.subscriber, d.digest_date) or d
         report.results.append(

@@ -18,15 +18,14 @@ def local_send_time(profile: Profile, day: date) -> datetime:
     """The moment (UTC) `send_at` happens on ``day`` in the subscriber's zone."""
     tz = profile.tz
     naive = datetime.combine(day, profile.send_time)
-    candidate = naive.replace(tzinfo=tz, fold=0)
-    # A wall time that does not exist (spring forward) does not survive a round trip through UTC.
-    roundtrip = candidate.astimezone(UTC).astimezone(tz)
-    if roundtrip.replace(tzinfo=None) != naive:
-        while roundtrip.replace(tzinfo=None) < naive:
-            naive += timedelta(minutes=1)
-            roundtrip = naive.replace(tzinfo=tz).astimezone(UTC).astimezone(tz)
-        candidate = roundtrip
-    return candidate.astimezone(UTC)
+    # A wall time that does not exist (spring forward) does not survive a round trip through
+    # UTC: step to the first minute that does.
+    for _ in range(24 * 60):
+        candidate = naive.replace(tzinfo=tz, fold=0)
+        if candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == naive:
+            return candidate.astimezone(UTC)
+        naive += timedelta(minutes=1)
+    raise AssertionError(f"no valid local time after {naive} in {tz}")  # pragma: no cover
 
 
 def next_send(profile: Profile, now: datetime) -> datetime:

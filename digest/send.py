@@ -25,6 +25,7 @@ import asyncio
 import logging
 import multiprocessing
 import random
+import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -120,6 +121,7 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         on_event: Callable[[str, Delivery, str], None] | None = None,
+        halt: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -127,6 +129,9 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_event = on_event
+        # Set from another thread (SIGTERM in `digest serve`): finish the message in flight,
+        # record it, give back the rest of the batch, return.
+        self.halt = halt or threading.Event()
         self.report = EngineReport()
         self.stop = asyncio.Event()
         self._relay_until: datetime | None = None
@@ -160,7 +165,7 @@ class Engine:
         batch: list[tuple[Delivery, bytes]] = []
         token = f"{uuid.uuid4().hex}-{n}"
         try:
-            while not self.stop.is_set() and self.report.paused is None:
+            while not (self.stop.is_set() or self.halt.is_set()) and self.report.paused is None:
                 self._check_pause()
                 if self._relay_until is not None and self.clock() < self._relay_until:
                     return  # the relay asked for a break; due rows wait for the next run
@@ -400,7 +405,12 @@ def _engine_process(cfg: Config, share: int, fixed_now: datetime | None) -> Engi
         store.dispose()
 
 
-def deliver(store: Store, cfg: Config, fixed_now: datetime | None = None) -> EngineReport:
+def deliver(
+    store: Store,
+    cfg: Config,
+    fixed_now: datetime | None = None,
+    halt: threading.Event | None = None,
+) -> EngineReport:
     """Send every due digest now, in `[delivery] processes` processes; the merged report.
 
     One process is bound by a single core (aiosmtplib is pure Python); more processes claim
@@ -409,7 +419,7 @@ def deliver(store: Store, cfg: Config, fixed_now: datetime | None = None) -> Eng
     n = min(cfg.delivery.processes, cfg.delivery.connections)
     if n <= 1:
         clock = (lambda: fixed_now) if fixed_now is not None else utcnow
-        return asyncio.run(Engine(store, cfg, clock).run())
+        return asyncio.run(Engine(store, cfg, clock, halt=halt).run())
     shares = [
         cfg.delivery.connections // n + (1 if i < cfg.delivery.connections % n else 0)
         for i in range(n)

@@ -6,6 +6,7 @@ and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOC
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,8 +62,9 @@ class Store:
             raise StoreError(f"cannot open database {self.safe_url}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        # One connection kept open for the per-message `sent` commit (see mark_sent).
-        self._hot: Connection | None = None
+        # One connection per thread kept open for the per-message `sent` commit (mark_sent);
+        # `digest serve` runs jobs in threads.
+        self._local = threading.local()
 
     @property
     def safe_url(self) -> str:
@@ -76,9 +78,10 @@ class Store:
             raise StoreError(f"cannot create tables in {self.safe_url}: {exc.orig}") from exc
 
     def dispose(self) -> None:
-        if self._hot is not None:
-            self._hot.close()
-            self._hot = None
+        hot: Connection | None = getattr(self._local, "hot", None)
+        if hot is not None:
+            hot.close()
+            self._local.hot = None
         self.engine.dispose()
 
     @contextmanager
@@ -429,15 +432,16 @@ class Store:
         """
         delay = 0.05
         for attempt in range(12):
+            hot: Connection | None = getattr(self._local, "hot", None)
             try:
-                if self._hot is None:
-                    self._hot = self.engine.connect()
-                self._hot.execute(self._MARK_SENT, {"now": now, "id": delivery_id})
-                self._hot.commit()
+                if hot is None:
+                    hot = self._local.hot = self.engine.connect()
+                hot.execute(self._MARK_SENT, {"now": now, "id": delivery_id})
+                hot.commit()
                 return
             except OperationalError:
-                if self._hot is not None:
-                    self._hot.rollback()
+                if hot is not None:
+                    hot.rollback()
                 if attempt == 11:
                     raise
                 time.sleep(delay)

@@ -1,0 +1,240 @@
+"""`digest serve`: the long-running service, on APScheduler 3 with asyncio.
+
+Jobs (all run in a small thread pool, so a slow SMTP relay never blocks the scheduler):
+
+- ingest each source on its own cron (`[[sources]] schedule`);
+- one job per send slot, i.e. per distinct (time zone, send_at) among the profiles, with
+  coalescing and a long misfire grace, so a slot missed while the process was busy runs once;
+- a catch-up that sends every subscriber whose send time has passed today and who has no
+  digest for today yet: after a restart, a missed slot, a daylight-saving gap, or a new profile.
+  A service that was down for days sends one digest per subscriber, for today, not a burst;
+- a profile watcher: files added, changed or removed are picked up without a restart;
+- retries of digests that are due again.
+
+SIGTERM or SIGINT: no new job starts, each engine finishes the message in flight and records it,
+gives back what it had claimed, and the process exits with nothing left `sending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from digest.config import Config
+from digest.ingest import ingest_source
+from digest.models import utcnow
+from digest.pipeline import digest_day, run
+from digest.profiles import Profile, load_profiles
+from digest.schedule import due_today
+from digest.send import deliver
+from digest.store import Store
+
+log = logging.getLogger("digest.serve")
+# A slot that could not start on time (busy pool, suspended machine) still runs within this.
+MISFIRE_GRACE = int(timedelta(hours=12).total_seconds())
+
+
+class Service:
+    def __init__(self, cfg: Config, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.halt = threading.Event()
+        self.profiles: list[Profile] = []
+        self._signature: tuple[tuple[str, float, int], ...] | None = None
+        self._lock = threading.Lock()
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(4)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": MISFIRE_GRACE,
+            },
+        )
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for src in self.cfg.sources:
+            self.scheduler.add_job(
+                self.ingest,
+                CronTrigger.from_crontab(src.cron, timezone=src.schedule_timezone),
+                args=[src.name],
+                id=f"ingest:{src.name}",
+                name=f"ingest {src.name}",
+            )
+        serve = self.cfg.serve
+        self.scheduler.add_job(
+            self.reload,
+            IntervalTrigger(seconds=serve.reload_seconds),
+            id="reload",
+            name="reload profiles",
+        )
+        self.scheduler.add_job(
+            self.catch_up,
+            IntervalTrigger(seconds=serve.catch_up_seconds),
+            id="catch-up",
+            name="catch up",
+        )
+        self.scheduler.add_job(
+            self.retry,
+            IntervalTrigger(seconds=serve.retry_seconds),
+            id="retry",
+            name="retry due digests",
+        )
+        self.reload()
+        self.scheduler.start()
+        # Right away, not after the first interval: a restart sends what it missed.
+        self.scheduler.add_job(self.catch_up, id="catch-up-now", name="catch up at start")
+        log.info(
+            "event=started sources=%d subscribers=%d", len(self.cfg.sources), len(self.profiles)
+        )
+
+    def stop(self) -> None:
+        """Finish what is in flight, start nothing new, leave nothing `sending`."""
+        log.info("event=stopping")
+        self.halt.set()
+        self.scheduler.shutdown(wait=True)
+        log.info("event=stopped")
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the profiles if any file changed; rebuild the send slots. True if changed."""
+        signature = _signature(self.cfg.subscribers_dir)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        loaded = load_profiles(self.cfg.subscribers_dir, [s.name for s in self.cfg.sources])
+        for err in loaded.errors:
+            log.error("event=profile-invalid error=%r", str(err))
+        self.profiles = loaded.profiles
+        slots: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for p in loaded.profiles:
+            slots[(p.timezone, p.send_at)].append(p.email.lower())
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("slot:"):
+                job.remove()
+        for (tz, send_at), emails in slots.items():
+            hh, mm = send_at.split(":")
+            self.scheduler.add_job(
+                self.send_slot,
+                CronTrigger(hour=int(hh), minute=int(mm), timezone=tz),
+                args=[emails],
+                id=f"slot:{tz}:{send_at}",
+                name=f"send {send_at} {tz}",
+            )
+        log.info(
+            "event=profiles-loaded valid=%d invalid=%d slots=%d",
+            len(loaded.profiles),
+            len(loaded.errors),
+            len(slots),
+        )
+        return True
+
+    def send_slot(self, emails: list[str]) -> None:
+        if self.halt.is_set():
+            return
+        with self._lock:
+            report = run(self.cfg, self.store, ingest=False, only=set(emails), halt=self.halt)
+        for r in report.results:
+            log.info(
+                "event=digest subscriber=%s status=%s papers=%d detail=%r",
+                r.email,
+                r.status,
+                r.papers,
+                r.detail,
+            )
+        if report.delivery is not None and report.delivery.paused:
+            log.error("event=paused reason=%r", report.delivery.paused)
+
+    def catch_up(self, now: datetime | None = None) -> list[str]:
+        """Send everyone whose send time today has passed and who has no digest for today."""
+        now = now or utcnow()
+        self.reload()
+        due = [
+            p.email.lower()
+            for p in self.profiles
+            if due_today(p, now) and self.store.delivery(p.email, digest_day(p, now)) is None
+        ]
+        if self.halt.is_set():
+            return due
+        if due:
+            log.info("event=catch-up subscribers=%d", len(due))
+            self.send_slot(due)  # also sends whatever else is due
+        else:
+            # Digests planned before a restart (or a SIGTERM) go out now, not at the next retry.
+            self.retry()
+        return due
+
+    def ingest(self, name: str) -> None:
+        if self.halt.is_set():
+            return
+        r = ingest_source(self.store, self.cfg.source(name))
+        log.info(
+            "event=ingest source=%s status=%s added=%d updated=%d error=%r",
+            r.source,
+            r.status,
+            r.added,
+            r.updated,
+            r.error,
+        )
+
+    def retry(self) -> None:
+        if self.halt.is_set():
+            return
+        report = deliver(self.store, self.cfg, halt=self.halt)
+        if report.attempts:
+            log.info("event=retry %s", " ".join(f"{k}={v}" for k, v in report.counts.items()))
+
+    def next_runs(self) -> list[tuple[str, datetime | None]]:
+        return [(job.name, job.next_run_time) for job in self.scheduler.get_jobs()]
+
+
+def _signature(directory: Path) -> tuple[tuple[str, float, int], ...]:
+    if not directory.is_dir():
+        return ()
+    out = []
+    for p in sorted(directory.glob("*.toml")):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((p.name, st.st_mtime, st.st_size))
+    return tuple(out)
+
+
+def serve_forever(cfg: Config, store: Store) -> None:
+    """Run the service until SIGTERM or SIGINT."""
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+    async def main() -> None:
+        service = Service(cfg, store)
+        service.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        # Shutting down waits for running jobs; keep the loop free while it does.
+        await loop.run_in_executor(None, service.stop)
+
+    asyncio.run(main())
+
+
+def describe(service: Service) -> list[dict[str, Any]]:
+    return [
+        {"job": name, "next": when.isoformat() if when else None}
+        for name, when in service.next_runs()
+    ]

@@ -1,0 +1,152 @@
+"""`digest serve`: the service's jobs with injected time, and the real process with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.triggers.cron import CronTrigger
+
+from digest.config import Config
+from digest.serve import Service
+from digest.store import Store
+from tests.conftest import ADA, DEMO_DATA, NOW, SmtpServer, write_profile
+from tests.smtp_fault import FaultServer
+
+
+def test_profiles_become_send_slots_grouped_by_zone_and_time(
+    store: Store, workspace: Config
+) -> None:
+    write_profile(workspace.subscribers_dir, "cy", ADA.replace("ada@", "cy@"))
+    service = Service(workspace, store)
+    assert service.reload()
+    jobs = {j.id: j for j in service.scheduler.get_jobs() if j.id.startswith("slot:")}
+    assert set(jobs) == {"slot:Europe/London:07:00", "slot:America/New_York:06:30"}
+    assert sorted(jobs["slot:Europe/London:07:00"].args[0]) == ["ada@example.org", "cy@example.org"]
+    trigger = jobs["slot:America/New_York:06:30"].trigger
+    assert isinstance(trigger, CronTrigger)
+    nxt = trigger.get_next_fire_time(None, NOW)
+    assert nxt == datetime(2026, 11, 23, 11, 30, tzinfo=UTC)
+    assert not service.reload()  # nothing changed on disk
+
+
+def test_a_new_profile_is_picked_up_without_a_restart(store: Store, workspace: Config) -> None:
+    service = Service(workspace, store)
+    service.reload()
+    time.sleep(0.01)
+    write_profile(
+        workspace.subscribers_dir,
+        "dee",
+        'email = "dee@example.org"\nsend_at = "11:00"\n'
+        'timezone = "UTC"\n[interests]\nkeywords = ["state space models"]\n',
+    )
+    assert service.reload()
+    assert "slot:UTC:11:00" in {j.id for j in service.scheduler.get_jobs()}
+    # Added at 10:00 with send_at 11:00: today's digest goes at 11:00, via its slot or catch-up.
+    ten = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert "dee@example.org" not in service.catch_up(now=ten)
+
+
+def test_catch_up_sends_what_a_restart_missed_once(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    from digest.ingest import ingest_all
+
+    ingest_all(store, workspace)
+    service = Service(workspace, store)
+    # 08:00 UTC: Ada (07:00 London) is overdue, Bob (06:30 New York = 11:30 UTC) is not.
+    assert service.catch_up(now=NOW) == ["ada@example.org"]
+    assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
+    assert service.catch_up(now=NOW + timedelta(minutes=5)) == []
+    later = NOW + timedelta(hours=4)
+    assert service.catch_up(now=later) == ["bob@example.org"]
+    assert len(smtp_server.received) == 2
+
+
+def _serve(site: Path) -> subprocess.Popen[str]:
+    env = {**os.environ}
+    env.pop("DIGEST_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest.cli", "--config", str(site / "digest.toml"), "serve"],
+        cwd=site,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _site(tmp_path: Path, port: int, n: int) -> Path:
+    (tmp_path / "digest.toml").write_text(f"""
+[smtp]
+host = "127.0.0.1"
+port = {port}
+from_address = "digest@papers.example.org"
+[web]
+secret_key_file = "key"
+[delivery]
+connections = 1
+[serve]
+catch_up_seconds = 5
+[[sources]]
+name = "arxiv"
+kind = "arxiv-rss"
+url = "{(DEMO_DATA / "listing.xml").as_uri()}"
+""")
+    (tmp_path / "key").write_text("k" * 40)
+    for i in range(n):
+        write_profile(
+            tmp_path / "subscribers",
+            f"r{i}",
+            f'email = "r{i}@example.org"\ntimezone = "UTC"\nsend_at = "00:00"\n'
+            '[interests]\nkeywords = ["state space models"]\n',
+        )
+    return tmp_path
+
+
+def test_serve_sends_on_start_and_sigterm_leaves_nothing_sending(tmp_path: Path) -> None:
+    fault = FaultServer().start()
+    try:
+        # Every reply to the final dot takes 0.4 s, so SIGTERM lands in the middle of a slot.
+        fault.default = "stall-final:0.4"
+        site = _site(tmp_path, fault.port, 12)
+        subprocess.run(
+            [sys.executable, "-m", "digest.cli", "--config", str(site / "digest.toml"), "ingest"],
+            check=True,
+            capture_output=True,
+        )
+        proc = _serve(site)
+        deadline = time.monotonic() + 60
+        while len(fault.stored) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(fault.stored) >= 2, proc.stderr.read() if proc.poll() is not None else ""
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "event=stopped" in err
+        store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+        rows = store.deliveries()
+        assert "sending" not in {d.state for d in rows}
+        sent = {d.subscriber for d in rows if d.state == "sent"}
+        # Every message the server stored is recorded as sent: nothing lost, nothing to resend.
+        assert sent == {s.rcpt for s in fault.stored}
+        assert len(sent) < 12
+        store.dispose()
+        # Restarted, it finishes the slot: each subscriber has exactly one digest.
+        fault.default = "ok"
+        proc = _serve(site)
+        deadline = time.monotonic() + 60
+        while len(fault.stored) < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert sorted(s.rcpt for s in fault.stored) == sorted(
+            f"r{i}@example.org" for i in range(12)
+        )
+    finally:
+        fault.stop()
