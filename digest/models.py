@@ -16,6 +16,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc_naive(t: datetime) -> datetime:
+    """A comparable UTC moment: SQLite hands datetimes back without their zone (all are UTC)."""
+    return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
+
+
 class Paper(SQLModel, table=True):
     # Canonical id: the arXiv id without version; else "doi:..." or the entry's URL.
     id: str = Field(primary_key=True, max_length=512)

@@ -17,7 +17,7 @@ import jinja2
 from digest.config import Config
 from digest.errors import DigestError, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
-from digest.models import Delivery, Paper
+from digest.models import Delivery, Paper, as_utc_naive
 from digest.profiles import Profile, load_profiles
 from digest.rank import Pick, Ranker
 from digest.render import Rendered, build_message, environment, message_id_for, render_digest
@@ -110,17 +110,12 @@ def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     for p in ctx.store.papers_between(first, ctx.latest):
         if p.id in seen or p.announce_type in NOT_LISTED:
             continue
-        if since is not None and _naive(p.first_seen) <= _naive(since):
+        if since is not None and as_utc_naive(p.first_seen) <= as_utc_naive(since):
             continue
         if allowed is not None and not any(t.split(":", 1)[1] in allowed for t in p.sources):
             continue
         out.append(p)
     return out
-
-
-def _naive(t: datetime) -> datetime:
-    # SQLite hands datetimes back without their zone; everything stored is UTC.
-    return t.replace(tzinfo=None) if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
 
 
 def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:

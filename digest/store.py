@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, case, event, func, or_, text, update
+from sqlalchemy import and_, bindparam, case, event, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -33,6 +35,14 @@ from digest.record import PaperRecord
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
+# Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
+_MARK_SENT = (
+    update(Delivery)
+    .where(col(Delivery.id).in_(bindparam("ids", expanding=True)))
+    .values(
+        state="sent", sent_at=bindparam("now"), lease_until=None, claim_token=None, last_error=None
+    )
+)
 # Deliveries that were, are being or will be sent: their papers are taken.
 LIVE_STATES = ("pending", "sending", "retry", "ambiguous", "sent")
 _CHUNK = 500
@@ -101,6 +111,14 @@ class Store:
         for r in records:
             prev = by_id.get(r.id)
             by_id[r.id] = r if prev is None else _prefer(prev, r)
+        try:
+            return self._upsert(by_id)
+        except IntegrityError:
+            # Another node inserted some of these papers between our look-up and our insert;
+            # a second pass finds them and merges instead.
+            return self._upsert(by_id)
+
+    def _upsert(self, by_id: dict[str, PaperRecord]) -> tuple[int, int]:
         added = updated = 0
         ids = list(by_id)
         with self.session() as s:
@@ -330,9 +348,7 @@ class Store:
                         return row
         return None
 
-    def claim_batch(
-        self, now: datetime, lease: timedelta, limit: int, token: str
-    ) -> list[tuple[Delivery, bytes]]:
+    def claim_batch(self, now: datetime, lease: timedelta, limit: int, token: str) -> list[Claim]:
         """Claim up to ``limit`` due deliveries in one statement; they carry ``token``.
 
         UPDATE ... WHERE id IN (SELECT ... LIMIT n) re-checks that each row is still due, so two
@@ -377,15 +393,22 @@ class Store:
                 )
             )
             s.commit()
-            rows = s.exec(
-                select(Delivery, DeliveryMessage.message)
+            # Core rows into a plain dataclass, not ORM or pydantic objects: this is the hot
+            # path, and the engine only reads these fields.
+            rows = s.execute(
+                sa_select(
+                    col(Delivery.id),
+                    col(Delivery.subscriber),
+                    col(Delivery.attempts),
+                    col(Delivery.ambiguous_count),
+                    col(Delivery.expire_at),
+                    col(DeliveryMessage.message),
+                )
                 .join(DeliveryMessage, col(DeliveryMessage.delivery_id) == col(Delivery.id))
-                .where(Delivery.claim_token == token, Delivery.state == "sending")
+                .where(col(Delivery.claim_token) == token, col(Delivery.state) == "sending")
                 .order_by(col(Delivery.id))
             ).all()
-            for r, _ in rows:
-                s.expunge(r)
-            return [(r, bytes(m)) for r, m in rows]
+            return [Claim(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     def release(self, ids: Sequence[int]) -> None:
         """Give back claimed rows that were not attempted (pause, shutdown): not `sending`."""
@@ -419,24 +442,20 @@ class Store:
             for r in rows
         }
 
-    _MARK_SENT = text(
-        "UPDATE delivery SET state = 'sent', sent_at = :now, lease_until = NULL, "
-        "claim_token = NULL, last_error = NULL WHERE id = :id"
-    )
+    def mark_sent(self, ids: Sequence[int], now: datetime) -> None:
+        """`sent` for these deliveries, committed before the callers send anything else.
 
-    def mark_sent(self, delivery_id: int, now: datetime) -> None:
-        """`sent`, committed before the caller sends anything else (the hot path of delivery).
-
-        A fixed statement on a connection kept open: this runs once per message, and the ORM's
-        per-call work would otherwise cost more than the SMTP exchange itself.
+        The hot path of delivery: one statement for all messages whose 250 arrived together,
+        on a connection kept open (per thread), with a locked database retried, not lost.
         """
+        params = {"ids": list(ids), "now": now}
         delay = 0.05
         for attempt in range(12):
             hot: Connection | None = getattr(self._local, "hot", None)
             try:
                 if hot is None:
                     hot = self._local.hot = self.engine.connect()
-                hot.execute(self._MARK_SENT, {"now": now, "id": delivery_id})
+                hot.execute(_MARK_SENT, params)
                 hot.commit()
                 return
             except OperationalError:
@@ -539,6 +558,18 @@ class Store:
             if day is not None:
                 q = q.where(Delivery.digest_date == day)
             return {state: int(n) for state, n in s.exec(q).all()}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery taken for sending: what the engine needs, and the bytes to send."""
+
+    id: int
+    subscriber: str
+    attempts: int
+    ambiguous_count: int
+    expire_at: datetime | None
+    message: bytes
 
 
 def _new_paper(rec: PaperRecord) -> Paper:

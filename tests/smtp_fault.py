@@ -103,6 +103,7 @@ class FaultServer:
                 return
             say("220 fault.test ESMTP scripted")
             mail_from, rcpt, behaviour = "", "", "ok"
+            greeted = False
             while True:
                 raw = await reader.readline()
                 if not raw:
@@ -110,12 +111,15 @@ class FaultServer:
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 verb = line[:4].upper()
                 if verb in ("EHLO", "HELO"):
+                    greeted = True
                     extra = ["250-AUTH PLAIN LOGIN"] if self.auth else []
                     for ext in ("250-fault.test", *extra, "250-PIPELINING", "250-8BITMIME"):
                         say(ext)
                     say("250 SIZE 52428800")
                 elif verb == "AUTH":
                     say(self.auth or "503 no auth here")
+                elif verb == "MAIL" and not greeted:
+                    say("503 5.5.1 send HELO/EHLO first")
                 elif verb == "MAIL":
                     self.transactions += 1
                     mail_from = line.split(":", 1)[1].strip().strip("<>").split(">")[0]

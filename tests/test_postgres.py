@@ -6,9 +6,12 @@ Each test gets a database of its own, created and dropped here.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,6 +20,8 @@ from digest.config import Config
 from digest.pipeline import run
 from digest.store import Store
 from tests.conftest import NOW, SmtpServer
+from tests.sites import write_site
+from tests.smtp_fault import FaultServer
 
 pytestmark = pytest.mark.postgres
 ADMIN_URL = os.environ.get("DIGEST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -60,3 +65,40 @@ def test_only_one_claim_wins_on_postgresql(pg_store: Store) -> None:
     claimed = pg_store.claim_next(NOW, timedelta(minutes=5))
     assert claimed is not None and claimed.id == d.id and claimed.state == "sending"
     assert pg_store.claim_next(NOW, timedelta(minutes=5)) is None
+
+
+def _pg_site(tmp_path: Path, url: str, port: int, n: int) -> Path:
+    write_site(tmp_path, port, n, extra=f'[database]\nurl = "{url}"\n[delivery]\nconnections = 2')
+    return tmp_path
+
+
+def test_A6_two_processes_firing_the_same_slot_send_each_digest_once(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    fault = FaultServer().start()
+    try:
+        fault.default = "stall-final:0.02"  # long enough for the two runs to overlap
+        site = _pg_site(tmp_path, pg_store.url, fault.port, 30)
+        cfg = ["--config", str(site / "digest.toml")]
+        env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"}
+        # Both nodes ingest and send at once, as two schedulers firing the same slot would.
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "digest.cli", *cfg, "run"],
+                cwd=site,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=240) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err + out
+        rcpts = [s.rcpt for s in fault.stored]
+        assert sorted(rcpts) == [f"r{i:02d}@example.org" for i in range(30)]  # once each
+        assert {d.state for d in pg_store.deliveries()} == {"sent"}
+        assert len(pg_store.deliveries()) == 30
+    finally:
+        fault.stop()

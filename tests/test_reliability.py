@@ -134,10 +134,10 @@ def test_A2_a_crash_after_250_resends_only_the_in_flight_digest_with_its_message
     class Crash(BaseException):
         pass
 
-    def crash_on_third_sent(delivery_id: int, now: datetime) -> None:
+    def crash_on_third_sent(ids: list[int], now: datetime) -> None:
         if len(fault.stored) == 3:
             raise Crash  # the process dies between the server's 250 and our commit
-        real_mark_sent(delivery_id, now)
+        real_mark_sent(ids, now)
 
     monkeypatch.setattr(store, "mark_sent", crash_on_third_sent)
     with pytest.raises(Crash):
@@ -543,3 +543,31 @@ def test_C_the_pool_never_opens_more_connections_than_configured(
     plan(store, emails(30), clock)
     report = deliver(store, cfg, clock)
     assert report.counts["sent"] == 30 and fault.connections <= 3
+
+
+# -- Load: the fault mix (the full-size run is bench/delivery_faults.py) ----------------------
+
+
+def test_load_fault_mix_final_counts_match_the_injected_faults() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "delivery_faults.py"),
+            "--messages",
+            "800",
+            "--size",
+            "2000",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK: final counts match the injected faults" in out.stdout

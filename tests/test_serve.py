@@ -15,7 +15,8 @@ from apscheduler.triggers.cron import CronTrigger
 from digest.config import Config
 from digest.serve import Service
 from digest.store import Store
-from tests.conftest import ADA, DEMO_DATA, NOW, SmtpServer, write_profile
+from tests.conftest import ADA, NOW, SmtpServer, write_profile
+from tests.sites import write_site
 from tests.smtp_fault import FaultServer
 
 
@@ -82,30 +83,13 @@ def _serve(site: Path) -> subprocess.Popen[str]:
 
 
 def _site(tmp_path: Path, port: int, n: int) -> Path:
-    (tmp_path / "digest.toml").write_text(f"""
-[smtp]
-host = "127.0.0.1"
-port = {port}
-from_address = "digest@papers.example.org"
-[web]
-secret_key_file = "key"
-[delivery]
-connections = 1
-[serve]
-catch_up_seconds = 5
-[[sources]]
-name = "arxiv"
-kind = "arxiv-rss"
-url = "{(DEMO_DATA / "listing.xml").as_uri()}"
-""")
-    (tmp_path / "key").write_text("k" * 40)
-    for i in range(n):
-        write_profile(
-            tmp_path / "subscribers",
-            f"r{i}",
-            f'email = "r{i}@example.org"\ntimezone = "UTC"\nsend_at = "00:00"\n'
-            '[interests]\nkeywords = ["state space models"]\n',
-        )
+    write_site(
+        tmp_path,
+        port,
+        n,
+        extra="[delivery]\nconnections = 1\n[serve]\ncatch_up_seconds = 5",
+        name="r{i}",
+    )
     return tmp_path
 
 
