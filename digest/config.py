@@ -49,6 +49,9 @@ class SmtpConfig(_Strict):
     from_address: str = "digest@localhost"
     from_name: str = "Paper digest"
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # CA certificates (PEM) to trust for a relay with a private CA; certificates are always
+    # checked, against the system's CAs when this is not set.
+    ca_file: Path | None = None
 
     @field_validator("from_address")
     @classmethod
@@ -288,7 +291,12 @@ def load_config(explicit: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {key}: {msg}{suffix}") from exc
     # Relative paths are relative to the config file, so the service runs from any directory.
     base = path.absolute().parent
-    smtp = cfg.smtp.model_copy(update={"password_file": _resolve(base, cfg.smtp.password_file)})
+    smtp = cfg.smtp.model_copy(
+        update={
+            "password_file": _resolve(base, cfg.smtp.password_file),
+            "ca_file": _resolve(base, cfg.smtp.ca_file),
+        }
+    )
     web = cfg.web.model_copy(update={"secret_key_file": _resolve(base, cfg.web.secret_key_file)})
     sources = [
         s.model_copy(update={"url": "file://" + str(base / s.url[7:])})

@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import random
 import re
+import ssl
 import threading
 import uuid
 from collections import Counter, deque
@@ -276,6 +277,7 @@ class Engine:
             start_tls=smtp_cfg.security == "starttls",
             username=smtp_cfg.username,
             password=password.get_secret_value() if password else None,
+            cert_bundle=str(smtp_cfg.ca_file) if smtp_cfg.ca_file else None,
         )
         self.report.connections += 1
         try:
@@ -286,11 +288,12 @@ class Engine:
                     await smtp.ehlo()
                 except aiosmtplib.SMTPHeloError:
                     await smtp.helo()
-        except aiosmtplib.SMTPException as exc:
+        except (aiosmtplib.SMTPException, ssl.SSLError) as exc:
             smtp.close()
-            if "STARTTLS" in str(exc) or "starttls" in str(exc):
-                # The relay offers no TLS although the config demands it: fail closed, loudly.
-                raise aiosmtplib.SMTPResponseException(530, f"5.7.0 {exc}") from exc
+            if "STARTTLS" in str(exc) or "starttls" in str(exc) or _is_tls_failure(exc):
+                # No TLS, or TLS we cannot trust, although the config demands it: fail closed
+                # and loudly (a pause), never fall back to plaintext.
+                raise aiosmtplib.SMTPResponseException(530, f"5.7.0 TLS: {exc}") from exc
             raise
         return smtp
 
@@ -441,6 +444,15 @@ def wire_format(message: bytes) -> bytes:
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     return message + b".\r\n"
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _text(exc: BaseException) -> str:

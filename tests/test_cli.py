@@ -8,6 +8,7 @@ import email.policy
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,39 @@ def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
     again = digest("demo", "--dir", "d", cwd=tmp_path)
     assert again.returncode == 0 and "already-sent" in again.stdout
     assert len(list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())) == 1
+
+
+def test_pause_status_resume_and_deliveries(site: Path, smtp_server: SmtpServer) -> None:
+    paused = digest("pause", "--reason", "relay maintenance", cwd=site)
+    assert paused.returncode == 0 and "delivery paused: relay maintenance" in paused.stdout
+    status = digest("status", cwd=site)
+    assert status.returncode == 0
+    assert "PAUSED" in status.stdout and "relay maintenance" in status.stdout
+    assert "next send slot" in status.stdout and "ada@example.org" in status.stdout
+    ran = digest("run", cwd=site)
+    assert "Delivery paused: relay maintenance" in ran.stderr
+    assert smtp_server.received == []  # planned, not sent
+    assert digest("deliveries", "--state", "pending", cwd=site).stdout.count("@example.org") == 2
+    resumed = digest("resume", cwd=site)
+    assert "was paused: relay maintenance" in resumed.stdout
+    again = digest("run", "--no-ingest", cwd=site)
+    assert again.returncode == 0, again.stderr
+    assert len(smtp_server.received) == 2
+    listed = digest("deliveries", "--state", "sent", cwd=site)
+    assert listed.stdout.count("sent") == 2
+    status = digest("status", cwd=site)
+    assert "2 sent" in status.stdout and "PAUSED" not in status.stdout
+
+
+def test_retry_and_enable_tell_the_operator_what_happened(site: Path) -> None:
+    none = digest("retry", cwd=site)
+    assert none.returncode == 0 and "0 deliveries re-queued" in none.stdout
+    bad = digest("retry", "--state", "sent", cwd=site)
+    assert bad.returncode == 1 and "cannot re-queue sent" in bad.stderr
+    enable = digest("subscribers", "enable", "ada@example.org", cwd=site)
+    assert enable.returncode == 1 and "ada@example.org is not disabled" in enable.stderr
+    store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+    store.record_bounce("ada@example.org", True, 1, date(2026, 11, 23))
+    store.dispose()
+    enable = digest("subscribers", "enable", "ada@example.org", cwd=site)
+    assert enable.returncode == 0 and "enabled" in enable.stdout

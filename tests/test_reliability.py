@@ -571,3 +571,14 @@ def test_load_fault_mix_final_counts_match_the_injected_faults() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK: final counts match the injected faults" in out.stdout
+
+
+def test_C_the_rate_limit_spaces_messages_over_all_connections(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=3, rate_limit=20)
+    plan(store, emails(10), clock)
+    t0 = time.monotonic()
+    report = deliver(store, cfg, clock)
+    # Ten messages at 20 per second: at least nine gaps of 50 ms, whatever the connections.
+    assert report.counts["sent"] == 10 and time.monotonic() - t0 >= 0.45
