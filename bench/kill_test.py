@@ -41,7 +41,7 @@ def site(tmp: Path, port: int, n: int) -> list[str]:
 def digest(cfg: list[str], *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"}
     return subprocess.Popen(
-        [sys.executable, "-m", "digest.cli", *cfg, *args],
+        [sys.executable, "-m", "digest", *cfg, *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -56,6 +56,12 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--stall",
+        type=float,
+        default=0.05,
+        help="seconds the server waits before each 250: the window kills aim at",
+    )
+    parser.add_argument(
         "--max-delay",
         type=float,
         default=8.0,
@@ -64,8 +70,8 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     fault = FaultServer().start()
-    # A short pause before each 250 widens the window a kill can fall into.
-    fault.default = "stall-final:0.01"
+    # A pause before each 250 keeps messages in flight long enough for kills to land there.
+    fault.default = f"stall-final:{args.stall}"
     t0 = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -124,7 +130,7 @@ def main() -> int:
     )
     print(
         f"reproduce: python bench/kill_test.py --subscribers {args.subscribers} "
-        f"--kills {args.kills} --seed {args.seed}"
+        f"--kills {args.kills} --seed {args.seed} --stall {args.stall} --max-delay {args.max_delay}"
     )
     print(json.dumps(result))
     ok = not missing and extra <= args.kills and set(states) == {"sent"}

@@ -59,11 +59,11 @@ url = "{(DEMO_DATA / "listing.xml").as_uri()}"
         )
         cfg = ["--config", str(site / "digest.toml")]
         subprocess.run(
-            [sys.executable, "-m", "digest.cli", *cfg, "ingest"], check=True, capture_output=True
+            [sys.executable, "-m", "digest", *cfg, "ingest"], check=True, capture_output=True
         )
         started = datetime.now(UTC)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "digest.cli", *cfg, "serve"], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "digest", *cfg, "serve"], stderr=subprocess.PIPE, text=True
         )
         while not received and datetime.now(UTC) < slot + timedelta(minutes=2):
             time.sleep(0.2)

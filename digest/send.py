@@ -25,7 +25,6 @@ import asyncio
 import logging
 import multiprocessing
 import random
-import re
 import ssl
 import threading
 import uuid
@@ -39,7 +38,9 @@ import aiosmtplib
 
 from digest.config import Config
 from digest.models import as_utc_naive, utcnow
-from digest.store import Claim, Store
+from digest.smtp_policy import Decision, backoff, decide, is_tls_failure, wire_format
+from digest.store import Store
+from digest.store_delivery import Claim
 
 log = logging.getLogger("digest.send")
 PAUSE_KEY = "paused"
@@ -49,55 +50,6 @@ _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
 # Rows a worker claims at once: few enough that an unsubscribe is seen within seconds,
 # enough to keep the database out of the way of the sending.
 BATCH = 50
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: str  # sent | retry | ambiguous | bounced | relay | systemic
-    detail: str = ""
-
-
-def decide(phase: str, code: int | None, text: str = "") -> Decision:
-    """What one SMTP attempt means, from where it ended and the reply code (None: no reply).
-
-    ``phase`` is connect, mail, rcpt or data (data: the message was handed over).
-    """
-    detail = f"{code} {text}".strip() if code is not None else text
-    if code is None:
-        if phase == "connect":
-            # The relay is down or unreachable: every digest would fail the same way.
-            return Decision("relay", text)
-        if phase == "data":
-            return Decision("ambiguous", f"connection lost after the message was sent: {text}")
-        return Decision("retry", text)
-    lowered = text.lower()
-    if code == 421:
-        return Decision("relay", detail)
-    if 200 <= code < 300 and phase == "data":
-        return Decision("sent", detail)
-    if code < 0 or code < 400:
-        # Garbage or an unexpected positive reply: nothing is known, try again later (B7).
-        return Decision("retry", f"unexpected reply: {detail}")
-    policy = "5.7." in text or "message-id" in lowered
-    if 400 <= code < 500:
-        return Decision("retry", detail)
-    # 5xx from here on.
-    if phase == "connect" or phase == "mail" or policy:
-        return Decision("systemic", detail)
-    if phase == "rcpt" and code == 552:
-        # RFC 5321 §4.5.3.1.10: "552 too many recipients / mailbox full" on RCPT is temporary.
-        return Decision("retry", detail)
-    return Decision("bounced", detail)
-
-
-def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: half of min(cap, base * 2^(attempts-1)) fixed, half random.
-
-    The random half spreads many digests that failed together; the fixed half makes sure a
-    struggling relay is never retried almost at once (full jitter can draw near zero).
-    """
-    step = min(cap, base * 2.0 ** max(0, attempts - 1))
-    return float(step / 2 + rng.uniform(0, step / 2))
 
 
 @dataclass
@@ -290,7 +242,7 @@ class Engine:
                     await smtp.helo()
         except (aiosmtplib.SMTPException, ssl.SSLError) as exc:
             smtp.close()
-            if "STARTTLS" in str(exc) or "starttls" in str(exc) or _is_tls_failure(exc):
+            if "STARTTLS" in str(exc) or "starttls" in str(exc) or is_tls_failure(exc):
                 # No TLS, or TLS we cannot trust, although the config demands it: fail closed
                 # and loudly (a pause), never fall back to plaintext.
                 raise aiosmtplib.SMTPResponseException(530, f"5.7.0 TLS: {exc}") from exc
@@ -426,33 +378,6 @@ class Engine:
         self._next_slot = slot + 1.0 / rate
         if slot > now:
             await asyncio.sleep(slot - now)
-
-
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
-
-
-def wire_format(message: bytes) -> bytes:
-    """The message as it goes after 354: CRLF line ends, dot-stuffed, then the final dot.
-
-    Messages built by render.build_message are CRLF already; the regexes only run when needed.
-    """
-    if message.count(b"\n") != message.count(b"\r\n"):
-        message = _LINE_ENDINGS.sub(b"\r\n", message)
-    if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    return message + b".\r\n"
-
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _text(exc: BaseException) -> str:

@@ -7,23 +7,19 @@ and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOC
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, event, func, or_, update
-from sqlalchemy import select as sa_select
+from sqlalchemy import event, func
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from digest.errors import StoreError
 from digest.models import (
-    Control,
     Delivery,
     DeliveryMessage,
     FeedState,
@@ -32,17 +28,10 @@ from digest.models import (
     utcnow,
 )
 from digest.record import PaperRecord
+from digest.store_delivery import DeliveryQueries
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
-# Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
-_MARK_SENT = (
-    update(Delivery)
-    .where(col(Delivery.id).in_(bindparam("ids", expanding=True)))
-    .values(
-        state="sent", sent_at=bindparam("now"), lease_until=None, claim_token=None, last_error=None
-    )
-)
 # Deliveries that were, are being or will be sent: their papers are taken.
 LIVE_STATES = ("pending", "sending", "retry", "ambiguous", "sent")
 _CHUNK = 500
@@ -61,7 +50,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store:
+class Store(DeliveryQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):
@@ -285,291 +274,6 @@ class Store:
         return row
 
     # -- the delivery engine ----------------------------------------------------------------
-
-    @staticmethod
-    def _due(now: datetime) -> Any:
-        return or_(
-            col(Delivery.state) == "pending",
-            and_(
-                col(Delivery.state).in_(("retry", "ambiguous")),
-                col(Delivery.next_attempt_at) <= now,
-            ),
-            and_(col(Delivery.state) == "sending", col(Delivery.lease_until) < now),
-        )
-
-    def sweep(self, now: datetime, max_attempts: int) -> dict[str, int]:
-        """Expire digests past their deadline; give up on ones that keep dying mid-send."""
-        with self.session() as s:
-            expired = s.exec(  # type: ignore[call-overload]
-                update(Delivery)
-                .where(col(Delivery.state).in_(("pending", "retry", "ambiguous")))
-                .where(col(Delivery.expire_at) < now)
-                .values(state="expired", lease_until=None, next_attempt_at=None)
-            ).rowcount
-            dead = s.exec(  # type: ignore[call-overload]
-                update(Delivery)
-                .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
-                .where(col(Delivery.attempts) >= max_attempts)
-                .values(state="dead", lease_until=None, last_error="attempts exhausted")
-            ).rowcount
-            s.commit()
-        return {"expired": int(expired), "dead": int(dead)}
-
-    def claim_next(self, now: datetime, lease: timedelta) -> Delivery | None:
-        """Claim the oldest due delivery, or None when nothing is due.
-
-        The candidate is found with a plain SELECT (FOR UPDATE SKIP LOCKED on PostgreSQL, so
-        concurrent runners pass each other's rows) and taken with a conditional UPDATE that
-        re-checks it is still due: whoever loses the race sees rowcount 0 and tries again.
-        """
-        due = self._due(now)
-        for _ in range(20):
-            with self.session() as s:
-                q = select(Delivery.id).where(due).order_by(col(Delivery.id)).limit(1)
-                if self.engine.dialect.name == "postgresql":
-                    q = q.with_for_update(skip_locked=True)
-                found = s.exec(q).first()
-                if found is None:
-                    return None
-                taken = s.exec(  # type: ignore[call-overload]
-                    update(Delivery)
-                    .where(col(Delivery.id) == found, due)
-                    .values(
-                        state="sending",
-                        attempts=Delivery.attempts + 1,
-                        lease_until=now + lease,
-                    )
-                ).rowcount
-                s.commit()
-                if taken == 1:
-                    row = s.get(Delivery, found)
-                    if row is not None:
-                        s.refresh(row)
-                        return row
-        return None
-
-    def claim_batch(self, now: datetime, lease: timedelta, limit: int, token: str) -> list[Claim]:
-        """Claim up to ``limit`` due deliveries in one statement; they carry ``token``.
-
-        UPDATE ... WHERE id IN (SELECT ... LIMIT n) re-checks that each row is still due, so two
-        runners never share a row; on PostgreSQL the sub-select skips rows another runner has
-        locked. The claimed rows come back detached, message bytes included.
-        """
-        due = self._due(now)
-        locking = self.engine.dialect.name == "postgresql"
-        # Three narrow look-ups, each served by an index, rather than one OR that scans every
-        # row already sent: claims stay cheap however far a run has got.
-        lookups = [
-            select(Delivery.id).where(col(Delivery.state) == "pending").order_by(col(Delivery.id)),
-            select(Delivery.id)
-            .where(col(Delivery.state).in_(("retry", "ambiguous")))
-            .where(col(Delivery.next_attempt_at) <= now)
-            .order_by(col(Delivery.next_attempt_at)),
-            select(Delivery.id)
-            .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
-            .order_by(col(Delivery.id)),
-        ]
-        with self.session() as s:
-            ids: list[int] = []
-            for q in lookups:
-                if len(ids) >= limit:
-                    break
-                q = q.limit(limit - len(ids))
-                if locking:
-                    q = q.with_for_update(skip_locked=True)
-                ids += [int(r) for r in s.exec(q).all() if r is not None]
-            if not ids:
-                s.rollback()
-                return []
-            # Re-checked in the UPDATE: a row another runner took meanwhile is left alone.
-            s.exec(  # type: ignore[call-overload]
-                update(Delivery)
-                .where(col(Delivery.id).in_(ids), due)
-                .values(
-                    state="sending",
-                    attempts=Delivery.attempts + 1,
-                    lease_until=now + lease,
-                    claim_token=token,
-                )
-            )
-            s.commit()
-            # Core rows into a plain dataclass, not ORM or pydantic objects: this is the hot
-            # path, and the engine only reads these fields.
-            rows = s.execute(
-                sa_select(
-                    col(Delivery.id),
-                    col(Delivery.subscriber),
-                    col(Delivery.attempts),
-                    col(Delivery.ambiguous_count),
-                    col(Delivery.expire_at),
-                    col(DeliveryMessage.message),
-                )
-                .join(DeliveryMessage, col(DeliveryMessage.delivery_id) == col(Delivery.id))
-                .where(col(Delivery.claim_token) == token, col(Delivery.state) == "sending")
-                .order_by(col(Delivery.id))
-            ).all()
-            return [Claim(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
-
-    def release(self, ids: Sequence[int]) -> None:
-        """Give back claimed rows that were not attempted (pause, shutdown): not `sending`."""
-        if not ids:
-            return
-        with self.session() as s:
-            s.exec(  # type: ignore[call-overload]
-                update(Delivery)
-                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == "sending")
-                .values(
-                    state=case((col(Delivery.attempts) <= 1, "pending"), else_="retry"),
-                    attempts=Delivery.attempts - 1,
-                    lease_until=None,
-                    claim_token=None,
-                )
-            )
-            s.commit()
-
-    def blocked(self, emails: Sequence[str]) -> dict[str, str]:
-        """Of these subscribers, the ones not to send to now, with why."""
-        with self.session() as s:
-            rows = s.exec(
-                select(SubscriberState).where(
-                    col(SubscriberState.email).in_([e.lower() for e in emails]),
-                    (col(SubscriberState.unsubscribed_at).is_not(None))
-                    | (col(SubscriberState.disabled).is_(True)),
-                )
-            ).all()
-        return {
-            r.email: ("unsubscribed" if r.unsubscribed_at is not None else "subscriber disabled")
-            for r in rows
-        }
-
-    def mark_sent(self, ids: Sequence[int], now: datetime) -> None:
-        """`sent` for these deliveries, committed before the callers send anything else.
-
-        The hot path of delivery: one statement for all messages whose 250 arrived together,
-        on a connection kept open (per thread), with a locked database retried, not lost.
-        """
-        params = {"ids": list(ids), "now": now}
-        delay = 0.05
-        for attempt in range(12):
-            hot: Connection | None = getattr(self._local, "hot", None)
-            try:
-                if hot is None:
-                    hot = self._local.hot = self.engine.connect()
-                hot.execute(_MARK_SENT, params)
-                hot.commit()
-                return
-            except OperationalError:
-                if hot is not None:
-                    hot.rollback()
-                if attempt == 11:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    def settle(self, delivery_id: int, **values: Any) -> None:
-        """Record an attempt's outcome durably before anything else is sent (A11).
-
-        SQLite's busy timeout absorbs short locks; a longer one is retried here rather than
-        lost, because a `sent` that is not recorded is a duplicate waiting to happen.
-        """
-        values.setdefault("lease_until", None)
-        if values.get("state") == "sent":
-            values.setdefault("sent_at", utcnow())
-        values.setdefault("claim_token", None)
-        stmt = update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
-        delay = 0.05
-        for attempt in range(12):
-            try:
-                # Core, not the ORM: this runs once per message on the hot path.
-                with self.engine.begin() as conn:
-                    conn.execute(stmt)
-                return
-            except OperationalError:
-                if attempt == 11:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    def record_bounce(self, email: str, hard: bool, threshold: int, today: date) -> bool:
-        """Count a bounce; True if the subscriber is now disabled."""
-        with self.session() as s:
-            st = s.get(SubscriberState, email.lower()) or SubscriberState(email=email.lower())
-            if not hard:
-                if st.last_soft_bounce == today:
-                    return st.disabled
-                st.last_soft_bounce = today
-            st.bounce_count += 1
-            if st.bounce_count >= threshold and not st.disabled:
-                st.disabled = True
-                st.disabled_reason = f"{st.bounce_count} bounces"
-            s.add(st)
-            s.commit()
-            return st.disabled
-
-    def enable(self, email: str) -> bool:
-        """Clear a bounce-disabled subscriber; False if they were not disabled."""
-        with self.session() as s:
-            st = s.get(SubscriberState, email.lower())
-            if st is None or not st.disabled:
-                return False
-            st.disabled, st.disabled_reason, st.bounce_count = False, None, 0
-            s.add(st)
-            s.commit()
-            return True
-
-    def subscriber_state(self, email: str) -> SubscriberState | None:
-        with self.session() as s:
-            return s.get(SubscriberState, email.lower())
-
-    def get_control(self, key: str) -> str | None:
-        with self.session() as s:
-            row = s.get(Control, key)
-            return row.value if row else None
-
-    def set_control(self, key: str, value: str | None) -> None:
-        with self.session() as s:
-            row = s.get(Control, key)
-            if value is None:
-                if row is not None:
-                    s.delete(row)
-            else:
-                row = row or Control(key=key, value=value)
-                row.value, row.updated = value, utcnow()
-                s.add(row)
-            s.commit()
-
-    def requeue(self, states: Sequence[str], day: date | None, now: datetime) -> int:
-        """Put finished-but-undelivered digests back in the queue (`digest retry`)."""
-        with self.session() as s:
-            q = update(Delivery).where(col(Delivery.state).in_(list(states)))
-            if day is not None:
-                q = q.where(col(Delivery.digest_date) == day)
-            n = s.exec(  # type: ignore[call-overload]
-                q.values(
-                    state="retry", next_attempt_at=now, attempts=0, lease_until=None, expire_at=None
-                )
-            ).rowcount
-            s.commit()
-            return int(n)
-
-    def counts_by_state(self, day: date | None = None) -> dict[str, int]:
-        with self.session() as s:
-            q = select(Delivery.state, func.count()).group_by(col(Delivery.state))
-            if day is not None:
-                q = q.where(Delivery.digest_date == day)
-            return {state: int(n) for state, n in s.exec(q).all()}
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A delivery taken for sending: what the engine needs, and the bytes to send."""
-
-    id: int
-    subscriber: str
-    attempts: int
-    ambiguous_count: int
-    expire_at: datetime | None
-    message: bytes
 
 
 def _new_paper(rec: PaperRecord) -> Paper:

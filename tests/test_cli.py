@@ -23,7 +23,7 @@ def digest(
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     full_env.pop("DIGEST_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "digest.cli", *args],
+        [sys.executable, "-m", "digest", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

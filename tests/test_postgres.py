@@ -62,9 +62,9 @@ def test_only_one_claim_wins_on_postgresql(pg_store: Store) -> None:
     d = pg_store.plan_delivery("ada@example.org", date(2026, 11, 23), "<m1@x>", ["a"], {})
     twin = pg_store.plan_delivery("ada@example.org", date(2026, 11, 23), "<m2@x>", ["b"], {})
     assert twin.id == d.id and twin.message_id == "<m1@x>"
-    claimed = pg_store.claim_next(NOW, timedelta(minutes=5))
-    assert claimed is not None and claimed.id == d.id and claimed.state == "sending"
-    assert pg_store.claim_next(NOW, timedelta(minutes=5)) is None
+    first = pg_store.claim_batch(NOW, timedelta(minutes=5), 10, "node-a")
+    second = pg_store.claim_batch(NOW, timedelta(minutes=5), 10, "node-b")
+    assert [c.id for c in first] == [d.id] and second == []
 
 
 def _pg_site(tmp_path: Path, url: str, port: int, n: int) -> Path:
@@ -84,7 +84,7 @@ def test_A6_two_processes_firing_the_same_slot_send_each_digest_once(
         # Both nodes ingest and send at once, as two schedulers firing the same slot would.
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "digest.cli", *cfg, "run"],
+                [sys.executable, "-m", "digest", *cfg, "run"],
                 cwd=site,
                 env=env,
                 stdout=subprocess.PIPE,

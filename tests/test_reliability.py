@@ -18,7 +18,8 @@ import pytest
 from digest.config import Config, DeliveryConfig, SmtpConfig, WebConfig
 from digest.models import Delivery
 from digest.pipeline import run
-from digest.send import PAUSE_KEY, Decision, Engine, EngineReport, decide
+from digest.send import PAUSE_KEY, Engine, EngineReport
+from digest.smtp_policy import Decision, decide
 from digest.store import Store
 from tests.conftest import NOW
 from tests.smtp_fault import FaultServer

@@ -73,7 +73,7 @@ def _serve(site: Path) -> subprocess.Popen[str]:
     env = {**os.environ}
     env.pop("DIGEST_CONFIG", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "digest.cli", "--config", str(site / "digest.toml"), "serve"],
+        [sys.executable, "-m", "digest", "--config", str(site / "digest.toml"), "serve"],
         cwd=site,
         env=env,
         stdout=subprocess.PIPE,
@@ -100,7 +100,7 @@ def test_serve_sends_on_start_and_sigterm_leaves_nothing_sending(tmp_path: Path)
         fault.default = "stall-final:0.4"
         site = _site(tmp_path, fault.port, 12)
         subprocess.run(
-            [sys.executable, "-m", "digest.cli", "--config", str(site / "digest.toml"), "ingest"],
+            [sys.executable, "-m", "digest", "--config", str(site / "digest.toml"), "ingest"],
             check=True,
             capture_output=True,
         )

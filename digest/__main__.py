@@ -1,0 +1,7 @@
+"""`python -m digest` runs the CLI, as the installed `digest` command does."""
+
+from __future__ import annotations
+
+from digest.cli import main
+
+main()

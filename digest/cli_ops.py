@@ -1,0 +1,174 @@
+"""Operator commands of the `digest` CLI: the state of the service and the levers on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+from rich.table import Table
+
+from digest.cli import _state, cli, console, err_console, subscribers
+from digest.errors import DigestError
+from digest.store import Store
+
+
+@subscribers.command("enable")
+@click.argument("address")
+@click.pass_context
+def subscribers_enable(ctx: click.Context, address: str) -> None:
+    """Re-enable a subscriber disabled after repeated bounces.
+
+    Example: digest subscribers enable ada@example.org
+    """
+    if _state(ctx).store().enable(address):
+        console.print(f"{address} enabled; the next run will send to them again.")
+    else:
+        raise DigestError(f"{address} is not disabled", "see `digest status`")
+
+
+@cli.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Today's deliveries by state, the last fetch of each source, the next send slots.
+
+    Example: digest status
+    """
+    from digest.profiles import load_profiles
+    from digest.schedule import slots
+    from digest.send import PAUSE_KEY
+
+    st = _state(ctx)
+    store = st.store()
+    now = datetime.now(UTC)
+    paused = store.get_control(PAUSE_KEY)
+    if paused:
+        console.print(
+            f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume", highlight=False
+        )
+    counts = store.counts_by_state(now.date())
+    console.print(
+        f"today ({now.date()}): "
+        + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries"),
+        highlight=False,
+    )
+    _feed_table(store)
+    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    table = Table("next send slot (UTC)", "subscribers")
+    for when, emails in slots(loaded.profiles, now)[:10]:
+        shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")
+        table.add_row(when.strftime("%Y-%m-%d %H:%M"), shown)
+    console.print(table)
+    if loaded.errors:
+        err_console.print(
+            f"[red]{len(loaded.errors)} invalid profile(s):[/] run `digest subscribers check`",
+            highlight=False,
+        )
+
+
+@cli.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Digest date.")
+@click.option("--state", "state", help="Only this state (sent, retry, ambiguous, bounced, ...).")
+@click.pass_context
+def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> None:
+    """List deliveries with their state, attempts and last error.
+
+    Example: digest deliveries --date 2026-11-23 --state retry
+    """
+    store = _state(ctx).store()
+    table = Table("id", "date", "subscriber", "state", "attempts", "papers", "last error")
+    for d in store.deliveries(day.date() if day else None):
+        if state and d.state != state:
+            continue
+        table.add_row(
+            str(d.id),
+            str(d.digest_date),
+            d.subscriber,
+            d.state,
+            str(d.attempts),
+            str(len(d.paper_ids)),
+            (d.last_error or "")[:70],
+        )
+    console.print(table)
+
+
+@cli.command()
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Only this digest date.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    default=("expired", "dead"),
+    show_default=True,
+    help="States to re-queue (repeatable; also: ambiguous, bounced).",
+)
+@click.pass_context
+def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> None:
+    """Re-queue undelivered digests after the cause was fixed; the next run sends them.
+
+    Example: digest retry --state expired --state dead
+    """
+    allowed = {"expired", "dead", "ambiguous", "bounced", "cancelled"}
+    if bad := set(states) - allowed:
+        raise DigestError(
+            f"cannot re-queue {', '.join(sorted(bad))}", f"choose from {', '.join(sorted(allowed))}"
+        )
+    n = _state(ctx).store().requeue(states, day.date() if day else None, datetime.now(UTC))
+    console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued; `digest run` sends them.")
+
+
+@cli.command()
+@click.option("--reason", default="paused by the operator", show_default=True)
+@click.pass_context
+def pause(ctx: click.Context, reason: str) -> None:
+    """Stop all sending (every process) until `digest resume`; nothing is lost.
+
+    Example: digest pause --reason "relay maintenance"
+    """
+    from digest.send import PAUSE_KEY
+
+    _state(ctx).store().set_control(PAUSE_KEY, reason)
+    console.print(f"delivery paused: {reason}")
+
+
+@cli.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Resume sending after a pause (manual or automatic); unsent digests go on the next run."""
+    from digest.send import PAUSE_KEY
+
+    store = _state(ctx).store()
+    was = store.get_control(PAUSE_KEY)
+    store.set_control(PAUSE_KEY, None)
+    console.print(f"delivery resumed (was paused: {was})" if was else "delivery was not paused")
+
+
+@cli.command()
+@click.pass_context
+def stats(ctx: click.Context) -> None:
+    """Papers stored, the last fetch of each source, and deliveries by state."""
+    from collections import Counter
+
+    st = _state(ctx)
+    store = st.store()
+    console.print(
+        f"papers stored: {store.count_papers()}; newest listing: {store.latest_announced() or '-'}",
+        highlight=False,
+    )
+    _feed_table(store)
+    by_day: Counter[tuple[str, str]] = Counter(
+        (str(d.digest_date), d.state) for d in store.deliveries()
+    )
+    table = Table("digest date", "state", "deliveries")
+    for (day, state), n in sorted(by_day.items()):
+        table.add_row(day, state, str(n))
+    console.print(table)
+
+
+def _feed_table(store: Store) -> None:
+    table = Table("source", "last fetch", "status", "items", "error")
+    for f in store.feed_states():
+        when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
+        table.add_row(
+            f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
+        )
+    console.print(table)
