@@ -202,7 +202,11 @@ class Engine:
                 if r.subscriber in blocked:
                     self.store.settle(r.id, state="cancelled", last_error=blocked[r.subscriber])
                     self._count(r, "cancelled", blocked[r.subscriber])
-            wanted = [r for r in rows if r.subscriber not in blocked]
+            for r in rows:
+                if r.message is None and r.subscriber not in blocked:
+                    self.store.settle(r.id, state="dead", last_error="no message stored")
+                    self._count(r, "dead", "no message stored")
+            wanted = [r for r in rows if r.subscriber not in blocked and r.message is not None]
             if wanted:
                 return wanted
 
@@ -274,6 +278,7 @@ class Engine:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost after 354")
             phase = "data"
+            assert row.message is not None  # _claim hands out only rows with a message
             protocol.write(wire_format(row.message))
             reply = await protocol.read_response(timeout=self.policy.data_timeout)
             return decide("data", reply.code, reply.message)

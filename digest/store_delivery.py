@@ -42,7 +42,7 @@ class Claim:
     attempts: int
     ambiguous_count: int
     expire_at: datetime | None
-    message: bytes
+    message: bytes | None  # None only for a row planned without one (never by the pipeline)
 
 
 class DeliveryQueries:
@@ -139,11 +139,18 @@ class DeliveryQueries:
                     col(Delivery.expire_at),
                     col(DeliveryMessage.message),
                 )
-                .join(DeliveryMessage, col(DeliveryMessage.delivery_id) == col(Delivery.id))
+                .join(
+                    DeliveryMessage,
+                    col(DeliveryMessage.delivery_id) == col(Delivery.id),
+                    isouter=True,  # a row without a message must still come back, to be settled
+                )
                 .where(col(Delivery.claim_token) == token, col(Delivery.state) == "sending")
                 .order_by(col(Delivery.id))
             ).all()
-            return [Claim(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+            return [
+                Claim(r[0], r[1], r[2], r[3], r[4], bytes(r[5]) if r[5] is not None else None)
+                for r in rows
+            ]
 
     def release(self, ids: Sequence[int]) -> None:
         """Give back claimed rows that were not attempted (pause, shutdown): not `sending`."""

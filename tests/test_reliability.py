@@ -583,3 +583,13 @@ def test_C_the_rate_limit_spaces_messages_over_all_connections(
     report = deliver(store, cfg, clock)
     # Ten messages at 20 per second: at least nine gaps of 50 ms, whatever the connections.
     assert report.counts["sent"] == 10 and time.monotonic() - t0 >= 0.45
+
+
+def test_a_delivery_without_a_stored_message_is_dead_not_stuck(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    store.plan_delivery("ada@example.org", clock().date(), "<m@x>", [], {})  # no message
+    report = deliver(store, make_cfg(fault, tmp_path), clock)
+    assert report.counts["dead"] == 1 and fault.transactions == 0
+    (row,) = store.deliveries()
+    assert (row.state, row.last_error) == ("dead", "no message stored")
