@@ -261,3 +261,18 @@ def workspace(tmp_path: Path, smtp_server: SmtpServer) -> Config:
 def write_config(path: Path, cfg_text: str) -> Path:
     path.write_text(cfg_text, encoding="utf-8")
     return path
+
+
+def run_bench(script: str, *args: str, timeout: float = 600) -> str:
+    """Run a script from bench/ as a subprocess; its output, failing the test on a non-zero exit."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout

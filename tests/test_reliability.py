@@ -550,28 +550,10 @@ def test_C_the_pool_never_opens_more_connections_than_configured(
 
 
 def test_load_fault_mix_final_counts_match_the_injected_faults() -> None:
-    import subprocess
-    import sys
+    from tests.conftest import run_bench
 
-    from tests.conftest import ROOT
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "delivery_faults.py"),
-            "--messages",
-            "800",
-            "--size",
-            "2000",
-            "--seed",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "OK: final counts match the injected faults" in out.stdout
+    out = run_bench("delivery_faults.py", "--messages", "800", "--size", "2000", "--seed", "3")
+    assert "OK: final counts match the injected faults" in out
 
 
 def test_C_the_rate_limit_spaces_messages_over_all_connections(
