@@ -238,7 +238,7 @@ def evaluate(name: str, split: Split, f: Features, scorer: Scorer) -> tuple[floa
 
 class DefaultRanker:
     """The project's ranker (digest.rank.Ranker), fitted on the history as `digest run` fits it
-    on the stored corpus. It does not use feedback yet: its feedback figure shows that."""
+    on the stored corpus; likes and dislikes go to its model as `digest run` will pass them."""
 
     def __init__(self, split: Split) -> None:
         from digest.models import Paper as StoredPaper
@@ -271,7 +271,13 @@ class DefaultRanker:
         profile = Profile(
             email="eval@example.org", interests=Interests(papers=[p.id for p in papers])
         )
-        proba, _ = self.ranker._model_scores(profile, papers, listing)
+        proba, _ = self.ranker._model_scores(
+            profile,
+            papers,
+            listing,
+            likes=sparse.vstack(likes).tocsr() if likes else None,
+            dislikes=sparse.vstack(dislikes).tocsr() if dislikes else None,
+        )
         assert proba is not None
         return proba
 
@@ -292,7 +298,7 @@ def _default_method() -> tuple[str, Callable[[Split], Features], Scorer]:
     ) -> np.ndarray:
         return holder["r"].scores(f, examples, likes, dislikes, listing)
 
-    return ("default (digest.rank, no feedback yet)", make, score)
+    return ("default (digest.rank)", make, score)
 
 
 METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {

@@ -29,6 +29,8 @@ CATEGORY_BOOST = 0.3
 # A paper with no explicit match needs at least this probability to be picked at all.
 MIN_PROBABILITY = 0.5
 BACKGROUND_SIZE = 2000
+# How much more an explicit "less like this" counts than one background paper.
+DISLIKE_WEIGHT = 5.0
 REASON_TERMS = 3
 
 
@@ -141,13 +143,24 @@ class Ranker:
         return picks[:limit]
 
     def _model_scores(
-        self, profile: Profile, examples: Sequence[Paper], X: sparse.csr_matrix
+        self,
+        profile: Profile,
+        examples: Sequence[Paper],
+        X: sparse.csr_matrix,
+        likes: sparse.csr_matrix | None = None,
+        dislikes: sparse.csr_matrix | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Per-candidate probability and the model's per-term weights (None without positives)."""
+        """Per-candidate probability and the model's per-term weights (None without positives).
+
+        Likes join the positives; dislikes join the negatives with extra weight, because one
+        "not for me" says more about this reader than a random background paper does.
+        """
         interests = profile.interests
         pos_docs: list[sparse.csr_matrix] = []
         if examples:
             pos_docs.append(self.vectors(examples))
+        if likes is not None and likes.shape[0]:
+            pos_docs.append(likes)
         kw = [k for k in interests.keywords if k]
         if kw:
             pos_docs.append(self.vectorizer.transform([*kw, " ".join(kw)]))
@@ -164,10 +177,14 @@ class Ranker:
         if not background:
             return None, None
         negatives = self.matrix[background]
+        weights = np.ones(positives.shape[0] + negatives.shape[0])
+        if dislikes is not None and dislikes.shape[0]:
+            negatives = sparse.vstack([negatives, dislikes]).tocsr()
+            weights = np.r_[weights, np.full(dislikes.shape[0], DISLIKE_WEIGHT)]
         train = sparse.vstack([positives, negatives]).tocsr()
         y = np.r_[np.ones(positives.shape[0]), np.zeros(negatives.shape[0])]
         clf = LogisticRegression(C=10.0, class_weight="balanced", max_iter=1000)
-        clf.fit(train, y)
+        clf.fit(train, y, sample_weight=weights)
         return clf.predict_proba(X)[:, 1], clf.coef_.ravel()
 
     def _top_terms(self, X: sparse.csr_matrix, row: int, coef: np.ndarray, text: str) -> list[str]:

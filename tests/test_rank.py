@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 from digest.config import Config
@@ -108,3 +109,20 @@ def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
     ranker = Ranker(corpus)
     new = Paper(id="n", title="spectral graphs", abstract="new graphs", announced=date(2026, 1, 2))
     assert ranker.vectors([new]).shape[0] == 1
+
+
+def test_a_dislike_lowers_that_paper_and_a_like_raises_it(store: Store, workspace: Config) -> None:
+    ingest_all(store, workspace)
+    ctx = prepare(workspace, store, NOW)
+    profile = load_profile(workspace.subscribers_dir / "ada.toml")
+    examples = list(store.papers(profile.interests.papers).values())
+    listing = store.papers_between(NOW.date() - timedelta(days=5), NOW.date())
+    X = ctx.ranker.vectors(listing)
+    base, _ = ctx.ranker._model_scores(profile, examples, X)
+    target = next(i for i, p in enumerate(listing) if "KV Cache" in p.title)
+    other = next(i for i, p in enumerate(listing) if "Galaxies" in p.title)
+    disliked, _ = ctx.ranker._model_scores(profile, examples, X, dislikes=X[[target]])
+    liked, _ = ctx.ranker._model_scores(profile, examples, X, likes=X[[other]])
+    assert base is not None and disliked is not None and liked is not None
+    assert disliked[target] < base[target]
+    assert liked[other] > base[other]
