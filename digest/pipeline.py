@@ -63,6 +63,8 @@ class Context:
     ranker: Ranker
     env: jinja2.Environment
     latest: date | None
+    # The listing papers of the lookback window, loaded once per run for every subscriber.
+    listing: list[Paper]
 
 
 def digest_day(profile: Profile, now: datetime) -> date:
@@ -79,8 +81,13 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         lookup_papers(store, cfg, wanted, now.date())
     latest = store.latest_announced(exclude_types=NOT_LISTED)
     corpus: list[Paper] = []
+    listing: list[Paper] = []
     if latest is not None:
         corpus = store.papers_between(latest - timedelta(days=cfg.digest.corpus_days), latest)
+        first = latest - timedelta(days=cfg.digest.lookback_days - 1)
+        listing = [
+            p for p in store.papers_between(first, latest) if p.announce_type not in NOT_LISTED
+        ]
     known = {p.id for p in corpus}
     corpus += [p for p in store.papers(wanted).values() if p.id not in known]
     return Context(
@@ -91,6 +98,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         ranker=Ranker(corpus),
         env=environment(cfg),
         latest=latest,
+        listing=listing,
     )
 
 
@@ -100,15 +108,12 @@ def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     Papers already considered for an earlier digest and passed over are not offered again the
     next day; papers already sent are never offered again at all.
     """
-    if ctx.latest is None:
-        return []
-    first = ctx.latest - timedelta(days=ctx.cfg.digest.lookback_days - 1)
     seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
     since = ctx.store.last_digest_at(profile.email)
     allowed = set(profile.sources) if profile.sources is not None else None
     out = []
-    for p in ctx.store.papers_between(first, ctx.latest):
-        if p.id in seen or p.announce_type in NOT_LISTED:
+    for p in ctx.listing:
+        if p.id in seen:
             continue
         if since is not None and as_utc_naive(p.first_seen) <= as_utc_naive(since):
             continue

@@ -24,7 +24,6 @@ import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -198,9 +197,6 @@ class Service:
         if report.attempts:
             log.info("event=retry %s", " ".join(f"{k}={v}" for k, v in report.counts.items()))
 
-    def next_runs(self) -> list[tuple[str, datetime | None]]:
-        return [(job.name, job.next_run_time) for job in self.scheduler.get_jobs()]
-
 
 def _signature(directory: Path) -> tuple[tuple[str, float, int], ...]:
     if not directory.is_dir():
@@ -231,10 +227,3 @@ def serve_forever(cfg: Config, store: Store) -> None:
         await loop.run_in_executor(None, service.stop)
 
     asyncio.run(main())
-
-
-def describe(service: Service) -> list[dict[str, Any]]:
-    return [
-        {"job": name, "next": when.isoformat() if when else None}
-        for name, when in service.next_runs()
-    ]

@@ -211,11 +211,6 @@ class Store(DeliveryQueries):
                 )
             ).one()
 
-    def message_of(self, delivery_id: int) -> bytes | None:
-        with self.session() as s:
-            row = s.get(DeliveryMessage, delivery_id)
-            return bytes(row.message) if row else None
-
     def delivery(self, email: str, day: date) -> Delivery | None:
         with self.session() as s:
             return s.exec(
