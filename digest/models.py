@@ -119,3 +119,25 @@ class DeliveryMessage(SQLModel, table=True):
 
     delivery_id: int = Field(primary_key=True, foreign_key="delivery.id")
     message: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Feedback(SQLModel, table=True):
+    """A reader's verdict on one paper; the latest verdict per (subscriber, paper) counts."""
+
+    __table_args__ = (UniqueConstraint("subscriber", "paper_id", name="uq_feedback_paper"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber: str = Field(max_length=254, index=True)
+    paper_id: str = Field(max_length=512)
+    verdict: str = Field(max_length=16)  # like | dislike
+    at: datetime = Field(default_factory=utcnow)
+
+
+class RankModel(SQLModel, table=True):
+    """A subscriber's trained ranking model, kept until its inputs change (see rank_model)."""
+
+    subscriber: str = Field(primary_key=True, max_length=254)
+    fingerprint: str = Field(max_length=64)
+    vocabulary: str = Field(max_length=64)
+    blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    trained_at: datetime = Field(default_factory=utcnow)

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import jinja2
+import numpy as np
 
 from digest.config import Config
 from digest.errors import DigestError, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
-from digest.models import Delivery, Paper, as_utc_naive
+from digest.models import Delivery, Paper, RankModel, as_utc_naive
 from digest.profiles import Profile, load_profiles
-from digest.rank import Pick, Ranker
+from digest.rank import Feedback, Pick, Ranker
+from digest.rank_features import Vocabulary, corpus_version
+from digest.rank_model import SubscriberModel
 from digest.render import Rendered, build_message, environment, message_id_for, render_digest
 from digest.send import EngineReport, deliver
 from digest.store import Store
@@ -65,6 +68,14 @@ class Context:
     latest: date | None
     # The listing papers of the lookback window, loaded once per run for every subscriber.
     listing: list[Paper]
+    # Per subscriber (lower-case email), filled by `prepare_models`: model, examples, feedback,
+    # and the model's raw scores of the listing (one product for everyone).
+    models: dict[str, SubscriberModel] = field(default_factory=dict)
+    examples: dict[str, list[Paper]] = field(default_factory=dict)
+    feedback: dict[str, Feedback] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    retrained: int = 0
+    position: dict[str, int] = field(default_factory=dict)  # listing paper id -> index
 
 
 def digest_day(profile: Profile, now: datetime) -> date:
@@ -95,11 +106,62 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         store=store,
         profiles=loaded.profiles,
         profile_errors=loaded.errors,
-        ranker=Ranker(corpus),
+        ranker=Ranker(corpus, vocabulary(cfg, corpus)),
         env=environment(cfg),
         latest=latest,
         listing=listing,
+        position={p.id: j for j, p in enumerate(listing)},
     )
+
+
+def vocabulary(cfg: Config, corpus: list[Paper]) -> Vocabulary:
+    """The vocabulary of this corpus window: reused from disk while the window is unchanged."""
+    path = cfg.data_dir / "models" / "vocabulary.pkl"
+    stored = Vocabulary.load(path)
+    if stored is not None and stored.version == corpus_version([p.id for p in corpus]):
+        return stored
+    fitted = Vocabulary(corpus)
+    try:
+        fitted.save(path)
+    except OSError as exc:
+        log.warning("cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc)
+    return fitted
+
+
+def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
+    """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
+    and the listing scored for all of them at once."""
+    emails = [p.email.lower() for p in profiles]
+    verdicts = ctx.store.feedback_all(emails)
+    wanted = {pid for p in profiles for pid in p.interests.papers}
+    wanted |= {pid for fb in verdicts.values() for pid in fb}
+    papers = ctx.store.papers(sorted(wanted))
+    stored = ctx.store.rank_models()
+    fresh: list[RankModel] = []
+    for profile, email in zip(profiles, emails, strict=True):
+        given = verdicts.get(email, {})
+        fb = Feedback(
+            liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
+            disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
+        )
+        examples = [papers[i] for i in profile.interests.papers if i in papers]
+        model, retrained = ctx.ranker.model(profile, examples, fb, stored.get(email))
+        if retrained:
+            fresh.append(
+                RankModel(
+                    subscriber=email,
+                    fingerprint=model.fingerprint,
+                    vocabulary=model.vocabulary,
+                    blob=model.to_bytes(),
+                )
+            )
+        ctx.models[email], ctx.examples[email], ctx.feedback[email] = model, examples, fb
+    ctx.store.save_rank_models(fresh)
+    ctx.retrained += len(fresh)
+    if ctx.listing:
+        matrix = ctx.ranker.score_all([ctx.models[e] for e in emails], ctx.listing)
+        for email, row in zip(emails, matrix, strict=True):
+            ctx.scores[email] = row
 
 
 def candidates(ctx: Context, profile: Profile) -> list[Paper]:
@@ -130,8 +192,19 @@ def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     pool = candidates(ctx, profile)
     if not pool:
         return [], "no new papers since the last digest"
-    examples = list(ctx.store.papers(profile.interests.papers).values())
-    picks = ctx.ranker.rank(profile, pool, examples)
+    email = profile.email.lower()
+    if email not in ctx.models:
+        prepare_models(ctx, [profile])
+    row = ctx.scores.get(email)
+    raw = row[[ctx.position[p.id] for p in pool]] if row is not None else None
+    picks = ctx.ranker.rank(
+        profile,
+        pool,
+        ctx.examples[email],
+        ctx.feedback[email],
+        model=ctx.models[email],
+        raw=raw,
+    )
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
     return picks, ""
@@ -189,6 +262,7 @@ def run(
     report.profile_errors = ctx.profile_errors
     planned: list[Delivery] = []
     profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
+    prepare_models(ctx, profiles)
     for profile in profiles:
         if progress:
             progress(profile.email)

@@ -72,6 +72,11 @@ class Profile(BaseModel):
     timezone: str = "UTC"
     send_at: str = "07:00"
     max_papers: Annotated[int, Field(ge=1, le=50)] = 10
+    # A paper with no explicit match (keyword, author, category) must rank above this share
+    # of recent papers for this subscriber: 0.9 = their top 10%.
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    # How much Hugging Face upvotes count against the subscriber's own model (0 = not at all).
+    trending_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     sources: list[str] | None = None
     interests: Interests = Interests()
     # Set by the loader, not by the file.

@@ -29,6 +29,7 @@ from digest.models import (
 )
 from digest.record import PaperRecord
 from digest.store_delivery import DeliveryQueries
+from digest.store_feedback import FeedbackQueries
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
@@ -50,7 +51,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store(DeliveryQueries):
+class Store(DeliveryQueries, FeedbackQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite:///"):

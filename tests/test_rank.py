@@ -7,11 +7,13 @@ from pathlib import Path
 from digest.config import Config
 from digest.ingest import ingest_all
 from digest.models import Paper
-from digest.pipeline import pick_papers, prepare
+from digest.pipeline import pick_papers, prepare, prepare_models
 from digest.profiles import load_profile
 from digest.rank import Ranker, _author_key
 from digest.store import Store
 from tests.conftest import ADA, BOB, NOW, write_profile
+
+ADA_EMAIL = "ada@example.org"
 
 
 def ranked(store: Store, cfg: Config, profile_text: str, tmp_path: Path) -> list:  # type: ignore[type-arg]
@@ -108,21 +110,64 @@ def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
     ]
     ranker = Ranker(corpus)
     new = Paper(id="n", title="spectral graphs", abstract="new graphs", announced=date(2026, 1, 2))
-    assert ranker.vectors([new]).shape[0] == 1
+    assert ranker.vocab.dense_rows([new]).shape[0] == 1
 
 
-def test_a_dislike_lowers_that_paper_and_a_like_raises_it(store: Store, workspace: Config) -> None:
-    ingest_all(store, workspace)
+def _listing_scores(workspace: Config, store: Store) -> tuple[list[Paper], dict[str, float]]:
     ctx = prepare(workspace, store, NOW)
     profile = load_profile(workspace.subscribers_dir / "ada.toml")
-    examples = list(store.papers(profile.interests.papers).values())
-    listing = store.papers_between(NOW.date() - timedelta(days=5), NOW.date())
-    X = ctx.ranker.vectors(listing)
-    base, _ = ctx.ranker._model_scores(profile, examples, X)
-    target = next(i for i, p in enumerate(listing) if "KV Cache" in p.title)
-    other = next(i for i, p in enumerate(listing) if "Galaxies" in p.title)
-    disliked, _ = ctx.ranker._model_scores(profile, examples, X, dislikes=X[[target]])
-    liked, _ = ctx.ranker._model_scores(profile, examples, X, likes=X[[other]])
-    assert base is not None and disliked is not None and liked is not None
-    assert disliked[target] < base[target]
-    assert liked[other] > base[other]
+    prepare_models(ctx, [profile])
+    row = ctx.scores[profile.email]
+    return ctx.listing, {p.id: float(row[j]) for j, p in enumerate(ctx.listing)}
+
+
+def test_stored_feedback_lowers_a_disliked_paper_and_raises_a_liked_one(
+    store: Store, workspace: Config
+) -> None:
+    ingest_all(store, workspace)
+    listing, base = _listing_scores(workspace, store)
+    target = next(p.id for p in listing if "KV Cache" in p.title)
+    other = next(p.id for p in listing if "Galaxies" in p.title)
+    store.set_feedback(ADA_EMAIL, target, "dislike", NOW)
+    store.set_feedback(ADA_EMAIL, other, "like", NOW)
+    _, after = _listing_scores(workspace, store)
+    assert after[target] < base[target]
+    assert after[other] > base[other]
+
+
+def test_models_are_kept_and_retrained_only_when_their_inputs_change(
+    store: Store, workspace: Config
+) -> None:
+    ingest_all(store, workspace)
+    profile = load_profile(workspace.subscribers_dir / "ada.toml")
+
+    def retrained() -> int:
+        ctx = prepare(workspace, store, NOW)
+        prepare_models(ctx, [profile])
+        return ctx.retrained
+
+    assert retrained() == 1
+    assert retrained() == 0
+    assert (workspace.data_dir / "models" / "vocabulary.pkl").exists()
+    paper = store.papers_between(NOW.date() - timedelta(days=5), NOW.date())[0]
+    store.set_feedback(ADA_EMAIL, paper.id, "like", NOW)
+    assert retrained() == 1
+    assert retrained() == 0
+    # Withdrawn feedback is a change too.
+    store.set_feedback(ADA_EMAIL, paper.id, None, NOW)
+    assert retrained() == 1
+
+
+def test_a_reason_can_name_the_liked_paper_a_pick_is_closest_to(
+    store: Store, workspace: Config, tmp_path: Path
+) -> None:
+    ingest_all(store, workspace)
+    profile = load_profile(workspace.subscribers_dir / "ada.toml")
+    examples = store.papers(profile.interests.papers)
+    picks = ranked(store, workspace, ADA, tmp_path)
+    anchored = [s for p in picks for s in p.signals if s.startswith("close to")]
+    assert anchored
+    titles = [p.title for p in examples.values()]
+    for signal in anchored:
+        quoted = signal.split("“", 1)[1].split("”", 1)[0].rstrip("…")
+        assert any(t.startswith(quoted) for t in titles), signal

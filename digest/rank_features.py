@@ -1,0 +1,141 @@
+"""The ranker's features: a vocabulary fitted on the corpus window and shared by every subscriber.
+
+Two views of each paper:
+- sparse TF-IDF over words and two-word phrases, which the explanations read terms from;
+- a dense low-rank projection of it (truncated SVD, 256 dimensions), which the models score in.
+  Ten example papers share few exact phrases with tomorrow's listing, but they share topics;
+  in bench/eval_ranking.py the projection beat every sparse model tried (see bench/README.md).
+
+The first singular direction is dropped (it is the "generic arXiv prose" direction every
+paper leans on), and the rest are rescaled by singular value ** -0.25 so that a few broad
+topics do not drown the narrower ones. Both choices were measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+DIMENSIONS = 256
+# Rescaling exponent for the kept singular directions (0 keeps the SVD's own weighting).
+SPECTRUM_POWER = 0.25
+# Bump when the features change, so stored vocabularies and models are rebuilt.
+FEATURES_VERSION = "tfidf12-svd256-drop1-p025"
+
+
+class Text(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+
+
+def paper_text(p: Text) -> str:
+    return f"{p.title}. {p.abstract}"
+
+
+def corpus_version(ids: Sequence[str]) -> str:
+    """A short fingerprint of which papers a vocabulary was fitted on."""
+    h = hashlib.sha256(FEATURES_VERSION.encode())
+    for pid in sorted(ids):
+        h.update(pid.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+class Vocabulary:
+    """TF-IDF and its low-rank projection, fitted once on a corpus."""
+
+    def __init__(self, corpus: Sequence[Text], seed: int = 0) -> None:
+        n = len(corpus)
+        self.version = corpus_version([p.id for p in corpus])
+        # Small corpora (a first day, the demo) cannot afford to drop rare terms.
+        self.vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            stop_words="english",
+            min_df=2 if n >= 500 else 1,
+            max_df=0.5 if n >= 50 else 1.0,
+            max_features=100_000,
+            token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9-]+\b",
+            dtype=np.float32,
+        )
+        texts = [paper_text(p) for p in corpus] or ["empty"]
+        matrix = self.vectorizer.fit_transform(texts).tocsr()
+        self.terms = self.vectorizer.get_feature_names_out()
+        # Dense map: sparse TF-IDF row -> projected row is `row @ self.basis`.
+        k = min(DIMENSIONS + 1, matrix.shape[0] - 1, matrix.shape[1] - 1)
+        if k >= 16:
+            svd = TruncatedSVD(k, random_state=seed, n_iter=5).fit(matrix)
+            comps, values = svd.components_[1:], svd.singular_values_[1:]
+            scale = np.maximum(values, 1e-6) ** -SPECTRUM_POWER
+            self.basis = np.ascontiguousarray((comps.T * scale).astype(np.float32))
+        else:
+            # Too few papers for a projection worth having: score in TF-IDF space itself.
+            self.basis = np.eye(matrix.shape[1], dtype=np.float32)
+        self.ids = [p.id for p in corpus]
+        self.index = {pid: i for i, pid in enumerate(self.ids)}
+        self.matrix = matrix
+        self.dense = self.project(matrix)
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.basis.shape[1])
+
+    def project(self, tfidf: sparse.csr_matrix) -> np.ndarray:
+        out = np.asarray(tfidf @ self.basis, dtype=np.float32)
+        return normalize(out) if out.shape[0] else out
+
+    def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
+        rows = [self.index.get(p.id) for p in papers]
+        if papers and all(r is not None for r in rows):
+            return self.matrix[rows]
+        return self.vectorizer.transform([paper_text(p) for p in papers]).tocsr()
+
+    def dense_rows(self, papers: Sequence[Text]) -> np.ndarray:
+        rows = [self.index.get(p.id, -1) for p in papers]
+        if papers and min(rows) >= 0:
+            return self.dense[rows]
+        if not papers:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return self.project(self.sparse_rows(papers))
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self.project(self.vectorizer.transform(list(texts)).tocsr())
+
+    def term_weights(self, direction: np.ndarray) -> np.ndarray:
+        """A dense-space direction seen as a weight per TF-IDF term (for explanations)."""
+        return np.asarray(self.basis @ direction).ravel()
+
+    # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
+    # reuses the vocabulary a previous run fitted on the same corpus window.
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Per process: two runners fitting at once must not write into each other's file.
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: Path) -> Vocabulary | None:
+        """The stored vocabulary, or None if missing, unreadable or from other features."""
+        try:
+            with path.open("rb") as f:
+                vocab = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            return None
+        if not isinstance(vocab, Vocabulary) or not vocab.version:
+            return None
+        return vocab

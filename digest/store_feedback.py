@@ -1,0 +1,92 @@
+"""Readers' feedback and the trained ranking models: a mixin of Store (digest.store)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from digest.models import Feedback, RankModel, utcnow
+
+VERDICTS = ("like", "dislike")
+
+
+class FeedbackQueries:
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
+        raise NotImplementedError
+
+    def set_feedback(
+        self, email: str, paper_id: str, verdict: str | None, now: datetime | None = None
+    ) -> bool:
+        """Record (or with None, withdraw) a verdict; True if anything changed."""
+        if verdict is not None and verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}")
+        email = email.lower()
+        for _attempt in range(2):
+            with self.session() as s:
+                row = s.exec(
+                    select(Feedback).where(
+                        Feedback.subscriber == email, Feedback.paper_id == paper_id
+                    )
+                ).first()
+                if verdict is None:
+                    if row is None:
+                        return False
+                    s.delete(row)
+                elif row is None:
+                    s.add(
+                        Feedback(
+                            subscriber=email, paper_id=paper_id, verdict=verdict, at=now or utcnow()
+                        )
+                    )
+                elif row.verdict == verdict:
+                    return False
+                else:
+                    row.verdict, row.at = verdict, now or utcnow()
+                    s.add(row)
+                try:
+                    s.commit()
+                    return True
+                except IntegrityError:
+                    # Two clicks raced to insert the same pair: the second one updates instead.
+                    s.rollback()
+        return False
+
+    def feedback(self, email: str) -> dict[str, str]:
+        """paper id -> verdict for one subscriber, oldest first."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Feedback.paper_id, Feedback.verdict)
+                .where(Feedback.subscriber == email.lower())
+                .order_by(col(Feedback.at), col(Feedback.id))
+            ).all()
+        return {pid: verdict for pid, verdict in rows}
+
+    def feedback_all(self, emails: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+        """Every subscriber's feedback in one query (planning a run for many subscribers)."""
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        with self.session() as s:
+            q = select(Feedback.subscriber, Feedback.paper_id, Feedback.verdict).order_by(
+                col(Feedback.at), col(Feedback.id)
+            )
+            if emails is not None:
+                q = q.where(col(Feedback.subscriber).in_([e.lower() for e in emails]))
+            for email, pid, verdict in s.exec(q).all():
+                out[email][pid] = verdict
+        return dict(out)
+
+    def rank_models(self) -> dict[str, RankModel]:
+        with self.session() as s:
+            return {m.subscriber: m for m in s.exec(select(RankModel)).all()}
+
+    def save_rank_models(self, models: Sequence[RankModel]) -> None:
+        if not models:
+            return
+        with self.session() as s:
+            for m in models:
+                s.merge(m)
+            s.commit()
