@@ -1,6 +1,6 @@
 """Ranking quality on the protocol of ../shared/EVAL.md, with its baselines beside our ranker.
 
-    python bench/eval_ranking.py [--methods sanity,centroid,default]
+    python bench/eval_ranking.py [--methods sanity,centroid,default,keywords,sanity-kw,centroid-kw]
 
 Data: the 74,728 labelled arXiv papers in ../shared/data/labelled (or $DIGEST_SHARED_DATA).
 Subscribers are research areas (an arXiv category the rankers never see); each gives 10 example
@@ -31,6 +31,7 @@ from sklearn.svm import LinearSVC
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 SHARED = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DATA = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
 
@@ -200,8 +201,14 @@ def centroid_scores(
     return np.asarray(listing @ centre).ravel()
 
 
-def evaluate(name: str, split: Split, f: Features, scorer: Scorer) -> tuple[float, float, float]:
-    subs = profiles(split)
+def evaluate(
+    name: str,
+    split: Split,
+    f: Features,
+    scorer: Scorer,
+    subs: list[tuple[str, int, list[int]]] | None = None,
+) -> tuple[float, float, float]:
+    subs = subs or profiles(split)
     plain_ndcg: list[float] = []
     plain_ap: list[float] = []
     fb_ndcg: list[float] = []
@@ -236,83 +243,54 @@ def evaluate(name: str, split: Split, f: Features, scorer: Scorer) -> tuple[floa
     return float(np.mean(plain_ndcg)), float(np.mean(plain_ap)), float(np.mean(fb_ndcg))
 
 
-class DefaultRanker:
-    """The project's ranker (digest.rank.Ranker), fitted on the history as `digest run` fits it
-    on the stored corpus; likes and dislikes go to its model as `digest run` will pass them."""
-
-    def __init__(self, split: Split) -> None:
-        from digest.models import Paper as StoredPaper
-        from digest.rank import Ranker
-
-        def stored(p: Paper) -> StoredPaper:
-            return StoredPaper(
-                id=p.id, title=p.title, abstract=p.abstract, authors=p.authors, announced=p.day
-            )
-
-        self.history = [stored(p) for p in split.history]
-        self.ranker = Ranker(self.history)
-        self.days = [[stored(p) for p in day] for day in split.days]
-
-    def features(self, split: Split) -> Features:
-        days = [self.ranker.vectors(day) for day in self.days]
-        return Features(self.ranker.vectorizer, self.ranker.matrix, days)
-
-    def scores(
-        self,
-        f: Features,
-        examples: list[int],
-        likes: list[sparse.csr_matrix],
-        dislikes: list[sparse.csr_matrix],
-        listing: sparse.csr_matrix,
-    ) -> np.ndarray:
-        from digest.profiles import Interests, Profile
-
-        papers = [self.history[i] for i in examples]
-        profile = Profile(
-            email="eval@example.org", interests=Interests(papers=[p.id for p in papers])
-        )
-        proba, _ = self.ranker._model_scores(
-            profile,
-            papers,
-            listing,
-            likes=sparse.vstack(likes).tocsr() if likes else None,
-            dislikes=sparse.vstack(dislikes).tocsr() if dislikes else None,
-        )
-        assert proba is not None
-        return proba
-
-
-def _default_method() -> tuple[str, Callable[[Split], Features], Scorer]:
-    holder: dict[str, DefaultRanker] = {}
-
-    def make(split: Split) -> Features:
-        holder["r"] = DefaultRanker(split)
-        return holder["r"].features(split)
-
-    def score(
-        f: Features,
-        examples: list[int],
-        likes: list[sparse.csr_matrix],
-        dislikes: list[sparse.csr_matrix],
-        listing: sparse.csr_matrix,
-    ) -> np.ndarray:
-        return holder["r"].scores(f, examples, likes, dislikes, listing)
-
-    return ("default (digest.rank)", make, score)
-
-
 METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {
     "sanity": ("arxiv-sanity-lite", sanity_features, svm_scores),
     "centroid": ("tf-idf centroid", sanity_features, centroid_scores),
-    "default": _default_method(),
 }
+# Methods driven through the store and pipeline (bench/eval_pipeline.py), by profile kind.
+PIPELINE = {"default": "examples", "keywords": "keywords"}
+# Keyword-only baselines: the keywords as one pseudo-document standing in for the examples.
+KEYWORD_BASELINES = {
+    "sanity-kw": ("arxiv-sanity-lite, keywords only", svm_scores),
+    "centroid-kw": ("tf-idf centroid, keywords only", centroid_scores),
+}
+
+
+def _report(label: str, ndcg: float, ap: float, fb: float, t1: float, extra: str) -> None:
+    ref = BASELINES.get(label)
+    shown = f"{ref[0]:.3f} {ref[1]:.3f} {ref[2]:.3f}" if ref else "-"
+    print(
+        f"{label:40} {ndcg:8.3f} {ap:6.3f} {fb:16.3f}   {shown}   "
+        f"({time.perf_counter() - t1:.0f} s){extra}",
+        flush=True,
+    )
+
+
+def keyword_setup(split: Split) -> tuple[Features, list[tuple[str, int, list[int]]]]:
+    """The sanity features with one keyword pseudo-document per category appended to the
+    history; each subscriber's only "example" is its category's pseudo-document."""
+    from eval_pipeline import CATEGORY_NAMES
+
+    f = sanity_features(split)
+    names = [" ".join(CATEGORY_NAMES[c]) for c in CATEGORIES]
+    pseudo = f.vectorizer.transform(names)
+    n = f.history.shape[0]
+    history = sparse.vstack([f.history, pseudo]).tocsr()
+    row = {c: n + i for i, c in enumerate(CATEGORIES)}
+    subs = [(c, s, [row[c]]) for c, s, _ in profiles(split)]
+    return Features(f.vectorizer, history, f.days), subs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    every = [*METHODS, *PIPELINE, *KEYWORD_BASELINES]
+    parser.add_argument(
+        "--methods",
+        default=",".join(every),
+        help=f"comma-separated, from: {', '.join(every)}",
+    )
     args = parser.parse_args(argv)
     if not DATA.exists():
         print(f"missing {DATA}", file=sys.stderr)
@@ -325,21 +303,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(CATEGORIES) * len(REPLICAS)} subscribers "
         f"(loaded in {time.perf_counter() - t0:.0f} s)"
     )
+    import eval_pipeline  # imports this module: loaded here, not at the top
+
     cache: dict[Callable[[Split], Features], Features] = {}
     print(f"{'method':40} {'nDCG@10':>8} {'MAP':>6} {'nDCG@10 fb 6-15':>16}   reference")
-    for key in args.methods.split(","):
-        label, make, scorer = METHODS[key]
-        t1 = time.perf_counter()
-        if make not in cache:
-            cache[make] = make(split)
-        ndcg, ap, fb = evaluate(label, split, cache[make], scorer)
-        ref = BASELINES.get(label)
-        shown = f"{ref[0]:.3f} {ref[1]:.3f} {ref[2]:.3f}" if ref else "-"
-        print(
-            f"{label:40} {ndcg:8.3f} {ap:6.3f} {fb:16.3f}   {shown}   "
-            f"({time.perf_counter() - t1:.0f} s)",
-            flush=True,
-        )
+    with eval_pipeline.workspace(split) as pipe:
+        for key in args.methods.split(","):
+            t1 = time.perf_counter()
+            extra = ""
+            if key in PIPELINE:
+                label = f"{key} (digest.pipeline)"
+                make_profile = (
+                    eval_pipeline.with_examples
+                    if PIPELINE[key] == "examples"
+                    else eval_pipeline.with_keywords
+                )
+                stats: dict[str, float] = {}
+                ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats)
+                extra = (
+                    f" vocabulary fit {pipe.fit_seconds:.1f} s; one day for 42 subscribers "
+                    f"(models + scores + order) {stats['day_seconds']:.2f} s median"
+                )
+            elif key in KEYWORD_BASELINES:
+                label, scorer = KEYWORD_BASELINES[key]
+                f, subs = keyword_setup(split)
+                ndcg, ap, fb = evaluate(label, split, f, scorer, subs)
+            else:
+                label, make, scorer = METHODS[key]
+                if make not in cache:
+                    cache[make] = make(split)
+                ndcg, ap, fb = evaluate(label, split, cache[make], scorer)
+            _report(label, ndcg, ap, fb, t1, extra)
     for label, (n, m, fb) in BASELINES.items():
         if "not run" in label:
             print(f"{label:40} {n:8.3f} {m:6.3f} {fb:16.3f}   (EVAL.md figure)")

@@ -172,3 +172,49 @@ def _feed_table(store: Store) -> None:
             f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
         )
     console.print(table)
+
+
+@cli.command()
+@click.argument("address")
+@click.argument("paper", required=False)
+@click.argument("verdict", required=False, type=click.Choice(["like", "dislike", "clear"]))
+@click.pass_context
+def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str | None) -> None:
+    """Record a reader's verdict on a paper, or list their feedback.
+
+    The next run retrains that subscriber's model: liked papers teach it what to find, disliked
+    ones what to leave out. `clear` withdraws a verdict.
+
+    Examples: digest feedback ada@example.org 2411.01234 like;
+    digest feedback ada@example.org (lists Ada's feedback)
+    """
+    import re
+
+    from digest.profiles import load_profiles
+
+    st = _state(ctx)
+    store = st.store()
+    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    known = {p.email.lower() for p in loaded.profiles}
+    if address.lower() not in known:
+        raise DigestError(
+            f"no subscriber with email {address}", "`digest subscribers list` shows them"
+        )
+    if paper is None:
+        given = store.feedback(address)
+        papers = store.papers(list(given))
+        table = Table("paper", "verdict", "title")
+        for pid, v in given.items():
+            table.add_row(pid, v, papers[pid].title if pid in papers else "(not stored)")
+        console.print(table if given else f"{address} has given no feedback yet.")
+        return
+    if verdict is None:
+        raise DigestError("say like, dislike or clear after the paper id")
+    pid = re.sub(r"v\d+$", "", paper.strip().removeprefix("arXiv:").removeprefix("arxiv:"))
+    if pid not in store.papers([pid]):
+        raise DigestError(f"no stored paper {pid}", "feedback is for papers already ingested")
+    changed = store.set_feedback(address, pid, None if verdict == "clear" else verdict)
+    what = "cleared" if verdict == "clear" else f"recorded: {verdict}"
+    console.print(
+        f"{address}, {pid}: {what}" + ("" if changed else " (unchanged)"), highlight=False
+    )

@@ -185,6 +185,29 @@ def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     return out
 
 
+def rank_pool(
+    ctx: Context, profile: Profile, pool: list[Paper], complete: bool = False
+) -> list[Pick]:
+    """Rank listing papers for one subscriber with their stored model, examples and feedback.
+
+    ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
+    """
+    email = profile.email.lower()
+    if email not in ctx.models:
+        prepare_models(ctx, [profile])
+    row = ctx.scores.get(email)
+    raw = row[[ctx.position[p.id] for p in pool]] if row is not None else None
+    return ctx.ranker.rank(
+        profile,
+        pool,
+        ctx.examples[email],
+        ctx.feedback[email],
+        model=ctx.models[email],
+        raw=raw,
+        complete=complete,
+    )
+
+
 def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     """The subscriber's picks for today, or none with the reason why."""
     if ctx.latest is None:
@@ -192,19 +215,7 @@ def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     pool = candidates(ctx, profile)
     if not pool:
         return [], "no new papers since the last digest"
-    email = profile.email.lower()
-    if email not in ctx.models:
-        prepare_models(ctx, [profile])
-    row = ctx.scores.get(email)
-    raw = row[[ctx.position[p.id] for p in pool]] if row is not None else None
-    picks = ctx.ranker.rank(
-        profile,
-        pool,
-        ctx.examples[email],
-        ctx.feedback[email],
-        model=ctx.models[email],
-        raw=raw,
-    )
+    picks = rank_pool(ctx, profile, pool)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
     return picks, ""

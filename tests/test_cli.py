@@ -225,3 +225,26 @@ def test_retry_and_enable_tell_the_operator_what_happened(site: Path) -> None:
     store.dispose()
     enable = digest("subscribers", "enable", "ada@example.org", cwd=site)
     assert enable.returncode == 0 and "enabled" in enable.stdout
+
+
+def test_feedback_is_recorded_listed_cleared_and_retrains_the_model(site: Path) -> None:
+    assert digest("ingest", cwd=site).returncode == 0
+    first = digest("run", "--dry-run", "--no-ingest", cwd=site)
+    assert first.returncode == 0, first.stderr
+    store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+    paper = next(p for p in store.papers_between(date(2000, 1, 1), date(2100, 1, 1)))
+    trained = store.rank_models()["ada@example.org"].fingerprint
+    liked = digest("feedback", "ada@example.org", f"arXiv:{paper.id}v2", "like", cwd=site)
+    assert liked.returncode == 0 and f"{paper.id}: recorded: like" in liked.stdout
+    assert store.feedback("ada@example.org") == {paper.id: "like"}
+    listed = digest("feedback", "ada@example.org", cwd=site)
+    assert paper.id in listed.stdout and "like" in listed.stdout
+    assert digest("run", "--dry-run", "--no-ingest", cwd=site).returncode == 0
+    assert store.rank_models()["ada@example.org"].fingerprint != trained
+    cleared = digest("feedback", "ada@example.org", paper.id, "clear", cwd=site)
+    assert cleared.returncode == 0 and store.feedback("ada@example.org") == {}
+    unknown = digest("feedback", "nobody@example.org", paper.id, "like", cwd=site)
+    assert unknown.returncode == 1 and "no subscriber with email" in unknown.stderr
+    missing = digest("feedback", "ada@example.org", "2401.99999", "dislike", cwd=site)
+    assert missing.returncode == 1 and "no stored paper 2401.99999" in missing.stderr
+    store.dispose()
