@@ -88,6 +88,8 @@ class Vocabulary:
         self.index = {pid: i for i, pid in enumerate(self.ids)}
         self.matrix = matrix
         self.dense = self.project(matrix)
+        # Papers outside the corpus (the listing, feedback): transformed once, kept per process.
+        self._extra: dict[str, tuple[sparse.csr_matrix, np.ndarray]] = {}
 
     @property
     def dimensions(self) -> int:
@@ -98,18 +100,39 @@ class Vocabulary:
         return normalize(out) if out.shape[0] else out
 
     def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
-        rows = [self.index.get(p.id) for p in papers]
-        if papers and all(r is not None for r in rows):
-            return self.matrix[rows]
-        return self.vectorizer.transform([paper_text(p) for p in papers]).tocsr()
+        self._remember(papers)
+        return sparse.vstack(
+            [
+                self.matrix[self.index[p.id]] if p.id in self.index else self._extra[p.id][0]
+                for p in papers
+            ]
+            or [sparse.csr_matrix((0, self.matrix.shape[1]), dtype=np.float32)]
+        ).tocsr()
 
     def dense_rows(self, papers: Sequence[Text]) -> np.ndarray:
-        rows = [self.index.get(p.id, -1) for p in papers]
-        if papers and min(rows) >= 0:
-            return self.dense[rows]
         if not papers:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return self.project(self.sparse_rows(papers))
+        rows = [self.index.get(p.id, -1) for p in papers]
+        if min(rows) >= 0:
+            return self.dense[rows]
+        self._remember(papers)
+        return np.vstack(
+            [
+                self.dense[r] if r >= 0 else self._extra[p.id][1]
+                for r, p in zip(rows, papers, strict=True)
+            ]
+        )
+
+    def _remember(self, papers: Sequence[Text]) -> None:
+        """Transform papers outside the corpus once; a run asks for the listing many times
+        (once per subscriber), and TF-IDF transform is the slow part."""
+        new = [p for p in papers if p.id not in self.index and p.id not in self._extra]
+        if not new:
+            return
+        tfidf = self.vectorizer.transform([paper_text(p) for p in new]).tocsr()
+        dense = self.project(tfidf)
+        for i, p in enumerate(new):
+            self._extra[p.id] = (tfidf[i], dense[i])
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.project(self.vectorizer.transform(list(texts)).tocsr())
@@ -120,6 +143,9 @@ class Vocabulary:
 
     # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
     # reuses the vocabulary a previous run fitted on the same corpus window.
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_extra": {}}
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Per process: two runners fitting at once must not write into each other's file.
