@@ -164,6 +164,24 @@ def evaluate(
 
 
 @contextmanager
+def patched(values: dict[str, float]) -> Iterator[None]:
+    """Set `module.NAME` constants of digest for one ablation, then put them back."""
+    import importlib
+
+    saved = []
+    for target, value in values.items():
+        module, name = target.rsplit(".", 1)
+        mod = importlib.import_module(f"digest.{module}")
+        saved.append((mod, name, getattr(mod, name)))
+        setattr(mod, name, value)
+    try:
+        yield
+    finally:
+        for mod, name, old in saved:
+            setattr(mod, name, old)
+
+
+@contextmanager
 def workspace(split: Split) -> Iterator[Pipeline]:
     with tempfile.TemporaryDirectory(prefix="digest-eval-") as tmp:
         yield Pipeline(split, Path(tmp))

@@ -1,13 +1,16 @@
 """Ranking quality on the protocol of ../shared/EVAL.md, with its baselines beside our ranker.
 
     python bench/eval_ranking.py [--methods sanity,centroid,default,keywords,sanity-kw,centroid-kw]
+    python bench/eval_ranking.py --methods default,no-prf,no-dislikes,no-holdback   (ablations)
 
 Data: the 74,728 labelled arXiv papers in ../shared/data/labelled (or $DIGEST_SHARED_DATA).
 Subscribers are research areas (an arXiv category the rankers never see); each gives 10 example
 papers from the 60 days before D0 = 2026-04-13, then gets the real listing of each of the next
 15 announcement days. Reports, per method: nDCG@10 and MAP over all 15 days without feedback,
 and nDCG@10 over days 6-15 when the reader likes the relevant and dislikes the other papers of
-each day's top 10.
+each day's top 10. `default` and its ablations run through the store and the pipeline
+(bench/eval_pipeline.py); `keywords` gives each subscriber only its category's name as keywords
+(the cold start), next to the baselines fed the same words as their one positive document.
 """
 
 from __future__ import annotations
@@ -248,7 +251,14 @@ METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {
     "centroid": ("tf-idf centroid", sanity_features, centroid_scores),
 }
 # Methods driven through the store and pipeline (bench/eval_pipeline.py), by profile kind.
-PIPELINE = {"default": "examples", "keywords": "keywords"}
+# Ablations switch one part of the default off (module constants, restored afterwards).
+PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
+    "default": ("examples", {}),
+    "no-prf": ("examples", {"rank_model.PSEUDO_WEIGHT": 0.0}),
+    "no-dislikes": ("examples", {"rank_model.DISLIKE_WEIGHT": 0.0}),
+    "no-holdback": ("examples", {"rank.NEAR_DUPLICATE": 2.0}),
+    "keywords": ("keywords", {}),
+}
 # Keyword-only baselines: the keywords as one pseudo-document standing in for the examples.
 KEYWORD_BASELINES = {
     "sanity-kw": ("arxiv-sanity-lite, keywords only", svm_scores),
@@ -286,9 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     every = [*METHODS, *PIPELINE, *KEYWORD_BASELINES]
+    default_methods = "sanity,centroid,default,keywords,sanity-kw,centroid-kw"
     parser.add_argument(
         "--methods",
-        default=",".join(every),
+        default=default_methods,
         help=f"comma-separated, from: {', '.join(every)}",
     )
     args = parser.parse_args(argv)
@@ -313,13 +324,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = ""
             if key in PIPELINE:
                 label = f"{key} (digest.pipeline)"
+                kind, patches = PIPELINE[key]
                 make_profile = (
                     eval_pipeline.with_examples
-                    if PIPELINE[key] == "examples"
+                    if kind == "examples"
                     else eval_pipeline.with_keywords
                 )
                 stats: dict[str, float] = {}
-                ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats)
+                with eval_pipeline.patched(patches):
+                    ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats)
                 extra = (
                     f" vocabulary fit {pipe.fit_seconds:.1f} s; one day for 42 subscribers "
                     f"(models + scores + order) {stats['day_seconds']:.2f} s median"

@@ -4,10 +4,12 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+
 from digest.config import Config
 from digest.ingest import ingest_all
 from digest.models import Paper
-from digest.pipeline import pick_papers, prepare, prepare_models
+from digest.pipeline import pick_papers, prepare, prepare_models, rank_pool
 from digest.profiles import load_profile
 from digest.rank import Ranker, _author_key
 from digest.store import Store
@@ -171,3 +173,73 @@ def test_a_reason_can_name_the_liked_paper_a_pick_is_closest_to(
     for signal in anchored:
         quoted = signal.split("“", 1)[1].split("”", 1)[0].rstrip("…")
         assert any(t.startswith(quoted) for t in titles), signal
+
+
+def _papers(texts: list[tuple[str, str]], day: int = 1) -> list[Paper]:
+    from datetime import date
+
+    return [
+        Paper(id=f"x{day}-{i}", title=t, abstract=a, announced=date(2026, 1, day))
+        for i, (t, a) in enumerate(texts)
+    ]
+
+
+def test_near_duplicates_wait_behind_other_qualifying_papers(
+    store: Store, workspace: Config
+) -> None:
+    ingest_all(store, workspace)
+    ctx = prepare(workspace, store, NOW)
+    profile = load_profile(workspace.subscribers_dir / "ada.toml")
+    prepare_models(ctx, [profile])
+    best = rank_pool(ctx, profile, ctx.listing, complete=True)[0].paper
+    twins = [
+        Paper(
+            id=f"twin{i}",
+            title=best.title,
+            abstract=best.abstract,
+            announced=best.announced,
+        )
+        for i in range(3)
+    ]
+    picks = ctx.ranker.rank(
+        profile,
+        [*twins, *ctx.listing],
+        ctx.examples[profile.email],
+        model=ctx.models[profile.email],
+    )
+    ids = [p.paper.id for p in picks]
+    copies = [i for i, pid in enumerate(ids) if pid.startswith("twin") or pid == best.id]
+    # One copy leads; the others only come after every distinct paper that qualified.
+    assert copies[0] == 0
+    assert all(pos >= len(ids) - (len(copies) - 1) for pos in copies[1:])
+
+
+def test_scores_are_calibrated_as_a_share_of_recent_papers(store: Store, workspace: Config) -> None:
+    ingest_all(store, workspace)
+    ctx = prepare(workspace, store, NOW)
+    profile = load_profile(workspace.subscribers_dir / "ada.toml")
+    prepare_models(ctx, [profile])
+    model = ctx.models[profile.email]
+    raw = ctx.ranker.vocab.dense @ model.direction
+    share = model.calibrate(raw)
+    assert share.min() >= 0.0 and share.max() <= 1.0
+    # About a tenth of the corpus ranks at 0.9 or above: min_score = 0.9 means "top 10%".
+    assert abs(float(np.mean(share >= 0.9)) - 0.1) < 0.05
+
+
+def test_trending_weight_lets_upvotes_lift_a_paper(store: Store, workspace: Config) -> None:
+    ingest_all(store, workspace)
+    ctx = prepare(workspace, store, NOW)
+    base = load_profile(workspace.subscribers_dir / "ada.toml")
+    prepare_models(ctx, [base])
+    pool = [p.model_copy() for p in ctx.listing]
+    last = rank_pool(ctx, base, pool, complete=True)[-1].paper
+    last.upvotes = 500
+    trending = base.model_copy(update={"trending_weight": 0.9})
+    order = [
+        p.paper.id
+        for p in ctx.ranker.rank(
+            trending, pool, ctx.examples[base.email], model=ctx.models[base.email], complete=True
+        )
+    ]
+    assert order.index(last.id) < len(order) // 4
