@@ -30,3 +30,41 @@ def test_ndcg_is_one_for_a_perfect_ranking_and_discounts_by_position() -> None:
 def test_average_precision_over_the_full_listing() -> None:
     # Relevant at ranks 1 and 3: (1/1 + 2/3) / 2.
     assert math.isclose(ev.average_precision(np.array([1.0, 0.0, 1.0, 0.0])), (1 + 2 / 3) / 2)
+
+
+def test_the_pipeline_evaluation_runs_end_to_end_on_a_small_split() -> None:
+    """bench/eval_pipeline.py on a synthetic split: two topics, feedback written to the store."""
+    from datetime import date, timedelta
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import eval_pipeline
+
+    topics = {
+        "cs.RO": "robot grasping manipulation arm gripper legged locomotion",
+        "cs.CV": "image segmentation pixels convolution detection vision",
+    }
+    words = {c: t.split() for c, t in topics.items()}
+    rng = np.random.default_rng(0)
+
+    def paper(i: int, day: date) -> object:
+        cat = "cs.RO" if i % 3 == 0 else "cs.CV"
+        text = " ".join(rng.choice(words[cat], 12))
+        return ev.Paper(f"2604.{i:05d}", day, f"On {text[:30]}", text, ["A. Author"], {cat})
+
+    d0 = ev.D0
+    history = [paper(i, d0 - timedelta(days=1 + i % 50)) for i in range(300)]
+    days = [
+        [paper(1000 + 40 * d + j, d0 + timedelta(days=d)) for j in range(40)] for d in range(15)
+    ]
+    split = ev.Split(history, days)
+    # Every evaluated category needs a pool of examples; this split only has cs.RO papers.
+    original = ev.CATEGORIES
+    ev.CATEGORIES = eval_pipeline.CATEGORIES = ["cs.RO"]
+    try:
+        with eval_pipeline.workspace(split) as pipe:
+            stats: dict[str, float] = {}
+            ndcg, ap, fb = eval_pipeline.evaluate(pipe, eval_pipeline.with_examples, stats)
+    finally:
+        ev.CATEGORIES = eval_pipeline.CATEGORIES = original
+    assert ndcg > 0.9 and ap > 0.8 and fb > 0.9
+    assert stats["retrained"] > 0
