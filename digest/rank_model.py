@@ -28,12 +28,12 @@ from digest.rank_features import Vocabulary
 # Rocchio weight of the mean disliked paper against the mean positive.
 DISLIKE_WEIGHT = 0.5
 # Pseudo-relevance feedback: this many corpus papers, weighted this much against the rest.
-PSEUDO_POSITIVES = 30
+PSEUDO_POSITIVES = 100
 PSEUDO_WEIGHT = 0.3
 QUANTILES = 101
 BACKGROUND = 2000
 # Bump when training changes, so stored models are retrained.
-MODEL_VERSION = "rocchio-prf-1"
+MODEL_VERSION = "rocchio-prf-2"
 
 
 @dataclass
