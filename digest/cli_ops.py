@@ -218,3 +218,24 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
     console.print(
         f"{address}, {pid}: {what}" + ("" if changed else " (unchanged)"), highlight=False
     )
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: [web] host).")
+@click.option("--port", type=int, default=None, help="Port (default: [web] port).")
+@click.pass_context
+def web(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the email's links: unsubscribe, more/less like this, the digest as a page.
+
+    Example: digest web --port 8000 (behind a proxy that serves [web] base_url)
+    """
+    import uvicorn
+
+    from digest.web import create_app
+
+    st = _state(ctx)
+    st.cfg.web.secret_key()  # a missing key is one clear error now, not a 500 per click
+    app = create_app(st.cfg, st.store())
+    bind_host, bind_port = host or st.cfg.web.host, port or st.cfg.web.port
+    console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)

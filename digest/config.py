@@ -134,7 +134,11 @@ class SourceConfig(_Strict):
 
 
 class WebConfig(_Strict):
+    # Where readers reach the links in their email (the address of `digest web`, or a proxy).
     base_url: str = "http://localhost:8000"
+    # What `digest web` listens on; put a TLS-terminating proxy in front for an https base_url.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
     secret_key_env: str | None = "DIGEST_SECRET_KEY"
     secret_key_file: Path | None = None
 

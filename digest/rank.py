@@ -35,6 +35,8 @@ NEAR_DUPLICATE = 0.9
 # "Because you liked X" is only said when X is at least this close to the pick (in the
 # evaluation data, half of the top picks have an example paper at 0.31 or closer).
 ANCHOR_SIMILARITY = 0.3
+# In plain TF-IDF space (small corpora) distinct papers share fewer terms, so cosines run lower.
+ANCHOR_SIMILARITY_TFIDF = 0.15
 REASON_TERMS = 3
 REASON_TITLE = 60
 
@@ -265,7 +267,8 @@ class _Explainer:
             return ""
         sims = self.anchor_rows @ row
         best = int(np.argmax(sims))
-        if sims[best] < ANCHOR_SIMILARITY:
+        floor = ANCHOR_SIMILARITY if self.vocab.basis is not None else ANCHOR_SIMILARITY_TFIDF
+        if sims[best] < floor:
             return ""
         paper, how = self.anchors[best]
         title = " ".join(paper.title.split())

@@ -29,6 +29,8 @@ from sklearn.preprocessing import normalize
 DIMENSIONS = 256
 # Rescaling exponent for the kept singular directions (0 keeps the SVD's own weighting).
 SPECTRUM_POWER = 0.25
+# Below this many corpus papers the models score in TF-IDF space itself.
+MIN_PROJECTED = 300
 # Bump when the features change, so stored vocabularies and models are rebuilt.
 FEATURES_VERSION = "tfidf12-svd256-drop1-p025"
 
@@ -76,14 +78,18 @@ class Vocabulary:
         self.terms = self.vectorizer.get_feature_names_out()
         # Dense map: sparse TF-IDF row -> projected row is `row @ self.basis`.
         k = min(DIMENSIONS + 1, matrix.shape[0] - 1, matrix.shape[1] - 1)
-        if k >= 16:
+        if n >= MIN_PROJECTED:
             svd = TruncatedSVD(k, random_state=seed, n_iter=5).fit(matrix)
             comps, values = svd.components_[1:], svd.singular_values_[1:]
             scale = np.maximum(values, 1e-6) ** -SPECTRUM_POWER
-            self.basis = np.ascontiguousarray((comps.T * scale).astype(np.float32))
+            self.basis: np.ndarray | None = np.ascontiguousarray(
+                (comps.T * scale).astype(np.float32)
+            )
         else:
-            # Too few papers for a projection worth having: score in TF-IDF space itself.
-            self.basis = np.eye(matrix.shape[1], dtype=np.float32)
+            # Too few papers for a projection worth having (a first day, the demo): a handful
+            # of documents would each get a direction of their own, and a repeated paper the
+            # dropped first one. Score in TF-IDF space itself (no basis: the identity).
+            self.basis = None
         self.ids = [p.id for p in corpus]
         self.index = {pid: i for i, pid in enumerate(self.ids)}
         self.matrix = matrix
@@ -93,10 +99,13 @@ class Vocabulary:
 
     @property
     def dimensions(self) -> int:
-        return int(self.basis.shape[1])
+        return int(self.basis.shape[1] if self.basis is not None else self.matrix.shape[1])
 
     def project(self, tfidf: sparse.csr_matrix) -> np.ndarray:
-        out = np.asarray(tfidf @ self.basis, dtype=np.float32)
+        if self.basis is None:
+            out = np.asarray(tfidf.toarray(), dtype=np.float32)
+        else:
+            out = np.asarray(tfidf @ self.basis, dtype=np.float32)
         return normalize(out) if out.shape[0] else out
 
     def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
@@ -139,6 +148,8 @@ class Vocabulary:
 
     def term_weights(self, direction: np.ndarray) -> np.ndarray:
         """A dense-space direction seen as a weight per TF-IDF term (for explanations)."""
+        if self.basis is None:
+            return np.asarray(direction).ravel()
         return np.asarray(self.basis @ direction).ravel()
 
     # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run

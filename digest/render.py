@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from itsdangerous import URLSafeSerializer
 
 from digest.config import Config
 from digest.errors import RenderError
 from digest.profiles import Profile
 from digest.rank import Pick
+from digest.tokens import digest_token, feedback_token, unsubscribe_token
 
 EXCERPT_CHARS = 320
 MAX_AUTHORS = 4
-UNSUBSCRIBE_SALT = "digest.unsubscribe"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -93,9 +92,12 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut[: cut.rfind(" ")].rstrip(" ,;:") + " …" if " " in cut else cut + "…"
 
 
-def unsubscribe_token(cfg: Config, email: str) -> str:
-    s = URLSafeSerializer(cfg.web.secret_key().get_secret_value(), salt=UNSUBSCRIBE_SALT)
-    return str(s.dumps(email.lower()))
+def feedback_url(cfg: Config, email: str, paper_id: str, day: date, verdict: str) -> str:
+    return f"{cfg.web.base_url}/f/{feedback_token(cfg, email, paper_id, day, verdict)}"
+
+
+def digest_url(cfg: Config, email: str, day: date) -> str:
+    return f"{cfg.web.base_url}/d/{digest_token(cfg, email, day)}"
 
 
 def unsubscribe_url(cfg: Config, email: str) -> str:
@@ -109,9 +111,11 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
     return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
 
 
-def _paper_context(pick: Pick) -> dict[str, Any]:
+def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, Any]:
     p = pick.paper
     return {
+        "more_url": feedback_url(cfg, email, p.id, day, "like"),
+        "less_url": feedback_url(cfg, email, p.id, day, "dislike"),
         "id": p.id,
         "title": p.title,
         "url": safe_link(p.abs_url),
@@ -133,7 +137,8 @@ def render_digest(
         "email": profile.email,
         "day": day,
         "day_text": f"{day:%A} {day.day} {day:%B %Y}",
-        "papers": [_paper_context(p) for p in picks],
+        "papers": [_paper_context(cfg, profile.email, day, p) for p in picks],
+        "digest_url": digest_url(cfg, profile.email, day),
         "profile_file": profile.path.name if profile.path else "your profile",
         "unsubscribe_url": unsubscribe_url(cfg, profile.email),
         "base_url": cfg.web.base_url,

@@ -220,6 +220,12 @@ class Store(DeliveryQueries, FeedbackQueries):
                 )
             ).first()
 
+    def message_bytes(self, delivery_id: int) -> bytes | None:
+        """The rendered message stored with a delivery (what every attempt sends)."""
+        with self.session() as s:
+            row = s.get(DeliveryMessage, delivery_id)
+            return bytes(row.message) if row is not None else None
+
     def deliveries(self, day: date | None = None) -> list[Delivery]:
         with self.session() as s:
             q = select(Delivery).order_by(col(Delivery.digest_date), col(Delivery.subscriber))

@@ -1,0 +1,184 @@
+"""The links in the email: unsubscribe, "more / less like this", and the digest as a web page.
+
+A small Starlette app, run by `digest web` (uvicorn). Every GET only shows a page with a
+button, because mail scanners follow links. The change happens on POST. The unsubscribe POST also
+answers RFC 8058 one-click requests (body `List-Unsubscribe=One-Click`, no cookie). A bad link
+gets the same plain 400 page whatever was wrong with it, so the answer reveals nothing.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import date
+from urllib.parse import parse_qs
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from digest.config import Config
+from digest.store import Store
+from digest.tokens import BadToken, read_digest, read_feedback, read_unsubscribe
+
+# Forms here are a button and a hidden field or two; anything larger is not ours.
+MAX_BODY = 4096
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+# The digest page shows our own rendered email: images and links to https hosts only.
+DIGEST_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+VERDICT_TEXT = {"like": "more like this", "dislike": "less like this"}
+
+
+class Web:
+    def __init__(self, cfg: Config, store: Store, env: jinja2.Environment) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.env = env
+
+    def page(
+        self,
+        title: str,
+        lines: list[str],
+        button: str = "",
+        fields: list[tuple[str, str]] | None = None,
+        note: str = "",
+        status: int = 200,
+    ) -> HTMLResponse:
+        html = self.env.get_template("web_page.html").render(
+            title=title, lines=lines, button=button, fields=fields or [], note=note
+        )
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def bad_link(self) -> HTMLResponse:
+        return self.page(
+            "This link is not valid",
+            ["Please use the link exactly as it appears in your digest email."],
+            status=400,
+        )
+
+    async def form(self, request: Request) -> dict[str, str]:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return {}
+        parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        return {k: v[0] for k, v in parsed.items() if v}
+
+    # -- /u/<token> ------------------------------------------------------------------------
+
+    async def unsubscribe(self, request: Request) -> Response:
+        try:
+            address = read_unsubscribe(self.cfg, request.path_params["token"])
+        except BadToken:
+            return self.bad_link()
+        if request.method == "POST":
+            form = await self.form(request)
+            if form.get("action") == "resubscribe":
+                await run_in_threadpool(self.store.set_unsubscribed, address, False)
+                return self.page(
+                    "You are subscribed again",
+                    [f"{address} will get the next digest as usual."],
+                )
+            await run_in_threadpool(self.store.set_unsubscribed, address, True)
+            return self.page(
+                "You are unsubscribed",
+                [f"{address} will get no more digests."],
+                button="Subscribe again",
+                fields=[("action", "resubscribe")],
+                note="Changed your mind? The button above undoes this.",
+            )
+        if await run_in_threadpool(self.store.is_unsubscribed, address):
+            return self.page(
+                "You are unsubscribed",
+                [f"{address} gets no digests."],
+                button="Subscribe again",
+                fields=[("action", "resubscribe")],
+            )
+        return self.page(
+            "Unsubscribe?",
+            [f"Stop sending paper digests to {address}?"],
+            button="Unsubscribe",
+            fields=[("List-Unsubscribe", "One-Click")],
+            note="Nothing changes until you press the button.",
+        )
+
+    # -- /f/<token> ------------------------------------------------------------------------
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            link = read_feedback(self.cfg, request.path_params["token"])
+        except BadToken:
+            return self.bad_link()
+        papers = await run_in_threadpool(self.store.papers, [link.paper_id])
+        paper = papers.get(link.paper_id)
+        if paper is None:
+            return self.page("Paper not found", ["This paper is no longer stored."], status=404)
+        what = VERDICT_TEXT[link.verdict]
+        if request.method == "POST":
+            await run_in_threadpool(
+                self.store.set_feedback, link.email, link.paper_id, link.verdict
+            )
+            return self.page(
+                "Thank you",
+                [f"Noted: {what}.", paper.title],
+                note="Your next digest is ranked with it.",
+            )
+        return self.page(
+            f"{what.capitalize()}?",
+            [paper.title, f"From your digest of {link.day:%d %B %Y}."],
+            button=f"Yes, {what}",
+            note="Nothing is recorded until you press the button.",
+        )
+
+    # -- /d/<token> ------------------------------------------------------------------------
+
+    async def digest(self, request: Request) -> Response:
+        try:
+            address, day = read_digest(self.cfg, request.path_params["token"])
+        except BadToken:
+            return self.bad_link()
+        html = await run_in_threadpool(self.digest_html, address, day)
+        if html is None:
+            return self.page("Digest not found", ["This digest is no longer stored."], status=404)
+        return HTMLResponse(html, headers={**HEADERS, "Content-Security-Policy": DIGEST_CSP})
+
+    def digest_html(self, address: str, day: date) -> str | None:
+        """The HTML part of the very message that was sent (or is due) for that day."""
+        delivery = self.store.delivery(address, day)
+        if delivery is None or delivery.id is None:
+            return None
+        raw = self.store.message_bytes(delivery.id)
+        if raw is None:
+            return None
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        part = msg.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
+        return None if part is None else str(part.get_content())
+
+    async def health(self, request: Request) -> Response:
+        return PlainTextResponse("ok", headers=HEADERS)
+
+
+def create_app(cfg: Config, store: Store) -> Starlette:
+    from digest.render import environment
+
+    web = Web(cfg, store, environment(cfg))
+    routes = [
+        Route("/u/{token}", web.unsubscribe, methods=["GET", "POST"]),
+        Route("/f/{token}", web.feedback, methods=["GET", "POST"]),
+        Route("/d/{token}", web.digest, methods=["GET"]),
+        Route("/healthz", web.health, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
