@@ -8,6 +8,7 @@ email library folds and encodes them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,6 +29,10 @@ from digest.rank import Pick
 from digest.tokens import digest_token, feedback_token, unsubscribe_token
 
 EXCERPT_CHARS = 320
+# Gmail clips a message body at about 102 KB; stay under it with room for the headers.
+MAX_MESSAGE_BYTES = 95_000
+_LATEX_HINT = re.compile(r"[$\\]")
+_BARE_PERCENT = re.compile(r"(?<!\\)%")
 MAX_AUTHORS = 4
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -37,6 +42,11 @@ class Rendered:
     subject: str
     text: str
     html: str
+
+    @property
+    def size(self) -> int:
+        """Roughly the encoded body: quoted-printable adds about a tenth to HTML and text."""
+        return int(1.1 * (len(self.text.encode()) + len(self.html.encode())))
 
 
 def templates_dir(cfg: Config) -> Path:
@@ -85,6 +95,29 @@ def short_authors(authors: list[str]) -> str:
     return ", ".join(authors[:3]) + f" et al. ({len(authors)} authors)"
 
 
+def plain_latex(text: str) -> str:
+    """LaTeX in a title or abstract as readable text: `$\\mu$-P` becomes `μ-P`.
+
+    Only text that has LaTeX in it is converted. A bare % is escaped first, because LaTeX
+    would read it as a comment and drop the rest of the line; a ~ is kept as a tilde.
+    """
+    if not _LATEX_HINT.search(text):
+        return text
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    # Its parse warnings name the author's LaTeX, not a problem of ours.
+    logging.getLogger("pylatexenc").setLevel(logging.ERROR)
+
+    source = _BARE_PERCENT.sub(r"\\%", text).replace("~", r"\textasciitilde{}")
+    try:
+        out = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(source)
+    except Exception:  # unparseable LaTeX stays as the authors wrote it
+        return text
+    if "%s" in out:  # a macro whose arguments were missing: pylatexenc's placeholder leaked
+        return text
+    return " ".join(out.split()) or text
+
+
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     if len(text) <= limit:
         return text
@@ -117,7 +150,7 @@ def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, 
         "more_url": feedback_url(cfg, email, p.id, day, "like"),
         "less_url": feedback_url(cfg, email, p.id, day, "dislike"),
         "id": p.id,
-        "title": p.title,
+        "title": plain_latex(p.title),
         "url": safe_link(p.abs_url),
         "pdf_url": safe_link(p.pdf_url),
         "hf_url": safe_link(p.hf_url),
@@ -125,14 +158,14 @@ def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, 
         "authors": short_authors(p.authors),
         "categories": p.categories[:4],
         "reason": pick.reason,
-        "excerpt": excerpt(p.abstract),
+        "excerpt": excerpt(plain_latex(p.abstract)),
     }
 
 
 def render_digest(
     env: jinja2.Environment, cfg: Config, profile: Profile, picks: list[Pick], day: date
 ) -> Rendered:
-    ctx = {
+    ctx: dict[str, Any] = {
         "name": profile.display_name,
         "email": profile.email,
         "day": day,
@@ -144,12 +177,27 @@ def render_digest(
         "base_url": cfg.web.base_url,
         "interests": profile.interests,
     }
-    subject = env.get_template("digest_subject.txt").render(ctx)
-    return Rendered(
-        subject=header_text(subject),
-        text=env.get_template("digest.txt").render(ctx),
-        html=env.get_template("digest.html").render(ctx),
-    )
+    subject = header_text(env.get_template("digest_subject.txt").render(ctx))
+    papers: list[dict[str, Any]] = ctx["papers"]
+    rendered = _render_parts(env, ctx, subject)
+    if rendered.size > MAX_MESSAGE_BYTES:
+        # Too long for Gmail's clipping: abstracts go first, then papers from the bottom.
+        for paper in papers:
+            paper["excerpt"] = ""
+        rendered = _render_parts(env, ctx, subject)
+    while rendered.size > MAX_MESSAGE_BYTES and len(papers) > 1:
+        papers.pop()
+        rendered = _render_parts(env, ctx, subject)
+    return rendered
+
+
+def _render_parts(env: jinja2.Environment, ctx: dict[str, Any], subject: str) -> Rendered:
+    import css_inline
+
+    html = env.get_template("digest.html").render(ctx)
+    # keep_style_tags: the dark-mode and narrow-screen media queries only work from <style>.
+    html = css_inline.CSSInliner(keep_style_tags=True).inline(html)
+    return Rendered(subject=subject, text=env.get_template("digest.txt").render(ctx), html=html)
 
 
 def build_message(

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import date
+from html.parser import HTMLParser
 
 import pytest
 
@@ -89,18 +91,35 @@ def test_no_name_or_title_can_add_a_header(workspace: Config, name: str) -> None
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
 
 
+class _Elements(HTMLParser):
+    """Every element and attribute a browser would build from the HTML."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
 def test_hostile_feed_content_is_inert_in_both_parts(workspace: Config) -> None:
     msg = email.message_from_bytes(build(workspace), policy=email.policy.default)
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    for tag in ("<script", "<img", "<form", "<input", 'href="javascript:'):
-        assert tag not in html
+    parser = _Elements()
+    parser.feed(html)
+    tags = {tag for tag, _ in parser.tags}
+    assert not tags & {"script", "img", "form", "input", "iframe", "object", "embed"}
+    for _tag, attrs in parser.tags:
+        for name, value in attrs:
+            assert not name.startswith("on"), name
+            if name in ("href", "src", "action"):
+                assert value is not None and value.startswith("https://"), value
+    # The feed's markup is shown as text.
     assert "&lt;script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
-    assert (
-        "javascript:" not in html.split("<body", 1)[1].split("Abstract")[0]
-        or 'href="javascript' not in html
-    )
-    assert "$1&lt;p&lt;2$" in html and "$1<p<2$" in text
+    assert "<script>" in text
+    # LaTeX maths reads as text in both parts, its < kept (escaped in the HTML).
+    assert "1&lt;p&lt;2" in html and "1<p<2" in text
     # The javascript: link was dropped, the https PDF link kept.
     assert "https://arxiv.org/pdf/2611.99999v1" in html
 
@@ -114,3 +133,74 @@ def test_the_message_id_is_fixed_per_subscriber_and_day() -> None:
     assert a == message_id_for("ada@example.org", date(2026, 11, 23), "d@papers.example.org")
     assert a != message_id_for("ada@example.org", date(2026, 11, 24), "d@papers.example.org")
     assert a.endswith("@papers.example.org>")
+
+
+def _parts(raw: bytes) -> tuple[str, str]:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return html, text
+
+
+def test_latex_reads_as_text_in_both_parts(workspace: Config) -> None:
+    paper = HOSTILE.model_copy(
+        update={
+            "title": r"$\mu$-Parametrization for 50% of $\alpha$-Stable Laws",
+            "abstract": r"We bound $\zeta(s)$ by $O(n^2)$ for Schr\"odinger operators.",
+        }
+    )
+    html, text = _parts(build(workspace, paper=paper))
+    for part in (html, text):
+        assert "μ-Parametrization for 50% of α-Stable Laws" in part
+        assert "We bound ζ(s) by O(n^2) for Schrödinger operators." in part
+        assert "$" not in part.split("Why", 1)[0].split("Hello", 1)[1]
+
+
+def test_the_html_has_its_css_inlined_and_keeps_dark_mode_rules(workspace: Config) -> None:
+    html, _ = _parts(build(workspace))
+    assert re.search(r'<h1 style="margin: 0;', html)
+    assert re.search(r'class="card"[^>]*style="[^"]*max-width: 640px', html)
+    assert "prefers-color-scheme: dark" in html
+
+
+def test_a_long_digest_drops_abstracts_then_papers_to_stay_under_gmail_clipping(
+    workspace: Config,
+) -> None:
+    profile = Profile.model_construct(email="ada@example.org", name="Ada")
+    long_abstract = "word " * 2000
+    picks = [
+        Pick(
+            HOSTILE.model_copy(
+                update={
+                    "id": f"2611.{i:05d}",
+                    "title": f"Paper {i} " + "x" * 180,
+                    "abstract": long_abstract,
+                }
+            ),
+            1.0,
+            "matches: " + ", ".join(f"term{j}" for j in range(30)),
+        )
+        for i in range(50)
+    ]
+    rendered = render_digest(environment(workspace), workspace, profile, picks, date(2026, 11, 23))
+    raw = build_message(
+        workspace,
+        profile,
+        rendered,
+        message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org"),
+        NOW,
+    ).as_bytes()
+    assert len(raw) < 100_000
+    html, text = _parts(raw)
+    assert "word word" not in html and "word word" not in text  # abstracts went first
+    assert "Paper 0" in html and "Paper 0" in text  # the top papers stay
+    assert "Paper 49" not in html and "Paper 49" not in text  # the last ones went
+
+
+def test_the_text_part_wraps_at_78_columns_except_links(workspace: Config) -> None:
+    paper = HOSTILE.model_copy(
+        update={"title": "A " + "long title " * 20, "abstract": "Sentence. " * 60}
+    )
+    _, text = _parts(build(workspace, paper=paper))
+    long_lines = [line for line in text.splitlines() if len(line) > 78]
+    assert long_lines and all("https://" in line for line in long_lines)
