@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo check lint typecheck test bench clean
+.PHONY: install browser demo check lint typecheck test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install
+# tests/test_browser.py renders a digest in Debian's Chromium; installed here when missing.
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium for tests/test_browser.py"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null || { \
+	    $$SUDO apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 check: lint typecheck test

@@ -217,8 +217,11 @@ def subscribers_check(ctx: click.Context) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the message: .eml for the whole message, .html or .txt for one part.",
 )
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML part in a browser.")
 @click.pass_context
-def preview(ctx: click.Context, address: str, as_text: bool, out: Path | None) -> None:
+def preview(
+    ctx: click.Context, address: str, as_text: bool, out: Path | None, open_browser: bool
+) -> None:
     """Show what ADDRESS would get now, without sending or recording anything.
 
     Example: digest preview ada@example.org --out /tmp/digest.html
@@ -227,6 +230,8 @@ def preview(ctx: click.Context, address: str, as_text: bool, out: Path | None) -
 
     st = _state(ctx)
     rendered, raw, picks = build_preview(st.cfg, st.store(), address)
+    if open_browser:
+        _open_in_browser(rendered.html, st.cfg.data_dir)
     if out is not None:
         if out.suffix == ".eml":
             out.write_bytes(raw)
@@ -239,6 +244,23 @@ def preview(ctx: click.Context, address: str, as_text: bool, out: Path | None) -
         console.print(f"[bold]Subject:[/] {rendered.subject}", highlight=False)
         for i, p in enumerate(picks, 1):
             console.print(f"{i:2}. {p.paper.title}\n    [dim]{p.reason}[/]", highlight=False)
+
+
+def _open_in_browser(html: str, data_dir: Path) -> None:
+    import webbrowser
+
+    # A file of our own in the data directory: the preview may name the subscriber.
+    path = data_dir / "preview.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    try:
+        opened = webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if opened:
+        console.print(f"opened {path} in a browser", highlight=False)
+    else:
+        console.print(f"no browser available here; the HTML is in {path}", highlight=False)
 
 
 @cli.command("run")

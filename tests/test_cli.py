@@ -248,3 +248,17 @@ def test_feedback_is_recorded_listed_cleared_and_retrains_the_model(site: Path) 
     missing = digest("feedback", "ada@example.org", "2401.99999", "dislike", cwd=site)
     assert missing.returncode == 1 and "no stored paper 2401.99999" in missing.stderr
     store.dispose()
+
+
+def test_preview_open_hands_the_html_to_a_browser(site: Path) -> None:
+    script = site / "browser.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" > "{site}/opened.txt"\n')
+    script.chmod(0o755)
+    assert digest("ingest", cwd=site).returncode == 0
+    shown = digest(
+        "preview", "ada@example.org", "--open", cwd=site, env={"BROWSER": f"{script} %s"}
+    )
+    assert shown.returncode == 0, shown.stderr
+    url = (site / "opened.txt").read_text().strip()
+    assert url.startswith("file://") and url.endswith("preview.html")
+    assert "More like this" in Path(url.removeprefix("file://")).read_text()
