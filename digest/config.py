@@ -139,6 +139,8 @@ class WebConfig(_Strict):
     # What `digest web` listens on; put a TLS-terminating proxy in front for an https base_url.
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # Also serve the links from inside `digest serve` (one process for everything).
+    serve: bool = False
     secret_key_env: str | None = "DIGEST_SECRET_KEY"
     secret_key_file: Path | None = None
 

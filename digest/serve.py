@@ -22,8 +22,10 @@ import logging
 import signal
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -211,6 +213,31 @@ def _signature(directory: Path) -> tuple[tuple[str, float, int], ...]:
     return tuple(out)
 
 
+def _web_server(cfg: Config, store: Store) -> Any:
+    """digest.web on uvicorn, sharing this event loop; SIGTERM stays ours to handle."""
+    import contextlib
+
+    import uvicorn
+
+    from digest.web import create_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The service already stops on SIGTERM/SIGINT and then stops this server.
+            yield
+
+    config = uvicorn.Config(
+        create_app(cfg, store),
+        host=cfg.web.host,
+        port=cfg.web.port,
+        log_level="warning",
+        access_log=False,
+    )
+    log.info("serving the email's links on http://%s:%s", cfg.web.host, cfg.web.port)
+    return _Server(config)
+
+
 def serve_forever(cfg: Config, store: Store) -> None:
     """Run the service until SIGTERM or SIGINT."""
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -222,7 +249,12 @@ def serve_forever(cfg: Config, store: Store) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        web = _web_server(cfg, store) if cfg.web.serve else None
+        web_task = asyncio.create_task(web.serve()) if web is not None else None
         await stop.wait()
+        if web is not None and web_task is not None:
+            web.should_exit = True
+            await web_task
         # Shutting down waits for running jobs; keep the loop free while it does.
         await loop.run_in_executor(None, service.stop)
 

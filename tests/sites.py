@@ -9,7 +9,12 @@ DEMO_LISTING = Path(__file__).resolve().parents[1] / "digest" / "demo_data" / "l
 
 
 def write_site(
-    directory: Path, smtp_port: int, readers: int, extra: str = "", name: str = "r{i:02d}"
+    directory: Path,
+    smtp_port: int,
+    readers: int,
+    extra: str = "",
+    name: str = "r{i:02d}",
+    web: str = "",
 ) -> list[str]:
     """Write the site; returns the CLI arguments that select its config."""
     (directory / "key").write_text("k" * 40)
@@ -20,6 +25,7 @@ port = {smtp_port}
 from_address = "digest@papers.example.org"
 [web]
 secret_key_file = "key"
+{web}
 [[sources]]
 name = "arxiv"
 kind = "arxiv-rss"

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from digest.config import Config
@@ -132,5 +133,36 @@ def test_serve_sends_on_start_and_sigterm_leaves_nothing_sending(tmp_path: Path)
         assert sorted(s.rcpt for s in fault.stored) == sorted(
             f"r{i}@example.org" for i in range(12)
         )
+    finally:
+        fault.stop()
+
+
+def test_serve_also_serves_the_links_when_web_is_enabled(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fault = FaultServer().start()
+    try:
+        write_site(tmp_path, fault.port, 1, web=f"serve = true\nport = {port}")
+        proc = _serve(tmp_path)
+        deadline = time.monotonic() + 30
+        answer = None
+        while answer is None and time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert answer is not None and answer.text == "ok"
+        bad = httpx.get(f"http://127.0.0.1:{port}/u/forged", timeout=2)
+        assert bad.status_code == 400
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
         fault.stop()
