@@ -52,6 +52,10 @@ class SmtpConfig(_Strict):
     # CA certificates (PEM) to trust for a relay with a private CA; certificates are always
     # checked, against the system's CAs when this is not set.
     ca_file: Path | None = None
+    # Optional DKIM signing: selector, domain (default: the From domain) and a PEM private key.
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: Path | None = None
 
     @field_validator("from_address")
     @classmethod
@@ -301,6 +305,7 @@ def load_config(explicit: Path | None = None) -> Config:
         update={
             "password_file": _resolve(base, cfg.smtp.password_file),
             "ca_file": _resolve(base, cfg.smtp.ca_file),
+            "dkim_key_file": _resolve(base, cfg.smtp.dkim_key_file),
         }
     )
     web = cfg.web.model_copy(update={"secret_key_file": _resolve(base, cfg.web.secret_key_file)})

@@ -23,7 +23,14 @@ from digest.profiles import Profile, load_profiles
 from digest.rank import Feedback, Pick, Ranker
 from digest.rank_features import Vocabulary, corpus_version
 from digest.rank_model import SubscriberModel
-from digest.render import Rendered, build_message, environment, message_id_for, render_digest
+from digest.render import (
+    Rendered,
+    build_message,
+    environment,
+    message_bytes,
+    message_id_for,
+    render_digest,
+)
 from digest.send import EngineReport, deliver
 from digest.store import Store
 
@@ -321,7 +328,7 @@ def _plan_one(
     message_id = message_id_for(email, day, ctx.cfg.smtp.from_address)
     # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
     rendered = render_for(ctx, profile, picks, day)
-    message = build_message(ctx.cfg, profile, rendered, message_id, now).as_bytes()
+    message = message_bytes(ctx.cfg, build_message(ctx.cfg, profile, rendered, message_id, now))
     return ctx.store.plan_delivery(
         email,
         day,
@@ -354,4 +361,4 @@ def preview(
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
     msg = build_message(cfg, profile, rendered, message_id, now)
-    return rendered, msg.as_bytes(), picks
+    return rendered, message_bytes(cfg, msg), picks

@@ -239,3 +239,48 @@ def _check_headers(msg: EmailMessage) -> None:
             f"message for {msg['To']} would not re-parse to the same headers; not sent",
             "a profile or feed value contains header syntax; check `digest preview`",
         )
+
+
+# Signed so that a forwarder cannot strip or change the one-click unsubscribe (RFC 8058 asks
+# for List-Unsubscribe and List-Unsubscribe-Post to be covered by the signature).
+DKIM_HEADERS = [
+    b"From",
+    b"To",
+    b"Subject",
+    b"Date",
+    b"Message-ID",
+    b"List-Unsubscribe",
+    b"List-Unsubscribe-Post",
+    b"List-Id",
+    b"MIME-Version",
+    b"Content-Type",
+]
+
+
+def message_bytes(cfg: Config, msg: EmailMessage) -> bytes:
+    """The exact bytes every attempt sends: the message, DKIM-signed when configured."""
+    raw = msg.as_bytes()
+    smtp = cfg.smtp
+    if not (smtp.dkim_selector and smtp.dkim_key_file):
+        return raw
+    import dkim
+
+    try:
+        key = smtp.dkim_key_file.read_bytes()
+    except OSError as exc:
+        raise RenderError(
+            f"smtp.dkim_key_file: cannot read {smtp.dkim_key_file}: {exc.strerror}",
+            "point it at the PEM private key of the DKIM selector",
+        ) from exc
+    domain = smtp.dkim_domain or smtp.from_address.rsplit("@", 1)[-1]
+    try:
+        signature = dkim.sign(
+            raw,
+            smtp.dkim_selector.encode(),
+            domain.encode(),
+            key,
+            include_headers=DKIM_HEADERS,
+        )
+    except dkim.DKIMException as exc:
+        raise RenderError(f"DKIM signing failed: {exc}", "check smtp.dkim_key_file") from exc
+    return bytes(signature) + raw

@@ -5,6 +5,7 @@ import email.policy
 import re
 from datetime import date
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,8 @@ from digest.models import Paper
 from digest.profiles import Profile
 from digest.rank import Pick
 from digest.render import build_message, environment, header_text, message_id_for, render_digest
-from tests.conftest import NOW
+from digest.store import Store
+from tests.conftest import NOW, SmtpServer
 
 HOSTILE = Paper(
     id="2611.99999",
@@ -204,3 +206,62 @@ def test_the_text_part_wraps_at_78_columns_except_links(workspace: Config) -> No
     _, text = _parts(build(workspace, paper=paper))
     long_lines = [line for line in text.splitlines() if len(line) > 78]
     assert long_lines and all("https://" in line for line in long_lines)
+
+
+def _dkim_key(tmp: Path) -> tuple[Path, bytes]:
+    """A throwaway RSA key and the DNS TXT record that publishes it."""
+    import base64
+    import subprocess
+
+    key = tmp / "dkim.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            str(key),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    der = subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+def test_dkim_signs_the_sent_bytes_including_one_click_unsubscribe(
+    workspace: Config, store: Store, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    import dkim
+
+    from digest.pipeline import run
+
+    key, record = _dkim_key(tmp_path)
+    smtp = workspace.smtp.model_copy(update={"dkim_selector": "d1", "dkim_key_file": key})
+    cfg = workspace.model_copy(update={"smtp": smtp})
+    run(cfg, store, now=NOW)
+    assert smtp_server.received
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        # The network boundary: the one DNS answer a verifier would fetch.
+        assert name == b"d1._domainkey.papers.example.org."
+        return record
+
+    for m in smtp_server.received:
+        assert m.data.startswith(b"DKIM-Signature:")
+        assert dkim.verify(m.data, dnsfunc=dns)
+        signed = email.message_from_bytes(m.data)["DKIM-Signature"].replace("\r\n", "")
+        tags = dict(t.strip().split("=", 1) for t in signed.split(";") if "=" in t)
+        covered = {h.strip().lower() for h in tags["h"].split(":")}
+        assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject"} <= covered
+        forged = m.data.replace(
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x"
+        )
+        assert not dkim.verify(forged, dnsfunc=dns)
