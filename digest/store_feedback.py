@@ -84,9 +84,23 @@ class FeedbackQueries:
             return {m.subscriber: m for m in s.exec(select(RankModel)).all()}
 
     def save_rank_models(self, models: Sequence[RankModel]) -> None:
+        """Keep trained models. Two runners may train the same subscriber at once (a slot fired
+        on two nodes): the second insert then collides, and that row is written as an update,
+        or left to the other runner, whose model came from the same inputs."""
         if not models:
             return
         with self.session() as s:
             for m in models:
                 s.merge(m)
-            s.commit()
+            try:
+                s.commit()
+                return
+            except IntegrityError:
+                s.rollback()
+        for m in models:
+            with self.session() as s:
+                s.merge(m)
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()

@@ -102,3 +102,38 @@ def test_A6_two_processes_firing_the_same_slot_send_each_digest_once(
         assert len(pg_store.deliveries()) == 30
     finally:
         fault.stop()
+
+
+def test_two_runners_saving_the_same_model_at_once_do_not_fail(pg_store: Store) -> None:
+    """Both processes of a slot train the same subscriber; the second insert must not fail."""
+    import threading
+
+    from digest.models import RankModel
+
+    store = pg_store
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def save(n: int) -> None:
+        try:
+            barrier.wait()
+            store.save_rank_models(
+                [
+                    RankModel(
+                        subscriber="race@example.org",
+                        fingerprint=f"f{n}",
+                        vocabulary="v",
+                        blob=b"x",
+                    )
+                ]
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert "race@example.org" in store.rank_models()
