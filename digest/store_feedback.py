@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -16,6 +19,8 @@ VERDICTS = ("like", "dislike")
 
 
 class FeedbackQueries:
+    engine: Engine
+
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
 
@@ -84,23 +89,28 @@ class FeedbackQueries:
             return {m.subscriber: m for m in s.exec(select(RankModel)).all()}
 
     def save_rank_models(self, models: Sequence[RankModel]) -> None:
-        """Keep trained models. Two runners may train the same subscriber at once (a slot fired
-        on two nodes): the second insert then collides, and that row is written as an update,
-        or left to the other runner, whose model came from the same inputs."""
+        """Keep trained models, one upsert per batch.
+
+        An upsert, not read-then-write: two runners may train the same subscriber at once (a
+        slot fired on two nodes), and a plain insert from the second would collide.
+        """
         if not models:
             return
-        with self.session() as s:
-            for m in models:
-                s.merge(m)
-            try:
-                s.commit()
-                return
-            except IntegrityError:
-                s.rollback()
-        for m in models:
-            with self.session() as s:
-                s.merge(m)
-                try:
-                    s.commit()
-                except IntegrityError:
-                    s.rollback()
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        rows = [
+            {
+                "subscriber": m.subscriber,
+                "fingerprint": m.fingerprint,
+                "vocabulary": m.vocabulary,
+                "blob": m.blob,
+                "trained_at": m.trained_at,
+            }
+            for m in models
+        ]
+        stmt = insert(RankModel).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["subscriber"],
+            set_={k: stmt.excluded[k] for k in ("fingerprint", "vocabulary", "blob", "trained_at")},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
