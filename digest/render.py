@@ -19,6 +19,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 
@@ -83,10 +84,32 @@ def header_text(value: str, limit: int = 200) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
-def safe_link(url: str | None) -> str | None:
-    if url and re.match(r"^https?://[^\s<>\"']+$", url):
-        return url
-    return None
+# Where a link in a digest may point: the paper sites, plus the hosts of configured feeds.
+KNOWN_HOSTS = ("arxiv.org", "huggingface.co", "doi.org")
+
+
+def link_hosts(cfg: Config) -> tuple[str, ...]:
+    feeds = (urlsplit(s.url).hostname for s in cfg.sources if s.url.startswith("http"))
+    return tuple(dict.fromkeys([*KNOWN_HOSTS, *(h for h in feeds if h)]))
+
+
+def safe_link(url: str | None, hosts: tuple[str, ...] = KNOWN_HOSTS) -> str | None:
+    """The link as https to a known host, or None: feeds are untrusted, and a link in our
+    email carries our name."""
+    if not url or not re.match(r"^https?://[^\s<>\"'\\]+$", url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    host = (parts.hostname or "").lower()
+    if parts.username or parts.password or port not in (None, 443, 80):
+        return None
+    if not any(host == h or host.endswith("." + h) for h in hosts):
+        return None
+    # arXiv's older feeds say http://; the same page is served over https.
+    return urlunsplit(("https", host, parts.path, parts.query, parts.fragment))
 
 
 def short_authors(authors: list[str]) -> str:
@@ -146,14 +169,15 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
 
 def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, Any]:
     p = pick.paper
+    hosts = link_hosts(cfg)
     return {
         "more_url": feedback_url(cfg, email, p.id, day, "like"),
         "less_url": feedback_url(cfg, email, p.id, day, "dislike"),
         "id": p.id,
         "title": plain_latex(p.title),
-        "url": safe_link(p.abs_url),
-        "pdf_url": safe_link(p.pdf_url),
-        "hf_url": safe_link(p.hf_url),
+        "url": safe_link(p.abs_url, hosts),
+        "pdf_url": safe_link(p.pdf_url, hosts),
+        "hf_url": safe_link(p.hf_url, hosts),
         "upvotes": p.upvotes,
         "authors": short_authors(p.authors),
         "categories": p.categories[:4],

@@ -265,3 +265,23 @@ def test_dkim_signs_the_sent_bytes_including_one_click_unsubscribe(
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x"
         )
         assert not dkim.verify(forged, dnsfunc=dns)
+
+
+def test_links_are_https_to_known_hosts_only() -> None:
+    from digest.render import safe_link
+
+    assert safe_link("https://arxiv.org/abs/2611.00001") == "https://arxiv.org/abs/2611.00001"
+    assert safe_link("http://arxiv.org/pdf/2611.00001v2") == "https://arxiv.org/pdf/2611.00001v2"
+    assert safe_link("https://export.arxiv.org/abs/1") == "https://export.arxiv.org/abs/1"
+    for bad in (
+        "https://evil.example/arxiv.org",
+        "https://arxiv.org.evil.example/x",
+        "https://user@arxiv.org/x",
+        "https://arxiv.org:8443/x",
+        "https://arxiv.org:abc/x",
+        "javascript:alert(1)",
+        "data:text/html,x",
+        'https://arxiv.org/x"onmouseover=1',
+    ):
+        assert safe_link(bad) is None, bad
+    assert safe_link("https://blog.example.org/p", ("example.org",)) == "https://blog.example.org/p"
