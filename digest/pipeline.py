@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlsplit
 
 import jinja2
 import numpy as np
@@ -274,6 +275,7 @@ def run(
         # the operator, not a failed delivery for every subscriber.
         cfg.web.secret_key()
         cfg.smtp.password()
+        _warn_plain_http(cfg)
     if ingest:
         report.ingest = ingest_all(store, cfg, today=now.date())
     ctx = prepare(cfg, store, now)
@@ -305,6 +307,17 @@ def run(
             )
         )
     return report
+
+
+def _warn_plain_http(cfg: Config) -> None:
+    """RFC 8058 one-click unsubscribe needs an https URL; mail providers ignore http ones."""
+    host = urlsplit(cfg.web.base_url).hostname or ""
+    if cfg.web.base_url.startswith("http://") and host not in ("localhost", "127.0.0.1", "::1"):
+        log.warning(
+            "web.base_url %s is not https: mail providers will not offer one-click "
+            "unsubscribe for it",
+            cfg.web.base_url,
+        )
 
 
 def _plan_one(

@@ -223,3 +223,12 @@ def test_a_digest_left_sending_by_a_dead_run_goes_out_after_its_lease(
     later = run(workspace, store, now=NOW + lease + timedelta(hours=1))
     assert {r.email: r.status for r in later.results}["ada@example.org"] == "sent"
     assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
+
+
+def test_a_plain_http_base_url_is_warned_about(
+    workspace: Config, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    web = workspace.web.model_copy(update={"base_url": "http://papers.example.org"})
+    with caplog.at_level("WARNING", logger="digest.pipeline"):
+        run(workspace.model_copy(update={"web": web}), store, now=NOW, dry_run=False)
+    assert any("is not https" in r.getMessage() for r in caplog.records)
