@@ -282,6 +282,10 @@ def run(
     report.profile_errors = ctx.profile_errors
     planned: list[Delivery] = []
     profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
+    if only is None and not ctx.profile_errors:
+        # Every profile loaded: models of subscribers whose files are gone can go too. (With a
+        # broken file its owner is unknown, so nothing is dropped until it is fixed.)
+        store.prune_rank_models([p.email for p in ctx.profiles])
     prepare_models(ctx, profiles)
     for profile in profiles:
         if progress:

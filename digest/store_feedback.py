@@ -114,3 +114,13 @@ class FeedbackQueries:
         )
         with self.engine.begin() as conn:
             conn.execute(stmt)
+
+    def prune_rank_models(self, keep: Sequence[str]) -> int:
+        """Drop the models of subscribers whose profiles are gone; returns how many."""
+        wanted = {e.lower() for e in keep}
+        with self.session() as s:
+            stale = [m for m in s.exec(select(RankModel)).all() if m.subscriber not in wanted]
+            for m in stale:
+                s.delete(m)
+            s.commit()
+        return len(stale)

@@ -243,3 +243,13 @@ def test_trending_weight_lets_upvotes_lift_a_paper(store: Store, workspace: Conf
         )
     ]
     assert order.index(last.id) < len(order) // 4
+
+
+def test_a_removed_profile_takes_its_stored_model_with_it(store: Store, workspace: Config) -> None:
+    from digest.pipeline import run
+
+    run(workspace, store, now=NOW, dry_run=True)
+    assert set(store.rank_models()) == {"ada@example.org", "bob@example.org"}
+    (workspace.subscribers_dir / "bob.toml").unlink()
+    run(workspace, store, now=NOW, dry_run=True, ingest=False)
+    assert set(store.rank_models()) == {"ada@example.org"}
