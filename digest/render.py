@@ -27,7 +27,7 @@ from digest.config import Config
 from digest.errors import RenderError
 from digest.profiles import Profile
 from digest.rank import Pick
-from digest.tokens import digest_token, feedback_token, unsubscribe_token
+from digest.tokens import Signer
 
 EXCERPT_CHARS = 320
 # Gmail clips a message body at about 102 KB; stay under it with room for the headers.
@@ -148,16 +148,8 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return cut[: cut.rfind(" ")].rstrip(" ,;:") + " …" if " " in cut else cut + "…"
 
 
-def feedback_url(cfg: Config, email: str, paper_id: str, day: date, verdict: str) -> str:
-    return f"{cfg.web.base_url}/f/{feedback_token(cfg, email, paper_id, day, verdict)}"
-
-
-def digest_url(cfg: Config, email: str, day: date) -> str:
-    return f"{cfg.web.base_url}/d/{digest_token(cfg, email, day)}"
-
-
-def unsubscribe_url(cfg: Config, email: str) -> str:
-    return f"{cfg.web.base_url}/u/{unsubscribe_token(cfg, email)}"
+def unsubscribe_url(cfg: Config, email: str, signer: Signer | None = None) -> str:
+    return f"{cfg.web.base_url}/u/{(signer or Signer(cfg)).unsubscribe(email)}"
 
 
 def message_id_for(email: str, day: date, from_address: str) -> str:
@@ -167,12 +159,14 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
     return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
 
 
-def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, Any]:
+def _paper_context(
+    cfg: Config, signer: Signer, hosts: tuple[str, ...], email: str, day: date, pick: Pick
+) -> dict[str, Any]:
     p = pick.paper
-    hosts = link_hosts(cfg)
+    feedback = f"{cfg.web.base_url}/f/"
     return {
-        "more_url": feedback_url(cfg, email, p.id, day, "like"),
-        "less_url": feedback_url(cfg, email, p.id, day, "dislike"),
+        "more_url": feedback + signer.feedback(email, p.id, day, "like"),
+        "less_url": feedback + signer.feedback(email, p.id, day, "dislike"),
         "id": p.id,
         "title": plain_latex(p.title),
         "url": safe_link(p.abs_url, hosts),
@@ -189,15 +183,17 @@ def _paper_context(cfg: Config, email: str, day: date, pick: Pick) -> dict[str, 
 def render_digest(
     env: jinja2.Environment, cfg: Config, profile: Profile, picks: list[Pick], day: date
 ) -> Rendered:
+    # Keys read and link hosts worked out once for the digest's two dozen links.
+    signer, hosts = Signer(cfg), link_hosts(cfg)
     ctx: dict[str, Any] = {
         "name": profile.display_name,
         "email": profile.email,
         "day": day,
         "day_text": f"{day:%A} {day.day} {day:%B %Y}",
-        "papers": [_paper_context(cfg, profile.email, day, p) for p in picks],
-        "digest_url": digest_url(cfg, profile.email, day),
+        "papers": [_paper_context(cfg, signer, hosts, profile.email, day, p) for p in picks],
+        "digest_url": f"{cfg.web.base_url}/d/{signer.digest(profile.email, day)}",
         "profile_file": profile.path.name if profile.path else "your profile",
-        "unsubscribe_url": unsubscribe_url(cfg, profile.email),
+        "unsubscribe_url": unsubscribe_url(cfg, profile.email, signer),
         "base_url": cfg.web.base_url,
         "interests": profile.interests,
     }

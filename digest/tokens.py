@@ -42,55 +42,63 @@ def _keys(cfg: Config) -> list[str]:
     return list(reversed(keys))
 
 
-def _serializer(cfg: Config, purpose: str) -> URLSafeSerializer:
-    return URLSafeSerializer(_keys(cfg), salt=SALTS[purpose])
+class Signer:
+    """The configured keys, read once: one digest signs a couple of dozen links."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.keys = _keys(cfg)
+
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        return URLSafeSerializer(self.keys, salt=SALTS[purpose])
+
+    def unsubscribe(self, email: str) -> str:
+        return str(self._serializer("unsubscribe").dumps(email.lower()))
+
+    def feedback(self, email: str, paper_id: str, day: date, verdict: str) -> str:
+        payload = [email.lower(), paper_id, day.isoformat(), verdict]
+        return str(self._serializer("feedback").dumps(payload))
+
+    def digest(self, email: str, day: date) -> str:
+        return str(self._serializer("digest").dumps([email.lower(), day.isoformat()]))
+
+    def load(self, purpose: str, token: str) -> object:
+        try:
+            return self._serializer(purpose).loads(token)
+        except (BadSignature, UnicodeError, ValueError) as exc:
+            raise BadToken(purpose) from exc
 
 
-def _load(cfg: Config, purpose: str, token: str) -> object:
-    try:
-        return _serializer(cfg, purpose).loads(token)
-    except (BadSignature, UnicodeError, ValueError) as exc:
-        raise BadToken(purpose) from exc
+def _strings(value: object, n: int, purpose: str) -> list[str]:
+    """A signed payload of exactly n strings, or BadToken."""
+    if not (isinstance(value, list) and len(value) == n and all(isinstance(v, str) for v in value)):
+        raise BadToken(purpose)
+    return value
 
 
 def unsubscribe_token(cfg: Config, email: str) -> str:
-    return str(_serializer(cfg, "unsubscribe").dumps(email.lower()))
+    return Signer(cfg).unsubscribe(email)
 
 
 def read_unsubscribe(cfg: Config, token: str) -> str:
-    value = _load(cfg, "unsubscribe", token)
+    value = Signer(cfg).load("unsubscribe", token)
     if not isinstance(value, str):
         raise BadToken("unsubscribe")
     return value
 
 
-def feedback_token(cfg: Config, email: str, paper_id: str, day: date, verdict: str) -> str:
-    payload = [email.lower(), paper_id, day.isoformat(), verdict]
-    return str(_serializer(cfg, "feedback").dumps(payload))
-
-
 def read_feedback(cfg: Config, token: str) -> FeedbackLink:
-    value = _load(cfg, "feedback", token)
-    if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, str) for v in value)):
+    email, paper_id, day, verdict = _strings(Signer(cfg).load("feedback", token), 4, "feedback")
+    if verdict not in VERDICTS:
         raise BadToken("feedback")
     try:
-        link = FeedbackLink(value[0], value[1], date.fromisoformat(value[2]), value[3])
+        return FeedbackLink(email, paper_id, date.fromisoformat(day), verdict)
     except ValueError as exc:
         raise BadToken("feedback") from exc
-    if link.verdict not in VERDICTS:
-        raise BadToken("feedback")
-    return link
-
-
-def digest_token(cfg: Config, email: str, day: date) -> str:
-    return str(_serializer(cfg, "digest").dumps([email.lower(), day.isoformat()]))
 
 
 def read_digest(cfg: Config, token: str) -> tuple[str, date]:
-    value = _load(cfg, "digest", token)
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise BadToken("digest")
+    email, day = _strings(Signer(cfg).load("digest", token), 2, "digest")
     try:
-        return value[0], date.fromisoformat(value[1])
+        return email, date.fromisoformat(day)
     except ValueError as exc:
         raise BadToken("digest") from exc
