@@ -103,7 +103,6 @@ class Pipeline:
             env=environment(self.cfg),
             latest=None,
             listing=day,
-            position={p.id: j for j, p in enumerate(day)},
         )
 
 

@@ -83,7 +83,10 @@ class Context:
     feedback: dict[str, Feedback] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     retrained: int = 0
-    position: dict[str, int] = field(default_factory=dict)  # listing paper id -> index
+    position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
+
+    def __post_init__(self) -> None:
+        self.position = {p.id: j for j, p in enumerate(self.listing)}
 
 
 def digest_day(profile: Profile, now: datetime) -> date:
@@ -118,7 +121,6 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         env=environment(cfg),
         latest=latest,
         listing=listing,
-        position={p.id: j for j, p in enumerate(listing)},
     )
 
 
@@ -144,7 +146,7 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
     wanted = {pid for p in profiles for pid in p.interests.papers}
     wanted |= {pid for fb in verdicts.values() for pid in fb}
     papers = ctx.store.papers(sorted(wanted))
-    stored = ctx.store.rank_models()
+    stored = ctx.store.rank_models(emails)
     fresh: list[RankModel] = []
     for profile, email in zip(profiles, emails, strict=True):
         given = verdicts.get(email, {})

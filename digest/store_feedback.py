@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, delete, select
 
 from digest.models import Feedback, RankModel, utcnow
 
@@ -84,9 +84,13 @@ class FeedbackQueries:
                 out[email][pid] = verdict
         return dict(out)
 
-    def rank_models(self) -> dict[str, RankModel]:
+    def rank_models(self, emails: Sequence[str] | None = None) -> dict[str, RankModel]:
+        """Stored models, of these subscribers only when given (a slot, a preview)."""
         with self.session() as s:
-            return {m.subscriber: m for m in s.exec(select(RankModel)).all()}
+            q = select(RankModel)
+            if emails is not None:
+                q = q.where(col(RankModel.subscriber).in_([e.lower() for e in emails]))
+            return {m.subscriber: m for m in s.exec(q).all()}
 
     def save_rank_models(self, models: Sequence[RankModel]) -> None:
         """Keep trained models, one upsert per batch.
@@ -117,10 +121,6 @@ class FeedbackQueries:
 
     def prune_rank_models(self, keep: Sequence[str]) -> int:
         """Drop the models of subscribers whose profiles are gone; returns how many."""
-        wanted = {e.lower() for e in keep}
-        with self.session() as s:
-            stale = [m for m in s.exec(select(RankModel)).all() if m.subscriber not in wanted]
-            for m in stale:
-                s.delete(m)
-            s.commit()
-        return len(stale)
+        stmt = delete(RankModel).where(col(RankModel.subscriber).not_in([e.lower() for e in keep]))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
