@@ -93,26 +93,28 @@ class Web:
                     [f"{address} will get the next digest as usual."],
                 )
             await run_in_threadpool(self.store.set_unsubscribed, address, True)
-            return self.page(
-                "You are unsubscribed",
-                [f"{address} will get no more digests."],
-                button="Subscribe again",
-                fields=[("action", "resubscribe")],
-                note="Changed your mind? The button above undoes this.",
+            return self.unsubscribed(
+                f"{address} will get no more digests.",
+                "Changed your mind? The button above undoes this.",
             )
         if await run_in_threadpool(self.store.is_unsubscribed, address):
-            return self.page(
-                "You are unsubscribed",
-                [f"{address} gets no digests."],
-                button="Subscribe again",
-                fields=[("action", "resubscribe")],
-            )
+            return self.unsubscribed(f"{address} gets no digests.")
         return self.page(
             "Unsubscribe?",
             [f"Stop sending paper digests to {address}?"],
             button="Unsubscribe",
             fields=[("List-Unsubscribe", "One-Click")],
             note="Nothing changes until you press the button.",
+        )
+
+    def unsubscribed(self, line: str, note: str = "") -> HTMLResponse:
+        """The state page after unsubscribing, with the way back."""
+        return self.page(
+            "You are unsubscribed",
+            [line],
+            button="Subscribe again",
+            fields=[("action", "resubscribe")],
+            note=note,
         )
 
     # -- /f/<token> ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,22 +94,28 @@ def delivered_html(workspace: Config, store: Store, smtp_server: SmtpServer) -> 
     return str(part.get_content())
 
 
-@pytest.mark.parametrize("width", [375, 1024])
-def test_a_real_digest_fits_the_screen_and_shows_every_title(
-    workspace: Config, store: Store, smtp_server: SmtpServer, tmp_path: Path, width: int
-) -> None:
-    html = delivered_html(workspace, store, smtp_server)
-    page = tmp_path / "digest.html"
-    framed = HARNESS.format(width=width, height=2400, srcdoc=escape(html, quote=True))
+def measure(html: str, width: int, tmp_path: Path, screenshot: str) -> dict[str, Any]:
+    """Render the digest at this width: keep a screenshot, return what the probe measured."""
+    page = tmp_path / f"framed-{width}.html"
+    framed = HARNESS.format(width=width, height=4000, srcdoc=escape(html, quote=True))
     page.write_text(framed, encoding="utf-8")
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"digest-{width}px.png"
+    shot = ARTIFACTS / screenshot
     taken = browse(page, width, f"--screenshot={shot}")
     assert shot.exists(), taken.stderr[-2000:]
     dumped = browse(page, width, "--dump-dom", "--virtual-time-budget=5000")
     found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.S)
     assert found, dumped.stderr[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    result: dict[str, Any] = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return result
+
+
+@pytest.mark.parametrize("width", [375, 1024])
+def test_a_real_digest_fits_the_screen_and_shows_every_title(
+    workspace: Config, store: Store, smtp_server: SmtpServer, tmp_path: Path, width: int
+) -> None:
+    html = delivered_html(workspace, store, smtp_server)
+    result = measure(html, width, tmp_path, f"digest-{width}px.png")
     assert result["width"] == width
     assert result["scrollWidth"] <= width, "horizontal overflow"
     titles = result["titles"]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import re
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
 from digest.pipeline import run
 from digest.store import Store
 from tests.conftest import SHARED, SmtpServer, write_profile
-from tests.test_browser import ARTIFACTS, HARNESS, browse
+from tests.test_browser import measure
 from tests.test_render import _Elements
 
 RSS = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
@@ -125,14 +123,7 @@ def test_the_hostile_item_is_inert_text_in_both_parts(delivered: list[bytes]) ->
 def test_the_real_digest_in_chromium(delivered: list[bytes], tmp_path: Path, width: int) -> None:
     msg = email.message_from_bytes(delivered[0], policy=email.policy.default)
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    page = tmp_path / "real.html"
-    page.write_text(HARNESS.format(width=width, height=4000, srcdoc=escape(html)), "utf-8")
-    ARTIFACTS.mkdir(exist_ok=True)
-    browse(page, width, f"--screenshot={ARTIFACTS / f'real-digest-{width}px.png'}")
-    dumped = browse(page, width, "--dump-dom", "--virtual-time-budget=5000")
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout, re.S)
-    assert found, dumped.stderr[-2000:]
-    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    result = measure(html, width, tmp_path, f"real-digest-{width}px.png")
     assert result["width"] == width and result["scrollWidth"] <= width
     assert len(result["titles"]) == len(re.findall(r"<h2", html)) >= 2
     for t in result["titles"]:

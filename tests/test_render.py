@@ -30,14 +30,19 @@ HOSTILE = Paper(
 )
 
 
-def build(workspace: Config, name: str = "Ada", paper: Paper = HOSTILE) -> bytes:
+def build(
+    workspace: Config,
+    name: str = "Ada",
+    paper: Paper = HOSTILE,
+    picks: list[Pick] | None = None,
+) -> bytes:
     # model_construct skips the profile checks: this tests the message builder's own defence.
     profile = Profile.model_construct(email="ada@example.org", name=name)
     rendered = render_digest(
         environment(workspace),
         workspace,
         profile,
-        [Pick(paper, 1.0, "matches: attention")],
+        picks or [Pick(paper, 1.0, "matches: attention")],
         date(2026, 11, 23),
     )
     msg = build_message(
@@ -168,7 +173,6 @@ def test_the_html_has_its_css_inlined_and_keeps_dark_mode_rules(workspace: Confi
 def test_a_long_digest_drops_abstracts_then_papers_to_stay_under_gmail_clipping(
     workspace: Config,
 ) -> None:
-    profile = Profile.model_construct(email="ada@example.org", name="Ada")
     long_abstract = "word " * 2000
     picks = [
         Pick(
@@ -184,14 +188,7 @@ def test_a_long_digest_drops_abstracts_then_papers_to_stay_under_gmail_clipping(
         )
         for i in range(50)
     ]
-    rendered = render_digest(environment(workspace), workspace, profile, picks, date(2026, 11, 23))
-    raw = build_message(
-        workspace,
-        profile,
-        rendered,
-        message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org"),
-        NOW,
-    ).as_bytes()
+    raw = build(workspace, picks=picks)
     assert len(raw) < 100_000
     html, text = _parts(raw)
     assert "word word" not in html and "word word" not in text  # abstracts went first
