@@ -155,7 +155,13 @@ class Vocabulary:
     # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
     # reuses the vocabulary a previous run fitted on the same corpus window.
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_extra": {}}
+        # The projected corpus is derived from the matrix and the basis: not stored twice.
+        return {k: v for k, v in self.__dict__.items() if k not in ("dense", "_extra")}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._extra = {}
+        self.dense = self.project(self.matrix)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
