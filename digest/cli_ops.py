@@ -45,14 +45,17 @@ def status(ctx: click.Context) -> None:
         console.print(
             f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume", highlight=False
         )
-    counts = store.counts_by_state(now.date())
+    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    local = {p.email: now.astimezone(p.tz).date() for p in loaded.profiles}
+    counts = store.counts_for_days(local)
+    dates = sorted(set(local.values())) or [now.date()]
+    shown_dates = str(dates[0]) if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     console.print(
-        f"today ({now.date()}): "
+        f"today's digests ({shown_dates}, each subscriber's own date): "
         + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries"),
         highlight=False,
     )
     _feed_table(store)
-    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
     table = Table("next send slot (UTC)", "subscribers")
     for when, emails in slots(loaded.profiles, now)[:10]:
         shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")

@@ -19,7 +19,7 @@ from sqlalchemy import and_, bindparam, case, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from digest.models import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 
@@ -294,9 +294,19 @@ class DeliveryQueries:
             s.commit()
             return int(n)
 
-    def counts_by_state(self, day: date | None = None) -> dict[str, int]:
+    def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
+        """Deliveries by state, each subscriber's counted only for its own date: "today" is a
+        different date for a subscriber in Tokyo and one in Los Angeles."""
+        if not days:
+            return {}
         with self.session() as s:
-            q = select(Delivery.state, func.count()).group_by(col(Delivery.state))
-            if day is not None:
-                q = q.where(Delivery.digest_date == day)
-            return {state: int(n) for state, n in s.exec(q).all()}
+            rows = s.exec(
+                select(Delivery.subscriber, Delivery.digest_date, Delivery.state).where(
+                    col(Delivery.digest_date).in_(set(days.values()))
+                )
+            ).all()
+        counts: dict[str, int] = {}
+        for subscriber, day, state in rows:
+            if days.get(subscriber) == day:
+                counts[state] = counts.get(state, 0) + 1
+        return counts

@@ -575,3 +575,13 @@ def test_a_delivery_without_a_stored_message_is_dead_not_stuck(
     assert report.counts["dead"] == 1 and fault.transactions == 0
     (row,) = store.deliveries()
     assert (row.state, row.last_error) == ("dead", "no message stored")
+
+
+def test_todays_counts_take_each_subscribers_own_date(store: Store) -> None:
+    # Just after midnight UTC: Tokyo's subscriber is on the 24th, Los Angeles' still on the 23rd.
+    store.plan_delivery("tokyo@example.org", date(2026, 11, 24), "<t1@x>", [], {})
+    store.plan_delivery("la@example.org", date(2026, 11, 23), "<l1@x>", [], {})
+    store.plan_delivery("la@example.org", date(2026, 11, 22), "<l0@x>", [], {})
+    today = {"tokyo@example.org": date(2026, 11, 24), "la@example.org": date(2026, 11, 23)}
+    assert store.counts_for_days(today) == {"pending": 2}
+    assert store.counts_for_days({"la@example.org": date(2026, 11, 24)}) == {}
