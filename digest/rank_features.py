@@ -69,14 +69,14 @@ def global_weights(counts: sparse.csr_matrix) -> np.ndarray:
     df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
     idf = np.log((1 + n) / (1 + df)) + 1
     if n < 2:
-        return idf.astype(np.float32)
+        return np.asarray(idf, dtype=np.float32)
     totals = np.asarray(counts.sum(axis=0), dtype=np.float64).ravel()
     share = counts.astype(np.float64).tocoo()
     p = share.data / totals[share.col]
     plogp = np.bincount(share.col, weights=p * np.log(p), minlength=counts.shape[1])
     entropy_weight = 1 + plogp / np.log(n)
     # A term in every paper exactly alike would weigh 0; keep a floor so no row goes empty.
-    return (idf * np.maximum(entropy_weight, 1e-3)).astype(np.float32)
+    return np.asarray(idf * np.maximum(entropy_weight, 1e-3), dtype=np.float32)
 
 
 class Vocabulary:

@@ -301,9 +301,9 @@ class DeliveryQueries:
             return {}
         with self.session() as s:
             rows = s.exec(
-                select(Delivery.subscriber, Delivery.digest_date, Delivery.state).where(
-                    col(Delivery.digest_date).in_(set(days.values()))
-                )
+                select(
+                    col(Delivery.subscriber), col(Delivery.digest_date), col(Delivery.state)
+                ).where(col(Delivery.digest_date).in_(set(days.values())))
             ).all()
         counts: dict[str, int] = {}
         for subscriber, day, state in rows:
