@@ -281,7 +281,7 @@ class _Explainer:
     def top_terms(self, paper: Paper, text: str) -> list[str]:
         """The paper's terms that pushed its score up the most.
 
-        Only terms that stand in the paper as written: TF-IDF also makes bigrams across
+        Only terms that stand in the paper as written: the vectorizer also makes bigrams across
         sentence ends, which would read as nonsense in a reason.
         """
         x = self.vocab.sparse_rows([paper])
