@@ -144,11 +144,13 @@ class Service:
         )
         return True
 
-    def send_slot(self, emails: list[str]) -> None:
+    def send_slot(self, emails: list[str], now: datetime | None = None) -> None:
         if self.halt.is_set():
             return
         with self._lock:
-            report = run(self.cfg, self.store, ingest=False, only=set(emails), halt=self.halt)
+            report = run(
+                self.cfg, self.store, now=now, ingest=False, only=set(emails), halt=self.halt
+            )
         for r in report.results:
             log.info(
                 "event=digest subscriber=%s status=%s papers=%d detail=%r",
@@ -173,7 +175,8 @@ class Service:
             return due
         if due:
             log.info("event=catch-up subscribers=%d", len(due))
-            self.send_slot(due)  # also sends whatever else is due
+            # The same clock as the check above: a digest is planned for the date it was due on.
+            self.send_slot(due, now)  # also sends whatever else is due
         else:
             # Digests planned before a restart (or a SIGTERM) go out now, not at the next retry.
             self.retry()

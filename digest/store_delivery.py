@@ -19,7 +19,7 @@ from sqlalchemy import and_, bindparam, case, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from digest.models import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 
@@ -310,3 +310,9 @@ class DeliveryQueries:
             if days.get(subscriber) == day:
                 counts[state] = counts.get(state, 0) + 1
         return counts
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Every delivery by state, whatever its date (the benchmarks' final tallies)."""
+        with self.session() as s:
+            q = select(col(Delivery.state), func.count()).group_by(col(Delivery.state))
+            return {state: int(n) for state, n in s.exec(q).all()}
