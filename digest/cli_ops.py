@@ -33,6 +33,7 @@ def status(ctx: click.Context) -> None:
 
     Example: digest status
     """
+    from digest.pipeline import digest_day
     from digest.profiles import load_profiles
     from digest.schedule import slots
     from digest.send import PAUSE_KEY
@@ -46,7 +47,7 @@ def status(ctx: click.Context) -> None:
             f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume", highlight=False
         )
     loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
-    local = {p.email: now.astimezone(p.tz).date() for p in loaded.profiles}
+    local = {p.email: digest_day(p, now) for p in loaded.profiles}
     counts = store.counts_for_days(local)
     dates = sorted(set(local.values())) or [now.date()]
     shown_dates = str(dates[0]) if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"

@@ -133,19 +133,19 @@ class Vocabulary:
 
     def weigh(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
         """Raw term counts to the weighted, unit-length rows the models read."""
-        out = counts.astype(np.float32, copy=True).tocsr()
+        out = counts.astype(np.float32).tocsr()  # a copy: the data is rewritten in place
         np.log1p(out.data, out=out.data)
-        out = out @ sparse.diags(self.weights)
-        return normalize(out).astype(np.float32).tocsr()
+        out.data *= self.weights[out.indices]
+        return normalize(out, copy=False)
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         return self.weigh(self.vectorizer.transform(list(texts)).tocsr())
 
-    def project(self, tfidf: sparse.csr_matrix) -> np.ndarray:
+    def project(self, rows: sparse.csr_matrix) -> np.ndarray:
         if self.basis is None:
-            out = np.asarray(tfidf.toarray(), dtype=np.float32)
+            out = np.asarray(rows.toarray(), dtype=np.float32)
         else:
-            out = np.asarray(tfidf @ self.basis, dtype=np.float32)
+            out = np.asarray(rows @ self.basis, dtype=np.float32)
         return normalize(out) if out.shape[0] else out
 
     def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
@@ -178,10 +178,10 @@ class Vocabulary:
         new = [p for p in papers if p.id not in self.index and p.id not in self._extra]
         if not new:
             return
-        tfidf = self.transform([paper_text(p) for p in new])
-        dense = self.project(tfidf)
+        rows = self.transform([paper_text(p) for p in new])
+        dense = self.project(rows)
         for i, p in enumerate(new):
-            self._extra[p.id] = (tfidf[i], dense[i])
+            self._extra[p.id] = (rows[i], dense[i])
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.project(self.transform(texts))

@@ -299,6 +299,7 @@ class DeliveryQueries:
         different date for a subscriber in Tokyo and one in Los Angeles."""
         if not days:
             return {}
+        days = {email.lower(): day for email, day in days.items()}  # as deliveries store them
         with self.session() as s:
             rows = s.exec(
                 select(

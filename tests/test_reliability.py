@@ -585,3 +585,5 @@ def test_todays_counts_take_each_subscribers_own_date(store: Store) -> None:
     today = {"tokyo@example.org": date(2026, 11, 24), "la@example.org": date(2026, 11, 23)}
     assert store.counts_for_days(today) == {"pending": 2}
     assert store.counts_for_days({"la@example.org": date(2026, 11, 24)}) == {}
+    # Deliveries are stored under the lower-cased address; a profile may spell it otherwise.
+    assert store.counts_for_days({"Tokyo@Example.org": date(2026, 11, 24)}) == {"pending": 1}
