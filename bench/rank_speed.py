@@ -37,7 +37,7 @@ DATA = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.g
 
 from digest.models import Paper  # noqa: E402
 from digest.profiles import Interests, Profile  # noqa: E402
-from digest.rank import Feedback, Ranker  # noqa: E402
+from digest.rank import Ranker, Ratings  # noqa: E402
 
 
 def load(n: int) -> list[Paper]:
@@ -87,9 +87,9 @@ def main() -> int:
     for s in range(args.subscribers):
         picks = rng.choice(len(corpus), 20, replace=False)
         examples = [corpus[i] for i in picks[:10]]
-        fb = Feedback()
+        fb = Ratings()
         if s % 2:
-            fb = Feedback([corpus[i] for i in picks[10:15]], [corpus[i] for i in picks[15:]])
+            fb = Ratings([corpus[i] for i in picks[10:15]], [corpus[i] for i in picks[15:]])
         profile = Profile(
             email=f"s{s}@bench.example",
             interests=Interests(papers=[p.id for p in examples]),

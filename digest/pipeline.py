@@ -21,7 +21,7 @@ from digest.errors import DigestError, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
 from digest.models import Delivery, Paper, RankModel, as_utc_naive
 from digest.profiles import Profile, load_profiles
-from digest.rank import Feedback, Pick, Ranker
+from digest.rank import Pick, Ranker, Ratings
 from digest.rank_features import Vocabulary, corpus_version
 from digest.rank_model import SubscriberModel
 from digest.render import (
@@ -80,7 +80,7 @@ class Context:
     # and the model's raw scores of the listing (one product for everyone).
     models: dict[str, SubscriberModel] = field(default_factory=dict)
     examples: dict[str, list[Paper]] = field(default_factory=dict)
-    feedback: dict[str, Feedback] = field(default_factory=dict)
+    feedback: dict[str, Ratings] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     retrained: int = 0
     position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
@@ -150,7 +150,7 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
     fresh: list[RankModel] = []
     for profile, email in zip(profiles, emails, strict=True):
         given = verdicts.get(email, {})
-        fb = Feedback(
+        fb = Ratings(
             liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
             disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
         )

@@ -67,7 +67,7 @@ class Pick:
 
 
 @dataclass
-class Feedback:
+class Ratings:
     """A subscriber's rated papers, as the store hands them over."""
 
     liked: list[Paper] = field(default_factory=list)
@@ -82,7 +82,7 @@ class Ranker:
 
     # -- models -----------------------------------------------------------------------------
 
-    def inputs(self, profile: Profile, examples: Sequence[Paper], fb: Feedback) -> Inputs:
+    def inputs(self, profile: Profile, examples: Sequence[Paper], fb: Ratings) -> Inputs:
         return Inputs(
             profile.interests,
             [p.id for p in examples],
@@ -94,11 +94,11 @@ class Ranker:
         self,
         profile: Profile,
         examples: Sequence[Paper],
-        fb: Feedback | None = None,
+        fb: Ratings | None = None,
         stored: RankModel | None = None,
     ) -> tuple[SubscriberModel, bool]:
         """The subscriber's model, and whether it was (re)trained rather than reused."""
-        fb = fb or Feedback()
+        fb = fb or Ratings()
         inputs = self.inputs(profile, examples, fb)
         fingerprint = inputs.fingerprint(self.vocab.version)
         if stored is not None and stored.fingerprint == fingerprint:
@@ -128,7 +128,7 @@ class Ranker:
         profile: Profile,
         candidates: Sequence[Paper],
         examples: Sequence[Paper] = (),
-        fb: Feedback | None = None,
+        fb: Ratings | None = None,
         *,
         model: SubscriberModel | None = None,
         raw: np.ndarray | None = None,
@@ -141,7 +141,7 @@ class Ranker:
         subscribers at once. ``complete`` ranks every candidate, ignoring `min_score` and the
         limit (for the evaluation, which needs the whole order).
         """
-        fb = fb or Feedback()
+        fb = fb or Ratings()
         interests = profile.interests
         if model is None:
             model, _ = self.model(profile, examples, fb)
@@ -223,7 +223,7 @@ class _Explainer:
         vocab: Vocabulary,
         model: SubscriberModel,
         examples: Sequence[Paper],
-        fb: Feedback,
+        fb: Ratings,
     ) -> None:
         self.vocab = vocab
         self.model = model
