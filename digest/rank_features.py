@@ -41,6 +41,8 @@ SPECTRUM_POWER = 0.25
 SPECTRUM_FLOOR = 0.25
 # Below this many corpus papers the models score in the sparse term space itself.
 MIN_PROJECTED = 300
+# The one term of a vocabulary fitted on no words (not an English stop word, unlike "empty").
+PLACEHOLDER = "digestplaceholderterm"
 # Bump when the features change, so stored vocabularies and models are rebuilt.
 FEATURES_VERSION = "logidfent12-svd256-drop1-p025"
 
@@ -100,8 +102,15 @@ class Vocabulary:
             token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9-]+\b",
             dtype=np.float32,
         )
-        texts = [paper_text(p) for p in corpus] or ["empty"]
-        counts = self.vectorizer.fit_transform(texts).tocsr()
+        texts = [paper_text(p) for p in corpus]
+        try:
+            counts = self.vectorizer.fit_transform(texts or [PLACEHOLDER]).tocsr()
+        except ValueError:
+            # Papers whose text is only stop words (or no text): one made-up term keeps every
+            # later step working; the papers' rows stay empty, so they score zero rather than
+            # crash the run. An empty corpus (a first run whose feeds all failed) fits on the
+            # made-up term alone, above.
+            counts = self.vectorizer.fit_transform([*texts, PLACEHOLDER]).tocsr()[: len(texts)]
         self.weights = global_weights(counts)
         matrix = self.weigh(counts)
         self.terms = self.vectorizer.get_feature_names_out()

@@ -133,6 +133,23 @@ def test_preview_shows_the_digest_without_sending(site: Path, smtp_server: SmtpS
     )
 
 
+def test_a_first_run_whose_feeds_all_fail_sends_nothing_and_says_why(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    # Nothing stored and nothing fetched, not even the profiles' example papers: the ranker
+    # has no corpus at all to fit on.
+    config = site / "digest.toml"
+    config.write_text(config.read_text().replace(DEMO_DATA.as_uri(), (site / "gone").as_uri()))
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert ran.stdout.count("nothing-new") == 2 and "no papers stored yet" in ran.stdout
+    preview = digest("preview", "ada@example.org", cwd=site)
+    assert preview.returncode == 1 and "no papers stored yet" in preview.stderr
+    assert "Traceback" not in preview.stderr
+    assert smtp_server.received == []
+
+
 def test_dry_run_and_stats(site: Path, smtp_server: SmtpServer) -> None:
     dry = digest("run", "--dry-run", cwd=site)
     assert dry.returncode == 0 and dry.stdout.count("dry-run") == 2

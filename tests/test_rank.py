@@ -115,6 +115,21 @@ def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
     assert ranker.vocab.dense_rows([new]).shape[0] == 1
 
 
+def test_a_corpus_without_a_single_word_still_ranks() -> None:
+    from datetime import date
+
+    from digest.profiles import Interests, Profile
+
+    wordless = [
+        Paper(id=f"w{i}", title="The", abstract="of it and", announced=date(2026, 1, 1))
+        for i in range(3)
+    ]
+    profile = Profile(email=ADA_EMAIL, interests=Interests(keywords=["graphs"]))
+    for corpus in ([], wordless):
+        ranker = Ranker(corpus)
+        assert ranker.rank(profile, wordless, complete=True)[0].score == 0.0
+
+
 def _listing_scores(workspace: Config, store: Store) -> tuple[list[Paper], dict[str, float]]:
     ctx = prepare(workspace, store, NOW)
     profile = load_profile(workspace.subscribers_dir / "ada.toml")
