@@ -115,9 +115,8 @@ class Vocabulary:
         matrix = self.weigh(counts)
         self.terms = self.vectorizer.get_feature_names_out()
         # Dense map: sparse term row -> projected row is `row @ self.basis`.
-        k = min(DIMENSIONS + 1, matrix.shape[0] - 1, matrix.shape[1] - 1)
-        if n >= MIN_PROJECTED:
-            svd = TruncatedSVD(k, random_state=seed, n_iter=5).fit(matrix)
+        if n >= MIN_PROJECTED and matrix.shape[1] > DIMENSIONS + 1:
+            svd = TruncatedSVD(DIMENSIONS + 1, random_state=seed, n_iter=5).fit(matrix)
             comps, values = svd.components_[1:], svd.singular_values_[1:]
             floor = max(float(values.max(initial=0.0)) * SPECTRUM_FLOOR, 1e-6)
             scale = np.maximum(values, floor) ** -SPECTRUM_POWER
@@ -127,7 +126,9 @@ class Vocabulary:
         else:
             # Too few papers for a projection worth having (a first day, the demo): a handful
             # of documents would each get a direction of their own, and a repeated paper the
-            # dropped first one. Score in the sparse term space itself (no basis: the identity).
+            # dropped first one. Too few terms, and there is nothing to compress (a corpus of
+            # a few words repeated left no direction at all). Score in the sparse term space
+            # itself (no basis: the identity).
             self.basis = None
         self.ids = [p.id for p in corpus]
         self.index = {pid: i for i, pid in enumerate(self.ids)}

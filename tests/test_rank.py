@@ -115,19 +115,24 @@ def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
     assert ranker.vocab.dense_rows([new]).shape[0] == 1
 
 
-def test_a_corpus_without_a_single_word_still_ranks() -> None:
+def test_corpora_without_words_or_with_only_a_few_still_rank() -> None:
     from datetime import date
 
     from digest.profiles import Interests, Profile
 
-    wordless = [
-        Paper(id=f"w{i}", title="The", abstract="of it and", announced=date(2026, 1, 1))
-        for i in range(3)
-    ]
+    def papers(titles: list[str], n: int) -> list[Paper]:
+        day = date(2026, 1, 1)
+        return [Paper(id=f"w{i}", title=titles[i % len(titles)], announced=day) for i in range(n)]
+
+    wordless = papers(["The", "of it and"], 3)
     profile = Profile(email=ADA_EMAIL, interests=Interests(keywords=["graphs"]))
+    # Nothing at all (a first run whose feeds all failed), and only stop words.
     for corpus in ([], wordless):
-        ranker = Ranker(corpus)
-        assert ranker.rank(profile, wordless, complete=True)[0].score == 0.0
+        assert Ranker(corpus).rank(profile, wordless, complete=True)[0].score == 0.0
+    # Enough papers for the projection, but fewer terms than it has dimensions.
+    few = papers(["graphs", "trees"], 400)
+    picks = Ranker(few).rank(profile, few[:4], few[:1], limit=2)
+    assert [p.paper.title for p in picks] == ["graphs", "graphs"]
 
 
 def _listing_scores(workspace: Config, store: Store) -> tuple[list[Paper], dict[str, float]]:
