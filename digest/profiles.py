@@ -61,7 +61,15 @@ class Interests(BaseModel):
     @field_validator("keywords", "exclude", "authors")
     @classmethod
     def _clean(cls, v: list[str]) -> list[str]:
-        return [_no_controls(s.strip()) for s in v]
+        out = []
+        for s in v:
+            s = _no_controls(s.strip())
+            # Matching is by whole words: an entry of only spaces or punctuation ("", ".")
+            # would match nearly every paper, which under `exclude` drops the whole digest.
+            if not any(c.isalnum() for c in s):
+                raise ValueError(f"{s!r} has no letter or digit to match")
+            out.append(s)
+        return out
 
 
 class Profile(BaseModel):

@@ -93,6 +93,9 @@ def test_the_shipped_example_profile_is_valid() -> None:
         (ADA + "[interests.extra]\n", "interests.extra", "unknown key"),
         (ADA.replace('"2609.04411"', '"not-an-id"'), "interests.papers", "not an arXiv id"),
         (ADA.replace('name = "Ada"', 'name = "Ada\\r\\nBcc: x@y"'), "name", "control characters"),
+        # Blank or punctuation-only words would match (or, under `exclude`, drop) every paper.
+        (ADA.replace('"long context"', '" . "'), "interests.keywords", "no letter or digit"),
+        (ADA + 'exclude = ["  "]\n', "interests.exclude", "no letter or digit"),
     ],
 )
 def test_profile_errors_name_the_file_and_the_key(
