@@ -9,8 +9,8 @@ import numpy as np
 from digest.config import Config
 from digest.ingest import ingest_all
 from digest.models import Paper
-from digest.pipeline import pick_papers, prepare, prepare_models, rank_pool
-from digest.profiles import load_profile
+from digest.pipeline import Context, pick_papers, prepare, prepare_models, rank_pool
+from digest.profiles import Profile, load_profile
 from digest.rank import Ranker, _author_key
 from digest.store import Store
 from tests.conftest import ADA, BOB, NOW, write_profile
@@ -118,7 +118,7 @@ def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:
 def test_corpora_without_words_or_with_only_a_few_still_rank() -> None:
     from datetime import date
 
-    from digest.profiles import Interests, Profile
+    from digest.profiles import Interests
 
     def papers(titles: list[str], n: int) -> list[Paper]:
         day = date(2026, 1, 1)
@@ -135,10 +135,16 @@ def test_corpora_without_words_or_with_only_a_few_still_rank() -> None:
     assert [p.paper.title for p in picks] == ["graphs", "graphs"]
 
 
-def _listing_scores(workspace: Config, store: Store) -> tuple[list[Paper], dict[str, float]]:
+def _ada_ready(workspace: Config, store: Store) -> tuple[Context, Profile]:
+    """The run's context with Ada's model trained and the listing scored, as `digest run`."""
     ctx = prepare(workspace, store, NOW)
     profile = load_profile(workspace.subscribers_dir / "ada.toml")
     prepare_models(ctx, [profile])
+    return ctx, profile
+
+
+def _listing_scores(workspace: Config, store: Store) -> tuple[list[Paper], dict[str, float]]:
+    ctx, profile = _ada_ready(workspace, store)
     row = ctx.scores[profile.email]
     return ctx.listing, {p.id: float(row[j]) for j, p in enumerate(ctx.listing)}
 
@@ -195,22 +201,11 @@ def test_a_reason_can_name_the_liked_paper_a_pick_is_closest_to(
         assert any(t.startswith(quoted) for t in titles), signal
 
 
-def _papers(texts: list[tuple[str, str]], day: int = 1) -> list[Paper]:
-    from datetime import date
-
-    return [
-        Paper(id=f"x{day}-{i}", title=t, abstract=a, announced=date(2026, 1, day))
-        for i, (t, a) in enumerate(texts)
-    ]
-
-
 def test_near_duplicates_wait_behind_other_qualifying_papers(
     store: Store, workspace: Config
 ) -> None:
     ingest_all(store, workspace)
-    ctx = prepare(workspace, store, NOW)
-    profile = load_profile(workspace.subscribers_dir / "ada.toml")
-    prepare_models(ctx, [profile])
+    ctx, profile = _ada_ready(workspace, store)
     best = rank_pool(ctx, profile, ctx.listing, complete=True)[0].paper
     twins = [
         Paper(
@@ -236,9 +231,7 @@ def test_near_duplicates_wait_behind_other_qualifying_papers(
 
 def test_scores_are_calibrated_as_a_share_of_recent_papers(store: Store, workspace: Config) -> None:
     ingest_all(store, workspace)
-    ctx = prepare(workspace, store, NOW)
-    profile = load_profile(workspace.subscribers_dir / "ada.toml")
-    prepare_models(ctx, [profile])
+    ctx, profile = _ada_ready(workspace, store)
     model = ctx.models[profile.email]
     raw = ctx.ranker.vocab.dense @ model.direction
     share = model.calibrate(raw)
@@ -249,9 +242,7 @@ def test_scores_are_calibrated_as_a_share_of_recent_papers(store: Store, workspa
 
 def test_trending_weight_lets_upvotes_lift_a_paper(store: Store, workspace: Config) -> None:
     ingest_all(store, workspace)
-    ctx = prepare(workspace, store, NOW)
-    base = load_profile(workspace.subscribers_dir / "ada.toml")
-    prepare_models(ctx, [base])
+    ctx, base = _ada_ready(workspace, store)
     pool = [p.model_copy() for p in ctx.listing]
     last = rank_pool(ctx, base, pool, complete=True)[-1].paper
     last.upvotes = 500
