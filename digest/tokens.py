@@ -14,13 +14,13 @@ from datetime import date
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from digest.config import Config
+from digest.store_feedback import VERDICTS
 
 SALTS = {
     "unsubscribe": "digest.unsubscribe",
     "feedback": "digest.feedback",
     "digest": "digest.view",
 }
-VERDICTS = ("like", "dislike")
 
 
 class BadToken(Exception):
