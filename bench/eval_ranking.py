@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -82,13 +83,16 @@ class Split:
     days: list[list[Paper]]
 
 
-def load() -> Split:
-    rows = []
+def read_rows() -> list[dict[str, Any]]:
+    """Every labelled paper as stored, sorted by (first_seen_date, id) as EVAL.md says."""
     with gzip.open(DATA, "rt", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            rows.append(r)
+        rows = [json.loads(line) for line in f]
     rows.sort(key=lambda r: (r["first_seen_date"], r["id"]))
+    return rows
+
+
+def load() -> Split:
+    rows = read_rows()
     papers = [
         Paper(
             id=r["id"],

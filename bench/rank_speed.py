@@ -18,9 +18,6 @@ Targets: scoring <= 2 s, retraining <= 50 ms median, models <= 500 MB for 10,000
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
 import resource
 import sys
 import time
@@ -32,8 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
-DATA = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from eval_ranking import DATA, read_rows  # noqa: E402
 
 from digest.models import Paper  # noqa: E402
 from digest.profiles import Interests, Profile  # noqa: E402
@@ -41,12 +39,7 @@ from digest.rank import Ranker, Ratings  # noqa: E402
 
 
 def load(n: int) -> list[Paper]:
-    rows = []
-    with gzip.open(DATA, "rt", encoding="utf-8") as f:
-        for line in f:
-            rows.append(json.loads(line))
-    rows.sort(key=lambda r: (r["first_seen_date"], r["id"]))
-    rows = rows[-n:]
+    """The last n papers, as the store would hold them."""
     return [
         Paper(
             id=r["id"],
@@ -55,7 +48,7 @@ def load(n: int) -> list[Paper]:
             authors=r["authors"] if isinstance(r["authors"], list) else [],
             announced=date.fromisoformat(r["first_seen_date"]),
         )
-        for r in rows
+        for r in read_rows()[-n:]
     ]
 
 
