@@ -101,20 +101,10 @@ class FeedbackQueries:
         if not models:
             return
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        rows = [
-            {
-                "subscriber": m.subscriber,
-                "fingerprint": m.fingerprint,
-                "vocabulary": m.vocabulary,
-                "blob": m.blob,
-                "trained_at": m.trained_at,
-            }
-            for m in models
-        ]
-        stmt = insert(RankModel).values(rows)
+        stmt = insert(RankModel).values([m.model_dump() for m in models])
         stmt = stmt.on_conflict_do_update(
             index_elements=["subscriber"],
-            set_={k: stmt.excluded[k] for k in ("fingerprint", "vocabulary", "blob", "trained_at")},
+            set_={k: stmt.excluded[k] for k in RankModel.model_fields if k != "subscriber"},
         )
         with self.engine.begin() as conn:
             conn.execute(stmt)
