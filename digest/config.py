@@ -27,6 +27,8 @@ from digest.validation import problems
 
 SourceKind = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
 CONFIG_ENV = "DIGEST_CONFIG"
+# A link in List-Unsubscribe must fit one header line (998 characters) with its token.
+MAX_BASE_URL = 600
 
 
 class _Strict(BaseModel):
@@ -153,6 +155,12 @@ class WebConfig(_Strict):
     def _base(cls, v: str) -> str:
         if not (v.startswith("https://") or v.startswith("http://")):
             raise ValueError("must start with https:// or http://")
+        # The links go into raw header lines (List-Unsubscribe), which take only ASCII: an
+        # internationalised host is written in its xn-- form, other characters %-encoded.
+        if not v.isascii() or any(ord(c) <= 32 or ord(c) == 127 or c in '<>"' for c in v):
+            raise ValueError("must be plain ASCII without spaces, quotes or <> (%-encode the rest)")
+        if len(v) > MAX_BASE_URL:
+            raise ValueError(f"must be at most {MAX_BASE_URL} characters")
         return v.rstrip("/")
 
     def secret_key(self) -> SecretStr:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.policy import SMTP
+from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,39 @@ def _render_parts(env: jinja2.Environment, ctx: dict[str, Any], subject: str) ->
     return Rendered(subject=subject, text=env.get_template("digest.txt").render(ctx), html=html)
 
 
+# Headers that carry URLs and ids. Mail providers read them raw (RFC 2369, RFC 8058), so they are
+# written exactly as given: the email library would otherwise turn a URL longer than a line into
+# an RFC 2047 encoded-word, which Python's own parser decodes but Gmail does not.
+RAW_HEADERS = frozenset({"message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"})
+# RFC 5322's hard limit for a line, CRLF excluded.
+MAX_LINE = 998
+
+
+class _MessagePolicy(EmailPolicy):
+    """SMTP's policy, except that RAW_HEADERS are stored and written verbatim.
+
+    Everything else (Subject, From, To and the MIME headers) is still folded and, where it has
+    non-ASCII text, encoded by the email library.
+    """
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if name.lower() not in RAW_HEADERS:
+            return super().header_store_parse(name, value)  # type: ignore[no-any-return]
+        text = str(value)
+        if not text.isascii() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise RenderError(f"{name}: not a plain ASCII value; not sent")
+        if len(name) + 2 + len(text) > MAX_LINE:
+            raise RenderError(
+                f"{name}: longer than one header line may be ({MAX_LINE} characters)",
+                "shorten [web] base_url",
+            )
+        return name, text
+
+
+# refold_source="none": a value stored as plain text (only RAW_HEADERS are) is written unfolded.
+MESSAGE_POLICY = _MessagePolicy(linesep="\r\n", refold_source="none")
+
+
 def build_message(
     cfg: Config,
     profile: Profile,
@@ -228,7 +261,7 @@ def build_message(
     now: datetime,
 ) -> EmailMessage:
     """The complete message: standard headers, List-Unsubscribe, text then HTML alternatives."""
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=MESSAGE_POLICY)
     local, _, domain = cfg.smtp.from_address.partition("@")
     msg["From"] = Address(header_text(cfg.smtp.from_name), local, domain)
     to_local, _, to_domain = profile.email.partition("@")

@@ -5,63 +5,11 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
-import pytest
-
 from digest.store import Store
-from tests.conftest import ADA, BOB, DEMO_DATA, SmtpServer, write_profile
-
-
-def digest(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    full_env.pop("DIGEST_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "digest", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-@pytest.fixture
-def site(tmp_path: Path, smtp_server: SmtpServer) -> Path:
-    """A directory with digest.toml (demo listing, local SMTP) and two subscribers."""
-    (tmp_path / "digest.toml").write_text(f"""
-data_dir = "data"
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-security = "none"
-from_address = "digest@papers.example.org"
-[web]
-base_url = "https://papers.example.org"
-secret_key_file = "secret"
-[[sources]]
-name = "arxiv"
-kind = "arxiv-rss"
-url = "{(DEMO_DATA / "listing.xml").as_uri()}"
-[[sources]]
-name = "arxiv-api"
-kind = "arxiv-api"
-url = "{(DEMO_DATA / "examples.xml").as_uri()}"
-[[sources]]
-name = "hf"
-kind = "hf-daily"
-url = "{(DEMO_DATA / "hf_daily.json").as_uri()}"
-""")
-    (tmp_path / "secret").write_text("k" * 40)
-    write_profile(tmp_path / "subscribers", "ada", ADA)
-    write_profile(tmp_path / "subscribers", "bob", BOB)
-    return tmp_path
+from tests.conftest import DEMO_DATA, SmtpServer, digest, write_profile
 
 
 def test_run_twice_sends_once(site: Path, smtp_server: SmtpServer) -> None:
