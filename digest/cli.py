@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from digest import __version__
@@ -39,9 +40,9 @@ class DigestGroup(click.Group):
             verbose = bool(ctx.obj and ctx.obj.get("verbose"))
             if verbose:
                 traceback.print_exc()
-            err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[dim]Hint: {exc.hint}[/]", highlight=False)
+                err_console.print(f"[dim]Hint: {escape(exc.hint)}[/]", highlight=False)
             ctx.exit(1)
 
 
@@ -182,7 +183,7 @@ def subscribers_list(ctx: click.Context) -> None:
         )
     console.print(table)
     for e in loaded.errors:
-        err_console.print(f"[red]invalid:[/] {e}", highlight=False)
+        err_console.print(f"[red]invalid:[/] {escape(str(e))}", highlight=False)
 
 
 @subscribers.command("check")
@@ -198,7 +199,7 @@ def subscribers_check(ctx: click.Context) -> None:
     directory = st.cfg.subscribers_dir
     loaded = load_profiles(directory, [s.name for s in st.cfg.sources])
     for e in loaded.errors:
-        err_console.print(f"[red]{e}[/]", highlight=False)
+        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
     console.print(
         f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid in {directory}",
         highlight=False,
@@ -241,9 +242,13 @@ def preview(
     if as_text:
         click.echo(rendered.text)
     elif out is None:
-        console.print(f"[bold]Subject:[/] {rendered.subject}", highlight=False)
+        console.print(f"[bold]Subject:[/] {escape(rendered.subject)}", highlight=False)
+        from digest.text import plain_latex
+
+        # Titles and reasons come from feeds: escaped, or "[/x]" in a title would be markup.
         for i, p in enumerate(picks, 1):
-            console.print(f"{i:2}. {p.paper.title}\n    [dim]{p.reason}[/]", highlight=False)
+            title, reason = escape(plain_latex(p.paper.title)), escape(p.reason)
+            console.print(f"{i:2}. {title}\n    [dim]{reason}[/]", highlight=False)
 
 
 def _open_in_browser(html: str, data_dir: Path) -> None:
@@ -293,9 +298,11 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
 def _print_report(report: Any) -> None:
     for r in report.ingest:
         if r.status == "error":
-            err_console.print(f"[red]source {r.source}:[/] {r.error}", highlight=False)
+            err_console.print(
+                f"[red]source {escape(r.source)}:[/] {escape(str(r.error))}", highlight=False
+            )
     for e in report.profile_errors:
-        err_console.print(f"[red]{e}[/]", highlight=False)
+        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
     table = Table("subscriber", "status", "papers", "detail")
     for r in report.results:
         table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")

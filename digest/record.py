@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from html.parser import HTMLParser
 
+from digest.text import plain_name
+
 # arXiv ids as they appear in links, guids and API ids: new style and old style, optional version.
 _ARXIV_IN_TEXT = re.compile(
     r"(?:arxiv\.org/(?:abs|pdf|html)/|oai:arXiv\.org:|arXiv:|^)"
@@ -35,6 +37,11 @@ class PaperRecord:
     doi: str | None = None
     journal_ref: str | None = None
     upvotes: int | None = None
+
+    def __post_init__(self) -> None:
+        # Every source kind comes through here: names are stored as people write them
+        # (`Günther`, not arXiv's `G\\"unther`), so display and matching start from text.
+        self.authors = [plain_name(a) for a in self.authors]
 
 
 def normalise_ws(text: str | None) -> str:

@@ -8,7 +8,6 @@ email library folds and encodes them.
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -27,13 +26,12 @@ from digest.config import Config
 from digest.errors import RenderError
 from digest.profiles import Profile
 from digest.rank import Pick
+from digest.text import plain_latex, plain_name
 from digest.tokens import Signer
 
 EXCERPT_CHARS = 320
 # Gmail clips a message body at about 102 KB; stay under it with room for the headers.
 MAX_MESSAGE_BYTES = 95_000
-_LATEX_HINT = re.compile(r"[$\\]")
-_BARE_PERCENT = re.compile(r"(?<!\\)%")
 MAX_AUTHORS = 4
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -113,32 +111,10 @@ def safe_link(url: str | None, hosts: tuple[str, ...] = KNOWN_HOSTS) -> str | No
 
 
 def short_authors(authors: list[str]) -> str:
+    # Names are resolved at ingest; papers stored before that still carry TeX accents.
     if len(authors) <= MAX_AUTHORS:
-        return ", ".join(authors)
-    return ", ".join(authors[:3]) + f" et al. ({len(authors)} authors)"
-
-
-def plain_latex(text: str) -> str:
-    """LaTeX in a title or abstract as readable text: `$\\mu$-P` becomes `μ-P`.
-
-    Only text that has LaTeX in it is converted. A bare % is escaped first, because LaTeX
-    would read it as a comment and drop the rest of the line; a ~ is kept as a tilde.
-    """
-    if not _LATEX_HINT.search(text):
-        return text
-    from pylatexenc.latex2text import LatexNodes2Text
-
-    # Its parse warnings name the author's LaTeX, not a problem of ours.
-    logging.getLogger("pylatexenc").setLevel(logging.ERROR)
-
-    source = _BARE_PERCENT.sub(r"\\%", text).replace("~", r"\textasciitilde{}")
-    try:
-        out = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(source)
-    except Exception:  # unparseable LaTeX stays as the authors wrote it
-        return text
-    if "%s" in out:  # a macro whose arguments were missing: pylatexenc's placeholder leaked
-        return text
-    return " ".join(out.split()) or text
+        return ", ".join(plain_name(a) for a in authors)
+    return ", ".join(plain_name(a) for a in authors[:3]) + f" et al. ({len(authors)} authors)"
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from digest.config import Config
 from digest.store import Store
+from digest.text import plain_latex
 from digest.tokens import BadToken, read_digest, read_feedback, read_unsubscribe
 
 # Forms here are a button and a hidden field or two; anything larger is not ours.
@@ -135,12 +136,12 @@ class Web:
             )
             return self.page(
                 "Thank you",
-                [f"Noted: {what}.", paper.title],
+                [f"Noted: {what}.", plain_latex(paper.title)],
                 note="Your next digest is ranked with it.",
             )
         return self.page(
             f"{what.capitalize()}?",
-            [paper.title, f"From your digest of {link.day:%d %B %Y}."],
+            [plain_latex(paper.title), f"From your digest of {link.day:%d %B %Y}."],
             button=f"Yes, {what}",
             note="Nothing is recorded until you press the button.",
         )

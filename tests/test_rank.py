@@ -11,7 +11,8 @@ from digest.ingest import ingest_all
 from digest.models import Paper
 from digest.pipeline import Context, pick_papers, prepare, prepare_models, rank_pool
 from digest.profiles import Profile, load_profile
-from digest.rank import Ranker, _author_key
+from digest.rank import Ranker
+from digest.rank_match import FollowedAuthors, author_key
 from digest.store import Store
 from tests.conftest import ADA, BOB, NOW, write_profile
 
@@ -50,7 +51,7 @@ def test_every_reason_names_a_real_matching_term_author_or_category(
             for signal in pick.signals:
                 kind, _, values = signal.partition(": ")
                 for value in values.split(", "):
-                    if kind == "matches":
+                    if kind in ("your keyword", "your keywords", "about"):
                         assert value.lower() in body, (value, p.title)
                     elif kind == "author":
                         assert value in p.authors
@@ -94,8 +95,11 @@ def test_a_profile_with_no_interests_gets_nothing_rather_than_noise(
 
 
 def test_author_names_match_in_their_common_spellings() -> None:
-    assert _author_key("Tri Dao") == _author_key("T. Dao") == _author_key("Dao, Tri")
-    assert _author_key("Tri Dao") != _author_key("Tri Nguyen")
+    followed = FollowedAuthors(["Tri Dao"])
+    for spelling in ("Tri Dao", "T. Dao", "Dao, Tri", "TRI DAO"):
+        assert followed.hits([spelling]) == ["Tri Dao"], spelling
+    assert followed.hits(["Tri Nguyen"]) == followed.hits(["Tom Dao"]) == []
+    assert author_key("Dao, Tri") == ("dao", "tri")
 
 
 def test_the_ranker_handles_papers_it_was_not_fitted_on() -> None:

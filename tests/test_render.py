@@ -159,7 +159,7 @@ def test_latex_reads_as_text_in_both_parts(workspace: Config) -> None:
     html, text = _parts(build(workspace, paper=paper))
     for part in (html, text):
         assert "μ-Parametrization for 50% of α-Stable Laws" in part
-        assert "We bound ζ(s) by O(n^2) for Schrödinger operators." in part
+        assert "We bound ζ(s) by O(n²) for Schrödinger operators." in part
         assert "$" not in part.split("Why", 1)[0].split("Hello", 1)[1]
 
 

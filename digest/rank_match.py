@@ -1,0 +1,73 @@
+"""The profile's explicit rules as matches on text: keywords, excludes and followed authors.
+
+Everything is compared folded (digest.text.fold): TeX accents resolved, diacritics dropped, case
+folded, on both sides. So `authors = ["Martin Günther"]`, `"M. Gunther"` or `"Günther, Martin"`
+all follow arXiv's `Martin G\\"unther`, and the keyword `Schrödinger` finds `Schr\\"odinger`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from digest.models import Paper
+from digest.text import fold, plain_name
+
+
+def phrase(term: str) -> re.Pattern[str]:
+    """A whole-phrase pattern over folded text (see `matchable`): never inside a longer word."""
+    return re.compile(r"(?<![\w-])" + re.escape(fold(term)) + r"(?![\w-])")
+
+
+def matchable(paper: Paper) -> str:
+    """Title and abstract as keywords and excludes are matched against: TeX accents resolved,
+    diacritics and case folded, so `Schrödinger` finds arXiv's `Schr\\"odinger`."""
+    return fold(f"{paper.title}. {paper.abstract}")
+
+
+@lru_cache(maxsize=65536)
+def author_key(name: str) -> tuple[str, str]:
+    """(surname, first given name or initial), folded: "Martin Günther", "M. Gunther",
+    "Günther, Martin" and arXiv's `Martin G\\"unther` all give ("gunther", "martin"/"m")."""
+    name = fold(plain_name(name)).strip()
+    if "," in name:
+        last, first = (x.strip() for x in name.split(",", 1))
+    else:
+        parts = name.replace(".", ". ").split()
+        last, first = (parts[-1], " ".join(parts[:-1])) if parts else ("", "")
+    given = first.replace(".", " ").split()
+    return last, given[0] if given else ""
+
+
+def same_given(followed: str, author: str) -> bool:
+    """A followed name's given part against an author's: equal, or one of them an initial of the
+    other; a followed surname alone follows everyone of that surname."""
+    if not followed or followed == author:
+        return True
+    if len(followed) == 1 or len(author) == 1:
+        return followed[0] == author[:1]
+    return False
+
+
+class FollowedAuthors:
+    """A profile's `authors`, looked up by folded surname."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.by_surname: dict[str, list[tuple[str, str]]] = {}
+        for name in names:
+            last, given = author_key(name)
+            if last:
+                self.by_surname.setdefault(last, []).append((given, name))
+
+    def hits(self, authors: Sequence[str]) -> list[str]:
+        """The followed names (as the profile writes them) among a paper's authors."""
+        out: list[str] = []
+        if not self.by_surname:
+            return out
+        for author in authors:
+            last, given = author_key(author)
+            for followed_given, name in self.by_surname.get(last, ()):
+                if same_given(followed_given, given) and name not in out:
+                    out.append(name)
+        return out

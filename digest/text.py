@@ -1,0 +1,152 @@
+"""Text as people read it and as it is matched: TeX accents resolved, LaTeX made readable,
+diacritics folded for comparison.
+
+arXiv writes accents in TeX (`G\\"unther`, `Schr\\"odinger`, `Przemys{\\l}aw`); readers write them
+in Unicode (`Günther`) or leave them out (`Gunther`). Display resolves the TeX; matching folds
+both sides to the same plain lower-case letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from functools import lru_cache
+
+# TeX accent commands and the combining mark each one puts on the next letter.
+_SYMBOL_ACCENTS = {
+    '"': "\u0308",
+    "'": "\u0301",
+    "`": "\u0300",
+    "^": "\u0302",
+    "~": "\u0303",
+    "=": "\u0304",
+    ".": "\u0307",
+}
+_LETTER_ACCENTS = {
+    "u": "\u0306",
+    "v": "\u030c",
+    "H": "\u030b",
+    "c": "\u0327",
+    "k": "\u0328",
+    "r": "\u030a",
+    "b": "\u0331",
+    "d": "\u0323",
+}
+# Letters TeX spells as commands: `{\l}`, `\o`, `\aa`, `\ss`, `{\i}` (a dotless i under an accent).
+_LETTERS = {
+    "l": "ł",
+    "L": "Ł",
+    "o": "ø",
+    "O": "Ø",
+    "aa": "å",
+    "AA": "Å",
+    "ae": "æ",
+    "AE": "Æ",
+    "oe": "œ",
+    "OE": "Œ",
+    "ss": "ß",
+    "i": "ı",
+    "j": "ȷ",
+}
+_BASE = r"(?:\{\s*(\\[ij]|[A-Za-z])\s*\}|(\\[ij](?![A-Za-z])|[A-Za-z]))"
+_SYMBOL_RX = re.compile(r"\\([\"'`^~=.])\s*" + _BASE)
+# Letter-named accents need a brace or a space before their letter: `\v{c}`, `\c c`, not `\vec`.
+_LETTER_RX = re.compile(
+    r"\\([uvHckrbd])(?:\s*\{\s*(\\[ij]|[A-Za-z])\s*\}|\s+(\\[ij](?![A-Za-z])|[A-Za-z]))"
+)
+_LETTER_CMD_RX = re.compile(r"\\(aa|AA|ae|AE|oe|OE|ss|l|L|o|O|i|j)(?![A-Za-z])(?:\{\}|\s)?")
+# Braces left around letters once the commands inside them are gone: `Schr{ö}dinger`.
+# Only braces around a letter that was accented: `\\vec{x}` keeps its own.
+_BRACED_WORD = re.compile(r"\{([^\W\d_]*[^\x00-\x7f][^\W\d_]*)\}")
+# After folding, letters that have no decomposition into a base letter and a mark.
+_FOLD_EXTRA = str.maketrans(
+    {"ł": "l", "ø": "o", "æ": "ae", "œ": "oe", "ß": "ss", "ı": "i", "ȷ": "j", "đ": "d", "þ": "th"}
+)
+_LATEX_HINT = re.compile(r"[$\\]")
+_BARE_PERCENT = re.compile(r"(?<!\\)%")
+# Sub- and superscripts of digits, as chemical formulas and powers use them: `CeCo$_{0.5}$`
+# reads `CeCo₀.₅`, `$10^{-3}$` reads `10⁻³`. Others are left to the LaTeX converter.
+_SUB = str.maketrans("0123456789+-=()", "₀₁₂₃₄₅₆₇₈₉₊₋₌₍₎")
+_SUP = str.maketrans("0123456789+-=()n", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿ")
+_SCRIPT = re.compile(r"([_^])(?:\{\s*([0-9+\-=().,]+)\s*\}|([0-9]))")
+# A tilde that is not an accent command is a non-breaking space in TeX; keep it as a tilde.
+_BARE_TILDE = re.compile(r"(?<!\\)~")
+
+
+def _base_letter(braced: str | None, bare: str | None) -> str:
+    # `\\'{\\i}`: the dotless i exists only to carry the accent, which takes the dot's place.
+    letter = braced or bare or ""
+    return letter[1:] if letter.startswith("\\") else letter
+
+
+def resolve_accents(text: str) -> str:
+    """TeX accents and special letters as Unicode: `G\\"unther` → `Günther`; the rest untouched.
+
+    Cheap (regular expressions, no parser), so it runs on every name and abstract.
+    """
+    if "\\" not in text:
+        return text
+
+    def symbol(m: re.Match[str]) -> str:
+        return _base_letter(m.group(2), m.group(3)) + _SYMBOL_ACCENTS[m.group(1)]
+
+    def letter(m: re.Match[str]) -> str:
+        return _base_letter(m.group(2), m.group(3)) + _LETTER_ACCENTS[m.group(1)]
+
+    out = _SYMBOL_RX.sub(symbol, text)
+    out = _LETTER_RX.sub(letter, out)
+    out = _LETTER_CMD_RX.sub(lambda m: _LETTERS[m.group(1)], out)
+    out = _BRACED_WORD.sub(r"\1", unicodedata.normalize("NFC", out))
+    return out
+
+
+def plain_name(name: str) -> str:
+    """An author name as a person writes it: accents resolved, stray braces gone."""
+    if "\\" not in name and "{" not in name:
+        return name
+    return " ".join(resolve_accents(name).replace("{", "").replace("}", "").split())
+
+
+def fold(text: str) -> str:
+    """Text for comparison: TeX accents resolved, then diacritics dropped and case folded,
+    so `Schrödinger`, `Schrodinger` and `Schr\\"odinger` are all `schrodinger`."""
+    decomposed = unicodedata.normalize("NFKD", resolve_accents(text))
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.casefold().translate(_FOLD_EXTRA)
+
+
+def plain_latex(text: str) -> str:
+    """LaTeX in a title or abstract as readable text: `$\\mu$-P` becomes `μ-P`.
+
+    Only text that has LaTeX in it is converted. A bare % is escaped first, because LaTeX
+    would read it as a comment and drop the rest of the line; a bare ~ is kept as a tilde.
+    """
+    if not _LATEX_HINT.search(text):
+        return text
+    return _plain_latex(text)
+
+
+def _script(m: re.Match[str]) -> str:
+    digits = m.group(2) or m.group(3)
+    if m.group(1) == "^" and "n" not in digits and "." in digits:
+        return m.group(0)  # no superscript dot: 10^{2.5} stays as LaTeX says it
+    return digits.translate(_SUB if m.group(1) == "_" else _SUP)
+
+
+@lru_cache(maxsize=16384)
+def _plain_latex(text: str) -> str:
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    # Its parse warnings name the author's LaTeX, not a problem of ours.
+    logging.getLogger("pylatexenc").setLevel(logging.ERROR)
+
+    text = _SCRIPT.sub(_script, text)
+    source = _BARE_TILDE.sub(r"\\textasciitilde{}", _BARE_PERCENT.sub(r"\\%", text))
+    try:
+        out = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(source)
+    except Exception:  # unparseable LaTeX: at least the accents read right
+        return resolve_accents(text)
+    if "%s" in out:  # a macro whose arguments were missing: pylatexenc's placeholder leaked
+        return resolve_accents(text)
+    return " ".join(out.split()) or text

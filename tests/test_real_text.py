@@ -1,0 +1,214 @@
+"""Names, titles and reasons on the real arXiv listing, read where a person reads them.
+
+arXiv writes accents in TeX (`Martin G\\"unther`, `Schr\\"odinger`) and maths in titles
+(`CeCo$_{0.5}$`). These tests follow readers who write the same names and words the way people
+do, through a real run into a real SMTP server, and read what comes out.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
+from digest.ingest import ingest_all
+from digest.pipeline import pick_papers, prepare, run
+from digest.profiles import load_profile
+from digest.rank_match import FollowedAuthors
+from digest.rank_reasons import variant_key
+from digest.store import Store
+from tests.conftest import SHARED, SmtpServer, digest, write_profile
+
+pytestmark = pytest.mark.shared_data
+
+RSS = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
+NOW = datetime(2024, 11, 28, 12, 0, tzinfo=UTC)
+GUENTHER_PAPER = "2411.18147"  # by "Martin G\"unther" in the feed
+OTHER_GUENTHER = "Maximilian N. Günther"  # a different person with the same surname
+LATEX_WORDS = {"textrm", "mathrm", "downarrow", "uparrow", "mathcal", "mathbf", "frac", "emph"}
+
+
+def real_config(tmp_path: Path, smtp: SmtpServer | None = None) -> Config:
+    key = tmp_path / "key"
+    key.write_text("k" * 40)
+    return Config(
+        data_dir=tmp_path / "data",
+        subscribers_dir=tmp_path / "subscribers",
+        smtp=SmtpConfig(
+            host="127.0.0.1",
+            port=smtp.port if smtp else 1,
+            from_address="digest@papers.example.org",
+        ),
+        web=WebConfig(base_url="https://papers.example.org", secret_key_file=key),
+        sources=[SourceConfig(name="arxiv", kind="arxiv-rss", url=RSS.as_uri())],
+    )
+
+
+def parts(raw: bytes) -> tuple[str, str]:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    return text, html
+
+
+@pytest.mark.parametrize("spelling", ["Martin Günther", "Martin Gunther"])
+def test_a_followed_author_written_with_or_without_the_umlaut_gets_his_paper_by_name(
+    tmp_path: Path, smtp_server: SmtpServer, store: Store, spelling: str
+) -> None:
+    write_profile(
+        tmp_path / "subscribers",
+        "reader",
+        f'email = "reader@example.org"\nmax_papers = 3\n[interests]\nauthors = ["{spelling}"]\n',
+    )
+    report = run(real_config(tmp_path, smtp_server), store, now=NOW)
+    assert report.count("sent") == 1, report.results
+    sent = store.delivery("reader@example.org", NOW.date())
+    assert sent is not None and GUENTHER_PAPER in sent.paper_ids
+    raw = smtp_server.received[0].data
+    text, html = parts(raw)
+    for part in (text, html):
+        assert "Martin Günther" in part
+        assert 'G\\"unther' not in part and 'G\\"unther' not in part
+    assert f"author: {spelling}" in text
+    # The other Günther in the listing is not the one this reader follows.
+    assert all("Maximilian N. G" not in line for line in text.splitlines() if "Why" in line)
+
+
+def test_author_names_match_with_initials_and_in_last_first_order_on_the_real_record(
+    tmp_path: Path, store: Store
+) -> None:
+    ingest_all(store, real_config(tmp_path), today=NOW.date())
+    paper = store.papers([GUENTHER_PAPER])[GUENTHER_PAPER]
+    assert "Martin Günther" in paper.authors  # stored as text, not as TeX
+    for spelling in ("M. Günther", "Günther, Martin", "GÜNTHER, M.", "Gunther, Martin"):
+        assert FollowedAuthors([spelling]).hits(paper.authors) == [spelling], spelling
+    assert FollowedAuthors(["Martin Günther"]).hits([OTHER_GUENTHER]) == []
+
+
+def test_a_keyword_with_an_umlaut_finds_the_tex_spelling_in_titles(
+    tmp_path: Path, store: Store
+) -> None:
+    cfg = real_config(tmp_path)
+    ingest_all(store, cfg, today=NOW.date())
+    for keyword in ("Schrödinger", "Schrodinger"):
+        profile = load_profile(
+            write_profile(
+                tmp_path / "p",
+                "phys",
+                f'email = "p@example.org"\nmax_papers = 20\n[interests]\n'
+                f'keywords = ["{keyword}"]\n',
+            )
+        )
+        picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+        ids = {p.paper.id for p in picks}
+        # Three new papers have `Schr\"odinger` in the title.
+        assert {"2411.17730", "2411.18163", "2411.18458"} <= ids, keyword
+        assert all(f"your keyword: {keyword}" in p.reason for p in picks if p.paper.id in ids)
+
+
+def test_an_excluded_word_with_an_accent_drops_the_tex_spelling(
+    tmp_path: Path, store: Store
+) -> None:
+    cfg = real_config(tmp_path)
+    ingest_all(store, cfg, today=NOW.date())
+    profile = load_profile(
+        write_profile(
+            tmp_path / "p",
+            "phys",
+            'email = "p@example.org"\nmax_papers = 50\n[interests]\n'
+            'keywords = ["well-posedness"]\nexclude = ["Schrödinger"]\n',
+        )
+    )
+    picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+    assert picks
+    assert not any("odinger" in p.paper.title for p in picks)
+
+
+def test_preview_prints_titles_as_text_not_latex(tmp_path: Path) -> None:
+    (tmp_path / "digest.toml").write_text(
+        '[web]\nbase_url = "https://papers.example.org"\nsecret_key_file = "key"\n'
+        f'[[sources]]\nname = "arxiv"\nkind = "arxiv-rss"\nurl = "{RSS.as_uri()}"\n'
+    )
+    (tmp_path / "key").write_text("k" * 40)
+    write_profile(
+        tmp_path / "subscribers",
+        "mat",
+        'email = "mat@example.org"\n[interests]\nkeywords = ["superconducting", "magnetism"]\n',
+    )
+    assert digest("ingest", cwd=tmp_path).returncode == 0
+    shown = digest("preview", "mat@example.org", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "CeCo₀.₅Rh₀.₅In₅" in shown.stdout
+    titles = [ln for ln in shown.stdout.splitlines() if re.match(r"\s*\d+\. ", ln)]
+    assert titles and not any("$" in t or "\\" in t for t in titles)
+
+
+def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(
+    tmp_path: Path, store: Store
+) -> None:
+    cfg = real_config(tmp_path)
+    ingest_all(store, cfg, today=NOW.date())
+    profiles = {
+        "llm": '["KV cache", "LLMs", "speculative decoding", "LLM"]',
+        "astro": '["pulsars", "pulsar", "neutron stars"]',
+        "maths": '["Schrödinger", "well-posedness", "operator"]',
+    }
+    seen_about = 0
+    for name, keywords in profiles.items():
+        profile = load_profile(
+            write_profile(
+                tmp_path / "p",
+                name,
+                f'email = "{name}@example.org"\nmax_papers = 25\n[interests]\n'
+                f"keywords = {keywords}\n",
+            )
+        )
+        picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+        assert picks, name
+        for pick in picks:
+            said: list[str] = []
+            for signal in pick.signals:
+                kind, _, values = signal.partition(": ")
+                if kind not in ("your keyword", "your keywords", "about"):
+                    continue
+                seen_about += kind == "about"
+                for term in values.split(", "):
+                    words = term.lower().split()
+                    assert not set(words) & LATEX_WORDS, (term, pick.reason)
+                    assert not set(words) <= ENGLISH_STOP_WORDS, (term, pick.reason)
+                    assert not (len(words) == 1 and len(words[0]) < 3), (term, pick.reason)
+                    said.append(variant_key(term))
+            assert len(said) == len(set(said)), pick.reason
+    assert seen_about  # the model's own terms are shown, apart from the keywords
+
+
+def test_a_category_is_a_prior_not_a_trump_over_keywords_and_examples(
+    tmp_path: Path, store: Store
+) -> None:
+    cfg = real_config(tmp_path)
+    ingest_all(store, cfg, today=NOW.date())
+    profile = load_profile(
+        write_profile(
+            tmp_path / "p",
+            "kv",
+            'email = "kv@example.org"\nmax_papers = 15\n[interests]\n'
+            'keywords = ["KV cache", "speculative decoding"]\ncategories = ["cs.CL"]\n'
+            'papers = ["2411.18462", "2411.18077"]\n',
+        )
+    )
+    picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+    ids = [p.paper.id for p in picks]
+    # FastSwitch (cs.LG, cs.DC): "KV cache" in its abstract, close to the KV-cache example,
+    # and not in cs.CL. It must not sit behind papers whose only merit is the category.
+    assert "2411.18424" in ids[:3], [(p.paper.id, p.reason) for p in picks[:5]]
+    only_category = [
+        i for i, p in enumerate(picks) if not any(s.startswith("your keyword") for s in p.signals)
+    ]
+    with_keyword = [i for i, p in enumerate(picks) if i not in only_category]
+    assert max(with_keyword) < min(only_category, default=len(picks))
