@@ -22,7 +22,7 @@ from rich.table import Table
 
 from digest import __version__
 from digest.config import Config, load_config
-from digest.errors import DigestError
+from digest.errors import DigestError, ExitStatus
 from digest.store import Store
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -131,6 +131,7 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
 def ingest(ctx: click.Context, source: str | None) -> None:
     """Fetch the configured sources and store their new papers.
 
+    Exit status: 0 every source fetched; 2 some failed (see the table); 1 error.
     Example: digest ingest --source arxiv
     """
     from digest.ingest import ingest_all
@@ -153,8 +154,15 @@ def ingest(ctx: click.Context, source: str | None) -> None:
             r.error or ("; ".join(r.problems[:2]) if r.problems else "-"),
         )
     console.print(table)
-    if reports and all(r.status == "error" for r in reports):
-        raise DigestError("every source failed", "see the problems column above")
+    failed = [r.source for r in reports if r.status == "error"]
+    if failed:
+        what = (
+            "every source"
+            if len(failed) == len(reports)
+            else f"{len(failed)} of {len(reports)} sources"
+        )
+        err_console.print(f"[red]{what} failed:[/] {escape(', '.join(failed))}", highlight=False)
+        ctx.exit(ExitStatus.PARTIAL)
 
 
 @cli.group()
@@ -276,7 +284,8 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
     """Ingest, rank, render and send to every subscriber not yet sent today.
 
     Safe to repeat: a subscriber whose digest for today went out gets nothing more.
-    Example: digest run --dry-run
+    Exit status: 0 every due digest sent; 1 error (nothing done); 2 some digest not sent, or a
+    source or profile failed; 3 delivery paused. Example: digest run --dry-run
     """
     from digest.pipeline import run
 
@@ -291,8 +300,7 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
             progress=lambda who: status.update(f"ranking for {who}"),
         )
     _print_report(report)
-    if report.profile_errors or any(r.status in ("failed", "error") for r in report.results):
-        ctx.exit(1)
+    ctx.exit(report.exit_status())
 
 
 def _print_report(report: Any) -> None:

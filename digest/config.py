@@ -287,11 +287,22 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
-def load_config(explicit: Path | None = None) -> Config:
-    """Load and validate the config; raise ConfigError naming file and key on any mistake."""
+def load_config(explicit: Path | None = None, *, missing_ok: bool = False) -> Config:
+    """Load and validate the config; raise ConfigError naming file and key on any mistake.
+
+    With no file to be found, ``missing_ok`` gives the embedded defaults (SQLite in ./data,
+    SMTP to localhost:8025); otherwise that is an error, so that a cron job started in the
+    wrong folder fails loudly instead of running a fresh, empty instance there.
+    """
     path = find_config(explicit)
     if path is None:
-        return Config().model_copy(update={"data_dir": Path("data").absolute()})
+        if missing_ok:
+            return Config().model_copy(update={"data_dir": Path("data").absolute()})
+        here = Path.cwd() / "digest.toml"
+        raise ConfigError(
+            f"no digest.toml: looked for --config, ${CONFIG_ENV}, then {here}",
+            "run `digest init` to create one here, or pass --config FILE",
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

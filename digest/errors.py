@@ -6,6 +6,17 @@ The CLI prints both and exits 1; a run catches them per feed or per subscriber a
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """What `digest run` and `digest ingest` tell a cron job or a monitor (see the README)."""
+
+    OK = 0  # every due digest went out (or none was due); every source and profile was fine
+    ERROR = 1  # the command could not do its work: config, database, key, usage
+    PARTIAL = 2  # it ran, but a digest is still unsent or a source or profile failed
+    PAUSED = 3  # delivery is paused (by `digest pause`, or by itself after a relay refusal)
+
 
 class DigestError(Exception):
     """Base class: ``message`` says what is wrong, ``hint`` what to check."""

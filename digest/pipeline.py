@@ -17,7 +17,7 @@ import jinja2
 import numpy as np
 
 from digest.config import Config
-from digest.errors import DigestError, NotFound, ProfileError
+from digest.errors import DigestError, ExitStatus, NotFound, ProfileError
 from digest.ingest import IngestReport, ingest_all, lookup_papers
 from digest.models import Delivery, Paper, RankModel, as_utc_naive
 from digest.profiles import Profile, load_profiles
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # Rows the engine still has to deal with (a `sending` row with a live lease belongs to
 # another runner; one with an expired lease is re-claimed by the engine).
 DUE_STATES = ("pending", "retry", "ambiguous", "sending")
+# What a subscriber's line in a run may say when nothing is wrong: their digest went out (now or
+# earlier today), or there was nothing for them, or they are not to be mailed.
+SETTLED_OK = frozenset({"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run"})
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -63,6 +66,16 @@ class RunReport:
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
+
+    def exit_status(self) -> ExitStatus:
+        """PAUSED over PARTIAL over OK: a paused service is the first thing to fix."""
+        if self.delivery is not None and self.delivery.paused:
+            return ExitStatus.PAUSED
+        unsent = any(r.status not in SETTLED_OK for r in self.results)
+        failed_sources = any(r.status == "error" for r in self.ingest)
+        if unsent or failed_sources or self.profile_errors:
+            return ExitStatus.PARTIAL
+        return ExitStatus.OK
 
 
 @dataclass

@@ -43,7 +43,7 @@ def test_a_bad_profile_gets_one_line_naming_file_and_key(
     assert any("zed.toml: favourite: unknown key" in ln for ln in lines)
     assert "2 valid, 2 invalid" in check.stdout
     ran = digest("run", cwd=site)
-    assert ran.returncode == 1  # the operator must notice, but the others were served
+    assert ran.returncode == 2  # the operator must notice, but the others were served
     assert "zed.toml: favourite: unknown key" in ran.stderr
     assert "yan.toml: timezone" in ran.stderr
     assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == [
@@ -89,7 +89,7 @@ def test_a_first_run_whose_feeds_all_fail_sends_nothing_and_says_why(
     config = site / "digest.toml"
     config.write_text(config.read_text().replace(DEMO_DATA.as_uri(), (site / "gone").as_uri()))
     ran = digest("run", cwd=site)
-    assert ran.returncode == 0, ran.stderr
+    assert ran.returncode == 2, ran.stderr  # every source failed: the cron job must see it
     assert "Traceback" not in ran.stderr
     assert ran.stdout.count("nothing-new") == 2 and "no papers stored yet" in ran.stdout
     preview = digest("preview", "ada@example.org", cwd=site)
@@ -164,6 +164,7 @@ def test_pause_status_resume_and_deliveries(site: Path, smtp_server: SmtpServer)
     assert "PAUSED" in status.stdout and "relay maintenance" in status.stdout
     assert "next send slot" in status.stdout and "ada@example.org" in status.stdout
     ran = digest("run", cwd=site)
+    assert ran.returncode == 3  # paused: a monitor must see it
     assert "Delivery paused: relay maintenance" in ran.stderr
     assert smtp_server.received == []  # planned, not sent
     assert digest("deliveries", "--state", "pending", cwd=site).stdout.count("@example.org") == 2

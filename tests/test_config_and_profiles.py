@@ -10,12 +10,14 @@ from digest.profiles import load_profile, load_profiles
 from tests.conftest import ADA, BOB, ROOT, write_profile
 
 
-def test_no_config_file_means_embedded_defaults(
+def test_no_config_file_means_embedded_defaults_only_when_asked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DIGEST_CONFIG", raising=False)
-    cfg = load_config()
+    with pytest.raises(ConfigError, match=r"no digest\.toml"):
+        load_config()
+    cfg = load_config(missing_ok=True)
     assert cfg.path is None
     assert cfg.database_url == f"sqlite:///{tmp_path / 'data' / 'digest.db'}"
     assert (cfg.smtp.host, cfg.smtp.port, cfg.smtp.security) == ("localhost", 8025, "none")

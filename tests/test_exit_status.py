@@ -1,0 +1,88 @@
+"""What a cron job or a monitor sees: the exit status of the real `digest` command.
+
+0 every due digest went out; 1 the command could not work; 2 it ran, but something was not sent
+or a source or profile failed; 3 delivery is paused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digest.demo import free_port
+from tests.conftest import SmtpServer, digest
+
+
+def test_a_run_in_a_folder_without_digest_toml_fails_and_creates_nothing(tmp_path: Path) -> None:
+    for command in (["run"], ["status"], ["ingest"], ["subscribers", "list"]):
+        ran = digest(*command, cwd=tmp_path)
+        assert ran.returncode == 1, command
+        lines = [ln for ln in ran.stderr.splitlines() if ln.strip()]
+        assert "no digest.toml" in lines[0] and str(tmp_path / "digest.toml") in ran.stderr
+        assert "digest init" in ran.stderr and "Traceback" not in ran.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_sends_every_due_digest_exits_0(site: Path, smtp_server: SmtpServer) -> None:
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 0, ran.stderr
+    assert len(smtp_server.received) == 2
+    again = digest("run", cwd=site)  # nothing due any more is still success
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_run_with_the_relay_down_exits_2(site: Path) -> None:
+    cfg = site / "digest.toml"
+    text = cfg.read_text()
+    start = text.index("port = ") + len("port = ")
+    end = text.index("\n", start)
+    cfg.write_text(text[:start] + str(free_port()) + text[end:])  # nothing listens there
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "retry" in ran.stdout
+
+
+def test_a_run_whose_relay_refuses_by_policy_pauses_and_exits_3(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    smtp_server.handler.fail = {"RCPT": "550 5.7.1 sending refused by policy"}
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    assert "Delivery paused" in ran.stderr
+    # Still paused for the next cron run, until the operator resumes.
+    smtp_server.handler.fail = {}
+    assert digest("run", cwd=site).returncode == 3
+    assert digest("resume", cwd=site).returncode == 0
+    assert digest("run", cwd=site).returncode == 0
+    assert len(smtp_server.received) == 2
+
+
+def test_a_run_with_one_broken_source_sends_the_rest_and_exits_2(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    with (site / "digest.toml").open("a") as f:
+        f.write('[[sources]]\nname = "gone"\nkind = "rss"\nurl = "file:///nonexistent/feed.xml"\n')
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "source gone" in ran.stderr
+    assert len(smtp_server.received) == 2
+    ingested = digest("ingest", cwd=site)
+    assert ingested.returncode == 2
+    assert "1 of 4 sources failed: gone" in ingested.stderr
+
+
+def test_a_run_with_an_invalid_profile_serves_the_others_and_exits_2(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    (site / "subscribers" / "zed.toml").write_text('email = "zed@example.org"\nfavourite = 1\n')
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 2
+    assert "zed.toml: favourite: unknown key" in ran.stderr
+    assert len(smtp_server.received) == 2
+
+
+def test_every_source_failing_exits_2_from_ingest(site: Path) -> None:
+    text = (site / "digest.toml").read_text()
+    (site / "digest.toml").write_text(text.replace("file://", "file:///nonexistent"))
+    ingested = digest("ingest", cwd=site)
+    assert ingested.returncode == 2
+    assert "every source failed" in ingested.stderr
