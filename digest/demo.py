@@ -82,6 +82,19 @@ def demo_config(directory: Path, smtp_port: int) -> Config:
     )
 
 
+EXAMPLE_ADDRESS = "ada@example.org"
+# The Hugging Face daily email this project began from, as a profile: no interests, just the
+# day's most upvoted papers.
+TRENDING_PROFILE = """\
+# Only the day's most upvoted Hugging Face papers, best first: no personal ranking.
+email = "trending@example.org"
+name = "Trending reader"
+mode = "trending"
+max_papers = 5
+min_upvotes = 5
+"""
+
+
 @dataclass
 class DemoResult:
     report: RunReport
@@ -95,6 +108,9 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
     if not profile.exists():
         profile.parent.mkdir(parents=True, exist_ok=True)
         profile.write_text(packaged_example_profile().read_text(encoding="utf-8"))
+    trending = directory / "subscribers" / "trending.toml"
+    if not trending.exists():
+        trending.write_text(TRENDING_PROFILE, encoding="utf-8")
     maildir = directory / "data" / "maildir"
     with smtp_capture(maildir) as port:
         cfg = demo_config(directory, port)
@@ -104,11 +120,14 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
             report = run(cfg, store, now=now)
         finally:
             store.dispose()
-    return DemoResult(report, maildir, newest_message(maildir))
+    return DemoResult(report, maildir, message_to(maildir, EXAMPLE_ADDRESS))
 
 
-def newest_message(maildir: Path) -> Path | None:
+def message_to(maildir: Path, address: str) -> Path | None:
+    """The newest message in the Maildir addressed to ``address``."""
     files = [
         p for sub in ("new", "cur") if (maildir / sub).is_dir() for p in (maildir / sub).iterdir()
     ]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+    wanted = f"<{address}>".encode()
+    mine = [p for p in files if wanted in p.read_bytes().split(b"\r\n\r\n", 1)[0]]
+    return max(mine, key=lambda p: p.stat().st_mtime) if mine else None

@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 # another runner; one with an expired lease is re-claimed by the engine).
 DUE_STATES = ("pending", "retry", "ambiguous", "sending")
 # What a subscriber's line in a run may say when nothing is wrong: their digest went out (now or
-# earlier today), or there was nothing for them, or they are not to be mailed.
-SETTLED_OK = frozenset({"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run"})
+# earlier today), or there was nothing for them, or they are not to be mailed, or another runner
+# (a second node firing the same slot) holds it while it sends.
+SETTLED_OK = frozenset(
+    {"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run", "sending"}
+)
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -187,6 +190,11 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
             ctx.scores[email] = row
 
 
+def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
+    """Whether the paper came through one of the profile's `sources` (None: any source)."""
+    return allowed is None or any(t.split(":", 1)[1] in allowed for t in paper.sources)
+
+
 def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     """Listing papers of the last few days that arrived since this subscriber's last digest.
 
@@ -202,7 +210,7 @@ def candidates(ctx: Context, profile: Profile) -> list[Paper]:
             continue
         if since is not None and as_utc_naive(p.first_seen) <= as_utc_naive(since):
             continue
-        if allowed is not None and not any(t.split(":", 1)[1] in allowed for t in p.sources):
+        if not from_sources(p, allowed):
             continue
         out.append(p)
     return out
@@ -235,12 +243,42 @@ def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     """The subscriber's picks for today, or none with the reason why."""
     if ctx.latest is None:
         return [], "no papers stored yet (run `digest ingest`)"
+    if profile.trending:
+        return trending_picks(ctx, profile)
     pool = candidates(ctx, profile)
     if not pool:
         return [], "no new papers since the last digest"
     picks = rank_pool(ctx, profile, pool)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
+    return picks, ""
+
+
+def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
+    """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
+
+    Unlike personal picks, a paper seen at an earlier digest is offered again: upvotes grow
+    through the day and the next, and what trends tomorrow may have been quiet today.
+    """
+    sent = ctx.store.sent_paper_ids(profile.email)
+    allowed = set(profile.sources) if profile.sources is not None else None
+    pool = [
+        p
+        for p in ctx.listing
+        if p.upvotes is not None and p.id not in sent and from_sources(p, allowed)
+    ]
+    if not pool:
+        return [], "no new Hugging Face papers (is an hf-daily source configured?)"
+    loud = [p for p in pool if (p.upvotes or 0) >= profile.min_upvotes]
+    if not loud:
+        return [], f"none of {len(pool)} Hugging Face papers has {profile.min_upvotes} upvotes"
+    # Among equal upvotes the newer paper (the larger arXiv id) first: the same order on
+    # every node and every retry.
+    loud.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
+    picks = []
+    for p in loud[: profile.max_papers]:
+        why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
+        picks.append(Pick(p, float(p.upvotes or 0), why, [why]))
     return picks, ""
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -85,6 +85,11 @@ class Profile(BaseModel):
     min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
     # How much Hugging Face upvotes count against the subscriber's own model (0 = not at all).
     trending_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # "trending": the day's most upvoted Hugging Face papers, best first, and nothing personal
+    # (the Hugging Face daily email). `trending_weight = 1` with no interests means the same.
+    mode: Literal["personal", "trending"] = "personal"
+    # Trending papers with fewer upvotes are left out; on a quiet day nothing is sent.
+    min_upvotes: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     sources: list[str] | None = None
     interests: Interests = Interests()
     # Set by the loader, not by the file.
@@ -126,6 +131,13 @@ class Profile(BaseModel):
     def send_time(self) -> time:
         hh, mm = (int(x) for x in self.send_at.split(":"))
         return time(hh, mm)
+
+    @property
+    def trending(self) -> bool:
+        """Only the most upvoted papers, no personal ranking."""
+        i = self.interests
+        has_interests = bool(i.keywords or i.authors or i.categories or i.papers)
+        return self.mode == "trending" or (self.trending_weight >= 1.0 and not has_interests)
 
     @property
     def display_name(self) -> str:

@@ -172,6 +172,7 @@ def render_digest(
         "unsubscribe_url": unsubscribe_url(cfg, profile.email, signer),
         "base_url": cfg.web.base_url,
         "interests": profile.interests,
+        "trending": profile.trending,
     }
     subject = header_text(env.get_template("digest_subject.txt").render(ctx))
     papers: list[dict[str, Any]] = ctx["papers"]

@@ -141,9 +141,13 @@ def test_init_creates_a_working_instance(tmp_path: Path) -> None:
 def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
     out = digest("demo", "--dir", "d", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    # The example profile's personal digest, and the trending-only profile's.
     files = list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())
-    assert len(files) == 1 and str(files[0]) in out.stdout.replace("\n", "")
-    raw = files[0].read_bytes()
+    assert len(files) == 2
+    shown = [f for f in files if str(f) in out.stdout.replace("\n", "")]
+    assert len(shown) == 1
+    raw = shown[0].read_bytes()
+    assert b"To: Ada <ada@example.org>" in raw
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     for header in ("Date", "From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
         assert len(msg.get_all(header) or []) == 1, header
@@ -153,7 +157,9 @@ def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
     assert text.count("   Why: ") >= 5
     again = digest("demo", "--dir", "d", cwd=tmp_path)
     assert again.returncode == 0 and "already-sent" in again.stdout
-    assert len(list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())) == 1
+    assert len(list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())) == 2
+    trending = next(f for f in files if f != shown[0]).read_bytes()
+    assert b"Subject: Trending on Hugging Face: 3 papers" in trending
 
 
 def test_pause_status_resume_and_deliveries(site: Path, smtp_server: SmtpServer) -> None:

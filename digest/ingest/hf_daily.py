@@ -76,7 +76,9 @@ def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord
         if isinstance(a, dict) and a.get("name") and not a.get("hidden")
     ]
     upvotes = paper.get("upvotes", entry.get("upvotes"))
-    when = entry.get("publishedAt") or paper.get("submittedOnDailyAt") or paper.get("publishedAt")
+    # The day it was on the daily page, like an arXiv listing's announcement day (publishedAt
+    # is when the paper reached arXiv, often a week earlier); older entries lack it.
+    when = paper.get("submittedOnDailyAt") or entry.get("publishedAt") or paper.get("publishedAt")
     abs_url, pdf_url = arxiv_links(pid, version)
     return PaperRecord(
         id=pid,

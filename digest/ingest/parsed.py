@@ -44,7 +44,7 @@ def bozo_problem(d: Any, label: str) -> str | None:
 
 def entry_date(value: str | None, fallback: date) -> date:
     """The calendar day of an RFC 822 or ISO 8601 date, in the date's own offset."""
-    if not value:
+    if not value or not isinstance(value, str):  # feeds are untrusted: a number, a list...
         return fallback
     try:
         return parsedate_to_datetime(value).date()
