@@ -226,13 +226,19 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
 
 @cli.command()
 @click.option("--host", default=None, help="Address to listen on (default: [web] host).")
-@click.option("--port", type=int, default=None, help="Port (default: [web] port).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [web] port)."
+)
 @click.pass_context
 def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the email's links: unsubscribe, more/less like this, the digest as a page.
 
+    Logs one line per request (method, path without its token, status, time) to stderr.
     Example: digest web --port 8000 (behind a proxy that serves [web] base_url)
     """
+    import logging
+    import socket
+
     import uvicorn
 
     from digest.web import create_app
@@ -241,5 +247,20 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     st.cfg.web.secret_key()  # a missing key is one clear error now, not a 500 per click
     app = create_app(st.cfg, st.store())
     bind_host, bind_port = host or st.cfg.web.host, port or st.cfg.web.port
+    # Bound here, before saying "serving": a port in use is one line, not a traceback.
+    try:
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind_host, bind_port))
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DigestError(
+            f"cannot listen on {bind_host}:{bind_port}: {reason}",
+            "choose another --port, or stop what is using it",
+        ) from None
+    access = logging.getLogger("digest.web.access")
+    access.setLevel(logging.INFO)
     console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
+import time
 from datetime import date
 from urllib.parse import parse_qs
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
 from digest.store import Store
 from digest.text import plain_latex
 from digest.tokens import BadToken, read_digest, read_feedback, read_unsubscribe
 
+access_log = logging.getLogger("digest.web.access")
 # Forms here are a button and a hidden field or two; anything larger is not ours.
 MAX_BODY = 4096
 HEADERS = {
@@ -174,6 +179,46 @@ class Web:
         return PlainTextResponse("ok", headers=HEADERS)
 
 
+def shown_path(path: str) -> str:
+    """A request path fit for a log: the token is cut, since it stands for a reader."""
+    parts = path.split("/", 3)
+    if len(parts) >= 3 and parts[1] in ("u", "f", "d") and parts[2]:
+        return f"/{parts[1]}/…"
+    return path if len(path) <= 80 else path[:79] + "…"
+
+
+class AccessLog:
+    """One line per request (method, path with the token cut, status, milliseconds), so an
+    operator can see that the links are used, and no reader's token in the log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            access_log.info(
+                "%s %s %d %.0fms",
+                scope.get("method", "-"),
+                shown_path(str(scope.get("path", ""))),
+                status,
+                1000 * (time.monotonic() - start),
+            )
+
+
 def create_app(cfg: Config, store: Store) -> Starlette:
     from digest.render import environment
 
@@ -184,4 +229,4 @@ def create_app(cfg: Config, store: Store) -> Starlette:
         Route("/d/{token}", web.digest, methods=["GET"]),
         Route("/healthz", web.health, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +24,14 @@ import pytest
 import uvicorn
 
 from digest.config import Config, WebConfig
+from digest.demo import free_port
 from digest.models import Paper
 from digest.pipeline import prepare, prepare_models, rank_pool, run
 from digest.profiles import load_profile
 from digest.store import Store
-from digest.tokens import BadToken, read_unsubscribe, unsubscribe_token
+from digest.tokens import BadToken, Signer, read_unsubscribe, unsubscribe_token
 from digest.web import create_app
-from tests.conftest import NOW, SmtpServer
+from tests.conftest import NOW, SmtpServer, digest
 
 PUBLIC = "https://papers.example.org"
 
@@ -203,3 +207,62 @@ def test_the_digest_as_a_web_page(
     html_part = msg.get_body(preferencelist=("html",))
     assert html_part is not None and page.text == html_part.get_content()
     assert "script-src" not in page.headers["content-security-policy"]
+
+
+# -- `digest web` as an operator starts it -----------------------------------------------------
+
+
+def test_digest_web_on_a_port_in_use_says_so_in_one_line(site: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        ran = digest("web", "--port", str(port), cwd=site)
+    finally:
+        taken.close()
+    assert ran.returncode == 1
+    assert "serving" not in ran.stdout and "Traceback" not in ran.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in ran.stderr.splitlines()[0]
+
+
+def test_digest_web_refuses_a_port_out_of_range_in_one_line(site: Path) -> None:
+    ran = digest("web", "--port", "99999", cwd=site)
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert "99999 is not in the range 1<=x<=65535" in ran.stderr
+
+
+def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> None:
+    from digest.config import load_config
+
+    cfg = load_config(site / "digest.toml")
+    token = Signer(cfg).unsubscribe("ada@example.org")
+    port = free_port()
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("DIGEST_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "web", "--port", str(port)],
+        cwd=site,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.get(f"{base}/u/{token}", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/f/forged", timeout=5).status_code == 400
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    lines = [ln for ln in err.splitlines() if "digest.web.access" in ln]
+    assert any(re.search(r"GET /u/… 200 \d+ms$", ln) for ln in lines), err
+    assert any(re.search(r"GET /f/… 400 \d+ms$", ln) for ln in lines), err
+    assert any("GET /healthz 200" in ln for ln in lines), err
+    assert token not in err and "forged" not in err
