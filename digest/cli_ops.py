@@ -264,3 +264,28 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+@cli.group()
+def papers() -> None:
+    """Stored papers: remove what a source brought."""
+
+
+@papers.command("purge")
+@click.option("--source", "source", required=True, metavar="NAME", help="Source name.")
+@click.pass_context
+def papers_purge(ctx: click.Context, source: str) -> None:
+    """Forget the papers a source brought (e.g. one removed from digest.toml, or one that sent
+    bad dates). Papers other sources also brought stay, without this source's mark.
+
+    Example: digest papers purge --source lab-feed
+    """
+    deleted, untagged = _state(ctx).store().purge_source(source)
+    if not deleted and not untagged:
+        raise DigestError(
+            f"no stored paper came from a source named {source!r}", "see `digest stats`"
+        )
+    console.print(
+        f"{source}: {deleted} paper(s) deleted, {untagged} kept (also from other sources)",
+        highlight=False,
+    )

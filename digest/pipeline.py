@@ -117,15 +117,12 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
     if wanted:
         lookup_papers(store, cfg, wanted, now.date())
-    latest = store.latest_announced(exclude_types=NOT_LISTED)
+    latest = store.latest_announced(exclude_types=NOT_LISTED, until=now.date() + timedelta(days=1))
     corpus: list[Paper] = []
     listing: list[Paper] = []
     if latest is not None:
         corpus = store.papers_between(latest - timedelta(days=cfg.digest.corpus_days), latest)
-        first = latest - timedelta(days=cfg.digest.lookback_days - 1)
-        listing = [
-            p for p in store.papers_between(first, latest) if p.announce_type not in NOT_LISTED
-        ]
+        listing = listing_of(corpus, cfg.digest.lookback_days)
     known = {p.id for p in corpus}
     corpus += [p for p in store.papers(wanted).values() if p.id not in known]
     return Context(
@@ -138,6 +135,22 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         latest=latest,
         listing=listing,
     )
+
+
+def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
+    """The listing papers within `lookback_days` of their own source's newest day.
+
+    Each source keeps its own window: a feed whose items carry a wrong date (or one that is
+    ahead of the others) cannot push every other source's papers out of everybody's listing.
+    """
+    listed = [p for p in papers if p.announce_type not in NOT_LISTED]
+    newest: dict[str, date] = {}
+    for p in listed:
+        for tag in p.sources or [""]:  # a paper stored without a source tag: a group of its own
+            if p.announced > newest.get(tag, date.min):
+                newest[tag] = p.announced
+    span = timedelta(days=lookback_days - 1)
+    return [p for p in listed if any(p.announced >= newest[t] - span for t in p.sources or [""])]
 
 
 def vocabulary(cfg: Config, corpus: list[Paper]) -> Vocabulary:

@@ -147,16 +147,42 @@ class Store(DeliveryQueries, FeedbackQueries):
             )
             return list(s.exec(q).all())
 
-    def latest_announced(self, exclude_types: Sequence[str] = ()) -> date | None:
-        """The newest listing day in the store (papers of the excluded kinds do not count)."""
+    def latest_announced(
+        self, exclude_types: Sequence[str] = (), until: date | None = None
+    ) -> date | None:
+        """The newest listing day in the store, at most ``until`` (papers of the excluded
+        kinds do not count). ``until`` keeps one paper stored with a date in the future, before
+        dates were checked at ingest, from moving everybody's listing window to that day."""
         with self.session() as s:
             q = select(func.max(Paper.announced))
+            if until is not None:
+                q = q.where(col(Paper.announced) <= until)
             if exclude_types:
                 q = q.where(
                     (col(Paper.announce_type).is_(None))
                     | (col(Paper.announce_type).not_in(list(exclude_types)))
                 )
             return s.exec(q).one()
+
+    def purge_source(self, source: str) -> tuple[int, int]:
+        """Forget what one source brought: papers only it brought are deleted, others lose its
+        tag. Returns (deleted, untagged). Deliveries keep their own copy of what was sent."""
+        deleted = untagged = 0
+        with self.session() as s:
+            for paper in s.exec(select(Paper)):
+                mine = [t for t in paper.sources if t.split(":", 1)[-1] == source]
+                if not mine:
+                    continue
+                rest = [t for t in paper.sources if t not in mine]
+                if rest:
+                    paper.sources = rest
+                    s.add(paper)
+                    untagged += 1
+                else:
+                    s.delete(paper)
+                    deleted += 1
+            s.commit()
+        return deleted, untagged
 
     def count_papers(self) -> int:
         with self.session() as s:

@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from digest.config import Config, SourceConfig
 from digest.errors import DigestError, FeedError
@@ -46,6 +46,15 @@ class IngestReport:
 def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -> IngestReport:
     """Parse and store one response body (also used for files handed over by hand)."""
     parsed = PARSERS[src.kind](content, src, today)
+    # A date past tomorrow (any time zone's today) is a feed's mistake; stored as it is, it
+    # would become the newest listing day and every subscriber's candidates.
+    latest_ok = today + timedelta(days=1)
+    for rec in parsed.records:
+        if rec.announced > latest_ok:
+            parsed.problems.append(
+                f"{src.name}: {rec.id} is dated {rec.announced}, in the future; stored as {today}"
+            )
+            rec.announced = today
     added, updated = store.upsert_papers(parsed.records)
     return IngestReport(
         source=src.name,
