@@ -103,7 +103,8 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
     multiple=True,
     default=("expired", "dead"),
     show_default=True,
-    help="States to re-queue (repeatable; also: ambiguous, bounced).",
+    help="States to re-queue (repeatable; also: ambiguous, bounced; retry brings digests "
+    "waiting for their next attempt forward, e.g. once the relay is back).",
 )
 @click.pass_context
 def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> None:
@@ -111,13 +112,24 @@ def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> 
 
     Example: digest retry --state expired --state dead
     """
-    allowed = {"expired", "dead", "ambiguous", "bounced", "cancelled"}
+    allowed = {"expired", "dead", "ambiguous", "bounced", "cancelled", "retry"}
     if bad := set(states) - allowed:
         raise DigestError(
             f"cannot re-queue {', '.join(sorted(bad))}", f"choose from {', '.join(sorted(allowed))}"
         )
-    n = _state(ctx).store().requeue(states, day.date() if day else None, datetime.now(UTC))
-    console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued; `digest run` sends them.")
+    store, when, now = _state(ctx).store(), day.date() if day else None, datetime.now(UTC)
+    if "retry" in states:
+        from digest.send import RELAY_KEY
+
+        # The operator says the relay is back: the engine's relay backoff ends too.
+        store.set_control(RELAY_KEY, None)
+        n = store.bring_forward(when, now)
+        console.print(f"{n} waiting deliver{'y' if n == 1 else 'ies'} due now.")
+    rest = [s for s in states if s != "retry"]
+    if rest:
+        n = store.requeue(rest, when, now)
+        console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued.")
+    console.print("`digest run` sends them.")
 
 
 @cli.command()

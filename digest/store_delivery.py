@@ -294,6 +294,17 @@ class DeliveryQueries:
             s.commit()
             return int(n)
 
+    def bring_forward(self, day: date | None, now: datetime) -> int:
+        """Digests waiting for their next attempt are due now (`digest retry --state retry`,
+        once the relay is back); their deadline and attempt count stay as they are."""
+        with self.session() as s:
+            q = update(Delivery).where(col(Delivery.state) == "retry")
+            if day is not None:
+                q = q.where(col(Delivery.digest_date) == day)
+            n = s.exec(q.values(next_attempt_at=now)).rowcount  # type: ignore[call-overload]
+            s.commit()
+            return int(n)
+
     def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
         """Deliveries by state, each subscriber's counted only for its own date: "today" is a
         different date for a subscriber in Tokyo and one in Los Angeles."""

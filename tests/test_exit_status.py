@@ -6,10 +6,13 @@ or a source or profile failed; 3 delivery is paused.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
+
 from digest.demo import free_port
-from tests.conftest import SmtpServer, digest
+from tests.conftest import SmtpHandler, SmtpServer, digest
 
 
 def test_a_run_in_a_folder_without_digest_toml_fails_and_creates_nothing(tmp_path: Path) -> None:
@@ -30,15 +33,31 @@ def test_a_run_that_sends_every_due_digest_exits_0(site: Path, smtp_server: Smtp
     assert again.returncode == 0, again.stderr
 
 
-def test_a_run_with_the_relay_down_exits_2(site: Path) -> None:
+def test_a_run_with_the_relay_down_exits_2_and_retry_brings_the_digests_forward(
+    site: Path,
+) -> None:
     cfg = site / "digest.toml"
     text = cfg.read_text()
     start = text.index("port = ") + len("port = ")
     end = text.index("\n", start)
-    cfg.write_text(text[:start] + str(free_port()) + text[end:])  # nothing listens there
+    port = free_port()
+    cfg.write_text(text[:start] + str(port) + text[end:])  # nothing listens there
     ran = digest("run", cwd=site)
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "retry" in ran.stdout
+    # The relay comes back; the digests wait for their backoff unless brought forward.
+    handler = SmtpHandler()
+    relay = Controller(handler, hostname="127.0.0.1", port=port)
+    relay.start()
+    try:
+        forward = digest("retry", "--state", "retry", cwd=site)
+        assert forward.returncode == 0, forward.stderr
+        assert re.search(r"[12] waiting deliver(y|ies) due now", forward.stdout), forward.stdout
+        again = digest("run", "--no-ingest", cwd=site)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert len(handler.received) == 2
+    finally:
+        relay.stop()
 
 
 def test_a_run_whose_relay_refuses_by_policy_pauses_and_exits_3(
