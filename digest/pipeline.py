@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 DUE_STATES = ("pending", "retry", "ambiguous", "sending")
 # What a subscriber's line in a run may say when nothing is wrong: their digest went out (now or
 # earlier today), or there was nothing for them, or they are not to be mailed, or another runner
-# (a second node firing the same slot) holds it while it sends.
+# (a second node firing the same slot) holds it or has it queued: `sending`, and `pending` once
+# this run's engine has finished without a pause (the other node's claim returns rows to it).
 SETTLED_OK = frozenset(
-    {"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run", "sending"}
+    {"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run", "sending", "pending"}
 )
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
