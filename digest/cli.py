@@ -323,6 +323,13 @@ def _print_report(report: Any) -> None:
                 "  fix the cause, then `digest resume`",
                 highlight=False,
             )
+        if engine.relay_until is not None:
+            err_console.print(
+                "[red]The relay asked for a break:[/] waiting digests go out at the first run "
+                f"after {engine.relay_until:%Y-%m-%d %H:%M} UTC, or now with "
+                "`digest retry --state retry` once it is back",
+                highlight=False,
+            )
         if engine.possible_duplicates:
             err_console.print(
                 f"{engine.possible_duplicates} digest(s) ambiguous: the connection was lost after "

@@ -42,7 +42,8 @@ DUE_STATES = ("pending", "retry", "ambiguous", "sending")
 # What a subscriber's line in a run may say when nothing is wrong: their digest went out (now or
 # earlier today), or there was nothing for them, or they are not to be mailed, or another runner
 # (a second node firing the same slot) holds it or has it queued: `sending`, and `pending` once
-# this run's engine has finished without a pause (the other node's claim returns rows to it).
+# this run's engine has finished with no pause and no relay backoff (those are reported by the
+# engine itself: a pending row is then this run's failure, not another node's work).
 SETTLED_OK = frozenset(
     {"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run", "sending", "pending"}
 )
@@ -75,7 +76,8 @@ class RunReport:
         """PAUSED over PARTIAL over OK: a paused service is the first thing to fix."""
         if self.delivery is not None and self.delivery.paused:
             return ExitStatus.PAUSED
-        unsent = any(r.status not in SETTLED_OK for r in self.results)
+        waiting = self.delivery is not None and self.delivery.relay_until is not None
+        unsent = waiting or any(r.status not in SETTLED_OK for r in self.results)
         failed_sources = any(r.status == "error" for r in self.ingest)
         if unsent or failed_sources or self.profile_errors:
             return ExitStatus.PARTIAL

@@ -59,6 +59,9 @@ class EngineReport:
     connections: int = 0
     attempts: int = 0
     possible_duplicates: int = 0
+    # Set when due digests were left waiting for the relay's backoff to end (the relay was down
+    # or said 421): the run did not send them, and they go out at the first run after this.
+    relay_until: datetime | None = None
 
 
 class _Pause(Exception):
@@ -125,7 +128,9 @@ class Engine:
             while not (self.stop.is_set() or self.halt.is_set()) and self.report.paused is None:
                 self._check_pause()
                 if self._relay_until is not None and self.clock() < self._relay_until:
-                    return  # the relay asked for a break; due rows wait for the next run
+                    # The relay asked for a break; due rows wait for the next run.
+                    self.report.relay_until = self._relay_until
+                    return
                 if not batch:
                     batch = self._claim(token)
                     if not batch:
@@ -442,4 +447,5 @@ def deliver(
         merged.attempts += r.attempts
         merged.possible_duplicates += r.possible_duplicates
         merged.paused = merged.paused or r.paused
+        merged.relay_until = merged.relay_until or r.relay_until
     return merged

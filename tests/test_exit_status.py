@@ -7,11 +7,15 @@ or a source or profile failed; 3 delivery is paused.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
 from digest.demo import free_port
+from digest.errors import ExitStatus
+from digest.pipeline import RunReport, SubscriberResult
+from digest.send import EngineReport
 from tests.conftest import SmtpHandler, SmtpServer, digest
 
 
@@ -45,6 +49,10 @@ def test_a_run_with_the_relay_down_exits_2_and_retry_brings_the_digests_forward(
     ran = digest("run", cwd=site)
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "retry" in ran.stdout
+    # A second cron run during the relay's backoff sends nothing, and says so.
+    waiting = digest("run", "--no-ingest", cwd=site)
+    assert waiting.returncode == 2, waiting.stdout + waiting.stderr
+    assert "The relay asked for a break" in waiting.stderr
     # The relay comes back; the digests wait for their backoff unless brought forward.
     handler = SmtpHandler()
     relay = Controller(handler, hostname="127.0.0.1", port=port)
@@ -105,3 +113,13 @@ def test_every_source_failing_exits_2_from_ingest(site: Path) -> None:
     ingested = digest("ingest", cwd=site)
     assert ingested.returncode == 2
     assert "every source failed" in ingested.stderr
+
+
+def test_digests_left_pending_by_a_relay_backoff_count_as_unsent() -> None:
+    # Every row pending (none attempted this run): only the engine knows why.
+    day = datetime(2026, 11, 30, tzinfo=UTC)
+    results = [SubscriberResult("a@example.org", "pending"), SubscriberResult("b@x.org", "sent")]
+    waiting = RunReport(day.date(), results=results, delivery=EngineReport(relay_until=day))
+    assert waiting.exit_status() == ExitStatus.PARTIAL
+    other_node = RunReport(day.date(), results=results, delivery=EngineReport())
+    assert other_node.exit_status() == ExitStatus.OK
