@@ -33,7 +33,7 @@ from digest.render import (
     render_digest,
 )
 from digest.send import EngineReport, deliver
-from digest.store import Store
+from digest.store import Store, source_name
 
 log = logging.getLogger(__name__)
 # Rows the engine still has to deal with (a `sending` row with a live lease belongs to
@@ -208,7 +208,7 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
 
 def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
     """Whether the paper came through one of the profile's `sources` (None: any source)."""
-    return allowed is None or any(t.split(":", 1)[1] in allowed for t in paper.sources)
+    return allowed is None or any(source_name(t) in allowed for t in paper.sources)
 
 
 def candidates(ctx: Context, profile: Profile) -> list[Paper]:

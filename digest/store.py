@@ -170,7 +170,7 @@ class Store(DeliveryQueries, FeedbackQueries):
         deleted = untagged = 0
         with self.session() as s:
             for paper in s.exec(select(Paper)):
-                mine = [t for t in paper.sources if t.split(":", 1)[-1] == source]
+                mine = [t for t in paper.sources if source_name(t) == source]
                 if not mine:
                     continue
                 rest = [t for t in paper.sources if t not in mine]
@@ -381,3 +381,8 @@ def source_tag(rec: PaperRecord) -> str:
 
 def _kind(tag: str) -> str:
     return tag.split(":", 1)[0]
+
+
+def source_name(tag: str) -> str:
+    """The configured source name in a paper's "kind:source-name" tag."""
+    return tag.split(":", 1)[-1]

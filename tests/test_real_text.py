@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
 from digest.ingest import ingest_all
 from digest.pipeline import pick_papers, prepare, run
 from digest.profiles import load_profile
+from digest.rank import Pick
 from digest.rank_match import FollowedAuthors
 from digest.rank_reasons import variant_key
 from digest.store import Store
@@ -48,6 +50,27 @@ def real_config(tmp_path: Path, smtp: SmtpServer | None = None) -> Config:
         web=WebConfig(base_url="https://papers.example.org", secret_key_file=key),
         sources=[SourceConfig(name="arxiv", kind="arxiv-rss", url=RSS.as_uri())],
     )
+
+
+Picker = Callable[[str, int], list[Pick]]
+
+
+@pytest.fixture
+def picks_for(tmp_path: Path, store: Store) -> Picker:
+    """The real listing ingested; then a reader's picks for `[interests]` lines and max_papers."""
+    cfg = real_config(tmp_path)
+    ingest_all(store, cfg, today=NOW.date())
+
+    def picks(interests: str, max_papers: int) -> list[Pick]:
+        path = write_profile(
+            tmp_path / "p",
+            "reader",
+            f'email = "reader@example.org"\nmax_papers = {max_papers}\n[interests]\n{interests}',
+        )
+        found, _ = pick_papers(prepare(cfg, store, NOW), load_profile(path))
+        return found
+
+    return picks
 
 
 def parts(raw: bytes) -> tuple[str, str]:
@@ -91,41 +114,17 @@ def test_author_names_match_with_initials_and_in_last_first_order_on_the_real_re
     assert FollowedAuthors(["Martin Günther"]).hits([OTHER_GUENTHER]) == []
 
 
-def test_a_keyword_with_an_umlaut_finds_the_tex_spelling_in_titles(
-    tmp_path: Path, store: Store
-) -> None:
-    cfg = real_config(tmp_path)
-    ingest_all(store, cfg, today=NOW.date())
+def test_a_keyword_with_an_umlaut_finds_the_tex_spelling_in_titles(picks_for: Picker) -> None:
     for keyword in ("Schrödinger", "Schrodinger"):
-        profile = load_profile(
-            write_profile(
-                tmp_path / "p",
-                "phys",
-                f'email = "p@example.org"\nmax_papers = 20\n[interests]\n'
-                f'keywords = ["{keyword}"]\n',
-            )
-        )
-        picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+        picks = picks_for(f'keywords = ["{keyword}"]\n', 20)
         ids = {p.paper.id for p in picks}
         # Three new papers have `Schr\"odinger` in the title.
         assert {"2411.17730", "2411.18163", "2411.18458"} <= ids, keyword
         assert all(f"your keyword: {keyword}" in p.reason for p in picks if p.paper.id in ids)
 
 
-def test_an_excluded_word_with_an_accent_drops_the_tex_spelling(
-    tmp_path: Path, store: Store
-) -> None:
-    cfg = real_config(tmp_path)
-    ingest_all(store, cfg, today=NOW.date())
-    profile = load_profile(
-        write_profile(
-            tmp_path / "p",
-            "phys",
-            'email = "p@example.org"\nmax_papers = 50\n[interests]\n'
-            'keywords = ["well-posedness"]\nexclude = ["Schrödinger"]\n',
-        )
-    )
-    picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+def test_an_excluded_word_with_an_accent_drops_the_tex_spelling(picks_for: Picker) -> None:
+    picks = picks_for('keywords = ["well-posedness"]\nexclude = ["Schrödinger"]\n', 50)
     assert picks
     assert not any("odinger" in p.paper.title for p in picks)
 
@@ -149,11 +148,7 @@ def test_preview_prints_titles_as_text_not_latex(tmp_path: Path) -> None:
     assert titles and not any("$" in t or "\\" in t for t in titles)
 
 
-def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(
-    tmp_path: Path, store: Store
-) -> None:
-    cfg = real_config(tmp_path)
-    ingest_all(store, cfg, today=NOW.date())
+def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(picks_for: Picker) -> None:
     profiles = {
         "llm": '["KV cache", "LLMs", "speculative decoding", "LLM"]',
         "astro": '["pulsars", "pulsar", "neutron stars"]',
@@ -161,15 +156,7 @@ def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(
     }
     seen_about = 0
     for name, keywords in profiles.items():
-        profile = load_profile(
-            write_profile(
-                tmp_path / "p",
-                name,
-                f'email = "{name}@example.org"\nmax_papers = 25\n[interests]\n'
-                f"keywords = {keywords}\n",
-            )
-        )
-        picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
+        picks = picks_for(f"keywords = {keywords}\n", 25)
         assert picks, name
         for pick in picks:
             said: list[str] = []
@@ -189,20 +176,13 @@ def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(
 
 
 def test_a_category_is_a_prior_not_a_trump_over_keywords_and_examples(
-    tmp_path: Path, store: Store
+    picks_for: Picker,
 ) -> None:
-    cfg = real_config(tmp_path)
-    ingest_all(store, cfg, today=NOW.date())
-    profile = load_profile(
-        write_profile(
-            tmp_path / "p",
-            "kv",
-            'email = "kv@example.org"\nmax_papers = 15\n[interests]\n'
-            'keywords = ["KV cache", "speculative decoding"]\ncategories = ["cs.CL"]\n'
-            'papers = ["2411.18462", "2411.18077"]\n',
-        )
+    picks = picks_for(
+        'keywords = ["KV cache", "speculative decoding"]\ncategories = ["cs.CL"]\n'
+        'papers = ["2411.18462", "2411.18077"]\n',
+        15,
     )
-    picks, _ = pick_papers(prepare(cfg, store, NOW), profile)
     ids = [p.paper.id for p in picks]
     # FastSwitch (cs.LG, cs.DC): "KV cache" in its abstract, close to the KV-cache example,
     # and not in cs.CL. It must not sit behind papers whose only merit is the category.
