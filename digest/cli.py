@@ -167,55 +167,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """List and check subscriber profiles (subscribers/*.toml)."""
-
-
-@subscribers.command("list")
-@click.pass_context
-def subscribers_list(ctx: click.Context) -> None:
-    """Show every valid profile with its schedule and interests."""
-    from digest.profiles import load_profiles
-
-    st = _state(ctx)
-    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
-    table = Table("email", "name", "send at", "papers", "keywords", "examples", "file")
-    for p in loaded.profiles:
-        table.add_row(
-            p.email,
-            p.name,
-            f"{p.send_at} {p.timezone}",
-            str(p.max_papers),
-            str(len(p.interests.keywords)),
-            str(len(p.interests.papers)),
-            p.path.name if p.path else "",
-        )
-    console.print(table)
-    for e in loaded.errors:
-        err_console.print(f"[red]invalid:[/] {escape(str(e))}", highlight=False)
-
-
-@subscribers.command("check")
-@click.pass_context
-def subscribers_check(ctx: click.Context) -> None:
-    """Validate every profile; print one line per problem, exit 1 if any.
-
-    Example: digest subscribers check
-    """
-    from digest.profiles import load_profiles
-
-    st = _state(ctx)
-    directory = st.cfg.subscribers_dir
-    loaded = load_profiles(directory, [s.name for s in st.cfg.sources])
-    for e in loaded.errors:
-        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
-    console.print(
-        f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid in {directory}",
-        highlight=False,
-    )
-    if not loaded.profiles and not loaded.errors:
-        raise DigestError(f"no profiles in {directory}", "copy subscribers/example.toml there")
-    if loaded.errors:
-        ctx.exit(1)
+    """List, check, unsubscribe and re-enable subscribers (subscribers/*.toml)."""
 
 
 @cli.command()
@@ -386,9 +338,9 @@ def demo(directory: Path) -> None:
             click.echo(f"... ({len(preview_lines) - 30} more lines)")
 
 
-# The operator commands (status, deliveries, retry, pause, resume, stats, subscribers enable)
-# live in cli_ops; importing it registers them on the groups above.
-from digest import cli_ops  # noqa: E402, F401
+# The operator commands (status, deliveries, retry, pause, resume, stats, web, papers) live in
+# cli_ops, the subscribers group's commands in cli_subscribers; importing them registers them.
+from digest import cli_ops, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

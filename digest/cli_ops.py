@@ -7,23 +7,9 @@ from datetime import UTC, datetime
 import click
 from rich.table import Table
 
-from digest.cli import _state, cli, console, err_console, subscribers
+from digest.cli import _state, cli, console, err_console
 from digest.errors import DigestError
 from digest.store import Store
-
-
-@subscribers.command("enable")
-@click.argument("address")
-@click.pass_context
-def subscribers_enable(ctx: click.Context, address: str) -> None:
-    """Re-enable a subscriber disabled after repeated bounces.
-
-    Example: digest subscribers enable ada@example.org
-    """
-    if _state(ctx).store().enable(address):
-        console.print(f"{address} enabled; the next run will send to them again.")
-    else:
-        raise DigestError(f"{address} is not disabled", "see `digest status`")
 
 
 @cli.command()

@@ -6,6 +6,7 @@ and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOC
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func
+from sqlalchemy import Text, cast, event, func
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, SQLModel, col, create_engine, select
@@ -183,6 +184,15 @@ class Store(DeliveryQueries, FeedbackQueries):
                     deleted += 1
             s.commit()
         return deleted, untagged
+
+    def has_category(self, category: str) -> bool:
+        """Whether any stored paper carries ``category`` (a name outside arXiv's taxonomy may be
+        a feed's own)."""
+        # Categories are a JSON list stored as text; the quotes keep `cs.L` from matching `cs.LG`.
+        needle = "%" + json.dumps(category).replace("%", r"\%").replace("_", r"\_") + "%"
+        with self.session() as s:
+            q = select(Paper.id).where(cast(Paper.categories, Text).like(needle, escape="\\"))
+            return s.exec(q.limit(1)).first() is not None
 
     def count_papers(self) -> int:
         with self.session() as s:

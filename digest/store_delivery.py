@@ -263,6 +263,11 @@ class DeliveryQueries:
         with self.session() as s:
             return s.get(SubscriberState, email.lower())
 
+    def subscriber_states(self) -> dict[str, SubscriberState]:
+        """Every stored subscriber state by lower-case address: unsubscribes, disables, bounces."""
+        with self.session() as s:
+            return {st.email: st for st in s.exec(select(SubscriberState))}
+
     def get_control(self, key: str) -> str | None:
         with self.session() as s:
             row = s.get(Control, key)
@@ -305,9 +310,9 @@ class DeliveryQueries:
             s.commit()
             return int(n)
 
-    def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
-        """Deliveries by state, each subscriber's counted only for its own date: "today" is a
-        different date for a subscriber in Tokyo and one in Los Angeles."""
+    def states_on(self, days: dict[str, date]) -> dict[str, str]:
+        """The delivery state of each subscriber's digest of their own date, where one exists:
+        "today" is a different date for a subscriber in Tokyo and one in Los Angeles."""
         if not days:
             return {}
         days = {email.lower(): day for email, day in days.items()}  # as deliveries store them
@@ -317,11 +322,26 @@ class DeliveryQueries:
                     col(Delivery.subscriber), col(Delivery.digest_date), col(Delivery.state)
                 ).where(col(Delivery.digest_date).in_(set(days.values())))
             ).all()
+        return {who: state for who, day, state in rows if days.get(who) == day}
+
+    def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
+        """Deliveries by state, each subscriber's counted only for its own date."""
         counts: dict[str, int] = {}
-        for subscriber, day, state in rows:
-            if days.get(subscriber) == day:
-                counts[state] = counts.get(state, 0) + 1
+        for state in self.states_on(days).values():
+            counts[state] = counts.get(state, 0) + 1
         return counts
+
+    def waiting(self, states: Sequence[str], limit: int) -> tuple[list[Delivery], int]:
+        """Digests in ``states``, soonest next attempt first (at most ``limit``), and how many."""
+        with self.session() as s:
+            where = col(Delivery.state).in_(list(states))
+            total = int(s.exec(select(func.count()).select_from(Delivery).where(where)).one())
+            q = (
+                select(Delivery)
+                .where(where)
+                .order_by(col(Delivery.next_attempt_at), col(Delivery.id))
+            )
+            return list(s.exec(q.limit(limit)).all()), total
 
     def counts_by_state(self) -> dict[str, int]:
         """Every delivery by state, whatever its date (the benchmarks' final tallies)."""

@@ -113,22 +113,36 @@ def ingest_all(
     return [ingest_source(store, s, today) for s in sources]
 
 
-def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None = None) -> int:
-    """Fetch example papers the store lacks through the first arXiv API source; returns found.
+@dataclass(frozen=True)
+class Lookup:
+    """What a look-up of example papers left: ids still unknown, and why if it could not run."""
+
+    found: int = 0
+    missing: tuple[str, ...] = ()
+    # Set when the look-up did not run or failed: `missing` then says nothing about arXiv.
+    error: str | None = None
+
+
+def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None = None) -> Lookup:
+    """Fetch example papers the store lacks through the first arXiv API source.
 
     Best effort: a subscriber whose examples cannot be fetched still gets keyword-based picks.
     """
-    missing = [i for i in dict.fromkeys(ids) if i not in store.papers(ids)]
+    wanted = list(dict.fromkeys(ids))
+    missing = [i for i in wanted if i not in store.papers(wanted)]
     api = next((s for s in cfg.sources if s.kind == "arxiv-api"), None)
-    if not missing or api is None:
-        return 0
+    if not missing:
+        return Lookup()
+    if api is None:
+        return Lookup(0, tuple(missing), "no arxiv-api source is configured to look them up")
     try:
         parsed = arxiv_api.lookup(api, missing, today or date.today())
     except FeedError as exc:
         log.warning("looking up example papers failed: %s", exc)
-        return 0
+        return Lookup(0, tuple(missing), f"the look-up failed: {exc}")
     store.upsert_papers(parsed.records)
-    return len(parsed.records)
+    got = {r.id for r in parsed.records}
+    return Lookup(len(got), tuple(i for i in missing if i not in got))
 
 
-__all__ = ["IngestReport", "ingest_all", "ingest_bytes", "ingest_source", "lookup_papers"]
+__all__ = ["IngestReport", "Lookup", "ingest_all", "ingest_bytes", "ingest_source", "lookup_papers"]
