@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from digest.cli import _state, cli, console, err_console
 from digest.errors import DigestError
+from digest.models import as_utc_naive
+from digest.profiles import Profile
 from digest.store import Store
 
 
 @cli.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """Today's deliveries by state, the last fetch of each source, the next send slots.
+    """Today's deliveries by state, digests waiting for a retry and when, the last fetch of each
+    source, and who is sent to next.
 
     Example: digest status
     """
+    from collections import Counter
+
     from digest.pipeline import digest_day
     from digest.profiles import load_profiles
+    from digest.roster import roster
     from digest.schedule import slots
     from digest.send import PAUSE_KEY
 
@@ -34,7 +41,8 @@ def status(ctx: click.Context) -> None:
         )
     loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
     local = {p.email: digest_day(p, now) for p in loaded.profiles}
-    counts = store.counts_for_days(local)
+    today = store.states_on(local)
+    counts = Counter(today.values())
     dates = sorted(set(local.values())) or [now.date()]
     shown_dates = str(dates[0]) if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     console.print(
@@ -42,15 +50,70 @@ def status(ctx: click.Context) -> None:
         + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries"),
         highlight=False,
     )
-    _feed_table(store)
+    _waiting_table(store, now)
+    _feed_table(store, [s.name for s in st.cfg.sources])
+    readers = roster(loaded.profiles, store)
+    active = [r.profile for r in readers if r.state == "active" and r.profile is not None]
     table = Table("next send slot (UTC)", "subscribers")
-    for when, emails in slots(loaded.profiles, now)[:10]:
+
+    def has_digest(p: Profile, day: date) -> bool:
+        return day == local[p.email] and p.email.lower() in today
+
+    for when, emails in slots(active, now, has_digest)[:10]:
         shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")
         table.add_row(when.strftime("%Y-%m-%d %H:%M"), shown)
     console.print(table)
+    held = Counter(r.state for r in readers if r.state != "active")
+    if held:
+        console.print(
+            "not mailed: "
+            + ", ".join(f"{n} {state}" for state, n in sorted(held.items()))
+            + " (digest subscribers list --state unsubscribed|disabled)",
+            highlight=False,
+        )
     if loaded.errors:
         err_console.print(
             f"[red]{len(loaded.errors)} invalid profile(s):[/] run `digest subscribers check`",
+            highlight=False,
+        )
+
+
+def _waiting_table(store: Store, now: datetime) -> None:
+    """Digests not sent yet and when each is tried next: an operator's first question."""
+    from digest.send import RELAY_KEY
+
+    rows, total = store.waiting(("pending", "retry", "ambiguous"), limit=10)
+    if not total:
+        return
+    table = Table(
+        "waiting digest", "date", "state", "attempts", "next try (UTC)", "gives up", "last error"
+    )
+    # The engine holds every digest while the relay's backoff lasts, queued ones included.
+    relay = store.get_control(RELAY_KEY)
+    held_until = as_utc_naive(datetime.fromisoformat(relay)) if relay else None
+    naive_now = as_utc_naive(now)
+    for d in rows:
+        due = max(
+            (t for t in (d.next_attempt_at and as_utc_naive(d.next_attempt_at), held_until) if t),
+            default=naive_now,
+        )
+        next_try = "next run" if due <= naive_now else f"{due:%m-%d %H:%M}"
+        table.add_row(
+            d.subscriber,
+            str(d.digest_date),
+            d.state,
+            str(d.attempts),
+            next_try,
+            f"{d.expire_at:%m-%d %H:%M}" if d.expire_at else "-",
+            escape((d.last_error or "")[:60]),
+        )
+    console.print(table)
+    if total > len(rows):
+        console.print(f"... and {total - len(rows)} more (digest deliveries --state retry)")
+    if held_until is not None and held_until > naive_now:
+        console.print(
+            f"the relay asked for a break until {held_until:%Y-%m-%d %H:%M} UTC; once it is "
+            "back, `digest retry --state retry` sends now",
             highlight=False,
         )
 
@@ -156,7 +219,7 @@ def stats(ctx: click.Context) -> None:
         f"papers stored: {store.count_papers()}; newest listing: {store.latest_announced() or '-'}",
         highlight=False,
     )
-    _feed_table(store)
+    _feed_table(store, [s.name for s in st.cfg.sources])
     by_day: Counter[tuple[str, str]] = Counter(
         (str(d.digest_date), d.state) for d in store.deliveries()
     )
@@ -166,14 +229,26 @@ def stats(ctx: click.Context) -> None:
     console.print(table)
 
 
-def _feed_table(store: Store) -> None:
+def _feed_table(store: Store, configured: list[str]) -> None:
+    """The last fetch of each configured source; a removed one gets a line, not a row."""
     table = Table("source", "last fetch", "status", "items", "error")
-    for f in store.feed_states():
+    states = store.feed_states()
+    for f in (f for f in states if f.source in configured):
         when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
         table.add_row(
-            f.source, when, f.last_status or "-", str(f.last_count), (f.last_error or "")[:80]
+            f.source,
+            when,
+            f.last_status or "-",
+            str(f.last_count),
+            escape((f.last_error or "")[:80]),
         )
     console.print(table)
+    if gone := [f.source for f in states if f.source not in configured]:
+        console.print(
+            f"no longer configured: {', '.join(gone)} (their papers stay until "
+            "`digest papers purge --source NAME`)",
+            highlight=False,
+        )
 
 
 @cli.command()

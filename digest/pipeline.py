@@ -375,11 +375,18 @@ def run(
     for d in planned:
         final = store.delivery(d.subscriber, d.digest_date) or d
         report.results.append(
-            SubscriberResult(
-                d.subscriber, final.state, len(final.paper_ids), final.last_error or ""
-            )
+            SubscriberResult(d.subscriber, final.state, len(final.paper_ids), _detail(final))
         )
     return report
+
+
+def _detail(d: Delivery) -> str:
+    """The last error, and for a digest still waiting when it is tried next: a stale error
+    alone reads as if nothing will happen."""
+    error = d.last_error or ""
+    if d.state in ("retry", "ambiguous") and d.next_attempt_at is not None:
+        return f"next try {d.next_attempt_at:%Y-%m-%d %H:%M} UTC; {error}".rstrip("; ")
+    return error
 
 
 def _warn_plain_http(cfg: Config) -> None:

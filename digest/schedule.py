@@ -9,6 +9,7 @@ of the two moments is used.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from digest.profiles import Profile
@@ -44,9 +45,20 @@ def due_today(profile: Profile, now: datetime) -> bool:
     return now >= local_send_time(profile, today)
 
 
-def slots(profiles: list[Profile], now: datetime) -> list[tuple[datetime, list[str]]]:
-    """The next send instant of every subscriber, grouped: [(when, [emails])], soonest first."""
+def slots(
+    profiles: list[Profile],
+    now: datetime,
+    has_digest: Callable[[Profile, date], bool] | None = None,
+) -> list[tuple[datetime, list[str]]]:
+    """The next send instant of every subscriber, grouped: [(when, [emails])], soonest first.
+
+    ``has_digest(profile, day)`` says a digest of that local day exists already (sent earlier,
+    by hand): that day's slot sends nothing, so the next one is the following day's.
+    """
     grouped: dict[datetime, list[str]] = defaultdict(list)
     for p in profiles:
-        grouped[next_send(p, now)].append(p.email)
+        when = next_send(p, now)
+        if has_digest is not None and has_digest(p, when.astimezone(p.tz).date()):
+            when = next_send(p, when + timedelta(minutes=1))
+        grouped[when].append(p.email)
     return sorted(grouped.items())

@@ -182,6 +182,9 @@ class Store(DeliveryQueries, FeedbackQueries):
                 else:
                     s.delete(paper)
                     deleted += 1
+            # Its fetch history goes too: `digest status` stops listing a removed source.
+            if (state := s.get(FeedState, source)) is not None:
+                s.delete(state)
             s.commit()
         return deleted, untagged
 
