@@ -179,23 +179,52 @@ def subscribers() -> None:
     help="Write the message: .eml for the whole message, .html or .txt for one part.",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML part in a browser.")
+@click.option(
+    "--next",
+    "next_digest",
+    is_flag=True,
+    help="Once today's digest exists: the next one as it would be ranked now (after feedback).",
+)
 @click.pass_context
 def preview(
-    ctx: click.Context, address: str, as_text: bool, out: Path | None, open_browser: bool
+    ctx: click.Context,
+    address: str,
+    as_text: bool,
+    out: Path | None,
+    open_browser: bool,
+    next_digest: bool,
 ) -> None:
     """Show what ADDRESS would get now, without sending or recording anything.
 
+    Once today's digest exists, this is that digest, as stored; `--next` ranks the next one.
     Example: digest preview ada@example.org --out /tmp/digest.html
     """
     from digest.pipeline import preview as build_preview
 
     st = _state(ctx)
-    rendered, raw, picks = build_preview(st.cfg, st.store(), address)
+    shown = build_preview(st.cfg, st.store(), address, next_digest=next_digest)
+    rendered = shown.rendered
+    # On stderr: `--text` output piped into a file stays the message alone.
+    if shown.stored is not None:
+        d = shown.stored
+        when = f" at {d.sent_at:%Y-%m-%d %H:%M} UTC" if d.sent_at else ""
+        what = f"sent{when}" if d.state == "sent" else f"not sent yet ({d.state})"
+        err_console.print(
+            f"[yellow]The digest of {d.digest_date} was {what}[/]; this is it as stored. "
+            "`--next` shows the next one as it would be now.",
+            highlight=False,
+        )
+    elif next_digest:
+        err_console.print(
+            f"The next digest ({shown.day}), ranked now: papers of the current listing not yet "
+            "sent; the next run ranks whatever is new by then the same way.",
+            highlight=False,
+        )
     if open_browser:
         _open_in_browser(rendered.html, st.cfg.data_dir)
     if out is not None:
         if out.suffix == ".eml":
-            out.write_bytes(raw)
+            out.write_bytes(shown.message)
         else:
             out.write_text(rendered.html if out.suffix in (".html", ".htm") else rendered.text)
         console.print(f"wrote {out}", highlight=False)
@@ -206,7 +235,7 @@ def preview(
         from digest.text import plain_latex
 
         # Titles and reasons come from feeds: escaped, or "[/x]" in a title would be markup.
-        for i, p in enumerate(picks, 1):
+        for i, p in enumerate(shown.picks, 1):
             title, reason = escape(plain_latex(p.paper.title)), escape(p.reason)
             console.print(f"{i:2}. {title}\n    [dim]{reason}[/]", highlight=False)
 

@@ -211,14 +211,15 @@ def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
     return allowed is None or any(source_name(t) in allowed for t in paper.sources)
 
 
-def candidates(ctx: Context, profile: Profile) -> list[Paper]:
+def candidates(ctx: Context, profile: Profile, passed_over: bool = False) -> list[Paper]:
     """Listing papers of the last few days that arrived since this subscriber's last digest.
 
     Papers already considered for an earlier digest and passed over are not offered again the
-    next day; papers already sent are never offered again at all.
+    next day (unless ``passed_over``: a preview of the next digest re-ranks them); papers
+    already sent are never offered again at all.
     """
     seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
-    since = ctx.store.last_digest_at(profile.email)
+    since = None if passed_over else ctx.store.last_digest_at(profile.email)
     allowed = set(profile.sources) if profile.sources is not None else None
     out = []
     for p in ctx.listing:
@@ -255,13 +256,15 @@ def rank_pool(
     )
 
 
-def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
+def pick_papers(
+    ctx: Context, profile: Profile, passed_over: bool = False
+) -> tuple[list[Pick], str]:
     """The subscriber's picks for today, or none with the reason why."""
     if ctx.latest is None:
         return [], "no papers stored yet (run `digest ingest`)"
     if profile.trending:
         return trending_picks(ctx, profile)
-    pool = candidates(ctx, profile)
+    pool = candidates(ctx, profile, passed_over)
     if not pool:
         return [], "no new papers since the last digest"
     picks = rank_pool(ctx, profile, pool)
@@ -433,25 +436,47 @@ def _plan_one(
     )
 
 
+@dataclass(frozen=True)
+class Preview:
+    rendered: Rendered
+    message: bytes
+    picks: list[Pick]
+    day: date
+    # The stored digest shown (sent, or queued to be sent); None for one made up now.
+    stored: Delivery | None = None
+
+
 def preview(
-    cfg: Config, store: Store, email: str, now: datetime | None = None
-) -> tuple[Rendered, bytes, list[Pick]]:
-    """What `email` would receive now (or was sent today), without sending or recording it."""
+    cfg: Config,
+    store: Store,
+    email: str,
+    now: datetime | None = None,
+    *,
+    next_digest: bool = False,
+) -> Preview:
+    """What `email` would receive now (or was sent today), without sending or recording it.
+
+    ``next_digest`` skips today's stored digest and ranks what the next one would hold now:
+    the listing's papers not sent yet, with the reader's feedback so far (a paper passed over
+    today is ranked again, so a changed model shows).
+    """
     now = now or datetime.now(UTC)
     ctx = prepare(cfg, store, now)
     profile = find_profile(ctx, email)
     day = digest_day(profile, now)
     existing = store.delivery(profile.email, day)
-    if existing is not None:
+    if existing is not None and not next_digest:
         picks = picks_of(ctx, existing)
         message_id = existing.message_id
     else:
-        picks, why_not = pick_papers(ctx, profile)
+        if existing is not None:
+            day += timedelta(days=1)
+        picks, why_not = pick_papers(ctx, profile, passed_over=next_digest)
         if not picks:
-            raise DigestError(
-                f"{email}: nothing to preview: {why_not}", "`digest ingest` fetches new papers"
-            )
+            what = "nothing for the next digest yet" if existing else "nothing to preview"
+            raise DigestError(f"{email}: {what}: {why_not}", "`digest ingest` fetches new papers")
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
     msg = build_message(cfg, profile, rendered, message_id, now)
-    return rendered, message_bytes(cfg, msg), picks
+    shown = existing if existing is not None and not next_digest else None
+    return Preview(rendered, message_bytes(cfg, msg), picks, day, shown)
