@@ -69,6 +69,17 @@ class SubscriberState(SQLModel, table=True):
     last_soft_bounce: date | None = None
 
 
+class LinkRef(SQLModel, table=True):
+    """The opaque reader id that an email's links carry instead of the address, and whose it is.
+
+    Written when a digest is made; a forwarded email's links then show no address. A table of
+    its own (not a column) so a database made before it gains it without touching old rows.
+    """
+
+    ref: str = Field(primary_key=True, max_length=64)
+    email: str = Field(max_length=254, index=True)
+
+
 class Control(SQLModel, table=True):
     """Service-wide switches shared by every process: the pause flag lives here."""
 

@@ -34,6 +34,7 @@ from digest.render import (
 )
 from digest.send import EngineReport, deliver
 from digest.store import Store, source_name
+from digest.tokens import Signer
 
 log = logging.getLogger(__name__)
 # Rows the engine still has to deal with (a `sending` row with a live lease belongs to
@@ -320,6 +321,8 @@ def find_profile(ctx: Context, email: str) -> Profile:
 
 
 def render_for(ctx: Context, profile: Profile, picks: list[Pick], day: date) -> Rendered:
+    # The links name the reader by an opaque ref; `digest web` maps it back through the store.
+    ctx.store.remember_ref(Signer(ctx.cfg).ref(profile.email), profile.email)
     return render_digest(ctx.env, ctx.cfg, profile, picks, day)
 
 

@@ -24,6 +24,7 @@ from digest.models import (
     Delivery,
     DeliveryMessage,
     FeedState,
+    LinkRef,
     Paper,
     SubscriberState,
     utcnow,
@@ -229,6 +230,22 @@ class Store(DeliveryQueries, FeedbackQueries):
             st.unsubscribed_at = utcnow() if value else None
             s.add(st)
             s.commit()
+
+    def remember_ref(self, ref: str, email: str) -> None:
+        """Record whose the ref in a digest's links is (the same pair on every node)."""
+        with self.session() as s:
+            if s.get(LinkRef, ref) is not None:
+                return
+            s.add(LinkRef(ref=ref, email=email.lower()))
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()  # another node recorded the very same pair first
+
+    def ref_address(self, ref: str) -> str | None:
+        with self.session() as s:
+            row = s.get(LinkRef, ref)
+            return row.email if row else None
 
     def sent_paper_ids(self, email: str) -> set[str]:
         """Every paper in a digest sent, possibly sent, or still to be sent to this subscriber."""

@@ -1,5 +1,9 @@
 """Signed tokens in the email's links: unsubscribe, feedback on one paper, the digest as a page.
 
+A token names the reader by an opaque ref (a keyed hash of the address, see `subscriber_ref`),
+never by the address: a forwarded email or a shared digest page leaks no address. The store
+maps refs back (`LinkRef`). Tokens made before refs carry the address itself and still work:
+`is_address` tells the two apart (an address has an "@", a ref never does).
 One salt per purpose, so a token made for one link is refused by every other endpoint.
 itsdangerous compares signatures in constant time. Unsubscribe tokens carry no timestamp, so they
 never expire. Keys rotate: the key file may hold several keys, one per line. The first line
@@ -8,6 +12,9 @@ signs; every line verifies, so links in digests already sent keep working after 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import date
 
@@ -29,10 +36,21 @@ class BadToken(Exception):
 
 @dataclass(frozen=True)
 class FeedbackLink:
-    email: str
+    who: str  # a ref, or the address in a token made before refs
     paper_id: str
     day: date
     verdict: str
+
+
+def is_address(who: str) -> bool:
+    return "@" in who
+
+
+def subscriber_ref(key: str, email: str) -> str:
+    """An opaque, stable id for a reader: 128 bits of HMAC-SHA256 under the signing key, so
+    nobody without the key can tell whose it is or make one for an address."""
+    mac = hmac.new(key.encode(), b"digest.subscriber\0" + email.lower().encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode()
 
 
 def _keys(cfg: Config) -> list[str]:
@@ -51,15 +69,19 @@ class Signer:
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         return URLSafeSerializer(self.keys, salt=SALTS[purpose])
 
+    def ref(self, email: str) -> str:
+        """The reader's ref under the signing key (itsdangerous signs with the last one)."""
+        return subscriber_ref(self.keys[-1], email)
+
     def unsubscribe(self, email: str) -> str:
-        return str(self._serializer("unsubscribe").dumps(email.lower()))
+        return str(self._serializer("unsubscribe").dumps(self.ref(email)))
 
     def feedback(self, email: str, paper_id: str, day: date, verdict: str) -> str:
-        payload = [email.lower(), paper_id, day.isoformat(), verdict]
+        payload = [self.ref(email), paper_id, day.isoformat(), verdict]
         return str(self._serializer("feedback").dumps(payload))
 
     def digest(self, email: str, day: date) -> str:
-        return str(self._serializer("digest").dumps([email.lower(), day.isoformat()]))
+        return str(self._serializer("digest").dumps([self.ref(email), day.isoformat()]))
 
     def load(self, purpose: str, token: str) -> object:
         try:
@@ -80,6 +102,7 @@ def unsubscribe_token(cfg: Config, email: str) -> str:
 
 
 def read_unsubscribe(cfg: Config, token: str) -> str:
+    """The reader the token names: a ref, or an address (`is_address`) in an old token."""
     value = Signer(cfg).load("unsubscribe", token)
     if not isinstance(value, str):
         raise BadToken("unsubscribe")
@@ -87,18 +110,18 @@ def read_unsubscribe(cfg: Config, token: str) -> str:
 
 
 def read_feedback(cfg: Config, token: str) -> FeedbackLink:
-    email, paper_id, day, verdict = _strings(Signer(cfg).load("feedback", token), 4, "feedback")
+    who, paper_id, day, verdict = _strings(Signer(cfg).load("feedback", token), 4, "feedback")
     if verdict not in VERDICTS:
         raise BadToken("feedback")
     try:
-        return FeedbackLink(email, paper_id, date.fromisoformat(day), verdict)
+        return FeedbackLink(who, paper_id, date.fromisoformat(day), verdict)
     except ValueError as exc:
         raise BadToken("feedback") from exc
 
 
 def read_digest(cfg: Config, token: str) -> tuple[str, date]:
-    email, day = _strings(Signer(cfg).load("digest", token), 2, "digest")
+    who, day = _strings(Signer(cfg).load("digest", token), 2, "digest")
     try:
-        return email, date.fromisoformat(day)
+        return who, date.fromisoformat(day)
     except ValueError as exc:
         raise BadToken("digest") from exc

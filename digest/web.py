@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.config import Config
 from digest.store import Store
 from digest.text import plain_latex
-from digest.tokens import BadToken, read_digest, read_feedback, read_unsubscribe
+from digest.tokens import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
 
 access_log = logging.getLogger("digest.web.access")
 # Forms here are a button and a hidden field or two; anything larger is not ours.
@@ -69,6 +69,18 @@ class Web:
         )
         return HTMLResponse(html, status_code=status, headers=HEADERS)
 
+    def address(self, who: str) -> str | None:
+        """The reader a link names: a ref looked up, or the address an old link carries."""
+        return who.lower() if is_address(who) else self.store.ref_address(who)
+
+    def gone(self) -> HTMLResponse:
+        """A genuine link whose reader the database no longer knows (it was reset)."""
+        return self.page(
+            "Subscription not found",
+            ["This address gets no digests from here any more."],
+            status=404,
+        )
+
     def bad_link(self) -> HTMLResponse:
         return self.page(
             "This link is not valid",
@@ -87,27 +99,32 @@ class Web:
 
     async def unsubscribe(self, request: Request) -> Response:
         try:
-            address = read_unsubscribe(self.cfg, request.path_params["token"])
+            who = read_unsubscribe(self.cfg, request.path_params["token"])
         except BadToken:
             return self.bad_link()
+        address = await run_in_threadpool(self.address, who)
+        if address is None:
+            return self.gone()
+        # The page names the address only in part: the link may be in a forwarded email.
+        shown = masked(address)
         if request.method == "POST":
             form = await self.form(request)
             if form.get("action") == "resubscribe":
                 await run_in_threadpool(self.store.set_unsubscribed, address, False)
                 return self.page(
                     "You are subscribed again",
-                    [f"{address} will get the next digest as usual."],
+                    [f"{shown} will get the next digest as usual."],
                 )
             await run_in_threadpool(self.store.set_unsubscribed, address, True)
             return self.unsubscribed(
-                f"{address} will get no more digests.",
+                f"{shown} will get no more digests.",
                 "Changed your mind? The button above undoes this.",
             )
         if await run_in_threadpool(self.store.is_unsubscribed, address):
-            return self.unsubscribed(f"{address} gets no digests.")
+            return self.unsubscribed(f"{shown} gets no digests.")
         return self.page(
             "Unsubscribe?",
-            [f"Stop sending paper digests to {address}?"],
+            [f"Stop sending paper digests to {shown}?"],
             button="Unsubscribe",
             fields=[("List-Unsubscribe", "One-Click")],
             note="Nothing changes until you press the button.",
@@ -130,15 +147,16 @@ class Web:
             link = read_feedback(self.cfg, request.path_params["token"])
         except BadToken:
             return self.bad_link()
+        address = await run_in_threadpool(self.address, link.who)
+        if address is None:
+            return self.gone()
         papers = await run_in_threadpool(self.store.papers, [link.paper_id])
         paper = papers.get(link.paper_id)
         if paper is None:
             return self.page("Paper not found", ["This paper is no longer stored."], status=404)
         what = VERDICT_TEXT[link.verdict]
         if request.method == "POST":
-            await run_in_threadpool(
-                self.store.set_feedback, link.email, link.paper_id, link.verdict
-            )
+            await run_in_threadpool(self.store.set_feedback, address, link.paper_id, link.verdict)
             return self.page(
                 "Thank you",
                 [f"Noted: {what}.", plain_latex(paper.title)],
@@ -155,10 +173,11 @@ class Web:
 
     async def digest(self, request: Request) -> Response:
         try:
-            address, day = read_digest(self.cfg, request.path_params["token"])
+            who, day = read_digest(self.cfg, request.path_params["token"])
         except BadToken:
             return self.bad_link()
-        html = await run_in_threadpool(self.digest_html, address, day)
+        address = await run_in_threadpool(self.address, who)
+        html = None if address is None else await run_in_threadpool(self.digest_html, address, day)
         if html is None:
             return self.page("Digest not found", ["This digest is no longer stored."], status=404)
         return HTMLResponse(html, headers={**HEADERS, "Content-Security-Policy": DIGEST_CSP})
@@ -177,6 +196,12 @@ class Web:
 
     async def health(self, request: Request) -> Response:
         return PlainTextResponse("ok", headers=HEADERS)
+
+
+def masked(address: str) -> str:
+    """`ada@example.org` as `a…@example.org`: enough for its owner to recognise."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}…@{domain}"
 
 
 def shown_path(path: str) -> str:

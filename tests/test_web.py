@@ -29,7 +29,13 @@ from digest.models import Paper
 from digest.pipeline import prepare, prepare_models, rank_pool, run
 from digest.profiles import load_profile
 from digest.store import Store
-from digest.tokens import BadToken, Signer, read_unsubscribe, unsubscribe_token
+from digest.tokens import (
+    BadToken,
+    Signer,
+    read_unsubscribe,
+    subscriber_ref,
+    unsubscribe_token,
+)
 from digest.web import create_app
 from tests.conftest import NOW, SmtpServer, digest
 
@@ -134,7 +140,7 @@ def test_rotated_keys_keep_old_links_working(workspace: Config, tmp_path: Path) 
     key = tmp_path / "rotated"
     key.write_text("new-key\ntest-secret-key\n")
     rotated = workspace.model_copy(update={"web": WebConfig(base_url=PUBLIC, secret_key_file=key)})
-    assert read_unsubscribe(rotated, old) == "ada@example.org"
+    assert read_unsubscribe(rotated, old) == subscriber_ref("test-secret-key", "ada@example.org")
     assert unsubscribe_token(rotated, "ada@example.org") != old
     key.write_text("new-key\n")
     with pytest.raises(BadToken):
@@ -236,7 +242,12 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
     from digest.config import load_config
 
     cfg = load_config(site / "digest.toml")
-    token = Signer(cfg).unsubscribe("ada@example.org")
+    signer = Signer(cfg)
+    token = signer.unsubscribe("ada@example.org")
+    store = Store(cfg.database_url)
+    store.create_all()
+    store.remember_ref(signer.ref("ada@example.org"), "ada@example.org")  # as a run does
+    store.dispose()
     port = free_port()
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("DIGEST_CONFIG", None)

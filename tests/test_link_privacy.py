@@ -1,0 +1,138 @@
+"""The links in a delivered digest name the reader by an opaque ref, never by address; links
+in digests sent before refs existed keep working."""
+
+from __future__ import annotations
+
+import base64
+import re
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from itsdangerous import URLSafeSerializer
+
+from digest.config import Config
+from digest.pipeline import preview, run
+from digest.store import Store
+from digest.tokens import SALTS
+from tests.conftest import NOW, SmtpServer, digest
+from tests.test_web import WebServer
+
+TOKEN = re.compile(r"/(u|f|d)/([A-Za-z0-9_\-.]+)")
+
+
+def payload(token: str) -> str:
+    """What anybody can read out of a token without the key: its base64 (maybe zlib) part."""
+    compressed = token.startswith(".")
+    body = token.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return (zlib.decompress(raw) if compressed else raw).decode()
+
+
+def old_token(cfg: Config, purpose: str, value: object) -> str:
+    """A link as digests sent before refs carried it: the address in the payload."""
+    keys = [k for k in cfg.web.secret_key().get_secret_value().splitlines() if k]
+    return str(URLSafeSerializer(list(reversed(keys)), salt=SALTS[purpose]).dumps(value))
+
+
+@pytest.fixture
+def web(workspace: Config, store: Store) -> Iterator[WebServer]:
+    server = WebServer(workspace, store)
+    yield server
+    server.close()
+
+
+def test_no_link_in_a_delivered_digest_or_its_web_page_reveals_the_readers_address(
+    workspace: Config, store: Store, smtp_server: SmtpServer, web: WebServer
+) -> None:
+    run(workspace, store, now=NOW)
+    raw = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
+    # The bytes as they left: the header, and both parts (quoted-printable undone).
+    import quopri
+
+    text = quopri.decodestring(raw).decode("utf-8", "replace")
+    tokens = {t for _, t in TOKEN.findall(text)}
+    assert len(tokens) >= 5  # unsubscribe, the web view, more/less per paper
+    for token in tokens:
+        readable = payload(token)
+        assert "@" not in readable and "ada" not in readable.lower(), readable
+    view = next(t for kind, t in TOKEN.findall(text) if kind == "d")
+    page = web.client.get(f"http://127.0.0.1:{web.port}/d/{view}")
+    assert page.status_code == 200
+    for _, token in TOKEN.findall(page.text):
+        assert "@" not in payload(token)
+
+
+def test_the_unsubscribe_page_shows_the_address_only_in_part(
+    workspace: Config, store: Store, smtp_server: SmtpServer, web: WebServer
+) -> None:
+    run(workspace, store, now=NOW)
+    raw = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
+    header = re.search(rb"^List-Unsubscribe: <([^>]+)>", raw, flags=re.M)
+    assert header is not None
+    url = header.group(1).decode().replace("https://papers.example.org", "")
+    page = web.client.get(f"http://127.0.0.1:{web.port}{url}")
+    assert page.status_code == 200 and "a…@example.org" in page.text
+    assert "ada@example.org" not in page.text
+
+
+def test_links_from_digests_sent_before_refs_still_unsubscribe_rate_and_show_the_digest(
+    workspace: Config, store: Store, smtp_server: SmtpServer, web: WebServer
+) -> None:
+    run(workspace, store, now=NOW)
+    day = NOW.date()
+    (sent,) = [d for d in store.deliveries() if d.subscriber == "ada@example.org"]
+    paper = sent.paper_ids[-1]
+    base = f"http://127.0.0.1:{web.port}"
+    view = web.client.get(
+        f"{base}/d/{old_token(workspace, 'digest', ['ada@example.org', str(day)])}"
+    )
+    assert view.status_code == 200 and "<html" in view.text.lower()
+    fb = old_token(workspace, "feedback", ["ada@example.org", paper, str(day), "dislike"])
+    assert web.client.post(f"{base}/f/{fb}").status_code == 200
+    assert store.feedback("ada@example.org") == {paper: "dislike"}
+    unsub = old_token(workspace, "unsubscribe", "ada@example.org")
+    done = web.client.post(f"{base}/u/{unsub}", content=b"List-Unsubscribe=One-Click")
+    assert done.status_code == 200 and store.is_unsubscribed("ada@example.org")
+
+
+def test_links_keep_working_after_the_key_is_rotated(
+    workspace: Config, store: Store, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    run(workspace, store, now=NOW)
+    raw = next(m.data for m in smtp_server.received if m.rcpt_tos == ["bob@example.org"])
+    header = re.search(rb"^List-Unsubscribe: <[^>]*/u/([^>]+)>", raw, flags=re.M)
+    assert header is not None
+    key = workspace.web.secret_key_file
+    assert key is not None
+    key.write_text("a-new-signing-key\ntest-secret-key\n")  # new first, old still verifies
+    # The digest rendered again (a preview) signs with the new key: another ref, also known.
+    fresh = preview(workspace, store, "bob@example.org", now=NOW).message
+    new = re.search(rb"^List-Unsubscribe: <[^>]*/u/([^>]+)>", fresh, flags=re.M)
+    assert new is not None and new.group(1) != header.group(1)
+    server = WebServer(workspace, store)
+    try:
+        for token in (header.group(1), new.group(1)):
+            store.set_unsubscribed("bob@example.org", False)
+            url = f"http://127.0.0.1:{server.port}/u/{token.decode()}"
+            done = server.client.post(url, content=b"List-Unsubscribe=One-Click")
+            assert done.status_code == 200 and store.is_unsubscribed("bob@example.org")
+    finally:
+        server.close()
+
+
+def test_a_database_made_before_refs_gains_their_table_and_keeps_its_rows(site: Path) -> None:
+    assert digest("run", cwd=site).returncode == 0
+    db = site / "data" / "digest.db"
+    with sqlite3.connect(db) as conn:  # as the release before refs left it
+        conn.execute("DROP TABLE linkref")
+        sent = conn.execute("SELECT count(*) FROM delivery WHERE state = 'sent'").fetchone()[0]
+    assert sent == 2
+    status = digest("status", cwd=site)
+    assert status.returncode == 0, status.stderr
+    assert "2 sent" in status.stdout
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "linkref" in tables
