@@ -16,11 +16,17 @@ from digest.cli import _state, console, err_console, subscribers
 from digest.errors import DigestError
 from digest.profiles import LoadResult, load_profiles
 from digest.roster import STATES, Reader, find_reader, roster
+from digest.store import Store
 
 
 def _profiles(ctx: click.Context) -> LoadResult:
     cfg = _state(ctx).cfg
     return load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
+
+
+def _reader(ctx: click.Context, address: str) -> tuple[Store, Reader]:
+    store = _state(ctx).store()
+    return store, find_reader(_profiles(ctx).profiles, store, address)
 
 
 def _interests(r: Reader) -> str:
@@ -147,8 +153,7 @@ def subscribers_unsubscribe(ctx: click.Context, address: str) -> None:
 
     Example: digest subscribers unsubscribe ada@example.org
     """
-    store = _state(ctx).store()
-    r = find_reader(_profiles(ctx).profiles, store, address)
+    store, r = _reader(ctx, address)
     if r.state == "unsubscribed":
         console.print(f"{r.email} is already unsubscribed (since {r.since:%Y-%m-%d}).")
         return
@@ -164,8 +169,7 @@ def subscribers_resubscribe(ctx: click.Context, address: str) -> None:
 
     Example: digest subscribers resubscribe ada@example.org
     """
-    store = _state(ctx).store()
-    r = find_reader(_profiles(ctx).profiles, store, address)
+    store, r = _reader(ctx, address)
     if r.state != "unsubscribed":
         raise DigestError(f"{r.email} is not unsubscribed (state: {r.state})")
     if r.profile is None:
@@ -184,8 +188,7 @@ def subscribers_enable(ctx: click.Context, address: str) -> None:
 
     Example: digest subscribers enable ada@example.org
     """
-    store = _state(ctx).store()
-    r = find_reader(_profiles(ctx).profiles, store, address)
+    store, r = _reader(ctx, address)
     if not store.enable(r.email):
         raise DigestError(
             f"{r.email} is not disabled (state: {r.state})", "see `digest subscribers list`"

@@ -310,6 +310,25 @@ url = "{(DEMO_DATA / "hf_daily.json").as_uri()}"
     return tmp_path
 
 
+def relay_elsewhere(site: Path) -> int:
+    """Point the site's SMTP at a free port where nothing listens (the relay is down)."""
+    cfg = site / "digest.toml"
+    text = cfg.read_text()
+    start = text.index("port = ") + len("port = ")
+    port = free_port()
+    cfg.write_text(text[:start] + str(port) + text[text.index("\n", start) :])
+    return port
+
+
+def drop_source(site: Path, name: str) -> None:
+    """Remove one [[sources]] table from the site's digest.toml, as an operator would."""
+    cfg = site / "digest.toml"
+    text = cfg.read_text()
+    start = text.index(f'[[sources]]\nname = "{name}"')
+    end = text.find("[[sources]]", start + 1)
+    cfg.write_text(text[:start] + (text[end:] if end != -1 else ""))
+
+
 def write_config(path: Path, cfg_text: str) -> Path:
     path.write_text(cfg_text, encoding="utf-8")
     return path

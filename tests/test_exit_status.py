@@ -12,11 +12,10 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from digest.demo import free_port
 from digest.errors import ExitStatus
 from digest.pipeline import RunReport, SubscriberResult
 from digest.send import EngineReport
-from tests.conftest import SmtpHandler, SmtpServer, digest
+from tests.conftest import SmtpHandler, SmtpServer, digest, relay_elsewhere
 
 
 def test_a_run_in_a_folder_without_digest_toml_fails_and_creates_nothing(tmp_path: Path) -> None:
@@ -40,12 +39,7 @@ def test_a_run_that_sends_every_due_digest_exits_0(site: Path, smtp_server: Smtp
 def test_a_run_with_the_relay_down_exits_2_and_retry_brings_the_digests_forward(
     site: Path,
 ) -> None:
-    cfg = site / "digest.toml"
-    text = cfg.read_text()
-    start = text.index("port = ") + len("port = ")
-    end = text.index("\n", start)
-    port = free_port()
-    cfg.write_text(text[:start] + str(port) + text[end:])  # nothing listens there
+    port = relay_elsewhere(site)
     ran = digest("run", cwd=site)
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "retry" in ran.stdout

@@ -7,10 +7,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from digest.demo import free_port
 from digest.profiles import Profile
 from digest.schedule import local_send_time, slots
-from tests.conftest import digest
+from tests.conftest import digest, drop_source, relay_elsewhere
 
 
 def _slot_rows(stdout: str) -> dict[str, str]:
@@ -64,10 +63,7 @@ def test_status_after_a_run_puts_each_reader_at_their_next_day_not_the_slot_alre
 def test_status_lists_waiting_digests_with_their_next_try_and_the_relay_backoff(
     site: Path,
 ) -> None:
-    cfg = site / "digest.toml"
-    text = cfg.read_text()
-    start = text.index("port = ") + len("port = ")
-    cfg.write_text(text[:start] + str(free_port()) + text[text.index("\n", start) :])
+    relay_elsewhere(site)
     run = digest("run", cwd=site)
     assert run.returncode == 2
     # The run's own table says when each waiting digest is tried next, not only the error.
@@ -86,10 +82,7 @@ def test_status_lists_waiting_digests_with_their_next_try_and_the_relay_backoff(
 
 def test_status_shows_only_configured_sources_and_names_a_removed_one_once(site: Path) -> None:
     assert digest("ingest", cwd=site).returncode == 0
-    cfg = site / "digest.toml"
-    text = cfg.read_text()
-    start = text.index('[[sources]]\nname = "hf"')
-    cfg.write_text(text[:start])
+    drop_source(site, "hf")
     ran = digest("status", cwd=site)
     source_rows = [ln for ln in ran.stdout.splitlines() if ln.startswith("│ hf ")]
     assert source_rows == []

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from digest.store import Store
-from tests.conftest import digest, write_profile
+from tests.conftest import digest, drop_source, write_profile
 
 LONG = "a.very.long.local.part.for.a.reader" + "@" + "mail.department.university.example.org"
 
@@ -44,11 +44,7 @@ def test_check_warns_about_an_example_arxiv_lacks_and_category_typos_naming_file
 def test_check_says_an_example_could_not_be_checked_when_no_arxiv_api_source_is_configured(
     site: Path,
 ) -> None:
-    cfg = site / "digest.toml"
-    text = cfg.read_text()
-    start = text.index('[[sources]]\nname = "arxiv-api"')
-    end = text.index("[[sources]]", start + 5)
-    cfg.write_text(text[:start] + text[end:])
+    drop_source(site, "arxiv-api")
     write_profile(site / "subscribers", "cy", 'email = "cy@example.org"\n'
                   '[interests]\npapers = ["2411.99999"]\n')  # fmt: skip
     ran = digest("subscribers", "check", cwd=site)
