@@ -183,7 +183,7 @@ def subscribers() -> None:
     "--next",
     "next_digest",
     is_flag=True,
-    help="Once today's digest exists: the next one as it would be ranked now (after feedback).",
+    help="Once today's digest exists: the next one, as a run would make it now (after feedback).",
 )
 @click.pass_context
 def preview(
@@ -196,7 +196,7 @@ def preview(
 ) -> None:
     """Show what ADDRESS would get now, without sending or recording anything.
 
-    Once today's digest exists, this is that digest, as stored; `--next` ranks the next one.
+    Once today's digest exists, this is that digest, as stored; `--next` shows the next one.
     Example: digest preview ada@example.org --out /tmp/digest.html
     """
     from digest.pipeline import preview as build_preview
@@ -216,8 +216,7 @@ def preview(
         )
     elif next_digest:
         err_console.print(
-            f"The next digest ({shown.day}), ranked now: papers of the current listing not yet "
-            "sent; the next run ranks whatever is new by then the same way.",
+            f"The next digest ({shown.day}) as a run would make it now, with the feedback so far.",
             highlight=False,
         )
     if open_browser:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import click
 from rich.markup import escape
@@ -213,10 +213,15 @@ def stats(ctx: click.Context) -> None:
     """Papers stored, the last fetch of each source, and deliveries by state."""
     from collections import Counter
 
+    from digest.pipeline import NOT_LISTED
+
     st = _state(ctx)
     store = st.store()
+    # As runs see it: look-ups are not listings, and a future date does not count.
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    newest = store.latest_announced(exclude_types=NOT_LISTED, until=tomorrow)
     console.print(
-        f"papers stored: {store.count_papers()}; newest listing: {store.latest_announced() or '-'}",
+        f"papers stored: {store.count_papers()}; newest listing: {newest or '-'}",
         highlight=False,
     )
     _feed_table(store, [s.name for s in st.cfg.sources])

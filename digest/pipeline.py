@@ -121,12 +121,9 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
     if wanted:
         lookup_papers(store, cfg, wanted, now.date())
-    latest = store.latest_announced(exclude_types=NOT_LISTED, until=now.date() + timedelta(days=1))
-    corpus: list[Paper] = []
-    listing: list[Paper] = []
-    if latest is not None:
-        corpus = store.papers_between(latest - timedelta(days=cfg.digest.corpus_days), latest)
-        listing = listing_of(corpus, cfg.digest.lookback_days)
+    corpus = corpus_of(cfg, store, now.date())
+    listing = listing_of(corpus, cfg.digest.lookback_days)
+    latest = max((p.announced for p in listing), default=None)
     known = {p.id for p in corpus}
     corpus += [p for p in store.papers(wanted).values() if p.id not in known]
     return Context(
@@ -139,6 +136,25 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         latest=latest,
         listing=listing,
     )
+
+
+def corpus_of(cfg: Config, store: Store, today: date) -> list[Paper]:
+    """The papers of the last `corpus_days` of each configured source, oldest first.
+
+    Each source counts back from its own newest day: a source ahead of the others (a feed
+    dated wrongly, or files of different years) cannot push the others out, and a source
+    removed from the config no longer feeds anybody's digest.
+    """
+    # A date past tomorrow (any time zone's today) is a mistake, stored before ingest checked.
+    until = today + timedelta(days=1)
+    span = timedelta(days=cfg.digest.corpus_days)
+    by_id: dict[str, Paper] = {}
+    for src in cfg.sources:
+        newest = store.newest_day(src.name, until, exclude_types=NOT_LISTED)
+        if newest is not None:
+            for p in store.source_papers(src.name, newest - span, newest):
+                by_id.setdefault(p.id, p)
+    return sorted(by_id.values(), key=lambda p: (p.announced, p.id))
 
 
 def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
@@ -212,15 +228,14 @@ def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
     return allowed is None or any(source_name(t) in allowed for t in paper.sources)
 
 
-def candidates(ctx: Context, profile: Profile, passed_over: bool = False) -> list[Paper]:
+def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     """Listing papers of the last few days that arrived since this subscriber's last digest.
 
     Papers already considered for an earlier digest and passed over are not offered again the
-    next day (unless ``passed_over``: a preview of the next digest re-ranks them); papers
-    already sent are never offered again at all.
+    next day; papers already sent are never offered again at all.
     """
     seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
-    since = None if passed_over else ctx.store.last_digest_at(profile.email)
+    since = ctx.store.last_digest_at(profile.email)
     allowed = set(profile.sources) if profile.sources is not None else None
     out = []
     for p in ctx.listing:
@@ -232,6 +247,20 @@ def candidates(ctx: Context, profile: Profile, passed_over: bool = False) -> lis
             continue
         out.append(p)
     return out
+
+
+def _why_no_candidates(ctx: Context, profile: Profile) -> str:
+    """Which of the candidate filters left nothing: a wrong reason sends the operator astray."""
+    allowed = set(profile.sources) if profile.sources is not None else None
+    mine = [p for p in ctx.listing if from_sources(p, allowed)]
+    if not mine:
+        return (
+            f"none of the {len(ctx.listing)} listing papers comes from {', '.join(allowed or [])}"
+        )
+    since = ctx.store.last_digest_at(profile.email)
+    if since is not None:
+        return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC)"
+    return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
 
 
 def rank_pool(
@@ -257,17 +286,15 @@ def rank_pool(
     )
 
 
-def pick_papers(
-    ctx: Context, profile: Profile, passed_over: bool = False
-) -> tuple[list[Pick], str]:
+def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     """The subscriber's picks for today, or none with the reason why."""
     if ctx.latest is None:
         return [], "no papers stored yet (run `digest ingest`)"
     if profile.trending:
         return trending_picks(ctx, profile)
-    pool = candidates(ctx, profile, passed_over)
+    pool = candidates(ctx, profile)
     if not pool:
-        return [], "no new papers since the last digest"
+        return [], _why_no_candidates(ctx, profile)
     picks = rank_pool(ctx, profile, pool)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
@@ -459,9 +486,8 @@ def preview(
 ) -> Preview:
     """What `email` would receive now (or was sent today), without sending or recording it.
 
-    ``next_digest`` skips today's stored digest and ranks what the next one would hold now:
-    the listing's papers not sent yet, with the reader's feedback so far (a paper passed over
-    today is ranked again, so a changed model shows).
+    ``next_digest`` skips today's stored digest and shows what the next run would send if it
+    ran now: the papers that arrived since, ranked with the reader's feedback so far.
     """
     now = now or datetime.now(UTC)
     ctx = prepare(cfg, store, now)
@@ -474,7 +500,7 @@ def preview(
     else:
         if existing is not None:
             day += timedelta(days=1)
-        picks, why_not = pick_papers(ctx, profile, passed_over=next_digest)
+        picks, why_not = pick_papers(ctx, profile)
         if not picks:
             what = "nothing for the next digest yet" if existing else "nothing to preview"
             raise DigestError(f"{email}: {what}: {why_not}", "`digest ingest` fetches new papers")

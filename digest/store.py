@@ -160,11 +160,29 @@ class Store(DeliveryQueries, FeedbackQueries):
             if until is not None:
                 q = q.where(col(Paper.announced) <= until)
             if exclude_types:
-                q = q.where(
-                    (col(Paper.announce_type).is_(None))
-                    | (col(Paper.announce_type).not_in(list(exclude_types)))
-                )
+                q = q.where(_not_of_types(exclude_types))
             return s.exec(q).one()
+
+    def newest_day(
+        self, source: str, until: date, exclude_types: Sequence[str] = ()
+    ) -> date | None:
+        """The newest day (at most ``until``) of a paper this source brought."""
+        with self.session() as s:
+            q = select(col(Paper.announced)).where(
+                col(Paper.announced) <= until, _brought_by(source)
+            )
+            if exclude_types:
+                q = q.where(_not_of_types(exclude_types))
+            # Newest first along the date index: an active source stops the scan at once.
+            return s.exec(q.order_by(col(Paper.announced).desc()).limit(1)).first()
+
+    def source_papers(self, source: str, first: date, last: date) -> list[Paper]:
+        """Papers this source brought, announced in [first, last]."""
+        with self.session() as s:
+            q = select(Paper).where(
+                Paper.announced >= first, Paper.announced <= last, _brought_by(source)
+            )
+            return list(s.exec(q).all())
 
     def purge_source(self, source: str) -> tuple[int, int]:
         """Forget what one source brought: papers only it brought are deleted, others lose its
@@ -193,7 +211,7 @@ class Store(DeliveryQueries, FeedbackQueries):
         """Whether any stored paper carries ``category`` (a name outside arXiv's taxonomy may be
         a feed's own)."""
         # Categories are a JSON list stored as text; the quotes keep `cs.L` from matching `cs.LG`.
-        needle = "%" + json.dumps(category).replace("%", r"\%").replace("_", r"\_") + "%"
+        needle = _like(json.dumps(category))
         with self.session() as s:
             q = select(Paper.id).where(cast(Paper.categories, Text).like(needle, escape="\\"))
             return s.exec(q.limit(1)).first() is not None
@@ -402,6 +420,20 @@ def _merge(row: Paper, rec: PaperRecord) -> bool:
         return False
     row.updated = utcnow()
     return True
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern finding ``text`` anywhere, its own wildcards escaped."""
+    return "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+def _not_of_types(types: Sequence[str]) -> Any:
+    return (col(Paper.announce_type).is_(None)) | (col(Paper.announce_type).not_in(list(types)))
+
+
+def _brought_by(source: str) -> Any:
+    """Papers whose JSON list of "kind:name" tags holds this source name."""
+    return cast(Paper.sources, Text).like(_like(f':{source}"'), escape="\\")
 
 
 def source_tag(rec: PaperRecord) -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from digest.config import load_config
+import pytest
+
+from digest.config import Config, SourceConfig, load_config
+from digest.ingest import ingest_source
 from digest.models import Paper
-from digest.pipeline import prepare
+from digest.pipeline import pick_papers, prepare
 from digest.store import Store
-from tests.conftest import SmtpServer, digest
+from tests.conftest import SHARED, SmtpServer, digest, write_profile
 
 ODD_FEED = """<?xml version="1.0"?>
 <rss version="2.0"><channel><title>Lab feed</title><link>https://lab.example.org/</link>
@@ -88,5 +91,56 @@ def test_papers_purge_removes_what_one_source_brought(site: Path) -> None:
     try:
         assert store.papers(["https://lab.example.org/papers/42"]) == {}
         assert store.count_papers() > 20  # the arXiv listing stays
+    finally:
+        store.dispose()
+
+
+@pytest.mark.shared_data
+def test_a_source_two_years_ahead_of_the_others_does_not_push_them_out_of_the_digest(
+    tmp_path: Path,
+) -> None:
+    """The real arXiv RSS of 2024-11-28 beside the real Hugging Face file of 2026-08-21."""
+    rss = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
+    hf = SHARED / "hf_daily_papers" / "hf_daily_papers_2026-08-21.json"
+    cfg = Config(
+        data_dir=tmp_path / "data",
+        subscribers_dir=tmp_path / "subscribers",
+        sources=[
+            SourceConfig(name="arxiv", kind="arxiv-rss", url=rss.as_uri()),
+            SourceConfig(name="hf", kind="hf-daily", url=hf.as_uri()),
+        ],
+    )
+    write_profile(
+        cfg.subscribers_dir,
+        "astro",
+        'email = "astro@example.org"\n[interests]\nkeywords = ["galaxy", "black hole"]\n',
+    )
+    store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
+    store.create_all()
+    try:
+        for src in cfg.sources:
+            ingest_source(store, src, today=date(2026, 8, 21))
+        ctx = prepare(cfg, store, datetime(2026, 8, 21, 8, tzinfo=UTC))
+        from_arxiv = [p for p in ctx.listing if "arxiv-rss:arxiv" in p.sources]
+        assert len(from_arxiv) > 900  # the whole listing of its own day, not dropped
+        picks, why = pick_papers(ctx, ctx.profiles[0])
+        assert picks, why
+        assert all("arxiv-rss:arxiv" in p.paper.sources for p in picks)
+    finally:
+        store.dispose()
+
+
+def test_papers_of_a_source_removed_from_the_config_no_longer_reach_any_digest(
+    site: Path,
+) -> None:
+    add_odd_source(site)
+    assert digest("ingest", cwd=site).returncode == 0
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    try:
+        now = datetime.now().astimezone()
+        assert any("rss:odd" in p.sources for p in prepare(cfg, store, now).listing)
+        kept = cfg.model_copy(update={"sources": [s for s in cfg.sources if s.name != "odd"]})
+        assert not any("rss:odd" in p.sources for p in prepare(kept, store, now).listing)
     finally:
         store.dispose()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from digest.record import PaperRecord
+from digest.store import Store
 from tests.conftest import SmtpServer, digest
 
 
@@ -33,21 +35,45 @@ def test_preview_of_a_digest_already_sent_says_so_and_shows_it_as_it_went_out(
     assert "was sent" not in text.stdout
 
 
-def test_preview_next_ranks_the_unsent_papers_with_the_feedback_given_since(
+def test_preview_next_shows_the_next_runs_digest_with_the_feedback_given_since(
     site: Path, smtp_server: SmtpServer
 ) -> None:
     assert digest("run", cwd=site).returncode == 0
     sent = _titles(digest("preview", "ada@example.org", cwd=site).stdout)
     nothing = digest("preview", "ada@example.org", "--next", cwd=site)
     assert nothing.returncode == 1
-    assert "nothing for the next digest yet" in nothing.stderr
-    # Ada likes a paper outside her interests (from the web page, or the operator for her).
+    assert "nothing for the next digest yet: no new papers since the last digest" in " ".join(
+        nothing.stderr.split()
+    )
+    # The next listing brings the twin of a paper outside Ada's interests ...
+    store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+    try:
+        (grid,) = store.papers(["2611.10012"]).values()
+        store.upsert_papers(
+            [
+                PaperRecord(
+                    id="2611.20001",
+                    title=grid.title,  # the same work again, as another listing carries it
+                    abstract=grid.abstract,
+                    source="arxiv",
+                    kind="arxiv-rss",
+                    announced=grid.announced,
+                    categories=list(grid.categories),
+                )
+            ]
+        )
+    finally:
+        store.dispose()
+    unmoved = digest("preview", "ada@example.org", "--next", cwd=site)
+    assert "none of 1 new papers matched" in " ".join(unmoved.stderr.split())
+    # ... and once she has liked that paper, her next digest holds the twin.
     liked = digest("feedback", "ada@example.org", "2611.10012", "like", cwd=site)
     assert liked.returncode == 0, liked.stderr
     upcoming = digest("preview", "ada@example.org", "--next", cwd=site)
     assert upcoming.returncode == 0, upcoming.stderr
     assert "The next digest" in upcoming.stderr
     titles = _titles(upcoming.stdout)
-    assert any(t.startswith("Grid Cells Emerge") for t in titles)
-    assert not set(titles) & set(sent)  # what went out is not offered again
+    assert titles == [grid.title]
+    # Only what arrived since: nothing sent, and not the liked paper passed over before.
+    assert not set(titles) & set(sent)
     assert "you liked" in upcoming.stdout
