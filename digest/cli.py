@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from digest import __version__
 from digest.config import Config, load_config
@@ -26,8 +27,19 @@ from digest.errors import DigestError, ExitStatus
 from digest.store import Store
 
 FC = TypeVar("FC", bound=Callable[..., Any])
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Messages are never broken into lines by us (soft wrap: a terminal wraps them itself), and
+    output read by cron or a pipe, where rich would assume 80 columns, gets room for tables."""
+    out = Console(stderr=stderr, soft_wrap=True)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, soft_wrap=True, width=200)
+    return out
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 class DigestGroup(click.Group):
@@ -75,7 +87,7 @@ def _state(ctx: click.Context) -> State:
     "--config",
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Service config (default: $DIGEST_CONFIG, then ./digest.toml, then built-in defaults).",
+    help="Service config (default: $DIGEST_CONFIG, then ./digest.toml).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
 @click.version_option(__version__, prog_name="digest")
@@ -291,7 +303,7 @@ def _print_report(report: Any) -> None:
             )
     for e in report.profile_errors:
         err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
-    table = Table("subscriber", "status", "papers", "detail")
+    table = Table(Column("subscriber", no_wrap=True), "status", "papers", "detail")
     for r in report.results:
         table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
     console.print(table)
@@ -372,4 +384,15 @@ from digest import cli_ops, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:
-    cli(prog_name="digest")
+    """The `digest` command. A usage mistake (unknown option, bad value) exits 1 like every
+    other error: click's own 2 would read as "ran, some digests unsent" to a cron job."""
+    try:
+        status = cli.main(prog_name="digest", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitStatus.ERROR)
+    except click.Abort:
+        err_console.print("Aborted.")
+        sys.exit(ExitStatus.ERROR)
+    # ctx.exit(code) comes back as the code; a command that returns ends with 0.
+    sys.exit(status if isinstance(status, int) else ExitStatus.OK)

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from digest.cli import _state, cli, console, err_console
 from digest.errors import DigestError
@@ -86,7 +86,8 @@ def _waiting_table(store: Store, now: datetime) -> None:
     if not total:
         return
     table = Table(
-        "waiting digest", "date", "state", "attempts", "next try (UTC)", "gives up", "last error"
+        Column("waiting digest", no_wrap=True),
+        *("date", "state", "attempts", "next try (UTC)", "gives up", "last error"),
     )
     # The engine holds every digest while the relay's backoff lasts, queued ones included.
     relay = store.get_control(RELAY_KEY)
@@ -128,7 +129,15 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
     Example: digest deliveries --date 2026-11-23 --state retry
     """
     store = _state(ctx).store()
-    table = Table("id", "date", "subscriber", "state", "attempts", "papers", "last error")
+    table = Table(
+        "id",
+        "date",
+        Column("subscriber", no_wrap=True),
+        "state",
+        "attempts",
+        "papers",
+        "last error",
+    )
     for d in store.deliveries(day.date() if day else None):
         if state and d.state != state:
             continue

@@ -304,8 +304,9 @@ def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
 def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
 
-    Unlike personal picks, a paper seen at an earlier digest is offered again: upvotes grow
-    through the day and the next, and what trends tomorrow may have been quiet today.
+    Unlike personal picks, a paper passed over at an earlier digest (seen, not sent) is offered
+    again: upvotes grow through the day and the next, and what trends tomorrow may have been
+    quiet today. A paper sent once is never sent again.
     """
     sent = ctx.store.sent_paper_ids(profile.email)
     allowed = set(profile.sources) if profile.sources is not None else None

@@ -264,9 +264,11 @@ def workspace(tmp_path: Path, smtp_server: SmtpServer) -> Config:
 
 
 def digest(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    """The real command in a child process; an ``env`` value of None unsets that variable."""
+    merged = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}
     full_env.pop("DIGEST_CONFIG", None)
     return subprocess.run(
         [sys.executable, "-m", "digest", *args],

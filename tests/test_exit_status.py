@@ -117,3 +117,30 @@ def test_digests_left_pending_by_a_relay_backoff_count_as_unsent() -> None:
     assert waiting.exit_status() == ExitStatus.PARTIAL
     other_node = RunReport(day.date(), results=results, delivery=EngineReport())
     assert other_node.exit_status() == ExitStatus.OK
+
+
+def test_under_cron_messages_stay_one_line_and_tables_keep_whole_addresses(
+    tmp_path: Path, site: Path
+) -> None:
+    """Cron gives no terminal and no COLUMNS: nothing may be broken at 80 columns."""
+    cron = {"COLUMNS": None, "LINES": None, "TERM": None}
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "jobs"
+    deep.mkdir(parents=True)
+    ran = digest("run", cwd=deep, env=cron)
+    first = ran.stderr.splitlines()[0]
+    assert "no digest.toml" in first and str(deep / "digest.toml") in first
+    long = "a.very.long.local.part.for.a.reader@mail.department.university.example.org"
+    (site / "subscribers" / "long.toml").write_text(
+        f'email = "{long}"\n[interests]\nkeywords = ["x"]\n'
+    )
+    shown = digest("run", "--dry-run", cwd=site, env=cron)
+    assert any(long in line for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_a_usage_mistake_exits_1_not_the_2_that_means_some_digests_are_unsent(site: Path) -> None:
+    for command in (["run", "--bogus"], ["subscribers", "list", "--state", "gone"], ["nope"]):
+        ran = digest(*command, cwd=site)
+        assert ran.returncode == 1, (command, ran.returncode)
+        assert "Error:" in ran.stderr and "Traceback" not in ran.stderr
+    assert digest("--version", cwd=site).returncode == 0
+    assert digest("run", "--help", cwd=site).returncode == 0

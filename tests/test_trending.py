@@ -66,6 +66,9 @@ def test_a_trending_only_profile_gets_the_most_upvoted_papers_best_first(
     assert shown == [-n for n, _ in expected]  # each with its count, best first
     assert text.count("https://huggingface.co/papers/") == 5
     assert "most upvoted" in text
+    # Not ranked for the reader: no "more / less like this" that would change nothing.
+    raw = smtp_server.received[0].data
+    assert b"/f/" not in raw and "Less like this" not in text
 
 
 def test_min_upvotes_skips_a_quiet_day_and_says_why(
