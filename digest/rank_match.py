@@ -27,34 +27,37 @@ def matchable(paper: Paper) -> str:
 
 
 @lru_cache(maxsize=65536)
-def author_key(name: str) -> tuple[str, str]:
-    """(surname, first given name or initial), folded: "Martin Günther", "M. Gunther",
-    "Günther, Martin" and arXiv's `Martin G\\"unther` all give ("gunther", "martin"/"m")."""
+def author_key(name: str) -> tuple[str, tuple[str, ...]]:
+    """(surname, given names or initials), folded: "Martin Günther", "M. Gunther",
+    "Günther, Martin" and arXiv's `Martin G\\"unther` all give ("gunther", ("martin",)) or
+    ("gunther", ("m",)); "Jean-Pierre" and "J.-P." give two given parts each."""
     name = fold(plain_name(name)).strip()
     if "," in name:
         last, first = (x.strip() for x in name.split(",", 1))
     else:
         parts = name.replace(".", ". ").split()
         last, first = (parts[-1], " ".join(parts[:-1])) if parts else ("", "")
-    given = first.replace(".", " ").split()
-    return last, given[0] if given else ""
+    return last, tuple(re.split(r"[\s.\-]+", first.strip(" .-"))) if first.strip(" .-") else ()
 
 
-def same_given(followed: str, author: str) -> bool:
-    """A followed name's given part against an author's: equal, or one of them an initial of the
-    other; a followed surname alone follows everyone of that surname."""
-    if not followed or followed == author:
-        return True
-    if len(followed) == 1 or len(author) == 1:
-        return followed[0] == author[:1]
-    return False
+def same_given(followed: tuple[str, ...], author: tuple[str, ...]) -> bool:
+    """A followed name's given parts against an author's, in order: each equal, or one of the two
+    an initial of the other. A followed surname alone follows everyone of that surname; given
+    parts the reader wrote must all be there ("J. C. Martínez" is not "Jessica Martinez"), while
+    a middle name the reader left out may be ("Martin Günther" follows "Martin K. Günther")."""
+    if len(followed) > len(author):
+        return False
+    for f, a in zip(followed, author, strict=False):
+        if f != a and not ((len(f) == 1 or len(a) == 1) and f[0] == a[0]):
+            return False
+    return True
 
 
 class FollowedAuthors:
     """A profile's `authors`, looked up by folded surname."""
 
     def __init__(self, names: Sequence[str]) -> None:
-        self.by_surname: dict[str, list[tuple[str, str]]] = {}
+        self.by_surname: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for name in names:
             last, given = author_key(name)
             if last:
