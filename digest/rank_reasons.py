@@ -43,6 +43,14 @@ _FILLER_WORDS = """
     presented presents previous propose proposed proposes provide provides recent recently
     remain remains result results several shown shows show significant significantly
     specific use used uses using various
+    additionally allow allowed allows continue continued continues describe described
+    describes discuss discussed discusses enable enabled enables especially establish
+    established establishes examine examined examines explore explored explores firstly hence
+    indicate indicated indicates investigate investigated investigates involve involved
+    involves lack lacking lacks largely mainly moreover notably obtain obtained obtains
+    particularly pertain pertaining pertains prove proved proves proving respectively reveal
+    revealed reveals secondly suggest suggested suggests thereby therefore thirdly thus
+    typically uniquely
 """
 FILLER = frozenset(_FILLER_WORDS.split())
 

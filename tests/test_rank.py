@@ -276,3 +276,12 @@ def test_a_removed_profile_takes_its_stored_model_with_it(store: Store, workspac
     (workspace.subscribers_dir / "bob.toml").unlink()
     run(workspace, store, now=NOW, dry_run=True, ingest=False)
     assert set(store.rank_models()) == {"ada@example.org"}
+
+
+def test_research_prose_is_not_a_reason_but_topics_with_common_words_are() -> None:
+    from digest.rank_reasons import readable_term
+
+    for prose in ("secondly", "pertain", "uniquely", "continue", "lacks", "prove", "thus"):
+        assert not readable_term(prose), prose
+    for topic in ("large language models", "bounded operators", "water", "speedup"):
+        assert readable_term(topic), topic

@@ -148,6 +148,10 @@ def test_preview_prints_titles_as_text_not_latex(tmp_path: Path) -> None:
     assert titles and not any("$" in t or "\\" in t for t in titles)
 
 
+# Words a trial run found in "about:" on this listing: prose, not topics.
+PROSE = {"secondly", "pertain", "uniquely", "continue", "lacks", "prove", "moreover", "thus"}
+
+
 def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(picks_for: Picker) -> None:
     profiles = {
         "llm": '["KV cache", "LLMs", "speculative decoding", "LLM"]',
@@ -170,6 +174,8 @@ def test_the_why_line_has_no_latex_no_stop_words_and_no_repeats(picks_for: Picke
                     assert not set(words) & LATEX_WORDS, (term, pick.reason)
                     assert not set(words) <= ENGLISH_STOP_WORDS, (term, pick.reason)
                     assert not (len(words) == 1 and len(words[0]) < 3), (term, pick.reason)
+                    if kind == "about":  # research prose, true of any paper, says nothing
+                        assert not set(words) & PROSE, (term, pick.reason)
                     said.append(variant_key(term))
             assert len(said) == len(set(said)), pick.reason
     assert seen_about  # the model's own terms are shown, apart from the keywords
