@@ -317,8 +317,8 @@ def _print_report(report: Any) -> None:
             )
         if engine.relay_until is not None:
             err_console.print(
-                "[red]The relay asked for a break:[/] waiting digests go out at the first run "
-                f"after {engine.relay_until:%Y-%m-%d %H:%M} UTC, or now with "
+                "[red]The relay is down or asked for a break:[/] waiting digests go out at the "
+                f"first run after {engine.relay_until:%Y-%m-%d %H:%M} UTC, or now with "
                 "`digest retry --state retry` once it is back",
                 highlight=False,
             )

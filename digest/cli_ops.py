@@ -113,8 +113,9 @@ def _waiting_table(store: Store, now: datetime) -> None:
         console.print(f"... and {total - len(rows)} more (digest deliveries --state retry)")
     if held_until is not None and held_until > naive_now:
         console.print(
-            f"the relay asked for a break until {held_until:%Y-%m-%d %H:%M} UTC; once it is "
-            "back, `digest retry --state retry` sends now",
+            "the relay is down or asked for a break, until "
+            f"{held_until:%Y-%m-%d %H:%M} UTC; once it is back, `digest retry --state retry` "
+            "sends now",
             highlight=False,
         )
 

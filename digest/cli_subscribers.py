@@ -170,8 +170,13 @@ def subscribers_resubscribe(ctx: click.Context, address: str) -> None:
     Example: digest subscribers resubscribe ada@example.org
     """
     store, r = _reader(ctx, address)
+    if r.state == "active":
+        console.print(f"{r.email} is already subscribed.")
+        return
     if r.state != "unsubscribed":
-        raise DigestError(f"{r.email} is not unsubscribed (state: {r.state})")
+        raise DigestError(
+            f"{r.email} is {r.state}, not unsubscribed", "`digest subscribers enable` for that"
+        )
     if r.profile is None:
         raise DigestError(
             f"{r.email} has no profile file", "add one in subscribers/ first, then resubscribe"

@@ -117,7 +117,7 @@ def digest_day(profile: Profile, now: datetime) -> date:
 def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     loaded = load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
     for err in loaded.errors:
-        log.error("%s", err)
+        log.debug("%s", err)  # reported by the caller: the run report, serve's reload
     wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
     if wanted:
         lookup_papers(store, cfg, wanted, now.date())

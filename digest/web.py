@@ -11,9 +11,10 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import re
 import time
 from datetime import date
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -46,6 +47,7 @@ DIGEST_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+_TOKEN_SEGMENT = re.compile(r"(/[ufd]/)[^/?]+")
 VERDICT_TEXT = {"like": "more like this", "dislike": "less like this"}
 
 
@@ -205,10 +207,9 @@ def masked(address: str) -> str:
 
 
 def shown_path(path: str) -> str:
-    """A request path fit for a log: the token is cut, since it stands for a reader."""
-    parts = path.split("/", 3)
-    if len(parts) >= 3 and parts[1] in ("u", "f", "d") and parts[2]:
-        return f"/{parts[1]}/…"
+    """A request path fit for a log: a token is cut, since it stands for a reader (also
+    under a path prefix, and in a path no route serves)."""
+    path = _TOKEN_SEGMENT.sub(r"\1…", path)
     return path if len(path) <= 80 else path[:79] + "…"
 
 
@@ -236,7 +237,7 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             access_log.info(
-                "%s %s %d %.0fms",
+                "method=%s path=%s status=%d ms=%.0f",
                 scope.get("method", "-"),
                 shown_path(str(scope.get("path", ""))),
                 status,
@@ -248,10 +249,13 @@ def create_app(cfg: Config, store: Store) -> Starlette:
     from digest.render import environment
 
     web = Web(cfg, store, environment(cfg))
-    routes = [
-        Route("/u/{token}", web.unsubscribe, methods=["GET", "POST"]),
-        Route("/f/{token}", web.feedback, methods=["GET", "POST"]),
-        Route("/d/{token}", web.digest, methods=["GET"]),
-        Route("/healthz", web.health, methods=["GET"]),
-    ]
+    # The links live under base_url's path; a proxy may pass that path on or strip it.
+    prefixes = dict.fromkeys(["", urlsplit(cfg.web.base_url).path.rstrip("/")])
+    routes = [Route("/healthz", web.health, methods=["GET"])]
+    for prefix in prefixes:
+        routes += [
+            Route(prefix + "/u/{token}", web.unsubscribe, methods=["GET", "POST"]),
+            Route(prefix + "/f/{token}", web.feedback, methods=["GET", "POST"]),
+            Route(prefix + "/d/{token}", web.digest, methods=["GET"]),
+        ]
     return Starlette(routes=routes, middleware=[Middleware(AccessLog)])

@@ -274,7 +274,30 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     lines = [ln for ln in err.splitlines() if "digest.web.access" in ln]
-    assert any(re.search(r"GET /u/… 200 \d+ms$", ln) for ln in lines), err
-    assert any(re.search(r"GET /f/… 400 \d+ms$", ln) for ln in lines), err
-    assert any("GET /healthz 200" in ln for ln in lines), err
+    assert any(re.search(r"method=GET path=/u/… status=200 ms=\d+$", ln) for ln in lines), err
+    assert any(re.search(r"method=GET path=/f/… status=400 ms=\d+$", ln) for ln in lines), err
+    assert any("method=GET path=/healthz status=200" in ln for ln in lines), err
     assert token not in err and "forged" not in err
+
+
+def test_links_work_under_the_base_urls_path_and_a_logged_path_never_holds_a_token(
+    workspace: Config, store: Store
+) -> None:
+    from digest.web import shown_path
+
+    cfg = workspace.model_copy(
+        update={"web": workspace.web.model_copy(update={"base_url": PUBLIC + "/lab/digest"})}
+    )
+    signer = Signer(cfg)
+    store.remember_ref(signer.ref("ada@example.org"), "ada@example.org")
+    token = signer.unsubscribe("ada@example.org")
+    server = WebServer(cfg, store)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        # As the link reads (a proxy passing the path on), and with the path stripped.
+        assert server.client.get(f"{base}/lab/digest/u/{token}").status_code == 200
+        assert server.client.get(f"{base}/u/{token}").status_code == 200
+    finally:
+        server.close()
+    assert shown_path(f"/elsewhere/u/{token}") == "/elsewhere/u/…"
+    assert shown_path(f"/lab/digest/d/{token}?x=1") == "/lab/digest/d/…?x=1"
