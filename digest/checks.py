@@ -50,7 +50,7 @@ def profile_warnings(
             problem = (
                 f"{pid!r} could not be checked: {looked.error}"
                 if looked.error
-                else f"{pid!r} was not found on arXiv; is the id right?"
+                else f"{pid!r} was not found on arXiv (source {looked.source}); is the id right?"
             )
             out.append(ProfileWarning(path, f"interests.papers[{i}]", problem))
         for i, cat in enumerate(p.interests.categories):

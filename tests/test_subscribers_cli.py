@@ -31,8 +31,8 @@ def test_check_warns_about_an_example_arxiv_lacks_and_category_typos_naming_file
     assert ran.returncode == 0, ran.stderr  # warnings, not errors: every profile still loads
     lines = [ln for ln in ran.stderr.splitlines() if ln.startswith("warning:")]
     assert lines == [
-        f"warning: {profile}: interests.papers[1]: '2411.99999' was not found on arXiv; "
-        "is the id right?",
+        f"warning: {profile}: interests.papers[1]: '2411.99999' was not found on arXiv "
+        "(source arxiv-api); is the id right?",
         f"warning: {profile}: interests.categories[1]: 'cs.XX' is not an arXiv category "
         "(see arxiv.org/category_taxonomy)",
         f"warning: {profile}: interests.categories[2]: 'astroph' is not an arXiv category; "

@@ -121,6 +121,7 @@ class Lookup:
     missing: tuple[str, ...] = ()
     # Set when the look-up did not run or failed: `missing` then says nothing about arXiv.
     error: str | None = None
+    source: str = ""  # the arxiv-api source asked
 
 
 def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None = None) -> Lookup:
@@ -142,7 +143,7 @@ def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None 
         return Lookup(0, tuple(missing), f"the look-up failed: {exc}")
     store.upsert_papers(parsed.records)
     got = {r.id for r in parsed.records}
-    return Lookup(len(got), tuple(i for i in missing if i not in got))
+    return Lookup(len(got), tuple(i for i in missing if i not in got), source=api.name)
 
 
 __all__ = ["IngestReport", "Lookup", "ingest_all", "ingest_bytes", "ingest_source", "lookup_papers"]
