@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from html.parser import HTMLParser
+from typing import TypeVar
 
 from digest.text import plain_name
 
@@ -17,6 +18,7 @@ _ARXIV_IN_TEXT = re.compile(
     re.IGNORECASE,
 )
 _WS = re.compile(r"\s+")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -37,16 +39,99 @@ class PaperRecord:
     doi: str | None = None
     journal_ref: str | None = None
     upvotes: int | None = None
+    # Values dropped on the way in (wrong type, out of range, too long): reported, not stored.
+    dropped: list[str] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
-        # Every source kind comes through here: names are stored as people write them
-        # (`Günther`, not arXiv's `G\\"unther`), so display and matching start from text.
-        self.authors = [plain_name(a) for a in self.authors]
+        """Every source kind comes through here, so here feeds' values are made safe to store:
+        wrong types dropped, sizes bounded the same for SQLite and PostgreSQL (which also
+        refuses NUL characters). A value that cannot be fixed raises ValueError, which the
+        parsers report as that entry's problem."""
+        self.id = _text(self.id, "id")
+        if not self.id:
+            raise ValueError("no id")
+        if len(self.id) > MAX_ID:
+            raise ValueError(f"id longer than {MAX_ID} characters ({self.id[:60]}…)")
+        self.title = _text(self.title, "title")[:MAX_TITLE]
+        if not self.title:
+            raise ValueError(f"{self.id}: no title")
+        self.abstract = _text(self.abstract, "abstract")[:MAX_ABSTRACT]
+        if not isinstance(self.announced, date):
+            raise ValueError(f"{self.id}: no date")
+        self.version = self._keep("version", _count(self.version, 1, 10_000), self.version)
+        self.upvotes = self._keep("upvotes", _count(self.upvotes, 0, 2**31 - 1), self.upvotes)
+        # Names are stored as people write them (`Günther`, not arXiv's `G\\"unther`), so
+        # display and matching start from text.
+        self.authors = [
+            plain_name(a)[:MAX_NAME] for a in _strings(self.authors)[:MAX_AUTHORS] if a.strip()
+        ]
+        self.categories = [c[:MAX_NAME] for c in _strings(self.categories)[:MAX_CATEGORIES]]
+        self.announce_type = self._keep(
+            "type", _optional(self.announce_type, 32), self.announce_type
+        )
+        self.abs_url = self._keep("link", _optional(self.abs_url, MAX_URL), self.abs_url)
+        self.pdf_url = self._keep("pdf link", _optional(self.pdf_url, MAX_URL), self.pdf_url)
+        self.hf_url = self._keep("link", _optional(self.hf_url, MAX_URL), self.hf_url)
+        self.doi = self._keep("doi", _optional(self.doi, MAX_NAME), self.doi)
+        self.journal_ref = self._keep(
+            "journal_ref", _optional(self.journal_ref, MAX_NAME), self.journal_ref
+        )
+
+    def _keep(self, what: str, kept: _T, given: object) -> _T:
+        """``kept`` (the cleaned value); a value given but not kept is noted in `dropped`."""
+        if kept is None and given is not None and given != "":
+            shown = repr(given) if len(repr(given)) <= 40 else f"{repr(given)[:39]}…"
+            self.dropped.append(f"{what} {shown} left out")
+        return kept
 
 
-def normalise_ws(text: str | None) -> str:
-    """Collapse runs of white space (arXiv hard-wraps abstracts); keep every other character."""
-    return _WS.sub(" ", text or "").strip()
+# Bounds on what one entry may store. Paper.id is a 512-character column; the rest is far beyond
+# any real paper (the longest arXiv abstract is under 2,000 characters, author lists under 3,000).
+MAX_ID = 512
+MAX_TITLE = 1_000
+MAX_ABSTRACT = 20_000
+MAX_AUTHORS = 5_000
+MAX_CATEGORIES = 50
+MAX_NAME = 300
+MAX_URL = 2_048
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is a {type(value).__name__}, not text")
+    return _CONTROL.sub("", value)
+
+
+def _optional(value: object, limit: int) -> str | None:
+    """Text or nothing: a value of the wrong type, or one too long to be real, is dropped."""
+    if not isinstance(value, str):
+        return None
+    value = _CONTROL.sub("", value).strip()
+    return value if value and len(value) <= limit else None
+
+
+def _strings(values: object) -> list[str]:
+    if not isinstance(values, list | tuple):
+        return []
+    return [_CONTROL.sub("", v) for v in values if isinstance(v, str)]
+
+
+def _count(value: object, low: int, high: int) -> int | None:
+    """A whole number in [low, high], or None: `Infinity`, 1e25, -3 and "12" are not counts."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if low <= value <= high else None
+
+
+def normalise_ws(text: object) -> str:
+    """Collapse runs of white space (arXiv hard-wraps abstracts); keep every other character.
+    Anything but text (a feed's number or list) is no text."""
+    return _WS.sub(" ", text).strip() if isinstance(text, str) else ""
 
 
 def arxiv_id(text: str | None) -> tuple[str, int | None] | None:

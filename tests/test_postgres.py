@@ -137,3 +137,28 @@ def test_two_runners_saving_the_same_model_at_once_do_not_fail(pg_store: Store) 
         t.join()
     assert not errors
     assert "race@example.org" in store.rank_models()
+
+
+def test_an_rss_item_too_long_or_with_a_nul_for_postgresql_costs_only_that_item(
+    pg_store: Store,
+) -> None:
+    from datetime import date
+
+    from digest.config import SourceConfig
+    from digest.ingest import ingest_bytes
+    from tests.test_hostile_entries import hostile_rss
+
+    src = SourceConfig(name="journal", kind="rss", url="https://journal.example.org/feed")
+    report = ingest_bytes(pg_store, src, hostile_rss().encode(), date(2024, 11, 28))
+    assert report.added >= 1
+    assert any("id longer than 512 characters" in p for p in report.problems)
+    stored = pg_store.papers(["https://journal.example.org/a/2"])
+    assert stored["https://journal.example.org/a/2"].title == "A fine paper"
+    from digest.record import PaperRecord
+
+    nul = PaperRecord(
+        id="2411.00001", title="Zero\x00Day", abstract="a\x00b", source="j", kind="rss",
+        announced=date(2024, 11, 28), authors=["Ada\x00 Lovelace"],
+    )  # fmt: skip
+    assert pg_store.upsert_papers([nul]) == (1, 0)
+    assert pg_store.papers(["2411.00001"])["2411.00001"].title == "ZeroDay"

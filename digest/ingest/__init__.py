@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from digest.config import Config, SourceConfig
 from digest.errors import DigestError, FeedError
 from digest.ingest import arxiv_api, arxiv_rss, hf_daily, rss
@@ -45,17 +47,23 @@ class IngestReport:
 
 def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -> IngestReport:
     """Parse and store one response body (also used for files handed over by hand)."""
-    parsed = PARSERS[src.kind](content, src, today)
+    try:
+        parsed = PARSERS[src.kind](content, src, today)
+    except FeedError:
+        raise
+    except Exception as exc:  # a parser's own fault on odd input: this source fails, not the run
+        raise FeedError(f"{src.name}: cannot parse: {type(exc).__name__}: {exc}") from exc
     # A date past tomorrow (any time zone's today) is a feed's mistake; stored as it is, it
     # would become the newest listing day and every subscriber's candidates.
     latest_ok = today + timedelta(days=1)
     for rec in parsed.records:
+        parsed.problems += [f"{src.name}: {rec.id[:80]}: {note}" for note in rec.dropped]
         if rec.announced > latest_ok:
             parsed.problems.append(
                 f"{src.name}: {rec.id} is dated {rec.announced}, in the future; stored as {today}"
             )
             rec.announced = today
-    added, updated = store.upsert_papers(parsed.records)
+    added, updated = _store(store, parsed)
     return IngestReport(
         source=src.name,
         entries=len(parsed.records),
@@ -64,6 +72,27 @@ def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -
         skipped=parsed.skipped,
         problems=parsed.problems,
     )
+
+
+def _store(store: Store, parsed: Parsed) -> tuple[int, int]:
+    """Store the records; if the batch is refused, one at a time, so a record the database
+    will not take (a value one backend refuses) costs that record, not the source."""
+    try:
+        return store.upsert_papers(parsed.records)
+    except (SQLAlchemyError, ValueError) as exc:
+        log.warning("storing a batch failed (%s); storing one paper at a time", exc)
+    added = updated = 0
+    kept = []
+    for rec in parsed.records:
+        try:
+            a, u = store.upsert_papers([rec])
+        except (SQLAlchemyError, ValueError) as exc:
+            parsed.problems.append(f"{rec.source}: {rec.id[:80]}: cannot be stored: {exc}"[:300])
+            continue
+        added, updated = added + a, updated + u
+        kept.append(rec)
+    parsed.records = kept
+    return added, updated
 
 
 def ingest_source(store: Store, src: SourceConfig, today: date | None = None) -> IngestReport:
@@ -94,7 +123,10 @@ def ingest_source(store: Store, src: SourceConfig, today: date | None = None) ->
         state.last_status = report.status
         state.last_error = "; ".join(report.problems[:3]) or None
         state.last_count = report.entries
-    except DigestError as exc:
+    except Exception as exc:  # whatever one source does, the other sources still ingest
+        if not isinstance(exc, DigestError):
+            log.debug("ingest %s: unexpected failure", src.name, exc_info=True)
+            exc = FeedError(f"{src.name}: {type(exc).__name__}: {exc}")
         log.warning("ingest %s failed: %s", src.name, exc)
         report = IngestReport(source=src.name, status="error", error=str(exc))
         state.last_status = "error"

@@ -13,7 +13,7 @@ from typing import Any
 from digest.config import SourceConfig
 from digest.errors import FeedError
 from digest.ingest.fetch import fetch
-from digest.ingest.parsed import Parsed, bozo_problem, entry_date, parse_feed
+from digest.ingest.parsed import Parsed, bozo_problem, entry_date, entry_problem, parse_feed
 from digest.record import PaperRecord, arxiv_id, arxiv_links, normalise_ws
 
 # The API asks for no more than this many ids per request.
@@ -25,14 +25,15 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     out = Parsed()
     if problem := bozo_problem(d, src.name):
         out.problems.append(problem)
-    for e in d.entries:
-        if "api/errors" in e.get("id", ""):
-            out.problems.append(f"{src.name}: arXiv API error: {normalise_ws(e.get('summary'))}")
-            continue
+    for i, e in enumerate(d.entries):
         try:
+            if "api/errors" in str(e.get("id", "")):
+                error = normalise_ws(str(e.get("summary", "")))
+                out.problems.append(f"{src.name}: arXiv API error: {error}")
+                continue
             out.records.append(_entry(e, src, today))
-        except ValueError as exc:
-            out.problems.append(f"{src.name}: {exc}")
+        except Exception as exc:  # one entry's fault is that entry's (see entry_problem)
+            out.problems.append(entry_problem(src.name, i + 1, exc))
     if not out.records and out.problems and d.entries:
         raise FeedError("; ".join(out.problems))
     return out
@@ -47,7 +48,7 @@ def _entry(e: Any, src: SourceConfig, today: date) -> PaperRecord:
     primary = (e.get("arxiv_primary_category") or {}).get("term")
     if primary:
         categories = [primary, *(c for c in categories if c != primary)]
-    pdf = next((lk["href"] for lk in e.get("links", []) if lk.get("title") == "pdf"), None)
+    pdf = next((lk.get("href") for lk in e.get("links", []) if lk.get("title") == "pdf"), None)
     abs_url, pdf_url = arxiv_links(pid, version)
     title = normalise_ws(e.get("title"))
     if not title:

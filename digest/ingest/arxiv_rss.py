@@ -13,7 +13,7 @@ from typing import Any
 
 from digest.config import SourceConfig
 from digest.errors import FeedError
-from digest.ingest.parsed import Parsed, bozo_problem, entry_date, parse_feed
+from digest.ingest.parsed import Parsed, bozo_problem, entry_date, entry_problem, parse_feed
 from digest.record import (
     PaperRecord,
     arxiv_id,
@@ -66,8 +66,8 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     for i, e in enumerate(d.entries):
         try:
             rec = _entry(e, src, listing_day)
-        except ValueError as exc:
-            out.problems.append(f"{src.name}: entry {i + 1}: {exc}")
+        except Exception as exc:  # one entry's fault is that entry's (see entry_problem)
+            out.problems.append(entry_problem(src.name, i + 1, exc))
             continue
         if rec is None:
             continue

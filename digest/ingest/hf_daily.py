@@ -14,7 +14,7 @@ from typing import Any
 
 from digest.config import SourceConfig
 from digest.errors import FeedError
-from digest.ingest.parsed import Parsed, entry_date
+from digest.ingest.parsed import Parsed, entry_date, entry_problem
 from digest.record import PaperRecord, arxiv_id, arxiv_links, normalise_ws
 
 # A repr string longer than this is not a paper entry; refuse it rather than evaluate it.
@@ -34,8 +34,8 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
         try:
             entry = _decode(raw)
             out.records.append(_entry(entry, src, today))
-        except (ValueError, SyntaxError, TypeError, KeyError, MemoryError) as exc:
-            out.problems.append(f"{src.name}: entry {i + 1}: {exc}")
+        except Exception as exc:  # one entry's fault is that entry's (see entry_problem)
+            out.problems.append(entry_problem(src.name, i + 1, exc))
     return out
 
 
@@ -60,10 +60,15 @@ def _decode(raw: Any) -> dict[str, Any]:
     return raw
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord:
     nested = entry.get("paper")
     paper: dict[str, Any] = nested if isinstance(nested, dict) else entry
-    ident = arxiv_id(str(paper.get("id") or ""))
+    raw_id = paper.get("id")
+    ident = arxiv_id(raw_id) if isinstance(raw_id, str) else None
     if ident is None:
         raise ValueError(f"no arXiv id ({paper.get('id')!r})")
     pid, version = ident
@@ -72,8 +77,8 @@ def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord
         raise ValueError(f"{pid}: no title")
     authors = [
         normalise_ws(a.get("name"))
-        for a in paper.get("authors") or []
-        if isinstance(a, dict) and a.get("name") and not a.get("hidden")
+        for a in _list(paper.get("authors"))
+        if isinstance(a, dict) and isinstance(a.get("name"), str) and not a.get("hidden")
     ]
     upvotes = paper.get("upvotes", entry.get("upvotes"))
     # The day it was on the daily page, like an arXiv listing's announcement day (publishedAt
@@ -91,7 +96,7 @@ def _entry(entry: dict[str, Any], src: SourceConfig, today: date) -> PaperRecord
         abs_url=abs_url,
         pdf_url=pdf_url,
         hf_url=f"https://huggingface.co/papers/{pid}",
-        upvotes=int(upvotes) if isinstance(upvotes, int | float) else None,
+        upvotes=upvotes,  # PaperRecord keeps whole counts only (not Infinity, 1e25 or "12")
         source=src.name,
         kind=src.kind,
     )

@@ -21,6 +21,15 @@ class Parsed:
     problems: list[str] = field(default_factory=list)
 
 
+def entry_problem(label: str, n: int, exc: Exception) -> str:
+    """One line for an entry that could not be used. Parsers catch every Exception per entry:
+    a feed is untrusted, and one odd value (a number where text belongs, a missing attribute)
+    must cost that entry, never the source or the day's run."""
+    kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
+    line = f"{label}: entry {n}: {kind}{exc}"
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
 def parse_feed(content: bytes, label: str) -> Any:
     """feedparser with the HTML sanitiser and URI rewriting off.
 

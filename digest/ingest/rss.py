@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any
 
 from digest.config import SourceConfig
-from digest.ingest.parsed import Parsed, bozo_problem, entry_date, parse_feed
+from digest.ingest.parsed import Parsed, bozo_problem, entry_date, entry_problem, parse_feed
 from digest.record import PaperRecord, arxiv_id, arxiv_links, html_to_text, split_authors
 
 
@@ -23,8 +23,8 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     for i, e in enumerate(d.entries):
         try:
             out.records.append(_entry(e, src, today))
-        except ValueError as exc:
-            out.problems.append(f"{src.name}: entry {i + 1}: {exc}")
+        except Exception as exc:  # one entry's fault is that entry's (see entry_problem)
+            out.problems.append(entry_problem(src.name, i + 1, exc))
     return out
 
 
