@@ -76,6 +76,12 @@ class State:
         return store
 
 
+def cut(text: str | None, width: int) -> str:
+    """A long value for a table cell, visibly shortened."""
+    text = text or ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _state(ctx: click.Context) -> State:
     obj = ctx.find_object(dict)
     assert obj is not None
@@ -318,8 +324,8 @@ def _print_report(report: Any) -> None:
         if engine.relay_until is not None:
             err_console.print(
                 "[red]The relay is down or asked for a break:[/] waiting digests go out at the "
-                f"first run after {engine.relay_until:%Y-%m-%d %H:%M} UTC, or now with "
-                "`digest retry --state retry` once it is back",
+                f"first run after {engine.relay_until:%Y-%m-%d %H:%M} UTC; once it is back, "
+                "`digest retry --state retry` makes them due for the next run",
                 highlight=False,
             )
         if engine.possible_duplicates:

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Column, Table
 
-from digest.cli import _state, cli, console, err_console
+from digest.cli import _state, cli, console, cut, err_console
 from digest.errors import DigestError
 from digest.models import as_utc_naive
 from digest.profiles import Profile
@@ -106,7 +106,7 @@ def _waiting_table(store: Store, now: datetime) -> None:
             str(d.attempts),
             next_try,
             f"{d.expire_at:%m-%d %H:%M}" if d.expire_at else "-",
-            escape((d.last_error or "")[:60]),
+            escape(cut(d.last_error, 60)),
         )
     console.print(table)
     if total > len(rows):
@@ -115,7 +115,7 @@ def _waiting_table(store: Store, now: datetime) -> None:
         console.print(
             "the relay is down or asked for a break, until "
             f"{held_until:%Y-%m-%d %H:%M} UTC; once it is back, `digest retry --state retry` "
-            "sends now",
+            "makes them due and the next `digest run` (or `serve`) sends them",
             highlight=False,
         )
 
@@ -149,7 +149,7 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
             d.state,
             str(d.attempts),
             str(len(d.paper_ids)),
-            (d.last_error or "")[:70],
+            escape(cut(d.last_error, 70)),
         )
     console.print(table)
 
@@ -255,7 +255,7 @@ def _feed_table(store: Store, configured: list[str]) -> None:
             when,
             f.last_status or "-",
             str(f.last_count),
-            escape((f.last_error or "")[:80]),
+            escape(cut(f.last_error, 80)),
         )
     console.print(table)
     if gone := [f.source for f in states if f.source not in configured]:

@@ -101,7 +101,7 @@ def subscribers_list(ctx: click.Context, state: str | None, fmt: str) -> None:
             p = r.profile
             table.add_row(
                 r.email,
-                escape(p.name if p else ""),
+                escape(p.display_name if p else ""),
                 _state_text(r),
                 f"{p.send_at} {p.timezone}" if p else "",
                 escape(_interests(r)),

@@ -504,7 +504,12 @@ def preview(
         picks, why_not = pick_papers(ctx, profile)
         if not picks:
             what = "nothing for the next digest yet" if existing else "nothing to preview"
-            raise DigestError(f"{email}: {what}: {why_not}", "`digest ingest` fetches new papers")
+            hint = (
+                "the profile's keywords, examples or min_score decide what matches"
+                if "matched" in why_not
+                else "`digest ingest` fetches new papers"
+            )
+            raise DigestError(f"{email}: {what}: {why_not}", hint)
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
     msg = build_message(cfg, profile, rendered, message_id, now)

@@ -27,7 +27,10 @@ from digest.rank_reasons import Explainer
 
 # Boosts are on the scale of the calibrated score (0..1, a percentile of recent papers); an
 # explicit signal from the profile should outrank a merely similar paper.
-AUTHOR_BOOST = 1.0
+# A followed author's paper is always picked: the boost exceeds anything else a paper can
+# score (calibrated 1 + keywords 0.5 + a category-only prior 0.3), so keyword matches cannot
+# push it out of a full digest.
+AUTHOR_BOOST = 2.0
 KEYWORD_BOOST = 0.5
 # A category is a prior, not a trump: a category shared with thousands of papers says far less
 # than the reader's own keywords and examples. It nudges a paper up a few percentiles (also

@@ -198,3 +198,12 @@ def test_a_category_is_a_prior_not_a_trump_over_keywords_and_examples(
     ]
     with_keyword = [i for i, p in enumerate(picks) if i not in only_category]
     assert max(with_keyword) < min(only_category, default=len(picks))
+
+
+def test_a_followed_authors_paper_is_picked_even_when_keyword_matches_fill_the_digest(
+    picks_for: Picker,
+) -> None:
+    picks = picks_for('keywords = ["galaxy"]\nauthors = ["Martínez, J. C."]\n', 10)
+    ids = [p.paper.id for p in picks]
+    assert "2411.17791" in ids, ids  # by "J. C Martínez"; ten galaxy papers compete for 10 slots
+    assert len(picks) == 10 and ids[0] == "2411.17791"
