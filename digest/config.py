@@ -104,6 +104,8 @@ class SourceConfig(_Strict):
     query: str | None = None
     max_results: Annotated[int, Field(ge=1, le=2000)] = 100
     timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
+    # The whole fetch (redirects, retries of 429/503, a body trickling in) ends by then.
+    deadline: Annotated[float, Field(gt=0, le=3600)] = 180.0
     max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
     # When `digest serve` fetches it: a 5-field cron expression in schedule_timezone. Default:
     # arXiv-based kinds at 00:30 US Eastern on weekdays (the listing changes at midnight),

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,19 +126,28 @@ class Route:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0  # seconds between bytes of the body (a server that drips)
 
 
 class FeedServer:
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
+    """A local HTTP server; a route may be a list, answered in turn (the last one repeats)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.routes: dict[str, Route | list[Route]] = {}
         self.requests: list[dict[str, str]] = []
+        self.times: list[float] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                server.times.append(time.monotonic())
                 server.requests.append({"path": self.path, **dict(self.headers.items())})
-                route = server.routes.get(path)
+                found = server.routes.get(path)
+                if isinstance(found, list):
+                    route = found.pop(0) if len(found) > 1 else found[0]
+                else:
+                    route = found
                 if route is None:
                     self.send_error(404)
                     return
@@ -156,19 +166,25 @@ class FeedServer:
                     self.send_header(name, value)
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(route.body)
+                    if not route.trickle:
+                        self.wfile.write(route.body)
+                    for i in range(len(route.body) if route.trickle else 0):
+                        self.wfile.write(route.body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(route.trickle)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = host
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def close(self) -> None:
         self.httpd.shutdown()

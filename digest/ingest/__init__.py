@@ -109,6 +109,7 @@ def ingest_source(store: Store, src: SourceConfig, today: date | None = None) ->
         got = fetch(
             src.url,
             timeout=src.timeout,
+            deadline=src.deadline,
             max_bytes=src.max_bytes,
             etag=state.etag,
             last_modified=state.last_modified,

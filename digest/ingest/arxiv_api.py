@@ -89,6 +89,7 @@ def lookup(src: SourceConfig, ids: list[str], today: date) -> Parsed:
         got = fetch(
             src.url,
             timeout=src.timeout,
+            deadline=src.deadline,
             max_bytes=src.max_bytes,
             params=None if src.url.startswith("file://") else request_params(src, batch),
         )
