@@ -230,6 +230,10 @@ class ServeConfig(_Strict):
     reload_seconds: Annotated[float, Field(ge=1)] = 30.0
     catch_up_seconds: Annotated[float, Field(ge=5)] = 300.0
     retry_seconds: Annotated[float, Field(ge=5)] = 60.0
+    # A failed fetch is tried again after this many minutes, then twice that, ... (at most
+    # `ingest_retries` times), not only at the source's next cron, often a day later.
+    ingest_retry_minutes: Annotated[float, Field(gt=0, le=1440)] = 15.0
+    ingest_retries: Annotated[int, Field(ge=0, le=10)] = 4
 
 
 class Config(_Strict):

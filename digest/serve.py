@@ -18,6 +18,7 @@ gives back what it had claimed, and the process exits with nothing left `sending
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import Config
@@ -182,7 +185,8 @@ class Service:
             self.retry()
         return due
 
-    def ingest(self, name: str) -> None:
+    def ingest(self, name: str, attempt: int = 0, now: datetime | None = None) -> None:
+        """Fetch one source; a failure is tried again later the same day, with a growing pause."""
         if self.halt.is_set():
             return
         r = ingest_source(self.store, self.cfg.source(name))
@@ -194,6 +198,22 @@ class Service:
             r.updated,
             r.error,
         )
+        serve = self.cfg.serve
+        if r.status != "error" or attempt >= serve.ingest_retries:
+            return
+        wait = timedelta(minutes=serve.ingest_retry_minutes * 2**attempt)
+        at = (now or datetime.now(UTC)) + wait
+        with contextlib.suppress(JobLookupError):  # one pending retry per source
+            self.scheduler.remove_job(f"ingest-retry:{name}")
+        self.scheduler.add_job(
+            self.ingest,
+            DateTrigger(run_date=at),
+            args=[name, attempt + 1],
+            id=f"ingest-retry:{name}",
+            name=f"ingest {name} again",
+            replace_existing=True,
+        )
+        log.info("event=ingest-retry source=%s at=%s", name, at.isoformat(timespec="seconds"))
 
     def retry(self) -> None:
         if self.halt.is_set():

@@ -16,7 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from digest.config import Config
 from digest.serve import Service
 from digest.store import Store
-from tests.conftest import ADA, NOW, SmtpServer, write_profile
+from tests.conftest import ADA, NOW, FeedServer, Route, SmtpServer, write_profile
 from tests.sites import write_site
 from tests.smtp_fault import FaultServer
 
@@ -166,3 +166,24 @@ def test_serve_also_serves_the_links_when_web_is_enabled(tmp_path: Path) -> None
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
         fault.stop()
+
+
+def test_a_failed_ingest_is_tried_again_the_same_day_with_a_growing_pause(
+    store: Store, workspace: Config, feed_server: FeedServer
+) -> None:
+    from digest.config import SourceConfig
+
+    feed_server.routes["/down"] = Route(b"", status=500)
+    down = SourceConfig(name="down", kind="rss", url=feed_server.url("/down"))
+    cfg = workspace.model_copy(update={"sources": [down]})
+    service = Service(cfg, store)
+    service.ingest("down", now=NOW)
+    (job,) = [j for j in service.scheduler.get_jobs() if j.id == "ingest-retry:down"]
+    assert job.trigger.run_date == NOW + timedelta(minutes=15) and list(job.args) == ["down", 1]
+    service.ingest("down", 1, now=NOW)
+    (job,) = [j for j in service.scheduler.get_jobs() if j.id == "ingest-retry:down"]
+    assert job.trigger.run_date == NOW + timedelta(minutes=30)
+    service.scheduler.remove_job("ingest-retry:down")
+    service.ingest("down", cfg.serve.ingest_retries, now=NOW)  # the last try: no more
+    assert not [j for j in service.scheduler.get_jobs() if j.id == "ingest-retry:down"]
+    assert len(feed_server.requests) == 3
