@@ -327,13 +327,11 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     import logging
     import socket
 
-    import uvicorn
-
-    from digest.web import create_app
+    from digest.web_server import serve_web
 
     st = _state(ctx)
     st.cfg.web.secret_key()  # a missing key is one clear error now, not a 500 per click
-    app = create_app(st.cfg, st.store())
+    store = st.store()
     bind_host, bind_port = host or st.cfg.web.host, port or st.cfg.web.port
     # Bound here, before saying "serving": a port in use is one line, not a traceback.
     try:
@@ -350,8 +348,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     access = logging.getLogger("digest.web.access")
     access.setLevel(logging.INFO)
     console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_web(st.cfg, store, sock)
 
 
 @cli.group()

@@ -149,6 +149,10 @@ class WebConfig(_Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     # Also serve the links from inside `digest serve` (one process for everything).
     serve: bool = False
+    # A request's headers must arrive within this many seconds; at most this many connections
+    # are open (a new one beyond closes the oldest still waiting for its headers).
+    header_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    max_connections: Annotated[int, Field(ge=8, le=100_000)] = 512
     secret_key_env: str | None = "DIGEST_SECRET_KEY"
     secret_key_file: Path | None = None
 

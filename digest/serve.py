@@ -242,7 +242,7 @@ def _web_server(cfg: Config, store: Store) -> Any:
 
     import uvicorn
 
-    from digest.web import create_app
+    from digest.web_server import uvicorn_config
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -250,13 +250,7 @@ def _web_server(cfg: Config, store: Store) -> Any:
             # The service already stops on SIGTERM/SIGINT and then stops this server.
             yield
 
-    config = uvicorn.Config(
-        create_app(cfg, store),
-        host=cfg.web.host,
-        port=cfg.web.port,
-        log_level="warning",
-        access_log=False,
-    )
+    config = uvicorn_config(cfg, store, host=cfg.web.host, port=cfg.web.port)
     log.info("serving the email's links on http://%s:%s", cfg.web.host, cfg.web.port)
     return _Server(config)
 

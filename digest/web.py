@@ -213,6 +213,52 @@ def shown_path(path: str) -> str:
     return path if len(path) <= 80 else path[:79] + "…"
 
 
+class BodyLimit:
+    """Refuses a request body over MAX_BODY with 413 before reading it (by its Content-Length),
+    or as soon as a body without one passes the limit: a link's form is a few fields, and a
+    large body would otherwise be read into memory whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            await _refuse(send, 413 if declared.isdigit() else 400)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away
+            body += message.get("body", b"")
+            more = bool(message.get("more_body"))
+            if len(body) > MAX_BODY:
+                await _refuse(send, 413)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int) -> None:
+    text = b"Request body too large" if status == 413 else b"Bad request"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text})
+
+
 class AccessLog:
     """One line per request (method, path with the token cut, status, milliseconds), so an
     operator can see that the links are used, and no reader's token in the log."""
@@ -258,4 +304,4 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             Route(prefix + "/f/{token}", web.feedback, methods=["GET", "POST"]),
             Route(prefix + "/d/{token}", web.digest, methods=["GET"]),
         ]
-    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])
+    return Starlette(routes=routes, middleware=[Middleware(AccessLog), Middleware(BodyLimit)])
