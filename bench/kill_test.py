@@ -34,7 +34,7 @@ UNFINISHED = {"pending", "sending", "retry", "ambiguous"}
 
 
 def site(tmp: Path, port: int, n: int) -> list[str]:
-    extra = "[delivery]\nconnections = 4\nlease_seconds = 10\nretry_base = 0.5"
+    extra = "[delivery]\nconnections = 4\nlease_seconds = 10\ndata_timeout = 5\nretry_base = 0.5"
     return write_site(tmp, port, n, extra=extra, name="r{i:04d}")
 
 

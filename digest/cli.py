@@ -330,8 +330,9 @@ def _print_report(report: Any) -> None:
             )
         if engine.possible_duplicates:
             err_console.print(
-                f"{engine.possible_duplicates} digest(s) ambiguous: the connection was lost after "
-                "the message was handed over",
+                f"{engine.possible_duplicates} digest(s) possibly delivered twice: the connection "
+                "was lost (or a sender died) after the message was handed over; a digest is sent "
+                "again at most [delivery] ambiguous_resends times, then held",
                 highlight=False,
             )
 

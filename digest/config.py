@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from digest.errors import ConfigError
@@ -226,6 +227,25 @@ class DeliveryConfig(_Strict):
     # "resend" sends it again with the same Message-ID (receivers can de-duplicate),
     # "hold" leaves it for the operator (`digest retry`).
     ambiguous: Literal["resend", "hold"] = "resend"
+    # How often one digest is sent again after such a loss (or after a runner died while
+    # sending it); past that it is held for the operator, never resent in a loop.
+    ambiguous_resends: Annotated[int, Field(ge=0, le=10)] = 1
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> DeliveryConfig:
+        # A lease that ends while the reply to the final dot is still awaited would let another
+        # runner take the row and send the digest a second time.
+        if self.lease_seconds <= self.data_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must exceed data_timeout "
+                f"({self.data_timeout:g}), with room for the commands before it"
+            )
+        return self
+
+    @property
+    def resends(self) -> int:
+        """Resends allowed for a digest that may have arrived (0 with `ambiguous = "hold"`)."""
+        return 0 if self.ambiguous == "hold" else self.ambiguous_resends
 
 
 class ServeConfig(_Strict):

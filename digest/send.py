@@ -111,7 +111,7 @@ class Engine:
         until = self.store.get_control(RELAY_KEY)
         if until:
             self._relay_until = datetime.fromisoformat(until)
-        swept = self.store.sweep(self.clock(), self.policy.max_attempts)
+        swept = self.store.sweep(self.clock(), self.policy.max_attempts, self.policy.resends)
         self.report.counts.update({k: v for k, v in swept.items() if v})
         workers = [self._worker(i) for i in range(self.policy.connections)]
         await asyncio.gather(*workers)
@@ -153,6 +153,8 @@ class Engine:
                 decision = await self._attempt(smtp, row)
                 if decision.state == "sent":
                     await self._record_sent(row.id)
+                    if row.ambiguous_count:  # an earlier copy may have arrived too
+                        self.report.possible_duplicates += 1
                 self._apply(row, decision)
                 if decision.state != "sent":
                     # After any error the session is in an unknown state: start afresh.
@@ -306,7 +308,10 @@ class Engine:
             if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
                 log.warning("subscriber %s disabled after repeated bounces", row.subscriber)
         elif d.state == "ambiguous":
-            nxt = now + timedelta(seconds=pol.retry_base) if pol.ambiguous == "resend" else None
+            # Sent again (same Message-ID) at most `resends` times; then held: a relay that
+            # stores every copy and never answers must not get one per retry.
+            resend = row.ambiguous_count < pol.resends
+            nxt = now + timedelta(seconds=pol.retry_base) if resend else None
             self.store.settle(
                 row.id,
                 state="ambiguous",

@@ -65,9 +65,25 @@ class DeliveryQueries:
             and_(col(Delivery.state) == "sending", col(Delivery.lease_until) < now),
         )
 
-    def sweep(self, now: datetime, max_attempts: int) -> dict[str, int]:
-        """Expire digests past their deadline; give up on ones that keep dying mid-send."""
+    def sweep(self, now: datetime, max_attempts: int, resends: int = 1) -> dict[str, int]:
+        """Expire digests past their deadline; give up on ones that keep dying mid-send.
+
+        A digest whose runner died while sending it may have arrived; it is sent again at most
+        ``resends`` times in all (`ambiguous_count`), then held as `ambiguous` for the operator.
+        """
         with self.session() as s:
+            held = s.exec(  # type: ignore[call-overload]
+                update(Delivery)
+                .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+                .where(col(Delivery.ambiguous_count) >= resends)
+                .values(
+                    state="ambiguous",
+                    lease_until=None,
+                    next_attempt_at=None,
+                    ambiguous_count=Delivery.ambiguous_count + 1,
+                    last_error="the sender stopped mid-send: it may have arrived; held",
+                )
+            ).rowcount
             expired = s.exec(  # type: ignore[call-overload]
                 update(Delivery)
                 .where(col(Delivery.state).in_(("pending", "retry", "ambiguous")))
@@ -81,7 +97,7 @@ class DeliveryQueries:
                 .values(state="dead", lease_until=None, last_error="attempts exhausted")
             ).rowcount
             s.commit()
-        return {"expired": int(expired), "dead": int(dead)}
+        return {"expired": int(expired), "dead": int(dead), "held": int(held)}
 
     def claim_batch(self, now: datetime, lease: timedelta, limit: int, token: str) -> list[Claim]:
         """Claim up to ``limit`` due deliveries in one statement; they carry ``token``.
@@ -123,6 +139,9 @@ class DeliveryQueries:
                 .values(
                     state="sending",
                     attempts=Delivery.attempts + 1,
+                    # Taken over from a runner that died mid-send: it may have arrived already.
+                    ambiguous_count=Delivery.ambiguous_count
+                    + case((col(Delivery.state) == "sending", 1), else_=0),
                     lease_until=now + lease,
                     claim_token=token,
                 )
@@ -312,17 +331,25 @@ class DeliveryQueries:
 
     def states_on(self, days: dict[str, date]) -> dict[str, str]:
         """The delivery state of each subscriber's digest of their own date, where one exists:
-        "today" is a different date for a subscriber in Tokyo and one in Los Angeles."""
+        "today" is a different date for a subscriber in Tokyo and one in Los Angeles. A digest
+        that may have arrived more than once (`ambiguous_count`) reads "sent (possibly twice)"."""
         if not days:
             return {}
         days = {email.lower(): day for email, day in days.items()}  # as deliveries store them
         with self.session() as s:
             rows = s.exec(
                 select(
-                    col(Delivery.subscriber), col(Delivery.digest_date), col(Delivery.state)
+                    col(Delivery.subscriber),
+                    col(Delivery.digest_date),
+                    col(Delivery.state),
+                    col(Delivery.ambiguous_count),
                 ).where(col(Delivery.digest_date).in_(set(days.values())))
             ).all()
-        return {who: state for who, day, state in rows if days.get(who) == day}
+        return {
+            who: "sent (possibly twice)" if state == "sent" and twice else state
+            for who, day, state, twice in rows
+            if days.get(who) == day
+        }
 
     def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
         """Deliveries by state, each subscriber's counted only for its own date."""

@@ -157,7 +157,7 @@ def test_A2_a_crash_after_250_resends_only_the_in_flight_digest_with_its_message
 def test_A3_a_lease_held_by_a_dead_worker_expires_and_attempts_are_capped(
     store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
 ) -> None:
-    cfg = make_cfg(fault, tmp_path, max_attempts=3, lease_seconds=60)
+    cfg = make_cfg(fault, tmp_path, max_attempts=3, lease_seconds=60, data_timeout=30)
     a, b = plan(store, emails(2), clock)
     # Both claimed by workers that died; a has used all its attempts, b has not.
     for row, attempts in ((a, 3), (b, 1)):
@@ -587,3 +587,42 @@ def test_todays_counts_take_each_subscribers_own_date(store: Store) -> None:
     assert store.counts_for_days({"la@example.org": date(2026, 11, 24)}) == {}
     # Deliveries are stored under the lower-cased address; a profile may spell it otherwise.
     assert store.counts_for_days({"Tokyo@Example.org": date(2026, 11, 24)}) == {"pending": 1}
+
+
+def test_A4_a_relay_that_stores_every_copy_and_never_answers_gets_one_resend_then_a_hold(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, data_timeout=0.3)
+    plan(store, ["ada@example.org", "bob@example.org"], clock)
+    for who in ("ada@example.org", "bob@example.org"):
+        fault.plan(who, *["stall-final:2"] * 10)
+    duplicates = 0
+    for _ in range(12):  # a day of retry runs
+        duplicates += deliver(store, cfg, clock).possible_duplicates
+        clock.advance(minutes=30)
+    for who in ("ada@example.org", "bob@example.org"):
+        assert len(fault.received_by(who)) == 2  # the first copy and one resend, not ten
+    assert set(states(store).values()) == {"ambiguous"}
+    held = [d for d in store.deliveries() if d.state == "ambiguous"]
+    assert all(d.next_attempt_at is None and d.ambiguous_count == 2 for d in held)
+    assert duplicates == 4  # each loss is reported as a possible duplicate
+
+
+def test_A2_a_digest_resent_after_its_sender_died_is_reported_as_a_possible_duplicate(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    cfg = make_cfg(fault, tmp_path, lease_seconds=120, data_timeout=30)
+    (row,) = plan(store, ["ada@example.org"], clock)
+    assert row.id is not None
+    # A runner claimed it, handed it over, and died before recording `sent` (disk full, kill).
+    store.settle(row.id, state="sending", attempts=1, lease_until=clock() + timedelta(seconds=120))
+    clock.advance(seconds=121)
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 1 and report.possible_duplicates == 1
+    got = store.delivery("ada@example.org", row.digest_date)
+    assert got is not None and got.ambiguous_count == 1
+    # If it dies mid-send again, the digest is held instead of being sent a third time.
+    store.settle(row.id, state="sending", lease_until=clock() + timedelta(seconds=120))
+    clock.advance(seconds=121)
+    report = deliver(store, cfg, clock)
+    assert report.counts["sent"] == 0 and states(store) == {"ada@example.org": "ambiguous"}

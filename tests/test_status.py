@@ -9,6 +9,7 @@ from pathlib import Path
 
 from digest.profiles import Profile
 from digest.schedule import local_send_time, slots
+from digest.store import Store
 from tests.conftest import digest, drop_source, relay_elsewhere
 
 
@@ -90,3 +91,16 @@ def test_status_shows_only_configured_sources_and_names_a_removed_one_once(site:
     purge = digest("papers", "purge", "--source", "hf", cwd=site)
     assert purge.returncode == 0, purge.stderr
     assert "no longer configured" not in digest("status", cwd=site).stdout
+
+
+def test_status_tells_a_digest_possibly_delivered_twice_from_a_plain_sent(site: Path) -> None:
+    assert digest("run", cwd=site).returncode == 0
+    store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
+    try:
+        (ada,) = [d for d in store.deliveries() if d.subscriber == "ada@example.org"]
+        assert ada.id is not None
+        store.settle(ada.id, ambiguous_count=1)  # resent after a lost 250, as the engine records
+    finally:
+        store.dispose()
+    shown = digest("status", cwd=site).stdout
+    assert "1 sent, 1 sent (possibly twice)" in shown
