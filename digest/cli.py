@@ -32,9 +32,12 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 def _console(stderr: bool = False) -> Console:
     """Messages are never broken into lines by us (soft wrap: a terminal wraps them itself), and
     output read by cron or a pipe, where rich would assume 80 columns, gets room for tables."""
-    out = Console(stderr=stderr, soft_wrap=True)
+    # markup=False: text from feeds, profiles and the database is printed as written (a title
+    # with "[/x]" or "[link=…]" is not markup); our own styled lines pass markup=True and
+    # escape what they interpolate.
+    out = Console(stderr=stderr, soft_wrap=True, markup=False)
     if not out.is_terminal and "COLUMNS" not in os.environ:
-        out = Console(stderr=stderr, soft_wrap=True, width=200)
+        out = Console(stderr=stderr, soft_wrap=True, markup=False, width=200)
     return out
 
 
@@ -52,9 +55,11 @@ class DigestGroup(click.Group):
             verbose = bool(ctx.obj and ctx.obj.get("verbose"))
             if verbose:
                 traceback.print_exc()
-            err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
+            err_console.print(
+                f"[bold red]Error:[/] {escape(exc.message)}", highlight=False, markup=True
+            )
             if exc.hint:
-                err_console.print(f"[dim]Hint: {escape(exc.hint)}[/]", highlight=False)
+                err_console.print(f"[dim]Hint: {escape(exc.hint)}[/]", highlight=False, markup=True)
             ctx.exit(1)
 
 
@@ -179,7 +184,9 @@ def ingest(ctx: click.Context, source: str | None) -> None:
             if len(failed) == len(reports)
             else f"{len(failed)} of {len(reports)} sources"
         )
-        err_console.print(f"[red]{what} failed:[/] {escape(', '.join(failed))}", highlight=False)
+        err_console.print(
+            f"[red]{what} failed:[/] {escape(', '.join(failed))}", highlight=False, markup=True
+        )
         ctx.exit(ExitStatus.PARTIAL)
 
 
@@ -231,6 +238,7 @@ def preview(
             f"[yellow]The digest of {d.digest_date} was {what}[/]; this is it as stored. "
             "`--next` shows the next one as it would be now.",
             highlight=False,
+            markup=True,
         )
     elif next_digest:
         err_console.print(
@@ -248,13 +256,13 @@ def preview(
     if as_text:
         click.echo(rendered.text)
     elif out is None:
-        console.print(f"[bold]Subject:[/] {escape(rendered.subject)}", highlight=False)
+        console.print(f"[bold]Subject:[/] {escape(rendered.subject)}", highlight=False, markup=True)
         from digest.text import plain_latex
 
         # Titles and reasons come from feeds: escaped, or "[/x]" in a title would be markup.
         for i, p in enumerate(shown.picks, 1):
             title, reason = escape(plain_latex(p.paper.title)), escape(p.reason)
-            console.print(f"{i:2}. {title}\n    [dim]{reason}[/]", highlight=False)
+            console.print(f"{i:2}. {title}\n    [dim]{reason}[/]", highlight=False, markup=True)
 
 
 def _open_in_browser(html: str, data_dir: Path) -> None:
@@ -305,10 +313,12 @@ def _print_report(report: Any) -> None:
     for r in report.ingest:
         if r.status == "error":
             err_console.print(
-                f"[red]source {escape(r.source)}:[/] {escape(str(r.error))}", highlight=False
+                f"[red]source {escape(r.source)}:[/] {escape(str(r.error))}",
+                highlight=False,
+                markup=True,
             )
     for e in report.profile_errors:
-        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
+        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False, markup=True)
     table = Table(Column("subscriber", no_wrap=True), "status", "papers", "detail")
     for r in report.results:
         table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
@@ -320,6 +330,7 @@ def _print_report(report: Any) -> None:
                 f"[bold red]Delivery paused:[/] {engine.paused}\n"
                 "  fix the cause, then `digest resume`",
                 highlight=False,
+                markup=True,
             )
         if engine.relay_until is not None:
             err_console.print(
@@ -327,6 +338,7 @@ def _print_report(report: Any) -> None:
                 f"first run after {engine.relay_until:%Y-%m-%d %H:%M} UTC; once it is back, "
                 "`digest retry --state retry` makes them due for the next run",
                 highlight=False,
+                markup=True,
             )
         if engine.possible_duplicates:
             err_console.print(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import click
-from rich.markup import escape
 from rich.table import Column, Table
 
 from digest.cli import _state, cli, console, cut, err_console
@@ -37,7 +36,9 @@ def status(ctx: click.Context) -> None:
     paused = store.get_control(PAUSE_KEY)
     if paused:
         console.print(
-            f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume", highlight=False
+            f"[bold red]Delivery is PAUSED:[/] {paused}\n  resume: digest resume",
+            highlight=False,
+            markup=True,
         )
     loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
     local = {p.email: digest_day(p, now) for p in loaded.profiles}
@@ -75,6 +76,7 @@ def status(ctx: click.Context) -> None:
         err_console.print(
             f"[red]{len(loaded.errors)} invalid profile(s):[/] run `digest subscribers check`",
             highlight=False,
+            markup=True,
         )
 
 
@@ -106,7 +108,7 @@ def _waiting_table(store: Store, now: datetime) -> None:
             str(d.attempts),
             next_try,
             f"{d.expire_at:%m-%d %H:%M}" if d.expire_at else "-",
-            escape(cut(d.last_error, 60)),
+            cut(d.last_error, 60),
         )
     console.print(table)
     if total > len(rows):
@@ -149,7 +151,7 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
             d.state,
             str(d.attempts),
             str(len(d.paper_ids)),
-            escape(cut(d.last_error, 70)),
+            cut(d.last_error, 70),
         )
     console.print(table)
 
@@ -255,7 +257,7 @@ def _feed_table(store: Store, configured: list[str]) -> None:
             when,
             f.last_status or "-",
             str(f.last_count),
-            escape(cut(f.last_error, 80)),
+            cut(f.last_error, 80),
         )
     console.print(table)
     if gone := [f.source for f in states if f.source not in configured]:

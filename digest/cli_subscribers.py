@@ -101,19 +101,19 @@ def subscribers_list(ctx: click.Context, state: str | None, fmt: str) -> None:
             p = r.profile
             table.add_row(
                 r.email,
-                escape(p.display_name if p else ""),
+                p.display_name if p else "",
                 _state_text(r),
                 f"{p.send_at} {p.timezone}" if p else "",
-                escape(_interests(r)),
-                escape(p.path.name if p and p.path else ""),
+                _interests(r),
+                p.path.name if p and p.path else "",
             )
         # Wider than the terminal rather than cropped: the terminal wraps, and no address is cut.
         # Piped into a file or grep, a row stays on one line where it can.
         width = console.width if console.is_terminal else max(console.width, 160)
-        wide = Console(width=max(width, widest + 50))
+        wide = Console(width=max(width, widest + 50), markup=False)
         wide.print(table)
     for e in loaded.errors:
-        err_console.print(f"[red]invalid:[/] {escape(str(e))}", highlight=False)
+        err_console.print(f"[red]invalid:[/] {escape(str(e))}", highlight=False, markup=True)
 
 
 @subscribers.command("check")
@@ -130,10 +130,10 @@ def subscribers_check(ctx: click.Context) -> None:
     directory = st.cfg.subscribers_dir
     loaded = _profiles(ctx)
     for e in loaded.errors:
-        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False)
+        err_console.print(f"[red]{escape(str(e))}[/]", highlight=False, markup=True)
     warnings = profile_warnings(st.cfg, st.store(), loaded.profiles, datetime.now(UTC).date())
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, markup=True)
     shown = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
     console.print(
         f"{len(loaded.profiles)} valid, {len(loaded.errors)} invalid{shown} in {directory}",
