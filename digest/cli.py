@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 import logging
 import os
 import sys
@@ -20,11 +21,13 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, ExitStatus
 from digest.store import Store
+from digest.store_failures import explain
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -50,7 +53,13 @@ class DigestGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (SQLAlchemyError, OSError) as exc:
+                # Our own database or disk failing mid-command: one line, as for a DigestError.
+                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EACCES):
+                    raise
+                raise explain(exc, _where(ctx)) from exc
         except DigestError as exc:
             verbose = bool(ctx.obj and ctx.obj.get("verbose"))
             if verbose:
@@ -85,6 +94,15 @@ def cut(text: str | None, width: int) -> str:
     """A long value for a table cell, visibly shortened."""
     text = text or ""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _where(ctx: click.Context) -> str:
+    """The database a failing command was using (password masked), for its error line."""
+    obj = ctx.find_object(dict)
+    state: State | None = obj.get("state") if obj else None
+    if state is None or state._cfg is None:
+        return "(the configured database)"
+    return state._cfg.database_url.split("@")[-1]
 
 
 def _state(ctx: click.Context) -> State:

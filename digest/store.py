@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Text, cast, event, func
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from digest.errors import StoreError
@@ -31,6 +31,7 @@ from digest.models import (
 )
 from digest.record import PaperRecord
 from digest.store_delivery import DeliveryQueries
+from digest.store_failures import check_schema, explain
 from digest.store_feedback import FeedbackQueries
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
@@ -74,10 +75,13 @@ class Store(DeliveryQueries, FeedbackQueries):
         return self.url.split("@")[-1] if "@" in self.url else self.url
 
     def create_all(self) -> None:
+        """Tables this release needs, made where missing; a database from another release, a
+        damaged file or a full disk is one StoreError."""
         try:
+            check_schema(self.engine, self.safe_url)
             SQLModel.metadata.create_all(self.engine)
-        except OperationalError as exc:
-            raise StoreError(f"cannot create tables in {self.safe_url}: {exc.orig}") from exc
+        except (SQLAlchemyError, OSError) as exc:
+            raise explain(exc, self.safe_url) from exc
 
     def dispose(self) -> None:
         hot: Connection | None = getattr(self._local, "hot", None)
