@@ -423,6 +423,9 @@ from digest import cli_ops, cli_subscribers  # noqa: E402, F401
 def main() -> None:
     """The `digest` command. A usage mistake (unknown option, bad value) exits 1 like every
     other error: click's own 2 would read as "ran, some digests unsent" to a cron job."""
+    # Files digest makes (database, models, previews, the key) hold readers' addresses and
+    # secrets: private to the user running it, as the systemd unit's UMask=0077 also says.
+    os.umask(0o077)
     try:
         status = cli.main(prog_name="digest", standalone_mode=False)
     except click.ClickException as exc:

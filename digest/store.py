@@ -7,6 +7,7 @@ and the delivery claim is a conditional UPDATE that a later `FOR UPDATE SKIP LOC
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -57,8 +58,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Store(DeliveryQueries, FeedbackQueries):
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+        if self.path is not None:
+            # Every reader's address and message lives here: private to the service's user.
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.engine: Engine = create_engine(url)
         except Exception as exc:  # bad URL, missing driver
@@ -80,8 +83,19 @@ class Store(DeliveryQueries, FeedbackQueries):
         try:
             check_schema(self.engine, self.safe_url)
             SQLModel.metadata.create_all(self.engine)
+            self._private()
         except (SQLAlchemyError, OSError) as exc:
             raise explain(exc, self.safe_url) from exc
+
+    def _private(self) -> None:
+        """The SQLite file 0600 (its -wal and -shm files copy its mode), whatever the umask; a
+        file an older release left readable to all is tightened."""
+        if self.path is None:
+            return
+        for f in (self.path.with_name(self.path.name + s) for s in ("", "-wal", "-shm")):
+            # Only our own files: an operator reading another user's database changes nothing.
+            if f.exists() and f.stat().st_mode & 0o077 and f.stat().st_uid == os.getuid():
+                f.chmod(0o600)
 
     def dispose(self) -> None:
         hot: Connection | None = getattr(self._local, "hot", None)

@@ -27,3 +27,21 @@ def test_every_command_has_help_text() -> None:
     for name, cmd in cli.commands.items():
         assert cmd.get_short_help_str(), name
     assert cli.get_help(ctx)
+
+
+def test_the_systemd_unit_scores_3_or_better_with_systemd_analyze() -> None:
+    import re
+    import shutil
+    import subprocess
+
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze (systemd) is needed to score deploy/digest.service"
+    ran = subprocess.run(
+        [tool, "security", "--offline=true", str(ROOT / "deploy" / "digest.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for digest.service: ([\d.]+)", ran.stdout)
+    assert found, ran.stdout + ran.stderr
+    assert float(found.group(1)) <= 3.0, ran.stdout
