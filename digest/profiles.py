@@ -29,6 +29,10 @@ ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
 def check_email(value: str) -> str:
     if len(value) > 254 or not _EMAIL.match(value):
         raise ValueError("must be a plain address like ada@example.org")
+    if "=?" in value:
+        # Legal characters, but an RFC 2047 encoded-word: a mail parser may decode it into a
+        # line break and a header of its own (`=?utf-8?q?=0d=0aBcc=3A...?=@example.org`).
+        raise ValueError("must not contain an encoded-word (=?...?=)")
     return value
 
 

@@ -141,3 +141,15 @@ def test_commands_on_an_unknown_address_say_so_in_one_line_and_exit_1(site: Path
         assert "Traceback" not in ran.stderr
     active = digest("subscribers", "enable", "ada@example.org", cwd=site)
     assert active.returncode == 1 and "is not disabled (state: active)" in active.stderr
+
+
+def test_an_address_hiding_an_encoded_header_is_refused_naming_file_and_key(site: Path) -> None:
+    profile = write_profile(
+        site / "subscribers",
+        "evil",
+        'email = "=?utf-8?q?=0d=0aBcc=3A_victim=40evil.example?=@example.org"\n',
+    )
+    ran = digest("subscribers", "check", cwd=site)
+    assert ran.returncode == 1
+    assert f"{profile}: email: must not contain an encoded-word" in ran.stderr
+    assert "2 valid, 1 invalid" in ran.stdout
