@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install browser demo check lint typecheck test bench clean
+.PHONY: install browser demo check lint typecheck test bench clean lock
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package (ours and theirs) to the versions the tests last passed
+# with, so a test run is reproducible; `make lock` refreshes it from the newest releases.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,3 +43,12 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data/demo
+
+# Newest releases within pyproject's floors, frozen; then run `make check` before committing.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^digest' > constraints.txt
+	rm -rf .lock-venv
