@@ -1,5 +1,5 @@
 """Files the service makes are private: the database holds every reader's address, message and
-token, the key signs every link (RELIABILITY.md F5). Checked on the files as an operator sees
+token, the key signs every link (issue 12, item 9). Checked on the files as an operator sees
 them, made by the real commands."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """One odd entry in a third-party feed costs that entry, never the source or the day's run.
 
-The hostile values are put into the real files from ../shared/data (RELIABILITY.md row F2), and
+The hostile values are put into the real files from ../shared/data (RELIABILITY.md rows F1, F5:
+bad entries are reported and skipped, the rest goes on), and
 the parsers are fuzzed with values of the wrong type and size; the cases that found something
 are kept as examples.
 """

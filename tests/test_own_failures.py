@@ -1,5 +1,5 @@
 """Our own database and disk failing is one clear line and exit 1, never a traceback
-(RELIABILITY.md F6): a file that is not a database, a damaged one, one from another release,
+(issue 12, item 8): a file that is not a database, a damaged one, one from another release,
 a full disk."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`digest web` faces the internet: a huge body, idle or trickling connections and a flood of
-them cannot exhaust its memory or its file descriptors (RELIABILITY.md F4). Against the real
+them cannot exhaust its memory or its file descriptors (issue 12, items 2 and 6). Against the real
 command in its own process, with the usual 1,024 file-descriptor limit."""
 
 from __future__ import annotations
@@ -158,3 +158,10 @@ def test_request_headers_trickled_in_are_cut_at_the_header_timeout(
         if not closed:
             closed = sock.recv(100) == b""
         assert closed and time.monotonic() - started < 6
+
+
+def test_the_memory_bench_runs_small_and_stays_under_its_floor() -> None:
+    from tests.conftest import run_bench
+
+    out = run_bench("hostile_memory.py", "--bomb-gib", "1", "--post-mb", "20")
+    assert "RESULT ingest_peak_mb=" in out and "413" in out
