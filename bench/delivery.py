@@ -228,7 +228,7 @@ def run_engine_once(args: argparse.Namespace, port: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         store = Store(db_url)
-        store.create_all()
+        store.upgrade()
         plan(store, args.messages, args.size)
         store.dispose()
         child = subprocess.run(

@@ -64,7 +64,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(f"sqlite:///{tmp}/faults.db")
-            store.create_all()
+            store.upgrade()
             plan(store, args.messages, args.size)
             cfg = Config(
                 smtp=SmtpConfig(

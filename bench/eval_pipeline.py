@@ -79,7 +79,7 @@ class Pipeline:
         """A fresh database per method, so no method reuses another's stored models."""
         self.n += 1
         store = Store(f"sqlite:///{self.root / f'eval{self.n}.db'}")
-        store.create_all()
+        store.upgrade()
         with Session(store.engine) as s:
             s.add_all(
                 [

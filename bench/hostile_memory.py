@@ -101,7 +101,7 @@ def measure_web_post(directory: Path, megabytes: int) -> tuple[float, str]:
     cfg = load_config(directory / "digest.toml")
     signer = Signer(cfg)
     store = Store(cfg.database_url)
-    store.create_all()
+    store.upgrade()
     store.remember_ref(signer.ref("ada@example.org"), "ada@example.org")
     store.dispose()
     token = signer.unsubscribe("ada@example.org")

@@ -35,7 +35,7 @@ def main() -> int:
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             store = Store(f"sqlite:///{tmp}/bench.db")
-            store.create_all()
+            store.upgrade()
             t0 = time.perf_counter()
             report = ingest_source(store, src)
             t1 = time.perf_counter()

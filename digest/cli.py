@@ -86,7 +86,7 @@ class State:
 
     def store(self) -> Store:
         store = Store(self.cfg.database_url)
-        store.create_all()
+        store.open()
         return store
 
 
@@ -161,7 +161,7 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
         console.print(line, highlight=False)
     cfg = load_config(directory / "digest.toml")
     store = Store(cfg.database_url)
-    store.create_all()
+    store.open()
     console.print(f"database ready: {store.safe_url}", highlight=False)
     console.print("Next: edit digest.toml and subscribers/, then `digest subscribers check`.")
 
@@ -416,8 +416,9 @@ def demo(directory: Path) -> None:
 
 
 # The operator commands (status, deliveries, retry, pause, resume, stats, web, papers) live in
-# cli_ops, the subscribers group's commands in cli_subscribers; importing them registers them.
-from digest import cli_ops, cli_subscribers  # noqa: E402, F401
+# cli_ops, the subscribers group's commands in cli_subscribers, `digest db` in cli_db; importing
+# them registers them.
+from digest import cli_db, cli_ops, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

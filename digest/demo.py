@@ -116,7 +116,7 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
         cfg = demo_config(directory, port)
         store = Store(cfg.database_url)
         try:
-            store.create_all()
+            store.upgrade()
             report = run(cfg, store, now=now)
         finally:
             store.dispose()

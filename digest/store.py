@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import Text, cast, event, func
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
+from digest import migrate
 from digest.errors import StoreError
 from digest.models import (
     Delivery,
@@ -32,7 +33,7 @@ from digest.models import (
 )
 from digest.record import PaperRecord
 from digest.store_delivery import DeliveryQueries
-from digest.store_failures import check_schema, explain
+from digest.store_failures import explain
 from digest.store_feedback import FeedbackQueries
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
@@ -77,12 +78,24 @@ class Store(DeliveryQueries, FeedbackQueries):
         """The URL with any password masked, for messages and logs."""
         return self.url.split("@")[-1] if "@" in self.url else self.url
 
-    def create_all(self) -> None:
-        """Tables this release needs, made where missing; a database from another release, a
-        damaged file or a full disk is one StoreError."""
+    def upgrade(self) -> tuple[str | None, str]:
+        """Bring the schema to this release's newest revision (making it in an empty database);
+        returns (from, to). A damaged file, a full disk or an unknown schema is a StoreError."""
         try:
-            check_schema(self.engine, self.safe_url)
-            SQLModel.metadata.create_all(self.engine)
+            moved = migrate.upgrade(self.engine, self.safe_url)
+            self._private()
+            return moved
+        except (SQLAlchemyError, OSError) as exc:
+            raise explain(exc, self.safe_url) from exc
+
+    def open(self) -> None:
+        """For every command but `digest init` and `digest db`: a new database is made at the
+        newest revision; one at another revision is refused with what to do."""
+        try:
+            if migrate.condition(self.engine).empty:
+                self.upgrade()
+                return
+            migrate.check(self.engine, self.safe_url)
             self._private()
         except (SQLAlchemyError, OSError) as exc:
             raise explain(exc, self.safe_url) from exc

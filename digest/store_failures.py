@@ -11,9 +11,6 @@ import errno
 import shutil
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect
-from sqlmodel import SQLModel
-
 from digest.errors import StoreError
 
 # (words in the driver's message, what it means, what to do)
@@ -61,23 +58,6 @@ def explain(exc: BaseException, where: str) -> StoreError:
         if any(w in lowered for w in words):
             return StoreError(f"the database {where} {meaning} ({_first_line(text)})", hint)
     return StoreError(f"database error in {where}: {_first_line(text)}")
-
-
-def check_schema(engine: Engine, where: str) -> None:
-    """Refuse a database whose tables lack columns this release uses: every query would fail
-    later with `no such column`, one command at a time."""
-    found = inspect(engine)
-    for table in SQLModel.metadata.sorted_tables:
-        if not found.has_table(table.name):
-            continue  # a new table: create_all adds it
-        have = {c["name"] for c in found.get_columns(table.name)}
-        missing = [c.name for c in table.columns if c.name not in have]
-        if missing:
-            raise StoreError(
-                f"the database {where} was made by another version of digest: table "
-                f"{table.name} lacks {', '.join(missing)}",
-                _KNOWN[3][2],
-            )
 
 
 def _nearly_full(where: str) -> bool:

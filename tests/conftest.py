@@ -206,7 +206,7 @@ def feed_server() -> Iterator[FeedServer]:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    s.create_all()
+    s.upgrade()
     try:
         yield s
     finally:

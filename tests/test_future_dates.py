@@ -116,7 +116,7 @@ def test_a_source_two_years_ahead_of_the_others_does_not_push_them_out_of_the_di
         'email = "astro@example.org"\n[interests]\nkeywords = ["galaxy", "black hole"]\n',
     )
     store = Store(f"sqlite:///{tmp_path / 'digest.db'}")
-    store.create_all()
+    store.upgrade()
     try:
         for src in cfg.sources:
             ingest_source(store, src, today=date(2026, 8, 21))

@@ -128,13 +128,21 @@ def test_links_keep_working_after_the_key_is_rotated(
         server.close()
 
 
-def test_a_database_made_before_refs_gains_their_table_and_keeps_its_rows(site: Path) -> None:
+def test_a_database_made_before_refs_is_upgraded_to_have_their_table_and_keeps_its_rows(
+    site: Path,
+) -> None:
     assert digest("run", cwd=site).returncode == 0
     db = site / "data" / "digest.db"
-    with sqlite3.connect(db) as conn:  # as the release before refs left it
+    with sqlite3.connect(db) as conn:  # as the release before refs (and migrations) left it
         conn.execute("DROP TABLE linkref")
+        conn.execute("DROP TABLE alembic_version")
         sent = conn.execute("SELECT count(*) FROM delivery WHERE state = 'sent'").fetchone()[0]
     assert sent == 2
+    refused = digest("status", cwd=site)
+    assert refused.returncode == 1 and "digest db upgrade" in refused.stderr
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001 -> 0002" in upgraded.stdout and "copied" in upgraded.stdout
     status = digest("status", cwd=site)
     assert status.returncode == 0, status.stderr
     assert "2 sent" in status.stdout

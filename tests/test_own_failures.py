@@ -45,10 +45,20 @@ def test_a_database_damaged_inside_is_named_as_damaged(site: Path) -> None:
 
 def test_a_database_from_another_release_is_refused_in_one_line(site: Path) -> None:
     assert digest("run", cwd=site).returncode == 0
-    with sqlite3.connect(site / DB) as conn:  # as a release before claim tokens left it
+    with sqlite3.connect(site / DB) as conn:  # as a release older than any revision left it
+        conn.execute("DROP TABLE alembic_version")
         conn.execute("ALTER TABLE delivery DROP COLUMN claim_token")
     line = one_line(digest("run", cwd=site))
-    assert "was made by another version of digest: table delivery lacks claim_token" in line
+    assert "digest.db matches no known schema" in line, line
+
+
+def test_a_database_from_a_newer_release_is_refused_in_one_line(site: Path) -> None:
+    assert digest("run", cwd=site).returncode == 0
+    with sqlite3.connect(site / DB) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    for command in (["status"], ["db", "upgrade"]):
+        line = one_line(digest(*command, cwd=site))
+        assert "schema revision 9999, made by a newer release of digest" in line, line
 
 
 def test_a_full_disk_is_one_line_and_the_run_exits_1(site: Path) -> None:

@@ -34,7 +34,7 @@ def pg_store() -> Iterator[Store]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     store = Store(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
-    store.create_all()
+    store.upgrade()
     try:
         yield store
     finally:

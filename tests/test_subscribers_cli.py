@@ -59,7 +59,7 @@ def test_a_category_only_a_configured_feed_uses_is_not_a_typo(site: Path) -> Non
     from digest.record import PaperRecord
 
     store = _store(site)
-    store.create_all()
+    store.upgrade()
     store.upsert_papers(
         [
             PaperRecord(

@@ -246,7 +246,7 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
     signer = Signer(cfg)
     token = signer.unsubscribe("ada@example.org")
     store = Store(cfg.database_url)
-    store.create_all()
+    store.upgrade()
     store.remember_ref(signer.ref("ada@example.org"), "ada@example.org")  # as a run does
     store.dispose()
     port = free_port()

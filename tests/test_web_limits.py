@@ -68,7 +68,7 @@ def web_site(site: Path) -> Iterator[tuple[WebProcess, str]]:
     cfg = load_config(site / "digest.toml")
     signer = Signer(cfg)
     store = Store(cfg.database_url)
-    store.create_all()
+    store.upgrade()
     store.remember_ref(signer.ref("ada@example.org"), "ada@example.org")
     store.dispose()
     web = WebProcess(site)

@@ -1,0 +1,133 @@
+"""Upgrading keeps every operator's data (issue 13): a database as the release before migrations
+left it, full of real rows, goes through `digest db upgrade` and then a real `digest run`, on
+SQLite and on PostgreSQL. Every later schema change adds a revision and extends this test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+
+from digest import migrate
+from digest.config import load_config
+from digest.ingest import ingest_all
+from digest.pipeline import digest_day, prepare, prepare_models
+from digest.store import Store
+from tests.conftest import SmtpServer, digest, write_profile
+
+PG_ADMIN = os.environ.get("DIGEST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ORIGINAL_ID = "<planned-before-the-upgrade@papers.example.org>"
+
+
+def at_revision(url: str, revision: str) -> None:
+    """A database as the release of ``revision`` made it, before migrations existed: that
+    revision's tables, and no alembic_version."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), revision)
+        conn.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+
+
+def populate(site: Path) -> dict[str, object]:
+    """Real rows of every kind, made through the library as that release would have."""
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    now = datetime.now(UTC)
+    ada_day = digest_day(next(p for p in prepare(cfg, store, now).profiles if p.name == "Ada"), now)
+    ingest_all(store, cfg, today=now.date())
+    ctx = prepare(cfg, store, now)
+    prepare_models(ctx, ctx.profiles)  # stored models
+    paper = ctx.listing[0].id
+    message = (
+        "From: digest@papers.example.org\r\nTo: ada@example.org\r\n"
+        f"Message-ID: {ORIGINAL_ID}\r\nSubject: planned before the upgrade\r\n\r\nhello\r\n"
+    ).encode()
+    store.plan_delivery(
+        "ada@example.org", ada_day, ORIGINAL_ID, [paper], {paper: "why"}, message=message,
+        expire_at=now + timedelta(hours=20),
+    )  # fmt: skip
+    yesterday = store.plan_delivery(
+        "ada@example.org", ada_day - timedelta(days=1), "<yesterday@papers.example.org>",
+        [paper], {}, message=b"Subject: y\r\n\r\ny\r\n",
+    )  # fmt: skip
+    assert yesterday.id is not None
+    store.settle(yesterday.id, state="sent", sent_at=now - timedelta(days=1))
+    store.set_unsubscribed("bob@example.org")
+    for _ in range(3):
+        store.record_bounce("cy@example.org", True, 3, now.date())
+    store.set_feedback("ada@example.org", paper, "dislike")
+    store.dispose()
+    return {"paper": paper}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_site(request: pytest.FixtureRequest, site: Path) -> Iterator[Path]:
+    write_profile(
+        site / "subscribers", "cy", 'email = "cy@example.org"\n[interests]\nkeywords = ["x"]\n'
+    )
+    cfg_path = site / "digest.toml"
+    if request.param == "sqlite":
+        url = f"sqlite:///{site / 'data' / 'digest.db'}"
+        (site / "data").mkdir()
+        at_revision(url, "0001")
+        yield site
+        return
+    name = f"digest_upgrade_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    cfg_path.write_text(cfg_path.read_text() + f'\n[database]\nurl = "{url}"\n')
+    at_revision(url, "0001")
+    try:
+        yield site
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes_on(
+    old_site: Path, smtp_server: SmtpServer
+) -> None:
+    site = old_site
+    rows = populate(site)
+    # Every command but `digest db` refuses it as it is, in one line that says what to do.
+    refused = digest("run", cwd=site)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (
+        "`digest db upgrade`" in refused.stderr and "unversioned schema of 0001" in refused.stderr
+    )
+    current = digest("db", "current", cwd=site)
+    assert "matches 0001" in current.stdout
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0001 -> 0002" in upgraded.stdout
+    if (
+        "sqlite" in (site / "digest.toml").read_text()
+        or "[database]" not in (site / "digest.toml").read_text()
+    ):
+        assert "copied" in upgraded.stdout
+    assert "current" in digest("db", "current", cwd=site).stdout
+    ran = digest("run", "--no-ingest", cwd=site)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    # The pending digest goes out with the Message-ID it was planned with, and no one else's.
+    assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
+    assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
+    lines = {ln.split()[1]: ln for ln in ran.stdout.splitlines() if "@example.org" in ln}
+    assert "unsubscribed" in lines["bob@example.org"]  # unsubscribed before: still
+    assert "unsubscribed" in lines["cy@example.org"]  # disabled after bounces: still
+    # Yesterday's digest, the feedback and the state survive.
+    listed = digest("feedback", "ada@example.org", cwd=site)
+    assert str(rows["paper"]) in listed.stdout and "dislike" in listed.stdout
+    shown = digest("deliveries", cwd=site).stdout
+    assert shown.count("sent") >= 2
+    subscribers = digest("subscribers", "list", "--format", "csv", cwd=site).stdout
+    assert "cy@example.org" in subscribers and "disabled" in subscribers
