@@ -11,6 +11,8 @@ from digest.cli import _state, cli, console, cut, err_console
 from digest.errors import DigestError
 from digest.models import as_utc_naive
 from digest.profiles import Profile
+from digest.states import REQUEUEABLE
+from digest.states import Delivery as DS
 from digest.store import Store
 
 
@@ -84,7 +86,7 @@ def _waiting_table(store: Store, now: datetime) -> None:
     """Digests not sent yet and when each is tried next: an operator's first question."""
     from digest.send import RELAY_KEY
 
-    rows, total = store.waiting(("pending", "retry", "ambiguous"), limit=10)
+    rows, total = store.waiting((DS.PENDING, DS.RETRY, DS.AMBIGUOUS), limit=10)
     if not total:
         return
     table = Table(
@@ -162,7 +164,7 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
     "--state",
     "states",
     multiple=True,
-    default=("expired", "dead"),
+    default=(DS.EXPIRED, DS.DEAD),
     show_default=True,
     help="States to re-queue (repeatable; also: ambiguous, bounced; retry brings digests "
     "waiting for their next attempt forward, e.g. once the relay is back).",
@@ -173,20 +175,20 @@ def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> 
 
     Example: digest retry --state expired --state dead
     """
-    allowed = {"expired", "dead", "ambiguous", "bounced", "cancelled", "retry"}
+    allowed = {*REQUEUEABLE, DS.RETRY}
     if bad := set(states) - allowed:
         raise DigestError(
             f"cannot re-queue {', '.join(sorted(bad))}", f"choose from {', '.join(sorted(allowed))}"
         )
     store, when, now = _state(ctx).store(), day.date() if day else None, datetime.now(UTC)
-    if "retry" in states:
+    if DS.RETRY in states:
         from digest.send import RELAY_KEY
 
         # The operator says the relay is back: the engine's relay backoff ends too.
         store.set_control(RELAY_KEY, None)
         n = store.bring_forward(when, now)
         console.print(f"{n} waiting deliver{'y' if n == 1 else 'ies'} due now.")
-    rest = [s for s in states if s != "retry"]
+    rest = [s for s in states if s != DS.RETRY]
     if rest:
         n = store.requeue(rest, when, now)
         console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued.")

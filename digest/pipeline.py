@@ -33,21 +33,12 @@ from digest.render import (
     render_digest,
 )
 from digest.send import EngineReport, deliver
+from digest.states import DUE, SETTLED_OK, Outcome
+from digest.states import Delivery as DS
 from digest.store import Store, source_name
 from digest.tokens import Signer
 
 log = logging.getLogger(__name__)
-# Rows the engine still has to deal with (a `sending` row with a live lease belongs to
-# another runner; one with an expired lease is re-claimed by the engine).
-DUE_STATES = ("pending", "retry", "ambiguous", "sending")
-# What a subscriber's line in a run may say when nothing is wrong: their digest went out (now or
-# earlier today), or there was nothing for them, or they are not to be mailed, or another runner
-# (a second node firing the same slot) holds it or has it queued: `sending`, and `pending` once
-# this run's engine has finished with no pause and no relay backoff (those are reported by the
-# engine itself: a pending row is then this run's failure, not another node's work).
-SETTLED_OK = frozenset(
-    {"sent", "already-sent", "nothing-new", "unsubscribed", "dry-run", "sending", "pending"}
-)
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -55,9 +46,7 @@ NOT_LISTED = ("api",)
 @dataclass
 class SubscriberResult:
     email: str
-    status: (
-        str  # sent | already-sent | nothing-new | no-match | unsubscribed | retry | failed | ...
-    )
+    status: str  # an Outcome, or the DeliveryState of the digest planned in this run
     papers: int = 0
     detail: str = ""
 
@@ -396,7 +385,7 @@ def run(
         try:
             outcome = _plan_one(ctx, profile, now, dry_run)
         except DigestError as exc:
-            report.results.append(SubscriberResult(profile.email, "error", detail=str(exc)))
+            report.results.append(SubscriberResult(profile.email, Outcome.ERROR, detail=str(exc)))
             continue
         if isinstance(outcome, SubscriberResult):
             report.results.append(outcome)
@@ -418,7 +407,7 @@ def _detail(d: Delivery) -> str:
     """The last error, and for a digest still waiting when it is tried next: a stale error
     alone reads as if nothing will happen."""
     error = d.last_error or ""
-    if d.state in ("retry", "ambiguous") and d.next_attempt_at is not None:
+    if d.state in (DS.RETRY, DS.AMBIGUOUS) and d.next_attempt_at is not None:
         return f"next try {d.next_attempt_at:%Y-%m-%d %H:%M} UTC; {error}".rstrip("; ")
     return error
 
@@ -439,19 +428,21 @@ def _plan_one(
 ) -> SubscriberResult | Delivery:
     email = profile.email
     if ctx.store.is_unsubscribed(email):
-        return SubscriberResult(email, "unsubscribed")
+        return SubscriberResult(email, Outcome.UNSUBSCRIBED)
     day = digest_day(profile, now)
     existing = ctx.store.delivery(email, day)
     if existing is not None:
-        if existing.state in DUE_STATES:
+        if existing.state in DUE:
             return existing  # planned earlier, not (known to be) sent: the engine takes it
-        status = "already-sent" if existing.state == "sent" else existing.state
+        status = Outcome.ALREADY_SENT if existing.state == DS.SENT else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
     picks, why_not = pick_papers(ctx, profile)
     if not picks:
-        return SubscriberResult(email, "nothing-new", detail=why_not)
+        return SubscriberResult(email, Outcome.NOTHING_NEW, detail=why_not)
     if dry_run:
-        return SubscriberResult(email, "dry-run", len(picks), f"would send the digest of {day}")
+        return SubscriberResult(
+            email, Outcome.DRY_RUN, len(picks), f"would send the digest of {day}"
+        )
     message_id = message_id_for(email, day, ctx.cfg.smtp.from_address)
     # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
     rendered = render_for(ctx, profile, picks, day)

@@ -39,6 +39,7 @@ import aiosmtplib
 from digest.config import Config
 from digest.models import as_utc_naive, utcnow
 from digest.smtp_policy import Decision, backoff, decide, is_tls_failure, wire_format
+from digest.states import Delivery as DS
 from digest.store import Store
 from digest.store_delivery import Claim
 
@@ -151,12 +152,12 @@ class Engine:
                         continue
                 used += 1
                 decision = await self._attempt(smtp, row)
-                if decision.state == "sent":
+                if decision.state == DS.SENT:
                     await self._record_sent(row.id)
                     if row.ambiguous_count:  # an earlier copy may have arrived too
                         self.report.possible_duplicates += 1
                 self._apply(row, decision)
-                if decision.state != "sent":
+                if decision.state != DS.SENT:
                     # After any error the session is in an unknown state: start afresh.
                     await _close(smtp)
                     smtp = None
@@ -207,12 +208,12 @@ class Engine:
             blocked = self.store.blocked([r.subscriber for r in rows])
             for r in rows:
                 if r.subscriber in blocked:
-                    self.store.settle(r.id, state="cancelled", last_error=blocked[r.subscriber])
-                    self._count(r, "cancelled", blocked[r.subscriber])
+                    self.store.settle(r.id, state=DS.CANCELLED, last_error=blocked[r.subscriber])
+                    self._count(r, DS.CANCELLED, blocked[r.subscriber])
             for r in rows:
                 if r.message is None and r.subscriber not in blocked:
-                    self.store.settle(r.id, state="dead", last_error="no message stored")
-                    self._count(r, "dead", "no message stored")
+                    self.store.settle(r.id, state=DS.DEAD, last_error="no message stored")
+                    self._count(r, DS.DEAD, "no message stored")
             wanted = [r for r in rows if r.subscriber not in blocked and r.message is not None]
             if wanted:
                 return wanted
@@ -301,20 +302,20 @@ class Engine:
         pol = self.policy
         # A connect failure says nothing about this digest: its attempt is given back.
         attempts = row.attempts if counted else max(0, row.attempts - 1)
-        if d.state == "sent":
+        if d.state == DS.SENT:
             pass  # recorded by _record_sent, before this worker sends again
-        elif d.state == "bounced":
-            self.store.settle(row.id, state="bounced", last_error=d.detail)
+        elif d.state == DS.BOUNCED:
+            self.store.settle(row.id, state=DS.BOUNCED, last_error=d.detail)
             if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
                 log.warning("subscriber %s disabled after repeated bounces", row.subscriber)
-        elif d.state == "ambiguous":
+        elif d.state == DS.AMBIGUOUS:
             # Sent again (same Message-ID) at most `resends` times; then held: a relay that
             # stores every copy and never answers must not get one per retry.
             resend = row.ambiguous_count < pol.resends
             nxt = now + timedelta(seconds=pol.retry_base) if resend else None
             self.store.settle(
                 row.id,
-                state="ambiguous",
+                state=DS.AMBIGUOUS,
                 next_attempt_at=nxt,
                 ambiguous_count=row.ambiguous_count + 1,
                 last_error=d.detail,
@@ -325,7 +326,7 @@ class Engine:
             self.store.set_control(RELAY_KEY, self._relay_until.isoformat())
             self.store.settle(
                 row.id,
-                state="retry",
+                state=DS.RETRY,
                 attempts=max(0, row.attempts - 1),
                 next_attempt_at=self._relay_until,
                 last_error=d.detail,
@@ -333,7 +334,7 @@ class Engine:
         elif d.state == "systemic":
             self.store.settle(
                 row.id,
-                state="retry",
+                state=DS.RETRY,
                 attempts=max(0, row.attempts - 1),
                 next_attempt_at=now,
                 last_error=d.detail,
@@ -347,20 +348,20 @@ class Engine:
             # Temporary failures are bounded by the deadline, not by a count: a relay that defers
             # for an hour should still get the digest out before the next one.
             if expire_at is not None and as_utc_naive(nxt) > as_utc_naive(expire_at):
-                self.store.settle(row.id, state="expired", attempts=attempts, last_error=d.detail)
+                self.store.settle(row.id, state=DS.EXPIRED, attempts=attempts, last_error=d.detail)
                 self.store.record_bounce(row.subscriber, False, pol.bounce_threshold, now.date())
-                d = Decision("expired", d.detail)
+                d = Decision(DS.EXPIRED, d.detail)
             else:
                 self.store.settle(
                     row.id,
-                    state="retry",
+                    state=DS.RETRY,
                     attempts=attempts,
                     next_attempt_at=nxt,
                     last_error=d.detail,
                 )
         self._count(row, d.state, d.detail)
         if counted and d.state != "systemic":
-            self._watch_error_rate(d.state == "sent")
+            self._watch_error_rate(d.state == DS.SENT)
 
     def _count(self, row: Claim, state: str, detail: str) -> None:
         self.report.counts[state] += 1

@@ -42,6 +42,7 @@ from digest.pipeline import digest_day, run
 from digest.profiles import Profile, load_profiles
 from digest.schedule import due_today
 from digest.send import deliver
+from digest.states import Delivery as DS
 from digest.store import Store
 
 log = logging.getLogger("digest.serve")
@@ -94,7 +95,7 @@ class Service:
         self.scheduler.add_job(
             self.retry,
             IntervalTrigger(seconds=serve.retry_seconds),
-            id="retry",
+            id=DS.RETRY,
             name="retry due digests",
         )
         self.reload()

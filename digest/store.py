@@ -32,6 +32,7 @@ from digest.models import (
     utcnow,
 )
 from digest.record import PaperRecord
+from digest.states import LIVE
 from digest.store_delivery import DeliveryQueries
 from digest.store_failures import explain
 from digest.store_feedback import FeedbackQueries
@@ -39,7 +40,6 @@ from digest.store_feedback import FeedbackQueries
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
 # Deliveries that were, are being or will be sent: their papers are taken.
-LIVE_STATES = ("pending", "sending", "retry", "ambiguous", "sent")
 _CHUNK = 500
 
 
@@ -302,7 +302,7 @@ class Store(DeliveryQueries, FeedbackQueries):
             rows = s.exec(
                 select(Delivery.paper_ids).where(
                     Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(LIVE_STATES),
+                    col(Delivery.state).in_(LIVE),
                 )
             ).all()
         return {pid for ids in rows for pid in ids}
@@ -313,7 +313,7 @@ class Store(DeliveryQueries, FeedbackQueries):
             return s.exec(
                 select(func.max(Delivery.created_at)).where(
                     Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(LIVE_STATES),
+                    col(Delivery.state).in_(LIVE),
                 )
             ).one()
 

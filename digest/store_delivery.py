@@ -22,13 +22,14 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, func, select
 
 from digest.models import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
+from digest.states import Delivery as DS
 
 # Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
 _MARK_SENT = (
     update(Delivery)
     .where(col(Delivery.id).in_(bindparam("ids", expanding=True)))
     .values(
-        state="sent", sent_at=bindparam("now"), lease_until=None, claim_token=None, last_error=None
+        state=DS.SENT, sent_at=bindparam("now"), lease_until=None, claim_token=None, last_error=None
     )
 )
 
@@ -57,12 +58,12 @@ class DeliveryQueries:
     @staticmethod
     def _due(now: datetime) -> Any:
         return or_(
-            col(Delivery.state) == "pending",
+            col(Delivery.state) == DS.PENDING,
             and_(
-                col(Delivery.state).in_(("retry", "ambiguous")),
+                col(Delivery.state).in_((DS.RETRY, DS.AMBIGUOUS)),
                 col(Delivery.next_attempt_at) <= now,
             ),
-            and_(col(Delivery.state) == "sending", col(Delivery.lease_until) < now),
+            and_(col(Delivery.state) == DS.SENDING, col(Delivery.lease_until) < now),
         )
 
     def sweep(self, now: datetime, max_attempts: int, resends: int = 1) -> dict[str, int]:
@@ -74,10 +75,10 @@ class DeliveryQueries:
         with self.session() as s:
             held = s.exec(  # type: ignore[call-overload]
                 update(Delivery)
-                .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+                .where(col(Delivery.state) == DS.SENDING, col(Delivery.lease_until) < now)
                 .where(col(Delivery.ambiguous_count) >= resends)
                 .values(
-                    state="ambiguous",
+                    state=DS.AMBIGUOUS,
                     lease_until=None,
                     next_attempt_at=None,
                     ambiguous_count=Delivery.ambiguous_count + 1,
@@ -86,18 +87,18 @@ class DeliveryQueries:
             ).rowcount
             expired = s.exec(  # type: ignore[call-overload]
                 update(Delivery)
-                .where(col(Delivery.state).in_(("pending", "retry", "ambiguous")))
+                .where(col(Delivery.state).in_((DS.PENDING, DS.RETRY, DS.AMBIGUOUS)))
                 .where(col(Delivery.expire_at) < now)
-                .values(state="expired", lease_until=None, next_attempt_at=None)
+                .values(state=DS.EXPIRED, lease_until=None, next_attempt_at=None)
             ).rowcount
             dead = s.exec(  # type: ignore[call-overload]
                 update(Delivery)
-                .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+                .where(col(Delivery.state) == DS.SENDING, col(Delivery.lease_until) < now)
                 .where(col(Delivery.attempts) >= max_attempts)
-                .values(state="dead", lease_until=None, last_error="attempts exhausted")
+                .values(state=DS.DEAD, lease_until=None, last_error="attempts exhausted")
             ).rowcount
             s.commit()
-        return {"expired": int(expired), "dead": int(dead), "held": int(held)}
+        return {DS.EXPIRED: int(expired), DS.DEAD: int(dead), "held": int(held)}
 
     def claim_batch(self, now: datetime, lease: timedelta, limit: int, token: str) -> list[Claim]:
         """Claim up to ``limit`` due deliveries in one statement; they carry ``token``.
@@ -111,13 +112,13 @@ class DeliveryQueries:
         # Three narrow look-ups, each served by an index, rather than one OR that scans every
         # row already sent: claims stay cheap however far a run has got.
         lookups = [
-            select(Delivery.id).where(col(Delivery.state) == "pending").order_by(col(Delivery.id)),
+            select(Delivery.id).where(col(Delivery.state) == DS.PENDING).order_by(col(Delivery.id)),
             select(Delivery.id)
-            .where(col(Delivery.state).in_(("retry", "ambiguous")))
+            .where(col(Delivery.state).in_((DS.RETRY, DS.AMBIGUOUS)))
             .where(col(Delivery.next_attempt_at) <= now)
             .order_by(col(Delivery.next_attempt_at)),
             select(Delivery.id)
-            .where(col(Delivery.state) == "sending", col(Delivery.lease_until) < now)
+            .where(col(Delivery.state) == DS.SENDING, col(Delivery.lease_until) < now)
             .order_by(col(Delivery.id)),
         ]
         with self.session() as s:
@@ -137,11 +138,11 @@ class DeliveryQueries:
                 update(Delivery)
                 .where(col(Delivery.id).in_(ids), due)
                 .values(
-                    state="sending",
+                    state=DS.SENDING,
                     attempts=Delivery.attempts + 1,
                     # Taken over from a runner that died mid-send: it may have arrived already.
                     ambiguous_count=Delivery.ambiguous_count
-                    + case((col(Delivery.state) == "sending", 1), else_=0),
+                    + case((col(Delivery.state) == DS.SENDING, 1), else_=0),
                     lease_until=now + lease,
                     claim_token=token,
                 )
@@ -163,7 +164,7 @@ class DeliveryQueries:
                     col(DeliveryMessage.delivery_id) == col(Delivery.id),
                     isouter=True,  # a row without a message must still come back, to be settled
                 )
-                .where(col(Delivery.claim_token) == token, col(Delivery.state) == "sending")
+                .where(col(Delivery.claim_token) == token, col(Delivery.state) == DS.SENDING)
                 .order_by(col(Delivery.id))
             ).all()
             return [
@@ -178,9 +179,9 @@ class DeliveryQueries:
         with self.session() as s:
             s.exec(  # type: ignore[call-overload]
                 update(Delivery)
-                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == "sending")
+                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == DS.SENDING)
                 .values(
-                    state=case((col(Delivery.attempts) <= 1, "pending"), else_="retry"),
+                    state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
                     attempts=Delivery.attempts - 1,
                     lease_until=None,
                     claim_token=None,
@@ -234,7 +235,7 @@ class DeliveryQueries:
         lost, because a `sent` that is not recorded is a duplicate waiting to happen.
         """
         values.setdefault("lease_until", None)
-        if values.get("state") == "sent":
+        if values.get("state") == DS.SENT:
             values.setdefault("sent_at", utcnow())
         values.setdefault("claim_token", None)
         stmt = update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
@@ -312,7 +313,11 @@ class DeliveryQueries:
                 q = q.where(col(Delivery.digest_date) == day)
             n = s.exec(  # type: ignore[call-overload]
                 q.values(
-                    state="retry", next_attempt_at=now, attempts=0, lease_until=None, expire_at=None
+                    state=DS.RETRY,
+                    next_attempt_at=now,
+                    attempts=0,
+                    lease_until=None,
+                    expire_at=None,
                 )
             ).rowcount
             s.commit()
@@ -322,7 +327,7 @@ class DeliveryQueries:
         """Digests waiting for their next attempt are due now (`digest retry --state retry`,
         once the relay is back); their deadline and attempt count stay as they are."""
         with self.session() as s:
-            q = update(Delivery).where(col(Delivery.state) == "retry")
+            q = update(Delivery).where(col(Delivery.state) == DS.RETRY)
             if day is not None:
                 q = q.where(col(Delivery.digest_date) == day)
             n = s.exec(q.values(next_attempt_at=now)).rowcount  # type: ignore[call-overload]
@@ -346,7 +351,7 @@ class DeliveryQueries:
                 ).where(col(Delivery.digest_date).in_(set(days.values())))
             ).all()
         return {
-            who: "sent (possibly twice)" if state == "sent" and twice else state
+            who: "sent (possibly twice)" if state == DS.SENT and twice else state
             for who, day, state, twice in rows
             if days.get(who) == day
         }

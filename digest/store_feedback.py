@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from digest.models import Feedback, RankModel, utcnow
+from digest.states import Verdict
 
-VERDICTS = ("like", "dislike")
+VERDICTS = tuple(Verdict)
 
 
 class FeedbackQueries:

@@ -21,7 +21,7 @@ from datetime import date
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from digest.config import Config
-from digest.store_feedback import VERDICTS
+from digest.states import Verdict
 
 SALTS = {
     "unsubscribe": "digest.unsubscribe",
@@ -111,7 +111,7 @@ def read_unsubscribe(cfg: Config, token: str) -> str:
 
 def read_feedback(cfg: Config, token: str) -> FeedbackLink:
     who, paper_id, day, verdict = _strings(Signer(cfg).load("feedback", token), 4, "feedback")
-    if verdict not in VERDICTS:
+    if verdict not in tuple(Verdict):
         raise BadToken("feedback")
     try:
         return FeedbackLink(who, paper_id, date.fromisoformat(day), verdict)

@@ -10,11 +10,14 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from aiosmtpd.controller import Controller
 
 from digest.errors import ExitStatus
 from digest.pipeline import RunReport, SubscriberResult
 from digest.send import EngineReport
+from digest.states import FAILED, SETTLED_OK
+from digest.states import Delivery as DeliveryState
 from tests.conftest import SmtpHandler, SmtpServer, digest, relay_elsewhere
 
 
@@ -144,3 +147,18 @@ def test_a_usage_mistake_exits_1_not_the_2_that_means_some_digests_are_unsent(si
         assert "Error:" in ran.stderr and "Traceback" not in ran.stderr
     assert digest("--version", cwd=site).returncode == 0
     assert digest("run", "--help", cwd=site).returncode == 0
+
+
+@pytest.mark.parametrize("state", list(DeliveryState))
+def test_the_exit_status_follows_the_named_sets_for_every_delivery_state(
+    state: DeliveryState,
+) -> None:
+    report = RunReport(day=datetime(2026, 11, 23, tzinfo=UTC).date())
+    report.results = [SubscriberResult("ada@example.org", state)]
+    report.delivery = EngineReport()
+    expected = ExitStatus.OK if state in SETTLED_OK else ExitStatus.PARTIAL
+    assert report.exit_status() == expected
+    if state in FAILED or state in (DeliveryState.RETRY, DeliveryState.AMBIGUOUS):
+        assert report.exit_status() == ExitStatus.PARTIAL  # bounced, expired, dead: never 0
+    report.delivery.paused = "535 authentication failed"
+    assert report.exit_status() == ExitStatus.PAUSED
