@@ -228,7 +228,45 @@ class DeliveryQueries:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def settle(self, delivery_id: int, **values: Any) -> None:
+    # -- the transitions out of `sending`, one each (see digest.send for when) -------------
+
+    def mark_retry(
+        self, delivery_id: int, attempts: int, next_attempt_at: datetime, why: str
+    ) -> None:
+        """A temporary failure: tried again at ``next_attempt_at``."""
+        self._settle(
+            delivery_id,
+            state=DS.RETRY,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+            last_error=why,
+        )
+
+    def mark_ambiguous(
+        self, delivery_id: int, ambiguous_count: int, next_attempt_at: datetime | None, why: str
+    ) -> None:
+        """Lost after the message was handed over; resent at ``next_attempt_at``, or held."""
+        self._settle(
+            delivery_id,
+            state=DS.AMBIGUOUS,
+            ambiguous_count=ambiguous_count,
+            next_attempt_at=next_attempt_at,
+            last_error=why,
+        )
+
+    def mark_bounced(self, delivery_id: int, why: str) -> None:
+        self._settle(delivery_id, state=DS.BOUNCED, last_error=why)
+
+    def mark_expired(self, delivery_id: int, attempts: int, why: str) -> None:
+        self._settle(delivery_id, state=DS.EXPIRED, attempts=attempts, last_error=why)
+
+    def mark_dead(self, delivery_id: int, why: str) -> None:
+        self._settle(delivery_id, state=DS.DEAD, last_error=why)
+
+    def mark_cancelled(self, delivery_id: int, why: str) -> None:
+        self._settle(delivery_id, state=DS.CANCELLED, last_error=why)
+
+    def _settle(self, delivery_id: int, **values: Any) -> None:
         """Record an attempt's outcome durably before anything else is sent (A11).
 
         SQLite's busy timeout absorbs short locks; a longer one is retried here rather than

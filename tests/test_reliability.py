@@ -162,7 +162,7 @@ def test_A3_a_lease_held_by_a_dead_worker_expires_and_attempts_are_capped(
     # Both claimed by workers that died; a has used all its attempts, b has not.
     for row, attempts in ((a, 3), (b, 1)):
         assert row.id is not None
-        store.settle(
+        store._settle(
             row.id, state="sending", attempts=attempts, lease_until=clock() + timedelta(seconds=60)
         )
     assert deliver(store, cfg, clock).counts["sent"] == 0  # leases still live
@@ -615,14 +615,14 @@ def test_A2_a_digest_resent_after_its_sender_died_is_reported_as_a_possible_dupl
     (row,) = plan(store, ["ada@example.org"], clock)
     assert row.id is not None
     # A runner claimed it, handed it over, and died before recording `sent` (disk full, kill).
-    store.settle(row.id, state="sending", attempts=1, lease_until=clock() + timedelta(seconds=120))
+    store._settle(row.id, state="sending", attempts=1, lease_until=clock() + timedelta(seconds=120))
     clock.advance(seconds=121)
     report = deliver(store, cfg, clock)
     assert report.counts["sent"] == 1 and report.possible_duplicates == 1
     got = store.delivery("ada@example.org", row.digest_date)
     assert got is not None and got.ambiguous_count == 1
     # If it dies mid-send again, the digest is held instead of being sent a third time.
-    store.settle(row.id, state="sending", lease_until=clock() + timedelta(seconds=120))
+    store._settle(row.id, state="sending", lease_until=clock() + timedelta(seconds=120))
     clock.advance(seconds=121)
     report = deliver(store, cfg, clock)
     assert report.counts["sent"] == 0 and states(store) == {"ada@example.org": "ambiguous"}

@@ -99,7 +99,7 @@ def test_status_tells_a_digest_possibly_delivered_twice_from_a_plain_sent(site: 
     try:
         (ada,) = [d for d in store.deliveries() if d.subscriber == "ada@example.org"]
         assert ada.id is not None
-        store.settle(ada.id, ambiguous_count=1)  # resent after a lost 250, as the engine records
+        store._settle(ada.id, ambiguous_count=1)  # as the engine records a resend after a lost 250
     finally:
         store.dispose()
     shown = digest("status", cwd=site).stdout

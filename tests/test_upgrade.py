@@ -58,7 +58,7 @@ def populate(site: Path) -> dict[str, object]:
         [paper], {}, message=b"Subject: y\r\n\r\ny\r\n",
     )  # fmt: skip
     assert yesterday.id is not None
-    store.settle(yesterday.id, state="sent", sent_at=now - timedelta(days=1))
+    store.mark_sent([yesterday.id], now - timedelta(days=1))
     store.set_unsubscribed("bob@example.org")
     for _ in range(3):
         store.record_bounce("cy@example.org", True, 3, now.date())
