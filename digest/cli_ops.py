@@ -284,9 +284,8 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
     Examples: digest feedback ada@example.org 2411.01234 like;
     digest feedback ada@example.org (lists Ada's feedback)
     """
-    import re
-
     from digest.profiles import load_profiles
+    from digest.record import canonical_arxiv_id
 
     st = _state(ctx)
     store = st.store()
@@ -306,7 +305,7 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
         return
     if verdict is None:
         raise DigestError("say like, dislike or clear after the paper id")
-    pid = re.sub(r"v\d+$", "", paper.strip().removeprefix("arXiv:").removeprefix("arxiv:"))
+    pid = canonical_arxiv_id(paper) or paper.strip()  # other feeds' ids are URLs or DOIs
     if pid not in store.papers([pid]):
         raise DigestError(f"no stored paper {pid}", "feedback is for papers already ingested")
     changed = store.set_feedback(address, pid, None if verdict == "clear" else verdict)

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from digest.errors import ConfigError
+from digest.text import has_control
 from digest.validation import problems
 
 SourceKind = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
@@ -70,7 +71,7 @@ class SmtpConfig(_Strict):
     @field_validator("from_name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+        if has_control(v):
             raise ValueError("must not contain control characters")
         return v
 

@@ -64,9 +64,5 @@ class RenderError(DigestError):
     hint = "check the templates and `digest preview`"
 
 
-class SendError(DigestError):
-    hint = "check [smtp] in digest.toml and that the SMTP server is reachable"
-
-
 class NotFound(DigestError):
     hint = "run `digest subscribers list` to see who is configured"

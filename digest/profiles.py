@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from digest.errors import ProfileError
+from digest.record import canonical_arxiv_id
+from digest.text import has_control
 from digest.validation import problems
 
 # Deliberately plain: a local part and a dotted domain, nothing that could break a header.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
-# New-style (2401.01234, optionally v2) or old-style (hep-th/9901001) arXiv ids.
-ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
 
 
 def check_email(value: str) -> str:
@@ -37,7 +37,7 @@ def check_email(value: str) -> str:
 
 
 def _no_controls(value: str) -> str:
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if has_control(value):
         raise ValueError("must not contain control characters (line breaks, tabs, ...)")
     return value
 
@@ -55,11 +55,11 @@ class Interests(BaseModel):
     @classmethod
     def _ids(cls, v: list[str]) -> list[str]:
         out = []
-        for pid in v:
-            pid = pid.strip().removeprefix("arXiv:").removeprefix("arxiv:")
-            if not ARXIV_ID.match(pid):
-                raise ValueError(f"{pid!r} is not an arXiv id (like 2411.17700)")
-            out.append(re.sub(r"v\d+$", "", pid))
+        for written in v:
+            pid = canonical_arxiv_id(written)
+            if pid is None:
+                raise ValueError(f"{written.strip()!r} is not an arXiv id (like 2411.17700)")
+            out.append(pid)
         return out
 
     @field_validator("keywords", "exclude", "authors")

@@ -57,6 +57,8 @@ class Text(Protocol):
 
 
 def paper_text(p: Text) -> str:
+    """The one text of a paper that features, keywords and excludes all read: title, then
+    abstract, with a sentence break between so no phrase spans the seam."""
     return f"{p.title}. {p.abstract}"
 
 

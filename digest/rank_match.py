@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from digest.models import Paper
+from digest.rank_features import paper_text
 from digest.text import fold, plain_name
 
 
@@ -23,7 +24,7 @@ def phrase(term: str) -> re.Pattern[str]:
 def matchable(paper: Paper) -> str:
     """Title and abstract as keywords and excludes are matched against: TeX accents resolved,
     diacritics and case folded, so `Schrödinger` finds arXiv's `Schr\\"odinger`."""
-    return fold(f"{paper.title}. {paper.abstract}")
+    return fold(paper_text(paper))
 
 
 @lru_cache(maxsize=65536)

@@ -145,6 +145,22 @@ def arxiv_id(text: str | None) -> tuple[str, int | None] | None:
     return m.group("id"), (int(v) if v else None)
 
 
+# A whole arXiv id as a person writes it: new style (2401.01234) or old style (hep-th/9901001),
+# optionally with its version.
+ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+
+
+def canonical_arxiv_id(text: str) -> str | None:
+    """The id without `arXiv:` and without its version, if ``text`` is a whole arXiv id; the one
+    normalisation for ids people type (profiles, `digest feedback`)."""
+    pid = text.strip()
+    if pid.lower().startswith("arxiv:"):
+        pid = pid[len("arxiv:") :]
+    if not ARXIV_ID.match(pid):
+        return None
+    return re.sub(r"v\d+$", "", pid)
+
+
 def arxiv_links(pid: str, version: int | None = None) -> tuple[str, str]:
     suffix = f"v{version}" if version else ""
     return f"https://arxiv.org/abs/{pid}", f"https://arxiv.org/pdf/{pid}{suffix}"

@@ -26,7 +26,7 @@ from digest.config import Config
 from digest.errors import RenderError
 from digest.profiles import Profile
 from digest.rank import Pick
-from digest.text import plain_latex, plain_name
+from digest.text import has_control, plain_latex, plain_name
 from digest.tokens import Signer
 
 EXCERPT_CHARS = 320
@@ -216,7 +216,7 @@ class _MessagePolicy(EmailPolicy):
         if name.lower() not in RAW_HEADERS:
             return super().header_store_parse(name, value)  # type: ignore[no-any-return]
         text = str(value)
-        if not text.isascii() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        if not text.isascii() or has_control(text):
             raise RenderError(f"{name}: not a plain ASCII value; not sent")
         if len(name) + 2 + len(text) > MAX_LINE:
             raise RenderError(

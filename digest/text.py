@@ -150,3 +150,9 @@ def _plain_latex(text: str) -> str:
     if "%s" in out:  # a macro whose arguments were missing: pylatexenc's placeholder leaked
         return resolve_accents(text)
     return " ".join(out.split()) or text
+
+
+def has_control(value: str) -> bool:
+    """Whether text holds a control character (a line break, tab, NUL, DEL...): never allowed in
+    a header, an address, a name or a URL that reaches one."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
