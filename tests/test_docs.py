@@ -45,3 +45,21 @@ def test_the_systemd_unit_scores_3_or_better_with_systemd_analyze() -> None:
     found = re.search(r"Overall exposure level for digest.service: ([\d.]+)", ran.stdout)
     assert found, ran.stdout + ran.stderr
     assert float(found.group(1)) <= 3.0, ran.stdout
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """docs/reliability.md names the test for each case; a renamed or removed test shows here."""
+    import re
+
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    cited = re.findall(r"`(rel|test_\w+\.py)::(test_\w+?)(…)?`", text)
+    assert len(cited) > 30
+    for file, name, cut in cited:
+        path = ROOT / "tests" / ("test_reliability.py" if file == "rel" else file)
+        source = path.read_text()
+        pattern = rf"def {re.escape(name)}" + (r"\w*" if cut else r"\b")
+        assert re.search(pattern, source), f"{file}::{name} in docs/reliability.md"
+    for file in set(re.findall(r"`(test_\w+\.py)`", text)):
+        assert (ROOT / "tests" / file).exists(), file
+    for script in set(re.findall(r"`bench/(\w+\.py)`", text)):
+        assert (ROOT / "bench" / script).exists(), script

@@ -9,6 +9,7 @@ import importlib
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,38 @@ def test_https_goes_to_the_checked_address_and_still_verifies_the_hosts_certific
         assert server.requests[0]["Host"] == f"feeds.test:{server.port}"
     else:
         assert report.status == "error" and "CERTIFICATE_VERIFY_FAILED" in (report.error or "")
+
+
+def test_entity_bombs_are_not_expanded_and_external_entities_not_fetched(
+    store: Store, feed_server: FeedServer
+) -> None:
+    """RELIABILITY.md F2, through the real fetch and parse of an RSS source."""
+    levels = "".join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9)
+    )
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "xxxxxxxxxx">' + levels + "]>"
+        '<rss version="2.0"><channel><title>t</title>'
+        "<item><title>&j;</title><link>https://lab.example.org/1</link></item>"
+        "<item><title>A fine paper</title><link>https://lab.example.org/2</link></item>"
+        "</channel></rss>"
+    ).encode()
+    secret = feed_server.url("/secret")
+    xxe = (
+        f'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY x SYSTEM "{secret}">]>'
+        '<rss version="2.0"><channel><title>t</title>'
+        "<item><title>Leak &x; here</title><link>https://lab.example.org/3</link></item>"
+        "</channel></rss>"
+    ).encode()
+    feed_server.routes["/bomb"] = Route(bomb)
+    feed_server.routes["/xxe"] = Route(xxe)
+    feed_server.routes["/secret"] = Route(b"TOP-SECRET")
+    started = time.monotonic()
+    for path in ("/bomb", "/xxe"):
+        src = SourceConfig(name=path.strip("/"), kind="rss", url=feed_server.url(path))
+        assert ingest_source(store, src).status == "ok"
+    assert time.monotonic() - started < 10
+    titles = [p.title for p in store.papers_between(date(2000, 1, 1), date(2100, 1, 1))]
+    assert "A fine paper" in titles and all(len(t) < 200 for t in titles)  # nothing expanded
+    assert not any("TOP-SECRET" in t for t in titles)
+    assert [r["path"] for r in feed_server.requests] == ["/bomb", "/xxe"]  # /secret never asked
