@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+# The package's own directory: templates and demo data ship in it (a wheel) or beside it (a
+# source checkout), wherever the module that needs them sits.
+PACKAGE = Path(__file__).resolve().parent

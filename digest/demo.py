@@ -18,12 +18,13 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from digest import PACKAGE
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
 from digest.pipeline import RunReport, run
 from digest.store import Store
 from digest.workspace import packaged_example_profile, write_secret_key
 
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEMO_DATA = PACKAGE / "demo_data"
 
 
 class MaildirHandler:

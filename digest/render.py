@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
 
+from digest import PACKAGE
 from digest.config import Config
 from digest.errors import RenderError
 from digest.profiles import Profile
@@ -52,7 +53,7 @@ def templates_dir(cfg: Config) -> Path:
     """The configured templates, else the ones in the wheel, else the repository's."""
     if cfg.templates_dir is not None:
         return cfg.templates_dir
-    here = Path(__file__).resolve().parent
+    here = PACKAGE
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / "digest.html").is_file():
             return candidate

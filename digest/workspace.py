@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from digest import PACKAGE
+
 CONFIG_TEMPLATE = """\
 # digest service configuration. Every key is optional; shown here are the defaults
 # or an example. Relative paths are relative to this file.
@@ -59,7 +61,7 @@ url = "https://huggingface.co/api/daily_papers"
 
 def packaged_example_profile() -> Path:
     """subscribers/example.toml from the wheel, or from the repository in a source checkout."""
-    here = Path(__file__).resolve().parent
+    here = PACKAGE
     for candidate in (
         here / "demo_data" / "example.toml",
         here.parent / "subscribers" / "example.toml",
