@@ -28,9 +28,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, select
 
 from digest.config import Config, DatabaseConfig, DeliveryConfig, SmtpConfig, WebConfig
-from digest.models import Delivery, DeliveryMessage
-from digest.send import deliver
+from digest.mail.engine import deliver
 from digest.store import Store
+from digest.store.schema import Delivery, DeliveryMessage
 
 
 def free_port() -> int:

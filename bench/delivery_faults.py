@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from delivery import plan  # noqa: E402
 
 from digest.config import Config, DeliveryConfig, SmtpConfig, WebConfig  # noqa: E402
-from digest.send import Engine  # noqa: E402
+from digest.mail.engine import Engine  # noqa: E402
 from digest.store import Store  # noqa: E402
 from tests.smtp_fault import FaultServer  # noqa: E402
 

@@ -21,12 +21,12 @@ from eval_ranking import CATEGORIES, K, Split, average_precision, ndcg_at_k, pro
 from sqlmodel import Session
 
 from digest.config import Config
-from digest.models import Paper as StoredPaper
-from digest.pipeline import Context, prepare_models, rank_pool, vocabulary
+from digest.mail.render import environment
 from digest.profiles import Interests, Profile
 from digest.rank import Ranker
-from digest.render import environment
+from digest.service.pipeline import Context, prepare_models, rank_pool, vocabulary
 from digest.store import Store
+from digest.store.schema import Paper as StoredPaper
 
 # The official arXiv names of the evaluated categories: the keywords a new subscriber
 # interested in the area might plausibly type (the cold-start measurement).

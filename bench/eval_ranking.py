@@ -297,9 +297,9 @@ METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {
 # Ablations switch one part of the default off (module constants, restored afterwards).
 PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
     "default": ("examples", {}),
-    "no-prf": ("examples", {"rank_model.PSEUDO_WEIGHT": 0.0}),
-    "no-dislikes": ("examples", {"rank_model.DISLIKE_WEIGHT": 0.0}),
-    "no-holdback": ("examples", {"rank.NEAR_DUPLICATE": 2.0}),
+    "no-prf": ("examples", {"rank.model.PSEUDO_WEIGHT": 0.0}),
+    "no-dislikes": ("examples", {"rank.model.DISLIKE_WEIGHT": 0.0}),
+    "no-holdback": ("examples", {"rank.ranker.NEAR_DUPLICATE": 2.0}),
     "keywords": ("keywords", {}),
 }
 # Keyword-only baselines: the keywords as one pseudo-document standing in for the examples.
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t1 = time.perf_counter()
             extra = ""
             if key in PIPELINE:
-                label = f"{key} (digest.pipeline)"
+                label = f"{key} (digest.service.pipeline)"
                 kind, patches = PIPELINE[key]
                 make_profile = (
                     eval_pipeline.with_examples

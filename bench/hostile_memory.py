@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from digest.config import load_config  # noqa: E402
-from digest.demo import free_port  # noqa: E402
+from digest.mail.links import Signer  # noqa: E402
+from digest.service.demo import free_port  # noqa: E402
 from digest.store import Store  # noqa: E402
-from digest.tokens import Signer  # noqa: E402
 
 
 def stacked_bomb(gib: int) -> bytes:

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from eval_ranking import DATA, read_rows  # noqa: E402
 
-from digest.models import Paper  # noqa: E402
 from digest.profiles import Interests, Profile  # noqa: E402
 from digest.rank import Ranker, Ratings  # noqa: E402
+from digest.store.schema import Paper  # noqa: E402
 
 
 def load(n: int) -> list[Paper]:

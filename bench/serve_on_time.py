@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from digest.demo import DEMO_DATA, MaildirHandler, free_port
+from digest.service.demo import DEMO_DATA, MaildirHandler, free_port
 from digest.store import Store
 
 

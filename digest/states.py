@@ -10,7 +10,7 @@ from enum import StrEnum
 
 class Delivery(StrEnum):
     """One digest's state: pending -> sending -> sent | retry | ambiguous | bounced | expired |
-    dead | cancelled (see digest.send for what leads to each)."""
+    dead | cancelled (see digest.mail.engine for what leads to each)."""
 
     PENDING = "pending"
     SENDING = "sending"  # claimed by a runner, with a lease

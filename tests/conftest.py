@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
-from digest.demo import free_port
+from digest.service.demo import free_port
 from digest.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from digest.config import Config
-from digest.pipeline import run
+from digest.service.pipeline import run
 from digest.store import Store
 from tests.conftest import NOW, ROOT, SmtpServer
 

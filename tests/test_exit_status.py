@@ -14,8 +14,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from digest.errors import ExitStatus
-from digest.pipeline import RunReport, SubscriberResult
-from digest.send import EngineReport
+from digest.mail.engine import EngineReport
+from digest.service.pipeline import RunReport, SubscriberResult
 from digest.states import FAILED, SETTLED_OK
 from digest.states import Delivery as DeliveryState
 from tests.conftest import SmtpHandler, SmtpServer, digest, relay_elsewhere

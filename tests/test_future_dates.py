@@ -9,9 +9,9 @@ import pytest
 
 from digest.config import Config, SourceConfig, load_config
 from digest.ingest import ingest_source
-from digest.models import Paper
-from digest.pipeline import pick_papers, prepare
+from digest.service.pipeline import pick_papers, prepare
 from digest.store import Store
+from digest.store.schema import Paper
 from tests.conftest import SHARED, SmtpServer, digest, write_profile
 
 ODD_FEED = """<?xml version="1.0"?>

@@ -16,7 +16,7 @@ import pytest
 
 from digest.config import Config
 from digest.ingest import arxiv_rss
-from digest.pipeline import preview
+from digest.service.pipeline import preview
 from digest.store import Store
 from tests.conftest import DEMO_DATA, NOW, demo_sources
 

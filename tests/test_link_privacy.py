@@ -14,9 +14,9 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from digest.config import Config
-from digest.pipeline import preview, run
+from digest.mail.links import SALTS
+from digest.service.pipeline import preview, run
 from digest.store import Store
-from digest.tokens import SALTS
 from tests.conftest import NOW, SmtpServer, digest
 from tests.test_web import WebServer
 

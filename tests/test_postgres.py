@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from digest.config import Config
-from digest.pipeline import run
+from digest.service.pipeline import run
 from digest.store import Store
 from tests.conftest import NOW, SmtpServer
 from tests.sites import write_site
@@ -108,7 +108,7 @@ def test_two_runners_saving_the_same_model_at_once_do_not_fail(pg_store: Store) 
     """Both processes of a slot train the same subscriber; the second insert must not fail."""
     import threading
 
-    from digest.models import RankModel
+    from digest.store.schema import RankModel
 
     store = pg_store
     barrier = threading.Barrier(4)

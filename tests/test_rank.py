@@ -8,12 +8,12 @@ import numpy as np
 
 from digest.config import Config
 from digest.ingest import ingest_all
-from digest.models import Paper
-from digest.pipeline import Context, pick_papers, prepare, prepare_models, rank_pool
 from digest.profiles import Profile, load_profile
 from digest.rank import Ranker
-from digest.rank_match import FollowedAuthors, author_key
+from digest.rank.match import FollowedAuthors, author_key
+from digest.service.pipeline import Context, pick_papers, prepare, prepare_models, rank_pool
 from digest.store import Store
+from digest.store.schema import Paper
 from tests.conftest import ADA, BOB, NOW, write_profile
 
 ADA_EMAIL = "ada@example.org"
@@ -269,7 +269,7 @@ def test_trending_weight_lets_upvotes_lift_a_paper(store: Store, workspace: Conf
 
 
 def test_a_removed_profile_takes_its_stored_model_with_it(store: Store, workspace: Config) -> None:
-    from digest.pipeline import run
+    from digest.service.pipeline import run
 
     run(workspace, store, now=NOW, dry_run=True)
     assert set(store.rank_models()) == {"ada@example.org", "bob@example.org"}
@@ -279,7 +279,7 @@ def test_a_removed_profile_takes_its_stored_model_with_it(store: Store, workspac
 
 
 def test_research_prose_is_not_a_reason_but_topics_with_common_words_are() -> None:
-    from digest.rank_reasons import readable_term
+    from digest.rank.explain import readable_term
 
     for prose in ("secondly", "pertain", "uniquely", "continue", "lacks", "prove", "thus"):
         assert not readable_term(prose), prose

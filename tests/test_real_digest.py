@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
-from digest.pipeline import run
+from digest.service.pipeline import run
 from digest.store import Store
 from tests.conftest import SHARED, SmtpServer, write_profile
 from tests.test_browser import measure

@@ -19,11 +19,11 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
 from digest.ingest import ingest_all
-from digest.pipeline import pick_papers, prepare, run
 from digest.profiles import load_profile
 from digest.rank import Pick
-from digest.rank_match import FollowedAuthors
-from digest.rank_reasons import variant_key
+from digest.rank.explain import variant_key
+from digest.rank.match import FollowedAuthors
+from digest.service.pipeline import pick_papers, prepare, run
 from digest.store import Store
 from tests.conftest import SHARED, SmtpServer, digest, write_profile
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from digest.config import Config, DeliveryConfig, SmtpConfig, WebConfig
-from digest.models import Delivery
-from digest.pipeline import run
-from digest.send import PAUSE_KEY, Engine, EngineReport
-from digest.smtp_policy import Decision, decide
+from digest.mail.engine import PAUSE_KEY, Engine, EngineReport
+from digest.mail.policy import Decision, decide
+from digest.service.pipeline import run
 from digest.store import Store
+from digest.store.schema import Delivery
 from tests.conftest import NOW
 from tests.smtp_fault import FaultServer
 

@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 
 from digest.config import Config
-from digest.models import Paper
+from digest.mail.render import (
+    build_message,
+    environment,
+    header_text,
+    message_id_for,
+    render_digest,
+)
 from digest.profiles import Profile
 from digest.rank import Pick
-from digest.render import build_message, environment, header_text, message_id_for, render_digest
 from digest.store import Store
+from digest.store.schema import Paper
 from tests.conftest import NOW, SmtpServer
 
 HOSTILE = Paper(
@@ -238,7 +244,7 @@ def test_dkim_signs_the_sent_bytes_including_one_click_unsubscribe(
 ) -> None:
     import dkim
 
-    from digest.pipeline import run
+    from digest.service.pipeline import run
 
     key, record = _dkim_key(tmp_path)
     smtp = workspace.smtp.model_copy(update={"dkim_selector": "d1", "dkim_key_file": key})
@@ -265,7 +271,7 @@ def test_dkim_signs_the_sent_bytes_including_one_click_unsubscribe(
 
 
 def test_links_are_https_to_known_hosts_only() -> None:
-    from digest.render import safe_link
+    from digest.mail.render import safe_link
 
     assert safe_link("https://arxiv.org/abs/2611.00001") == "https://arxiv.org/abs/2611.00001"
     assert safe_link("http://arxiv.org/pdf/2611.00001v2") == "https://arxiv.org/pdf/2611.00001v2"

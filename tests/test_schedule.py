@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from digest.profiles import Profile
-from digest.schedule import due_today, local_send_time, next_send, slots
+from digest.service.schedule import due_today, local_send_time, next_send, slots
 
 
 def person(tz: str, at: str, email: str = "a@example.org") -> Profile:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from digest.config import Config, SourceConfig
-from digest.demo import free_port
 from digest.errors import ConfigError
-from digest.models import Delivery
-from digest.pipeline import run
+from digest.service.demo import free_port
+from digest.service.pipeline import run
 from digest.store import Store
+from digest.store.schema import Delivery
 from tests.conftest import DATA, DEMO_DATA, NOW, FeedServer, Route, SmtpServer, write_profile
 
 
@@ -229,6 +229,6 @@ def test_a_plain_http_base_url_is_warned_about(
     workspace: Config, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     web = workspace.web.model_copy(update={"base_url": "http://papers.example.org"})
-    with caplog.at_level("WARNING", logger="digest.pipeline"):
+    with caplog.at_level("WARNING", logger="digest.service.pipeline"):
         run(workspace.model_copy(update={"web": web}), store, now=NOW, dry_run=False)
     assert any("is not https" in r.getMessage() for r in caplog.records)

@@ -14,7 +14,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from digest.config import Config
-from digest.serve import Service
+from digest.service.serve import Service
 from digest.store import Store
 from tests.conftest import ADA, NOW, FeedServer, Route, SmtpServer, write_profile
 from tests.sites import write_site

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest.profiles import Profile
-from digest.schedule import local_send_time, slots
+from digest.service.schedule import local_send_time, slots
 from digest.store import Store
 from tests.conftest import digest, drop_source, relay_elsewhere
 

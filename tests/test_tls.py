@@ -12,8 +12,8 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from digest.config import Config, SmtpConfig
-from digest.demo import free_port
-from digest.send import Engine
+from digest.mail.engine import Engine
+from digest.service.demo import free_port
 from digest.store import Store
 from tests.conftest import SmtpHandler
 from tests.test_reliability import Clock, emails, plan

@@ -14,8 +14,8 @@ import pytest
 
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
 from digest.errors import ProfileError
-from digest.pipeline import run
 from digest.profiles import load_profile
+from digest.service.pipeline import run
 from digest.store import Store
 from tests.conftest import SHARED, SmtpServer, write_profile
 

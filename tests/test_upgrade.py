@@ -14,11 +14,10 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from digest import migrate
 from digest.config import load_config
 from digest.ingest import ingest_all
-from digest.pipeline import digest_day, prepare, prepare_models
-from digest.store import Store
+from digest.service.pipeline import digest_day, prepare, prepare_models
+from digest.store import Store, migrate
 from tests.conftest import SmtpServer, digest, write_profile
 
 PG_ADMIN = os.environ.get("DIGEST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

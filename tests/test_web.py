@@ -1,4 +1,4 @@
-"""The email's links against a real `digest.web` server (uvicorn on a local port).
+"""The email's links against a real `digest.service.web` server (uvicorn on a local port).
 
 Links in the messages point at the public base_url; the tests send them to the local server
 instead, as a reverse proxy would.
@@ -24,19 +24,19 @@ import pytest
 import uvicorn
 
 from digest.config import Config, WebConfig
-from digest.demo import free_port
-from digest.models import Paper
-from digest.pipeline import prepare, prepare_models, rank_pool, run
-from digest.profiles import load_profile
-from digest.store import Store
-from digest.tokens import (
+from digest.mail.links import (
     BadToken,
     Signer,
     read_unsubscribe,
     subscriber_ref,
     unsubscribe_token,
 )
-from digest.web import create_app
+from digest.profiles import load_profile
+from digest.service.demo import free_port
+from digest.service.pipeline import prepare, prepare_models, rank_pool, run
+from digest.service.web import create_app
+from digest.store import Store
+from digest.store.schema import Paper
 from tests.conftest import NOW, SmtpServer, digest
 
 PUBLIC = "https://papers.example.org"
@@ -273,7 +273,7 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
-    lines = [ln for ln in err.splitlines() if "digest.web.access" in ln]
+    lines = [ln for ln in err.splitlines() if "digest.service.web.access" in ln]
     assert any(re.search(r"method=GET path=/u/… status=200 ms=\d+$", ln) for ln in lines), err
     assert any(re.search(r"method=GET path=/f/… status=400 ms=\d+$", ln) for ln in lines), err
     assert any("method=GET path=/healthz status=200" in ln for ln in lines), err
@@ -283,7 +283,7 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
 def test_links_work_under_the_base_urls_path_and_a_logged_path_never_holds_a_token(
     workspace: Config, store: Store
 ) -> None:
-    from digest.web import shown_path
+    from digest.service.web import shown_path
 
     cfg = workspace.model_copy(
         update={"web": workspace.web.model_copy(update={"base_url": PUBLIC + "/lab/digest"})}

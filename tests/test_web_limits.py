@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from digest.config import load_config
-from digest.demo import free_port
+from digest.mail.links import Signer
+from digest.service.demo import free_port
 from digest.store import Store
-from digest.tokens import Signer
 
 PER_PROCESS_FILES = 1024
 

@@ -26,8 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, ExitStatus
-from digest.store import Store
-from digest.store_failures import explain
+from digest.store.failures import explain
+from digest.store.papers import Store
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
@@ -155,7 +155,7 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
 
     Example: digest init --dir /srv/digest
     """
-    from digest.workspace import init_workspace
+    from digest.service.workspace import init_workspace
 
     for line in init_workspace(directory, force):
         console.print(line, highlight=False)
@@ -175,7 +175,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     Exit status: 0 every source fetched; 2 some failed (see the table); 1 error.
     Example: digest ingest --source arxiv
     """
-    from digest.ingest import ingest_all
+    from digest.ingest.run import ingest_all
 
     st = _state(ctx)
     store = st.store()
@@ -242,7 +242,7 @@ def preview(
     Once today's digest exists, this is that digest, as stored; `--next` shows the next one.
     Example: digest preview ada@example.org --out /tmp/digest.html
     """
-    from digest.pipeline import preview as build_preview
+    from digest.service.pipeline import preview as build_preview
 
     st = _state(ctx)
     shown = build_preview(st.cfg, st.store(), address, next_digest=next_digest)
@@ -311,7 +311,7 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
     Exit status: 0 every due digest sent; 1 error (nothing done); 2 some digest not sent, or a
     source or profile failed; 3 delivery paused. Example: digest run --dry-run
     """
-    from digest.pipeline import run
+    from digest.service.pipeline import run
 
     st = _state(ctx)
     store = st.store()
@@ -375,7 +375,7 @@ def serve(ctx: click.Context) -> None:
     Logs one line per event to stderr. Stop with SIGTERM or Ctrl-C: sends in flight finish
     and are recorded. Example: digest serve
     """
-    from digest.serve import serve_forever
+    from digest.service.serve import serve_forever
 
     st = _state(ctx)
     if not st.verbose:
@@ -396,7 +396,7 @@ def demo(directory: Path) -> None:
 
     Example: digest demo --dir /tmp/digest-demo
     """
-    from digest.demo import run_demo
+    from digest.service.demo import run_demo
 
     with console.status("running the demo (ingest, rank, render, send)..."):
         result = run_demo(directory)
@@ -413,12 +413,6 @@ def demo(directory: Path) -> None:
         click.echo("\n".join(preview_lines[:30]))
         if len(preview_lines) > 30:
             click.echo(f"... ({len(preview_lines) - 30} more lines)")
-
-
-# The operator commands (status, deliveries, retry, pause, resume, stats, web, papers) live in
-# cli_ops, the subscribers group's commands in cli_subscribers, `digest db` in cli_db; importing
-# them registers them.
-from digest import cli_db, cli_ops, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

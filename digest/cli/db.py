@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from digest import migrate
-from digest.cli import _state, cli, console
-from digest.store import Store
+from digest.cli.app import _state, cli, console
+from digest.store import migrate
+from digest.store.papers import Store
 
 
 @cli.group()

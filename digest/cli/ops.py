@@ -7,13 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 import click
 from rich.table import Column, Table
 
-from digest.cli import _state, cli, console, cut, err_console
+from digest.cli.app import _state, cli, console, cut, err_console
 from digest.errors import DigestError
-from digest.models import as_utc_naive
 from digest.profiles import Profile
 from digest.states import REQUEUEABLE
 from digest.states import Delivery as DS
-from digest.store import Store
+from digest.store.papers import Store
+from digest.store.schema import as_utc_naive
 
 
 @cli.command()
@@ -26,11 +26,11 @@ def status(ctx: click.Context) -> None:
     """
     from collections import Counter
 
-    from digest.pipeline import digest_day
+    from digest.mail.engine import PAUSE_KEY
     from digest.profiles import load_profiles
-    from digest.roster import roster
-    from digest.schedule import slots
-    from digest.send import PAUSE_KEY
+    from digest.service.pipeline import digest_day
+    from digest.service.roster import roster
+    from digest.service.schedule import slots
 
     st = _state(ctx)
     store = st.store()
@@ -84,7 +84,7 @@ def status(ctx: click.Context) -> None:
 
 def _waiting_table(store: Store, now: datetime) -> None:
     """Digests not sent yet and when each is tried next: an operator's first question."""
-    from digest.send import RELAY_KEY
+    from digest.mail.engine import RELAY_KEY
 
     rows, total = store.waiting((DS.PENDING, DS.RETRY, DS.AMBIGUOUS), limit=10)
     if not total:
@@ -182,7 +182,7 @@ def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> 
         )
     store, when, now = _state(ctx).store(), day.date() if day else None, datetime.now(UTC)
     if DS.RETRY in states:
-        from digest.send import RELAY_KEY
+        from digest.mail.engine import RELAY_KEY
 
         # The operator says the relay is back: the engine's relay backoff ends too.
         store.set_control(RELAY_KEY, None)
@@ -203,7 +203,7 @@ def pause(ctx: click.Context, reason: str) -> None:
 
     Example: digest pause --reason "relay maintenance"
     """
-    from digest.send import PAUSE_KEY
+    from digest.mail.engine import PAUSE_KEY
 
     _state(ctx).store().set_control(PAUSE_KEY, reason)
     console.print(f"delivery paused: {reason}")
@@ -213,7 +213,7 @@ def pause(ctx: click.Context, reason: str) -> None:
 @click.pass_context
 def resume(ctx: click.Context) -> None:
     """Resume sending after a pause (manual or automatic); unsent digests go on the next run."""
-    from digest.send import PAUSE_KEY
+    from digest.mail.engine import PAUSE_KEY
 
     store = _state(ctx).store()
     was = store.get_control(PAUSE_KEY)
@@ -227,7 +227,7 @@ def stats(ctx: click.Context) -> None:
     """Papers stored, the last fetch of each source, and deliveries by state."""
     from collections import Counter
 
-    from digest.pipeline import NOT_LISTED
+    from digest.service.pipeline import NOT_LISTED
 
     st = _state(ctx)
     store = st.store()
@@ -330,7 +330,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
     import logging
     import socket
 
-    from digest.web_server import serve_web
+    from digest.service.web_server import serve_web
 
     st = _state(ctx)
     st.cfg.web.secret_key()  # a missing key is one clear error now, not a 500 per click
@@ -348,7 +348,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"cannot listen on {bind_host}:{bind_port}: {reason}",
             "choose another --port, or stop what is using it",
         ) from None
-    access = logging.getLogger("digest.web.access")
+    access = logging.getLogger("digest.service.web.access")
     access.setLevel(logging.INFO)
     console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
     serve_web(st.cfg, store, sock)

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from digest.cli import _state, console, err_console, subscribers
+from digest.cli.app import _state, console, err_console, subscribers
 from digest.errors import DigestError
 from digest.profiles import LoadResult, load_profiles
-from digest.roster import STATES, Reader, find_reader, roster
-from digest.store import Store
+from digest.service.roster import STATES, Reader, find_reader, roster
+from digest.store.papers import Store
 
 
 def _profiles(ctx: click.Context) -> LoadResult:
@@ -124,7 +124,7 @@ def subscribers_check(ctx: click.Context) -> None:
     Also warns (without failing) about example papers arXiv does not know and categories that
     are not arXiv's, after looking them up. Example: digest subscribers check
     """
-    from digest.checks import profile_warnings
+    from digest.service.checks import profile_warnings
 
     st = _state(ctx)
     directory = st.cfg.subscribers_dir

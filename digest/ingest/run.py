@@ -19,8 +19,8 @@ from digest.errors import DigestError, FeedError
 from digest.ingest import arxiv_api, arxiv_rss, hf_daily, rss
 from digest.ingest.fetch import fetch
 from digest.ingest.parsed import Parsed
-from digest.models import FeedState, utcnow
-from digest.store import Store
+from digest.store.papers import Store
+from digest.store.schema import FeedState, utcnow
 
 log = logging.getLogger(__name__)
 

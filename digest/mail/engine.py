@@ -37,13 +37,13 @@ from datetime import datetime, timedelta
 import aiosmtplib
 
 from digest.config import Config
-from digest.models import as_utc_naive, utcnow
-from digest.smtp_policy import Decision, backoff, decide, is_tls_failure, wire_format
+from digest.mail.policy import Decision, backoff, decide, is_tls_failure, wire_format
 from digest.states import Delivery as DS
-from digest.store import Store
-from digest.store_delivery import Claim
+from digest.store.deliveries import Claim
+from digest.store.papers import Store
+from digest.store.schema import as_utc_naive, utcnow
 
-log = logging.getLogger("digest.send")
+log = logging.getLogger("digest.mail.engine")
 PAUSE_KEY = "paused"
 # Until when the relay is left alone after a 421; shared by every run and process.
 RELAY_KEY = "relay_backoff_until"

@@ -1,5 +1,5 @@
 """What an SMTP reply means for a digest, how long to wait before trying again, and the bytes
-that go on the wire after 354. Pure functions: the engine in digest.send applies them."""
+that go on the wire after 354. Pure functions: the engine in digest.mail.engine applies them."""
 
 from __future__ import annotations
 

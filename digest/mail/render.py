@@ -25,10 +25,10 @@ import jinja2
 from digest import PACKAGE
 from digest.config import Config
 from digest.errors import RenderError
+from digest.mail.links import Signer
 from digest.profiles import Profile
-from digest.rank import Pick
+from digest.rank.ranker import Pick
 from digest.text import has_control, plain_latex, plain_name
-from digest.tokens import Signer
 
 EXCERPT_CHARS = 320
 # Gmail clips a message body at about 102 KB; stay under it with room for the headers.

@@ -16,10 +16,10 @@ from functools import lru_cache
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from digest.models import Paper
-from digest.rank_features import Vocabulary
-from digest.rank_match import phrase
-from digest.rank_model import SubscriberModel
+from digest.rank.features import Vocabulary
+from digest.rank.match import phrase
+from digest.rank.model import SubscriberModel
+from digest.store.schema import Paper
 from digest.text import fold, plain_latex
 
 REASON_TERMS = 3

@@ -11,8 +11,8 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from digest.models import Paper
-from digest.rank_features import paper_text
+from digest.rank.features import paper_text
+from digest.store.schema import Paper
 from digest.text import fold, plain_name
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from digest.profiles import Interests
-from digest.rank_features import Vocabulary
+from digest.rank.features import Vocabulary
 
 # Rocchio weight of the mean disliked paper against the mean positive.
 DISLIKE_WEIGHT = 0.5

@@ -1,7 +1,7 @@
 """Ranking: which of the day's new papers each subscriber sees, and why.
 
-The corpus window gives one vocabulary (digest.rank_features) shared by everyone; each
-subscriber has a small model (digest.rank_model) trained from their example papers, keywords and
+The corpus window gives one vocabulary (digest.rank.features) shared by everyone; each
+subscriber has a small model (digest.rank.model) trained from their example papers, keywords and
 feedback, kept in the database until one of those changes. Rules sit on top of the model's
 calibrated score: `exclude` keywords drop a paper, followed authors pin it, categories and
 literal keyword hits raise it, `trending_weight` blends in Hugging Face upvotes, and near-
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from digest.models import Paper, RankModel
 from digest.profiles import Profile
-from digest.rank_features import Vocabulary
-from digest.rank_match import FollowedAuthors, matchable, phrase
-from digest.rank_model import Inputs, SubscriberModel, score_all, train
-from digest.rank_reasons import Explainer
+from digest.rank.explain import Explainer
+from digest.rank.features import Vocabulary
+from digest.rank.match import FollowedAuthors, matchable, phrase
+from digest.rank.model import Inputs, SubscriberModel, score_all, train
+from digest.store.schema import Paper, RankModel
 
 # Boosts are on the scale of the calibrated score (0..1, a percentile of recent papers); an
 # explicit signal from the profile should outrank a merely similar paper.

@@ -12,9 +12,9 @@ from datetime import date
 
 from digest.arxiv_taxonomy import CATEGORIES, unknown_category
 from digest.config import Config
-from digest.ingest import lookup_papers
+from digest.ingest.run import lookup_papers
 from digest.profiles import Profile
-from digest.store import Store
+from digest.store.papers import Store
 
 
 @dataclass(frozen=True)

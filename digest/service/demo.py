@@ -20,9 +20,9 @@ from aiosmtpd.controller import Controller
 
 from digest import PACKAGE
 from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
-from digest.pipeline import RunReport, run
-from digest.store import Store
-from digest.workspace import packaged_example_profile, write_secret_key
+from digest.service.pipeline import RunReport, run
+from digest.service.workspace import packaged_example_profile, write_secret_key
+from digest.store.papers import Store
 
 DEMO_DATA = PACKAGE / "demo_data"
 

@@ -18,13 +18,10 @@ import numpy as np
 
 from digest.config import Config
 from digest.errors import DigestError, ExitStatus, NotFound, ProfileError
-from digest.ingest import IngestReport, ingest_all, lookup_papers
-from digest.models import Delivery, Paper, RankModel, as_utc_naive
-from digest.profiles import Profile, load_profiles
-from digest.rank import Pick, Ranker, Ratings
-from digest.rank_features import Vocabulary, corpus_version
-from digest.rank_model import SubscriberModel
-from digest.render import (
+from digest.ingest.run import IngestReport, ingest_all, lookup_papers
+from digest.mail.engine import EngineReport, deliver
+from digest.mail.links import Signer
+from digest.mail.render import (
     Rendered,
     build_message,
     environment,
@@ -32,11 +29,14 @@ from digest.render import (
     message_id_for,
     render_digest,
 )
-from digest.send import EngineReport, deliver
+from digest.profiles import Profile, load_profiles
+from digest.rank.features import Vocabulary, corpus_version
+from digest.rank.model import SubscriberModel
+from digest.rank.ranker import Pick, Ranker, Ratings
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
-from digest.store import Store, source_name
-from digest.tokens import Signer
+from digest.store.papers import Store, source_name
+from digest.store.schema import Delivery, Paper, RankModel, as_utc_naive
 
 log = logging.getLogger(__name__)
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.

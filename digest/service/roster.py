@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from digest.errors import NotFound
-from digest.models import SubscriberState
 from digest.profiles import Profile
-from digest.store import Store
+from digest.store.papers import Store
+from digest.store.schema import SubscriberState
 
 STATES = ("active", "unsubscribed", "disabled")
 

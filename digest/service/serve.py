@@ -36,16 +36,16 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.config import Config
-from digest.ingest import ingest_source
-from digest.models import utcnow
-from digest.pipeline import digest_day, run
+from digest.ingest.run import ingest_source
+from digest.mail.engine import deliver
 from digest.profiles import Profile, load_profiles
-from digest.schedule import due_today
-from digest.send import deliver
+from digest.service.pipeline import digest_day, run
+from digest.service.schedule import due_today
 from digest.states import Delivery as DS
-from digest.store import Store
+from digest.store.papers import Store
+from digest.store.schema import utcnow
 
-log = logging.getLogger("digest.serve")
+log = logging.getLogger("digest.service.serve")
 # A slot that could not start on time (busy pool, suspended machine) still runs within this.
 MISFIRE_GRACE = int(timedelta(hours=12).total_seconds())
 
@@ -238,12 +238,12 @@ def _signature(directory: Path) -> tuple[tuple[str, float, int], ...]:
 
 
 def _web_server(cfg: Config, store: Store) -> Any:
-    """digest.web on uvicorn, sharing this event loop; SIGTERM stays ours to handle."""
+    """digest.service.web on uvicorn, sharing this event loop; SIGTERM stays ours to handle."""
     import contextlib
 
     import uvicorn
 
-    from digest.web_server import uvicorn_config
+    from digest.service.web_server import uvicorn_config
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager

@@ -26,11 +26,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.store import Store
+from digest.mail.links import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
+from digest.store.papers import Store
 from digest.text import plain_latex
-from digest.tokens import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
 
-access_log = logging.getLogger("digest.web.access")
+access_log = logging.getLogger("digest.service.web.access")
 # Forms here are a button and a hidden field or two; anything larger is not ours.
 MAX_BODY = 4096
 HEADERS = {
@@ -292,7 +292,7 @@ class AccessLog:
 
 
 def create_app(cfg: Config, store: Store) -> Starlette:
-    from digest.render import environment
+    from digest.mail.render import environment
 
     web = Web(cfg, store, environment(cfg))
     # The links live under base_url's path; a proxy may pass that path on or strip it.

@@ -25,7 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from digest.config import Config
-from digest.store import Store
+from digest.store.papers import Store
 
 KEEP_ALIVE_SECONDS = 5
 
@@ -93,7 +93,7 @@ class OncePerMinute(logging.Filter):
 def uvicorn_config(cfg: Config, store: Store, **where: Any) -> uvicorn.Config:
     """The link app on uvicorn with the limits above; ``where`` is host/port (or nothing, for
     sockets handed to `Server.run`)."""
-    from digest.web import create_app
+    from digest.service.web import create_app
 
     _Guarded.header_seconds = cfg.web.header_timeout
     _Guarded.max_connections = cfg.web.max_connections

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, func, select
 
-from digest.models import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 from digest.states import Delivery as DS
+from digest.store.schema import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 
 # Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
 _MARK_SENT = (
@@ -228,7 +228,7 @@ class DeliveryQueries:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    # -- the transitions out of `sending`, one each (see digest.send for when) -------------
+    # -- the transitions out of `sending`, one each (see digest.mail.engine for when) -------------
 
     def mark_retry(
         self, delivery_id: int, attempts: int, next_attempt_at: datetime, why: str

@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
-from digest.models import Feedback, RankModel, utcnow
 from digest.states import Verdict
+from digest.store.schema import Feedback, RankModel, utcnow
 
 VERDICTS = tuple(Verdict)
 

@@ -20,9 +20,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, create_engine, select
 
-from digest import migrate
 from digest.errors import StoreError
-from digest.models import (
+from digest.record import PaperRecord
+from digest.states import LIVE
+from digest.store import migrate
+from digest.store.deliveries import DeliveryQueries
+from digest.store.failures import explain
+from digest.store.feedback import FeedbackQueries
+from digest.store.schema import (
     Delivery,
     DeliveryMessage,
     FeedState,
@@ -31,11 +36,6 @@ from digest.models import (
     SubscriberState,
     utcnow,
 )
-from digest.record import PaperRecord
-from digest.states import LIVE
-from digest.store_delivery import DeliveryQueries
-from digest.store_failures import explain
-from digest.store_feedback import FeedbackQueries
 
 # Text from the arXiv itself wins over text from aggregators when both describe one paper.
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}

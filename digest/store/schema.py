@@ -145,7 +145,7 @@ class Feedback(SQLModel, table=True):
 
 
 class RankModel(SQLModel, table=True):
-    """A subscriber's trained ranking model, kept until its inputs change (see rank_model)."""
+    """A reader's trained ranking model, kept until its inputs change (see digest.rank.model)."""
 
     subscriber: str = Field(primary_key=True, max_length=254)
     fingerprint: str = Field(max_length=64)

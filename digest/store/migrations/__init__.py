@@ -1,1 +1,1 @@
-"""Alembic revisions of the database schema, shipped inside the package (see digest.migrate)."""
+"""Alembic revisions of the database schema, shipped in the package (see store.migrate)."""

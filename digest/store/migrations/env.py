@@ -1,4 +1,4 @@
-"""Alembic's entry point, run by digest.migrate with a connection already open.
+"""Alembic's entry point, run by digest.store.migrate with a connection already open.
 
 SQLite alters tables in batch mode (copy and move), since it cannot alter most columns in place;
 the same revisions then run on PostgreSQL unchanged.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import digest.models  # noqa: F401  (the tables, for autogenerate)
+import digest.store.schema  # noqa: F401  (the tables, for autogenerate)
 
 connection = context.config.attributes["connection"]
 context.configure(
