@@ -24,6 +24,7 @@ from digest.config import Config
 from digest.mail.render import environment
 from digest.profiles import Interests, Profile
 from digest.rank import Ranker
+from digest.rank.params import DEFAULT, RankParams
 from digest.service.pipeline import Context, prepare_models, rank_pool, vocabulary
 from digest.store import Store
 from digest.store.schema import Paper as StoredPaper
@@ -93,13 +94,19 @@ class Pipeline:
         finally:
             store.dispose()
 
-    def context(self, store: Store, day: list[StoredPaper], subs: list[Profile]) -> Context:
+    def context(
+        self,
+        store: Store,
+        day: list[StoredPaper],
+        subs: list[Profile],
+        params: RankParams = DEFAULT,
+    ) -> Context:
         return Context(
             cfg=self.cfg,
             store=store,
             profiles=subs,
             profile_errors=[],
-            ranker=Ranker(self.history, self.vocab),
+            ranker=Ranker(self.history, self.vocab, params),
             env=environment(self.cfg),
             latest=None,
             listing=day,
@@ -122,8 +129,10 @@ def evaluate(
     pipe: Pipeline,
     make: Callable[[str, int, list[int], str, Split], Profile],
     stats: dict[str, float] | None = None,
+    params: RankParams = DEFAULT,
 ) -> tuple[float, float, float]:
-    """nDCG@10 and MAP without feedback, nDCG@10 on days 6-15 with feedback."""
+    """nDCG@10 and MAP without feedback, nDCG@10 on days 6-15 with feedback; ``params`` are
+    the ranking parameters under test (an ablation)."""
     split = pipe.split
     subs = profiles(split)
     plain_ndcg: list[float] = []
@@ -138,7 +147,7 @@ def evaluate(
             rel_of = [np.array([c in p.categories for p in split.days[d]]) for c, _, _ in subs]
             for group in (plain, rated):
                 t0 = time.perf_counter()
-                ctx = pipe.context(store, day, group)
+                ctx = pipe.context(store, day, group, params)
                 prepare_models(ctx, group)
                 retrained += ctx.retrained
                 orders = [[p.paper.id for p in rank_pool(ctx, prof, day, True)] for prof in group]
@@ -160,24 +169,6 @@ def evaluate(
             stats["day_seconds"] = float(np.median(ranking_seconds))
             stats["retrained"] = retrained
     return float(np.mean(plain_ndcg)), float(np.mean(plain_ap)), float(np.mean(fb_ndcg))
-
-
-@contextmanager
-def patched(values: dict[str, float]) -> Iterator[None]:
-    """Set `module.NAME` constants of digest for one ablation, then put them back."""
-    import importlib
-
-    saved = []
-    for target, value in values.items():
-        module, name = target.rsplit(".", 1)
-        mod = importlib.import_module(f"digest.{module}")
-        saved.append((mod, name, getattr(mod, name)))
-        setattr(mod, name, value)
-    try:
-        yield
-    finally:
-        for mod, name, old in saved:
-            setattr(mod, name, old)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ each day's top 10. `default` and its ablations run through the store and the pip
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import math
@@ -37,6 +38,9 @@ from sklearn.svm import LinearSVC
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from digest.rank.params import DEFAULT  # noqa: E402
+
 SHARED = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DATA = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
 
@@ -294,12 +298,12 @@ METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {
     "centroid": ("tf-idf centroid", sanity_features, centroid_scores),
 }
 # Methods driven through the store and pipeline (bench/eval_pipeline.py), by profile kind.
-# Ablations switch one part of the default off (module constants, restored afterwards).
+# Ablations switch one part of the default off: the RankParams fields they change.
 PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
     "default": ("examples", {}),
-    "no-prf": ("examples", {"rank.model.PSEUDO_WEIGHT": 0.0}),
-    "no-dislikes": ("examples", {"rank.model.DISLIKE_WEIGHT": 0.0}),
-    "no-holdback": ("examples", {"rank.ranker.NEAR_DUPLICATE": 2.0}),
+    "no-prf": ("examples", {"pseudo_weight": 0.0}),
+    "no-dislikes": ("examples", {"dislike_weight": 0.0}),
+    "no-holdback": ("examples", {"near_duplicate": 2.0}),
     "keywords": ("keywords", {}),
 }
 # Keyword-only baselines: the keywords as one pseudo-document standing in for the examples.
@@ -367,15 +371,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = ""
             if key in PIPELINE:
                 label = f"{key} (digest.service.pipeline)"
-                kind, patches = PIPELINE[key]
+                kind, changes = PIPELINE[key]
                 make_profile = (
                     eval_pipeline.with_examples
                     if kind == "examples"
                     else eval_pipeline.with_keywords
                 )
                 stats: dict[str, float] = {}
-                with eval_pipeline.patched(patches):
-                    ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats)
+                params = dataclasses.replace(DEFAULT, **changes)
+                ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats, params)
                 extra = (
                     f" vocabulary fit {pipe.fit_seconds:.1f} s; one day for 42 subscribers "
                     f"(models + scores + order) {stats['day_seconds']:.2f} s median"

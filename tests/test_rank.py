@@ -285,3 +285,20 @@ def test_research_prose_is_not_a_reason_but_topics_with_common_words_are() -> No
         assert not readable_term(prose), prose
     for topic in ("large language models", "bounded operators", "water", "speedup"):
         assert readable_term(topic), topic
+
+
+def test_ranking_parameters_are_passed_in_and_a_changed_one_retrains_the_model() -> None:
+    import dataclasses
+
+    from digest.profiles import Interests
+    from digest.rank.model import Inputs
+    from digest.rank.params import DEFAULT
+
+    inputs = Inputs(Interests(keywords=["graphs"]), ["2401.00001"], [], [])
+    # The defaults leave stored models valid; an ablation's parameters make them retrain.
+    assert inputs.fingerprint("v1") == inputs.fingerprint("v1", DEFAULT)
+    changed = dataclasses.replace(DEFAULT, pseudo_weight=0.0)
+    assert inputs.fingerprint("v1", changed) != inputs.fingerprint("v1")
+    # Ranking-only parameters (boosts) do not touch the model.
+    boosted = dataclasses.replace(DEFAULT, author_boost=3.0)
+    assert inputs.fingerprint("v1", boosted) == inputs.fingerprint("v1")

@@ -24,14 +24,9 @@ import numpy as np
 
 from digest.profiles import Interests
 from digest.rank.features import Vocabulary
+from digest.rank.params import DEFAULT, RankParams
 
-# Rocchio weight of the mean disliked paper against the mean positive.
-DISLIKE_WEIGHT = 0.5
-# Pseudo-relevance feedback: this many corpus papers, weighted this much against the rest.
-PSEUDO_POSITIVES = 100
-PSEUDO_WEIGHT = 0.3
 QUANTILES = 101
-BACKGROUND = 2000
 # Bump when training changes, so stored models are retrained.
 MODEL_VERSION = "rocchio-prf-2"
 
@@ -45,12 +40,14 @@ class Inputs:
     liked_ids: Sequence[str]
     disliked_ids: Sequence[str]
 
-    def fingerprint(self, vocabulary_version: str) -> str:
-        """Changes exactly when the model would: profile, feedback or vocabulary."""
+    def fingerprint(self, vocabulary_version: str, params: RankParams = DEFAULT) -> str:
+        """Changes exactly when the model would: profile, feedback, vocabulary or parameters."""
         payload = json.dumps(
             [
                 MODEL_VERSION,
                 vocabulary_version,
+                # Only parameters other than the defaults: stored models stay valid.
+                *([params.key()] if params != DEFAULT else []),
                 self.interests.keywords,
                 sorted(self.example_ids),
                 sorted(self.liked_ids),
@@ -96,9 +93,10 @@ def train(
     liked: np.ndarray,
     disliked: np.ndarray,
     seed: int = 0,
+    params: RankParams = DEFAULT,
 ) -> SubscriberModel:
     """Fit one model from the dense rows of the example, liked and disliked papers."""
-    fingerprint = inputs.fingerprint(vocab.version)
+    fingerprint = inputs.fingerprint(vocab.version, params)
     keywords = [k for k in inputs.interests.keywords if k.strip()]
     parts = [examples, liked]
     if keywords:
@@ -112,23 +110,24 @@ def train(
         )
     direction = positives.mean(axis=0)
     if disliked.shape[0]:
-        direction = direction - DISLIKE_WEIGHT * disliked.mean(axis=0)
+        direction = direction - params.dislike_weight * disliked.mean(axis=0)
     corpus = vocab.dense
     known = set(inputs.example_ids) | set(inputs.liked_ids) | set(inputs.disliked_ids)
-    if corpus.shape[0] > PSEUDO_POSITIVES:
+    top_n, weight = params.pseudo_positives, params.pseudo_weight
+    if corpus.shape[0] > top_n and weight:
         scores = corpus @ direction
         for pid in known:
             row = vocab.index.get(pid)
             if row is not None:
                 scores[row] = -np.inf
-        top = np.argpartition(-scores, PSEUDO_POSITIVES)[:PSEUDO_POSITIVES]
-        direction = (1 - PSEUDO_WEIGHT) * direction + PSEUDO_WEIGHT * corpus[top].mean(axis=0)
+        top = np.argpartition(-scores, top_n)[:top_n]
+        direction = (1 - weight) * direction + weight * corpus[top].mean(axis=0)
     norm = float(np.linalg.norm(direction))
     direction = (direction / norm if norm else direction).astype(np.float32)
     rng = np.random.default_rng(seed)
     sample = corpus
-    if corpus.shape[0] > BACKGROUND:
-        sample = corpus[rng.choice(corpus.shape[0], BACKGROUND, replace=False)]
+    if corpus.shape[0] > params.background:
+        sample = corpus[rng.choice(corpus.shape[0], params.background, replace=False)]
     background = sample @ direction if sample.shape[0] else np.zeros(1, np.float32)
     quantiles = np.quantile(background, np.linspace(0.0, 1.0, QUANTILES)).astype(np.float32)
     return SubscriberModel(direction, quantiles, fingerprint, vocab.version)

@@ -23,23 +23,10 @@ from digest.rank.explain import Explainer
 from digest.rank.features import Vocabulary
 from digest.rank.match import FollowedAuthors, matchable, phrase
 from digest.rank.model import Inputs, SubscriberModel, score_all, train
+from digest.rank.params import DEFAULT, RankParams
 from digest.store.schema import Paper, RankModel
 
-# Boosts are on the scale of the calibrated score (0..1, a percentile of recent papers); an
-# explicit signal from the profile should outrank a merely similar paper.
-# A followed author's paper is always picked: the boost exceeds anything else a paper can
-# score (calibrated 1 + keywords 0.5 + a category-only prior 0.3), so keyword matches cannot
-# push it out of a full digest.
-AUTHOR_BOOST = 2.0
-KEYWORD_BOOST = 0.5
-# A category is a prior, not a trump: a category shared with thousands of papers says far less
-# than the reader's own keywords and examples. It nudges a paper up a few percentiles (also
-# against `min_score`), unless the profile has nothing else to rank by.
-CATEGORY_PRIOR = 0.05
-CATEGORY_ONLY_BOOST = 0.3
-# Papers at least this close (cosine in the dense space) to one already picked are near-
-# duplicates: they wait until everything else that qualifies has been placed.
-NEAR_DUPLICATE = 0.9
+# The boosts, the category prior and the near-duplicate threshold are in RankParams.
 
 
 @dataclass
@@ -61,7 +48,13 @@ class Ratings:
 class Ranker:
     """One vocabulary for the run, and the subscribers' models trained on it."""
 
-    def __init__(self, corpus: Sequence[Paper], vocabulary: Vocabulary | None = None) -> None:
+    def __init__(
+        self,
+        corpus: Sequence[Paper],
+        vocabulary: Vocabulary | None = None,
+        params: RankParams = DEFAULT,
+    ) -> None:
+        self.params = params
         self.vocab = vocabulary or Vocabulary(corpus)
         # Folded text per paper id: every subscriber's keywords run over the same listing.
         self._folded: dict[str, str] = {}
@@ -92,7 +85,7 @@ class Ranker:
         """The subscriber's model, and whether it was (re)trained rather than reused."""
         fb = fb or Ratings()
         inputs = self.inputs(profile, examples, fb)
-        fingerprint = inputs.fingerprint(self.vocab.version)
+        fingerprint = inputs.fingerprint(self.vocab.version, self.params)
         if stored is not None and stored.fingerprint == fingerprint:
             try:
                 return SubscriberModel.from_bytes(
@@ -106,6 +99,7 @@ class Ranker:
             self.vocab.dense_rows(examples),
             self.vocab.dense_rows(fb.liked),
             self.vocab.dense_rows(fb.disliked),
+            params=self.params,
         )
         return model, True
 
@@ -134,6 +128,7 @@ class Ranker:
         limit (for the evaluation, which needs the whole order).
         """
         fb = fb or Ratings()
+        params = self.params
         interests = profile.interests
         if model is None:
             model, _ = self.model(profile, examples, fb)
@@ -162,20 +157,24 @@ class Ranker:
             # With no keywords, examples or feedback the model knows nothing, and the
             # categories are all the profile says: then they pick papers on their own.
             category_only = bool(hit_cat) and not model.trained
-            prior = (CATEGORY_ONLY_BOOST if category_only else CATEGORY_PRIOR) if hit_cat else 0.0
+            prior = (
+                (params.category_only_boost if category_only else params.category_prior)
+                if hit_cat
+                else 0.0
+            )
             explicit = bool(hit_kw or hit_auth or category_only)
             if not (complete or explicit or calibrated[i] + prior >= profile.min_score):
                 continue
             score = float(calibrated[i]) * (1 - profile.trending_weight) + float(trending[i])
             # The raw cosine breaks ties among papers above every background paper.
             score += 1e-3 * float(raw[i])
-            score += KEYWORD_BOOST * min(len(hit_kw), 2) / 2 if hit_kw else 0.0
-            score += AUTHOR_BOOST if hit_auth else 0.0
+            score += params.keyword_boost * min(len(hit_kw), 2) / 2 if hit_kw else 0.0
+            score += params.author_boost if hit_auth else 0.0
             score += prior
             scored.append((score, i, hit_kw, hit_auth, hit_cat))
         # Stable sort keeps listing order among equal scores.
         scored.sort(key=lambda s: -s[0])
-        order = _hold_back_duplicates([s[1] for s in scored], dense)
+        order = _hold_back_duplicates([s[1] for s in scored], dense, params.near_duplicate)
         by_index = {s[1]: s for s in scored}
         shown = limit or profile.max_papers
         if not complete:
@@ -199,12 +198,12 @@ def _trending(pool: Sequence[Paper]) -> np.ndarray:
     return votes / top if top > 0 else np.zeros(len(pool))
 
 
-def _hold_back_duplicates(order: list[int], dense: np.ndarray) -> list[int]:
+def _hold_back_duplicates(order: list[int], dense: np.ndarray, threshold: float) -> list[int]:
     """Keep the order, but move a paper that nearly repeats an earlier pick behind the rest."""
     kept: list[int] = []
     held: list[int] = []
     for i in order:
-        if kept and float(np.max(dense[kept] @ dense[i])) >= NEAR_DUPLICATE:
+        if kept and float(np.max(dense[kept] @ dense[i])) >= threshold:
             held.append(i)
         else:
             kept.append(i)
