@@ -47,7 +47,7 @@ class Inputs:
                 MODEL_VERSION,
                 vocabulary_version,
                 # Only parameters other than the defaults: stored models stay valid.
-                *([params.key()] if params != DEFAULT else []),
+                *([params.key()] if params.key() != DEFAULT.key() else []),
                 self.interests.keywords,
                 sorted(self.example_ids),
                 sorted(self.liked_ids),
