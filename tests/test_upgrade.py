@@ -102,7 +102,8 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     refused = digest("run", cwd=site)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert (
-        "`digest db upgrade`" in refused.stderr and "unversioned schema of 0001" in refused.stderr
+        "`digest db upgrade`" in refused.stderr
+        and "predates schema versions and matches revision 0001" in refused.stderr
     )
     current = digest("db", "current", cwd=site)
     assert "matches 0001" in current.stdout
@@ -127,3 +128,18 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     assert shown.count("sent") >= 2
     subscribers = digest("subscribers", "list", "--format", "csv", cwd=site).stdout
     assert "cy@example.org" in subscribers and "disabled" in subscribers
+
+
+def test_a_database_made_after_link_refs_but_before_versions_is_only_stamped(site: Path) -> None:
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    at_revision(url, "0002")
+    refused = digest("status", cwd=site)
+    assert refused.returncode == 1
+    assert "has no schema version yet (its tables match 0002, the newest)" in refused.stderr
+    stamped = digest("db", "upgrade", cwd=site)
+    assert stamped.returncode == 0, stamped.stderr
+    assert "stamped as 0002; its tables already matched" in stamped.stdout
+    assert "before-unversioned-0002" in stamped.stdout
+    again = digest("db", "upgrade", cwd=site)
+    assert "nothing to do" in again.stdout

@@ -78,13 +78,21 @@ def db_upgrade(ctx: click.Context) -> None:
         console.print(f"{store.safe_url} is at {state.revision}, the newest; nothing to do.")
         return
     if store.path is not None and store.path.exists() and not state.empty:
-        copy = _copy_aside(store.path, state.revision or "unversioned")
+        label = state.revision if state.versioned else f"unversioned-{state.revision}"
+        copy = _copy_aside(store.path, label or "unversioned")
         console.print(f"copied {store.path} to {copy} before upgrading", highlight=False)
     elif not state.empty:
         console.print("PostgreSQL: keep a `pg_dump` of it first if you may want to go back.")
     moved_from, moved_to = store.upgrade()
     store.dispose()
-    console.print(f"{store.safe_url}: {moved_from or 'empty'} -> {moved_to}", highlight=False)
+    if not state.versioned and moved_from == moved_to:
+        console.print(
+            f"{store.safe_url}: stamped as {moved_to}; its tables already matched, nothing else "
+            "changed",
+            highlight=False,
+        )
+    else:
+        console.print(f"{store.safe_url}: {moved_from or 'empty'} -> {moved_to}", highlight=False)
 
 
 def _copy_aside(path: Path, revision: str) -> Path:

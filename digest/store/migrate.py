@@ -128,8 +128,22 @@ def check(engine: Engine, where: str) -> None:
             "development version of digest",
             "move it aside and run `digest init` for a new one",
         )
-    at = state.revision if state.versioned else f"the unversioned schema of {state.revision}"
-    raise StoreError(f"the database {where} is at {at}; this release needs {head()}", UPGRADE_HINT)
+    if not state.versioned and state.revision == head():
+        raise StoreError(
+            f"the database {where} has no schema version yet (its tables match {head()}, the "
+            "newest)",
+            "run `digest db upgrade`: it records the version; no table changes",
+        )
+    if not state.versioned:
+        raise StoreError(
+            f"the database {where} predates schema versions and matches revision "
+            f"{state.revision}; this release needs {head()}",
+            UPGRADE_HINT,
+        )
+    raise StoreError(
+        f"the database {where} is at revision {state.revision}; this release needs {head()}",
+        UPGRADE_HINT,
+    )
 
 
 def upgrade(engine: Engine, where: str) -> tuple[str | None, str]:

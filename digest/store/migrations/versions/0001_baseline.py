@@ -1,7 +1,8 @@
-"""The schema of the last release before migrations (issue 13): every table but linkref.
+"""The first revision: every table as releases before link refs (issue 11) made them.
 
-A database made by that release has these tables and columns and no alembic_version; `digest db
-upgrade` recognises it by them, stamps it with this revision, and upgrades it from here.
+A database made by such a release has these tables and columns and no alembic_version; `digest
+db upgrade` recognises it by them, stamps it with this revision, and upgrades it from here. (A
+database made after link refs and before revisions matches 0002 and is only stamped.)
 
 Revision ID: 0001
 Revises:
