@@ -187,3 +187,22 @@ def test_a_failed_ingest_is_tried_again_the_same_day_with_a_growing_pause(
     service.ingest("down", cfg.serve.ingest_retries, now=NOW)  # the last try: no more
     assert not [j for j in service.scheduler.get_jobs() if j.id == "ingest-retry:down"]
     assert len(feed_server.requests) == 3
+
+
+def test_a_job_failing_on_a_damaged_database_logs_one_line_and_serve_goes_on(
+    workspace: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    db = tmp_path / "broken.db"
+    store = Store(f"sqlite:///{db}")
+    store.upgrade()
+    service = Service(workspace, store)
+    store.dispose()
+    db.write_bytes(b"not a database any more " * 200)  # damaged while the service runs
+    with caplog.at_level(logging.ERROR, logger="digest.serve"):
+        service.retry()  # no exception reaches the scheduler
+        service.catch_up(now=NOW)
+    lines = [r.getMessage() for r in caplog.records if r.name == "digest.serve"]
+    assert len(lines) == 2 and all("event=job-failed" in ln for ln in lines), lines
+    assert f"{db} is damaged" in lines[0] and "Traceback" not in caplog.text

@@ -273,7 +273,7 @@ def test_digest_web_logs_one_line_per_request_without_the_token(site: Path) -> N
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
-    lines = [ln for ln in err.splitlines() if "digest.service.web.access" in ln]
+    lines = [ln for ln in err.splitlines() if "digest.web.access" in ln]
     assert any(re.search(r"method=GET path=/u/… status=200 ms=\d+$", ln) for ln in lines), err
     assert any(re.search(r"method=GET path=/f/… status=400 ms=\d+$", ln) for ln in lines), err
     assert any("method=GET path=/healthz status=200" in ln for ln in lines), err

@@ -348,7 +348,7 @@ def web(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"cannot listen on {bind_host}:{bind_port}: {reason}",
             "choose another --port, or stop what is using it",
         ) from None
-    access = logging.getLogger("digest.service.web.access")
+    access = logging.getLogger("digest.web.access")
     access.setLevel(logging.INFO)
     console.print(f"serving {st.cfg.web.base_url} links on http://{bind_host}:{bind_port}")
     serve_web(st.cfg, store, sock)

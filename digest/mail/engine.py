@@ -43,7 +43,7 @@ from digest.store.deliveries import Claim
 from digest.store.papers import Store
 from digest.store.schema import as_utc_naive, utcnow
 
-log = logging.getLogger("digest.mail.engine")
+log = logging.getLogger("digest.send")  # log names are what operators filter on: kept
 PAUSE_KEY = "paused"
 # Until when the relay is left alone after a 421; shared by every run and process.
 RELAY_KEY = "relay_backoff_until"

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -34,20 +35,45 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.config import Config
+from digest.errors import DigestError
 from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.profiles import Profile, load_profiles
 from digest.service.pipeline import digest_day, run
 from digest.service.schedule import due_today
-from digest.states import Delivery as DS
+from digest.store.failures import explain
 from digest.store.papers import Store
 from digest.store.schema import utcnow
 
-log = logging.getLogger("digest.service.serve")
+log = logging.getLogger("digest.serve")  # log names are what operators filter on: kept
 # A slot that could not start on time (busy pool, suspended machine) still runs within this.
 MISFIRE_GRACE = int(timedelta(hours=12).total_seconds())
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_line(job: Callable[P, R]) -> Callable[P, R | None]:
+    """A job failing on our own database or disk (locked, full, damaged) logs one line, not
+    the scheduler's traceback; the job's next run tries again. `-v` adds the traceback."""
+
+    @functools.wraps(job)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return job(*args, **kwargs)
+        except (DigestError, SQLAlchemyError, OSError) as exc:
+            store = getattr(args[0], "store", None) if args else None
+            where = str(getattr(store, "safe_url", "in use"))
+            err = exc if isinstance(exc, DigestError) else explain(exc, where)
+            log.error("event=job-failed job=%s error=%r hint=%r", job.__name__, str(err), err.hint)
+            log.debug("job %s failed", job.__name__, exc_info=True)
+            return None
+
+    return run
 
 
 class Service:
@@ -95,7 +121,7 @@ class Service:
         self.scheduler.add_job(
             self.retry,
             IntervalTrigger(seconds=serve.retry_seconds),
-            id=DS.RETRY,
+            id="retry",
             name="retry due digests",
         )
         self.reload()
@@ -115,6 +141,7 @@ class Service:
 
     # -- jobs -----------------------------------------------------------------------------
 
+    @one_line
     def reload(self) -> bool:
         """Re-read the profiles if any file changed; rebuild the send slots. True if changed."""
         signature = _signature(self.cfg.subscribers_dir)
@@ -148,6 +175,7 @@ class Service:
         )
         return True
 
+    @one_line
     def send_slot(self, emails: list[str], now: datetime | None = None) -> None:
         if self.halt.is_set():
             return
@@ -166,6 +194,7 @@ class Service:
         if report.delivery is not None and report.delivery.paused:
             log.error("event=paused reason=%r", report.delivery.paused)
 
+    @one_line
     def catch_up(self, now: datetime | None = None) -> list[str]:
         """Send everyone whose send time today has passed and who has no digest for today."""
         now = now or utcnow()
@@ -186,6 +215,7 @@ class Service:
             self.retry()
         return due
 
+    @one_line
     def ingest(self, name: str, attempt: int = 0, now: datetime | None = None) -> None:
         """Fetch one source; a failure is tried again later the same day, with a growing pause."""
         if self.halt.is_set():
@@ -216,6 +246,7 @@ class Service:
         )
         log.info("event=ingest-retry source=%s at=%s", name, at.isoformat(timespec="seconds"))
 
+    @one_line
     def retry(self) -> None:
         if self.halt.is_set():
             return

@@ -30,7 +30,7 @@ from digest.mail.links import BadToken, is_address, read_digest, read_feedback, 
 from digest.store.papers import Store
 from digest.text import plain_latex
 
-access_log = logging.getLogger("digest.service.web.access")
+access_log = logging.getLogger("digest.web.access")
 # Forms here are a button and a hidden field or two; anything larger is not ours.
 MAX_BODY = 4096
 HEADERS = {
