@@ -76,6 +76,7 @@ def db_upgrade(ctx: click.Context) -> None:
     state = migrate.condition(store.engine)
     if state.current:
         console.print(f"{store.safe_url} is at {state.revision}, the newest; nothing to do.")
+        store.dispose()
         return
     if store.path is not None and store.path.exists() and not state.empty:
         label = state.revision if state.versioned else f"unversioned-{state.revision}"

@@ -45,7 +45,10 @@ def status(ctx: click.Context) -> None:
     loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
     local = {p.email: digest_day(p, now) for p in loaded.profiles}
     today = store.states_on(local)
-    counts = Counter(today.values())
+    counts = Counter(
+        "sent (possibly twice)" if state == DS.SENT and twice else state
+        for state, twice in today.values()
+    )
     dates = sorted(set(local.values())) or [now.date()]
     shown_dates = str(dates[0]) if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     console.print(

@@ -158,10 +158,16 @@ def _paper_context(
 
 
 def render_digest(
-    env: jinja2.Environment, cfg: Config, profile: Profile, picks: list[Pick], day: date
+    env: jinja2.Environment,
+    cfg: Config,
+    profile: Profile,
+    picks: list[Pick],
+    day: date,
+    signer: Signer | None = None,
 ) -> Rendered:
-    # Keys read and link hosts worked out once for the digest's two dozen links.
-    signer, hosts = Signer(cfg), link_hosts(cfg)
+    # Keys read (once per run when the caller passes its signer) and link hosts worked out
+    # once for the digest's two dozen links.
+    signer, hosts = signer or Signer(cfg), link_hosts(cfg)
     ctx: dict[str, Any] = {
         "name": profile.display_name,
         "email": profile.email,

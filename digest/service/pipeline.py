@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from urllib.parse import urlsplit
 
 import jinja2
@@ -96,6 +97,12 @@ class Context:
 
     def __post_init__(self) -> None:
         self.position = {p.id: j for j, p in enumerate(self.listing)}
+
+    @cached_property
+    def signer(self) -> Signer:
+        """The link keys, read once per run rather than once per digest (lazily: a dry run and
+        the evaluation render nothing and need no key)."""
+        return Signer(self.cfg)
 
 
 def digest_day(profile: Profile, now: datetime) -> date:
@@ -339,8 +346,8 @@ def find_profile(ctx: Context, email: str) -> Profile:
 
 def render_for(ctx: Context, profile: Profile, picks: list[Pick], day: date) -> Rendered:
     # The links name the reader by an opaque ref; `digest web` maps it back through the store.
-    ctx.store.remember_ref(Signer(ctx.cfg).ref(profile.email), profile.email)
-    return render_digest(ctx.env, ctx.cfg, profile, picks, day)
+    ctx.store.remember_ref(ctx.signer.ref(profile.email), profile.email)
+    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer)
 
 
 def run(

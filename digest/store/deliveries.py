@@ -372,10 +372,10 @@ class DeliveryQueries:
             s.commit()
             return int(n)
 
-    def states_on(self, days: dict[str, date]) -> dict[str, str]:
-        """The delivery state of each subscriber's digest of their own date, where one exists:
-        "today" is a different date for a subscriber in Tokyo and one in Los Angeles. A digest
-        that may have arrived more than once (`ambiguous_count`) reads "sent (possibly twice)"."""
+    def states_on(self, days: dict[str, date]) -> dict[str, tuple[str, bool]]:
+        """Each subscriber's digest of their own date, where one exists, as (state, whether it
+        may have arrived more than once): "today" is a different date for a subscriber in Tokyo
+        and one in Los Angeles."""
         if not days:
             return {}
         days = {email.lower(): day for email, day in days.items()}  # as deliveries store them
@@ -388,16 +388,12 @@ class DeliveryQueries:
                     col(Delivery.ambiguous_count),
                 ).where(col(Delivery.digest_date).in_(set(days.values())))
             ).all()
-        return {
-            who: "sent (possibly twice)" if state == DS.SENT and twice else state
-            for who, day, state, twice in rows
-            if days.get(who) == day
-        }
+        return {who: (state, twice > 0) for who, day, state, twice in rows if days.get(who) == day}
 
     def counts_for_days(self, days: dict[str, date]) -> dict[str, int]:
         """Deliveries by state, each subscriber's counted only for its own date."""
         counts: dict[str, int] = {}
-        for state in self.states_on(days).values():
+        for state, _ in self.states_on(days).values():
             counts[state] = counts.get(state, 0) + 1
         return counts
 

@@ -111,9 +111,10 @@ def recognise(engine: Engine) -> str | None:
     return None
 
 
-def check(engine: Engine, where: str) -> None:
-    """Refuse a database this release cannot use as it is, in one line with what to do."""
-    state = condition(engine)
+def check(engine: Engine, where: str, state: Condition | None = None) -> None:
+    """Refuse a database this release cannot use as it is, in one line with what to do
+    (``state``: its condition, when the caller has looked already)."""
+    state = state or condition(engine)
     if state.empty or state.current:
         return
     if state.versioned and state.revision is not None and not known(state.revision):
@@ -151,9 +152,9 @@ def upgrade(engine: Engine, where: str) -> tuple[str | None, str]:
     with the revision it matches first; one matching none is refused."""
     state = condition(engine)
     if state.versioned and state.revision is not None and not known(state.revision):
-        check(engine, where)  # raises: newer than this release
+        check(engine, where, state)  # raises: newer than this release
     if not state.versioned and not state.empty and state.revision is None:
-        check(engine, where)  # raises: not recognised
+        check(engine, where, state)  # raises: not recognised
     with engine.begin() as conn:
         cfg = _config(conn)
         if not state.versioned and state.revision is not None:

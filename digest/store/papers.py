@@ -92,10 +92,11 @@ class Store(DeliveryQueries, FeedbackQueries):
         """For every command but `digest init` and `digest db`: a new database is made at the
         newest revision; one at another revision is refused with what to do."""
         try:
-            if migrate.condition(self.engine).empty:
+            state = migrate.condition(self.engine)
+            if state.empty:
                 self.upgrade()
                 return
-            migrate.check(self.engine, self.safe_url)
+            migrate.check(self.engine, self.safe_url, state)
             self._private()
         except (SQLAlchemyError, OSError) as exc:
             raise explain(exc, self.safe_url) from exc
