@@ -28,6 +28,7 @@ from digest.errors import RenderError
 from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
+from digest.store.schema import Paper
 from digest.text import has_control, plain_latex, plain_name
 
 EXCERPT_CHARS = 320
@@ -137,7 +138,7 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
 
 
 def _paper_context(
-    cfg: Config, signer: Signer, hosts: tuple[str, ...], email: str, day: date, pick: Pick
+    cfg: Config, signer: Signer, hosts: tuple[str, ...], email: str, day: date, pick: Pick[Paper]
 ) -> dict[str, Any]:
     p = pick.paper
     feedback = f"{cfg.web.base_url}/f/"
@@ -161,7 +162,7 @@ def render_digest(
     env: jinja2.Environment,
     cfg: Config,
     profile: Profile,
-    picks: list[Pick],
+    picks: list[Pick[Paper]],
     day: date,
     signer: Signer | None = None,
 ) -> Rendered:

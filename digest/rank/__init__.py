@@ -2,7 +2,8 @@
 
 Offers `Ranker`, `Pick`, `Ratings` (ranker), the vocabulary and features (features), a reader's
 model (model), the explicit rules (match) and the why-line (explain). Imports the ground modules
-and the store's table types only to read papers; never the store itself.
+only: papers are anything that fits `features.RankPaper` (the store's `Paper` does), so ranking
+never imports the store.
 """
 
 from __future__ import annotations

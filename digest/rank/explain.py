@@ -16,10 +16,9 @@ from functools import lru_cache
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from digest.rank.features import Vocabulary
+from digest.rank.features import RankPaper, Vocabulary
 from digest.rank.match import phrase
 from digest.rank.model import SubscriberModel
-from digest.store.schema import Paper
 from digest.text import fold, plain_latex
 
 REASON_TERMS = 3
@@ -104,8 +103,8 @@ class Explainer:
         self,
         vocab: Vocabulary,
         model: SubscriberModel,
-        examples: Sequence[Paper],
-        liked: Sequence[Paper],
+        examples: Sequence[RankPaper],
+        liked: Sequence[RankPaper],
     ) -> None:
         self.vocab = vocab
         self.model = model
@@ -123,7 +122,7 @@ class Explainer:
 
     def signals(
         self,
-        paper: Paper,
+        paper: RankPaper,
         row: np.ndarray,
         hit_kw: list[str],
         hit_auth: list[str],
@@ -163,7 +162,7 @@ class Explainer:
             title = title[: REASON_TITLE - 1].rstrip() + "…"
         return f"close to “{title}” ({how})"
 
-    def top_terms(self, paper: Paper) -> list[str]:
+    def top_terms(self, paper: RankPaper) -> list[str]:
         """The paper's readable terms that pushed its score up the most.
 
         Only terms that stand in the paper as a reader sees it: the vectorizer also makes

@@ -56,6 +56,27 @@ class Text(Protocol):
     def abstract(self) -> str: ...
 
 
+class RankPaper(Text, Protocol):
+    """What ranking reads of a paper. The store's `Paper` fits it; rank never imports the store,
+    so the bench scripts and tests may hand in any object with these attributes."""
+
+    @property
+    def authors(self) -> list[str]: ...
+    @property
+    def categories(self) -> list[str]: ...
+    @property
+    def upvotes(self) -> int | None: ...
+
+
+class StoredModel(Protocol):
+    """A model as the store keeps it: the fingerprint of its inputs and its bytes."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def blob(self) -> bytes: ...
+
+
 def paper_text(p: Text) -> str:
     """The one text of a paper that features, keywords and excludes all read: title, then
     abstract, with a sentence break between so no phrase spans the seam."""

@@ -11,8 +11,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from digest.rank.features import paper_text
-from digest.store.schema import Paper
+from digest.rank.features import RankPaper, paper_text
 from digest.text import fold, plain_name
 
 
@@ -21,7 +20,7 @@ def phrase(term: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w-])" + re.escape(fold(term)) + r"(?![\w-])")
 
 
-def matchable(paper: Paper) -> str:
+def matchable(paper: RankPaper) -> str:
     """Title and abstract as keywords and excludes are matched against: TeX accents resolved,
     diacritics and case folded, so `Schrödinger` finds arXiv's `Schr\\"odinger`."""
     return fold(paper_text(paper))

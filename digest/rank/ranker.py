@@ -15,23 +15,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from digest.profiles import Profile
 from digest.rank.explain import Explainer
-from digest.rank.features import Vocabulary
+from digest.rank.features import RankPaper, StoredModel, Vocabulary
 from digest.rank.match import FollowedAuthors, matchable, phrase
 from digest.rank.model import Inputs, SubscriberModel, score_all, train
 from digest.rank.params import DEFAULT, RankParams
-from digest.store.schema import Paper, RankModel
 
 # The boosts, the category prior and the near-duplicate threshold are in RankParams.
 
+# A pick carries the caller's own paper type back, so mail can read its links and ids.
+P = TypeVar("P", bound=RankPaper)
+
 
 @dataclass
-class Pick:
-    paper: Paper
+class Pick(Generic[P]):
+    paper: P
     score: float
     reason: str
     signals: list[str] = field(default_factory=list)
@@ -41,8 +44,8 @@ class Pick:
 class Ratings:
     """A subscriber's rated papers, as the store hands them over."""
 
-    liked: list[Paper] = field(default_factory=list)
-    disliked: list[Paper] = field(default_factory=list)
+    liked: Sequence[RankPaper] = field(default_factory=list)
+    disliked: Sequence[RankPaper] = field(default_factory=list)
 
 
 class Ranker:
@@ -50,7 +53,7 @@ class Ranker:
 
     def __init__(
         self,
-        corpus: Sequence[Paper],
+        corpus: Sequence[RankPaper],
         vocabulary: Vocabulary | None = None,
         params: RankParams = DEFAULT,
     ) -> None:
@@ -59,7 +62,7 @@ class Ranker:
         # Folded text per paper id: every subscriber's keywords run over the same listing.
         self._folded: dict[str, str] = {}
 
-    def folded(self, paper: Paper) -> str:
+    def folded(self, paper: RankPaper) -> str:
         text = self._folded.get(paper.id)
         if text is None:
             text = self._folded[paper.id] = matchable(paper)
@@ -67,7 +70,7 @@ class Ranker:
 
     # -- models -----------------------------------------------------------------------------
 
-    def inputs(self, profile: Profile, examples: Sequence[Paper], fb: Ratings) -> Inputs:
+    def inputs(self, profile: Profile, examples: Sequence[RankPaper], fb: Ratings) -> Inputs:
         return Inputs(
             profile.interests,
             [p.id for p in examples],
@@ -78,9 +81,9 @@ class Ranker:
     def model(
         self,
         profile: Profile,
-        examples: Sequence[Paper],
+        examples: Sequence[RankPaper],
         fb: Ratings | None = None,
-        stored: RankModel | None = None,
+        stored: StoredModel | None = None,
     ) -> tuple[SubscriberModel, bool]:
         """The subscriber's model, and whether it was (re)trained rather than reused."""
         fb = fb or Ratings()
@@ -103,7 +106,9 @@ class Ranker:
         )
         return model, True
 
-    def score_all(self, models: Sequence[SubscriberModel], papers: Sequence[Paper]) -> np.ndarray:
+    def score_all(
+        self, models: Sequence[SubscriberModel], papers: Sequence[RankPaper]
+    ) -> np.ndarray:
         """Raw scores, subscribers x papers, in one product."""
         return score_all(models, self.vocab.dense_rows(papers))
 
@@ -112,15 +117,15 @@ class Ranker:
     def rank(
         self,
         profile: Profile,
-        candidates: Sequence[Paper],
-        examples: Sequence[Paper] = (),
+        candidates: Sequence[P],
+        examples: Sequence[RankPaper] = (),
         fb: Ratings | None = None,
         *,
         model: SubscriberModel | None = None,
         raw: np.ndarray | None = None,
         limit: int | None = None,
         complete: bool = False,
-    ) -> list[Pick]:
+    ) -> list[Pick[P]]:
         """The best candidates for this profile, best first, each with its reason.
 
         ``raw`` are the model's scores of ``candidates`` when the caller scored many
@@ -191,7 +196,7 @@ class Ranker:
         return picks
 
 
-def _trending(pool: Sequence[Paper]) -> np.ndarray:
+def _trending(pool: Sequence[RankPaper]) -> np.ndarray:
     """Upvotes as 0..1 on a log scale against the most upvoted candidate (0 without any)."""
     votes = np.array([math.log1p(max(p.upvotes or 0, 0)) for p in pool])
     top = votes.max() if len(votes) else 0.0

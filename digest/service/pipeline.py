@@ -261,7 +261,7 @@ def _why_no_candidates(ctx: Context, profile: Profile) -> str:
 
 def rank_pool(
     ctx: Context, profile: Profile, pool: list[Paper], complete: bool = False
-) -> list[Pick]:
+) -> list[Pick[Paper]]:
     """Rank listing papers for one subscriber with their stored model, examples and feedback.
 
     ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
@@ -282,7 +282,7 @@ def rank_pool(
     )
 
 
-def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
+def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick[Paper]], str]:
     """The subscriber's picks for today, or none with the reason why."""
     if ctx.latest is None:
         return [], "no papers stored yet (run `digest ingest`)"
@@ -297,7 +297,7 @@ def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     return picks, ""
 
 
-def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
+def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick[Paper]], str]:
     """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
 
     Unlike personal picks, a paper passed over at an earlier digest (seen, not sent) is offered
@@ -326,7 +326,7 @@ def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick], str]:
     return picks, ""
 
 
-def picks_of(ctx: Context, delivery: Delivery) -> list[Pick]:
+def picks_of(ctx: Context, delivery: Delivery) -> list[Pick[Paper]]:
     """The picks stored on a planned delivery, so a retry sends the very same digest."""
     papers = ctx.store.papers(delivery.paper_ids)
     return [
@@ -344,7 +344,7 @@ def find_profile(ctx: Context, email: str) -> Profile:
     raise NotFound(f"no subscriber with email {email}{broken}")
 
 
-def render_for(ctx: Context, profile: Profile, picks: list[Pick], day: date) -> Rendered:
+def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: date) -> Rendered:
     # The links name the reader by an opaque ref; `digest web` maps it back through the store.
     ctx.store.remember_ref(ctx.signer.ref(profile.email), profile.email)
     return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer)
@@ -469,7 +469,7 @@ def _plan_one(
 class Preview:
     rendered: Rendered
     message: bytes
-    picks: list[Pick]
+    picks: list[Pick[Paper]]
     day: date
     # The stored digest shown (sent, or queued to be sent); None for one made up now.
     stored: Delivery | None = None
