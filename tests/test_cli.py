@@ -1,5 +1,7 @@
-"""The CLI run for real: the installed `digest` command in a subprocess, a temporary config,
-a real SQLite file and a real SMTP server."""
+"""The CLI on a temporary config, a real SQLite file and a real SMTP server: most commands in
+this process through click's CliRunner (`digest_here`), and in a real subprocess (`digest`) what
+an operator's cron job or shell sees of the process itself: the exit status of a whole run, the
+umask on the files `init` makes, `-v` tracebacks, the README's demo command, `$BROWSER`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from digest.store import Store
-from tests.conftest import DEMO_DATA, SmtpServer, digest, write_profile
+from tests.conftest import DEMO_DATA, SmtpServer, digest, digest_here, write_profile
 
 
 def test_run_twice_sends_once(site: Path, smtp_server: SmtpServer) -> None:
@@ -32,7 +34,7 @@ def test_a_bad_profile_gets_one_line_naming_file_and_key(
     write_profile(
         site / "subscribers", "yan", 'email = "yan@example.org"\ntimezone = "Mars/Olympus"\n'
     )
-    check = digest("subscribers", "check", cwd=site)
+    check = digest_here("subscribers", "check", cwd=site)
     assert check.returncode == 1
     lines = [ln for ln in check.stderr.splitlines() if ln.strip()]
     assert any(
@@ -42,7 +44,7 @@ def test_a_bad_profile_gets_one_line_naming_file_and_key(
     )
     assert any("zed.toml: favourite: unknown key" in ln for ln in lines)
     assert "2 valid, 2 invalid" in check.stdout
-    ran = digest("run", cwd=site)
+    ran = digest_here("run", cwd=site)
     assert ran.returncode == 2  # the operator must notice, but the others were served
     assert "zed.toml: favourite: unknown key" in ran.stderr
     assert "yan.toml: timezone" in ran.stderr
@@ -53,29 +55,29 @@ def test_a_bad_profile_gets_one_line_naming_file_and_key(
 
 
 def test_ingest_prints_a_table_per_source(site: Path) -> None:
-    out = digest("ingest", cwd=site)
+    out = digest_here("ingest", cwd=site)
     assert out.returncode == 0, out.stderr
     assert "arxiv" in out.stdout and "24" in out.stdout and "1 replace" in out.stdout
-    one = digest("ingest", "--source", "hf", cwd=site)
+    one = digest_here("ingest", "--source", "hf", cwd=site)
     assert one.returncode == 0 and "arxiv-api" not in one.stdout
-    bad = digest("ingest", "--source", "nope", cwd=site)
+    bad = digest_here("ingest", "--source", "nope", cwd=site)
     assert bad.returncode == 1
     assert "Error: no source named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_preview_shows_the_digest_without_sending(site: Path, smtp_server: SmtpServer) -> None:
-    empty = digest("preview", "ada@example.org", cwd=site)
+    empty = digest_here("preview", "ada@example.org", cwd=site)
     assert empty.returncode == 1 and "no papers stored yet" in empty.stderr
-    assert digest("ingest", cwd=site).returncode == 0
-    text = digest("preview", "ada@example.org", "--text", cwd=site)
+    assert digest_here("ingest", cwd=site).returncode == 0
+    text = digest_here("preview", "ada@example.org", "--text", cwd=site)
     assert text.returncode == 0, text.stderr
     assert "Hello Ada," in text.stdout and "Why:" in text.stdout
     out = site / "ada.eml"
-    digest("preview", "ada@example.org", "--out", str(out), cwd=site)
+    digest_here("preview", "ada@example.org", "--out", str(out), cwd=site)
     msg = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
     assert msg["To"] == "Ada <ada@example.org>"
     assert smtp_server.received == []
-    missing = digest("preview", "nobody@example.org", cwd=site)
+    missing = digest_here("preview", "nobody@example.org", cwd=site)
     assert (
         missing.returncode == 1 and "no subscriber with email nobody@example.org" in missing.stderr
     )
@@ -88,26 +90,26 @@ def test_a_first_run_whose_feeds_all_fail_sends_nothing_and_says_why(
     # has no corpus at all to fit on.
     config = site / "digest.toml"
     config.write_text(config.read_text().replace(DEMO_DATA.as_uri(), (site / "gone").as_uri()))
-    ran = digest("run", cwd=site)
+    ran = digest_here("run", cwd=site)
     assert ran.returncode == 2, ran.stderr  # every source failed: the cron job must see it
     assert "Traceback" not in ran.stderr
     assert ran.stdout.count("nothing-new") == 2 and "no papers stored yet" in ran.stdout
-    preview = digest("preview", "ada@example.org", cwd=site)
+    preview = digest_here("preview", "ada@example.org", cwd=site)
     assert preview.returncode == 1 and "no papers stored yet" in preview.stderr
     assert "Traceback" not in preview.stderr
     assert smtp_server.received == []
 
 
 def test_dry_run_and_stats(site: Path, smtp_server: SmtpServer) -> None:
-    dry = digest("run", "--dry-run", cwd=site)
+    dry = digest_here("run", "--dry-run", cwd=site)
     assert dry.returncode == 0 and dry.stdout.count("dry-run") == 2
     assert smtp_server.received == []
-    stats = digest("stats", cwd=site)
+    stats = digest_here("stats", cwd=site)
     assert stats.returncode == 0 and "papers stored: 27" in stats.stdout
 
 
 def test_subscribers_list(site: Path) -> None:
-    out = digest("subscribers", "list", cwd=site)
+    out = digest_here("subscribers", "list", cwd=site)
     assert out.returncode == 0
     assert "ada@example.org" in out.stdout and "06:30 America/New_York" in out.stdout
 
@@ -163,61 +165,63 @@ def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
 
 
 def test_pause_status_resume_and_deliveries(site: Path, smtp_server: SmtpServer) -> None:
-    paused = digest("pause", "--reason", "relay maintenance", cwd=site)
+    paused = digest_here("pause", "--reason", "relay maintenance", cwd=site)
     assert paused.returncode == 0 and "delivery paused: relay maintenance" in paused.stdout
-    status = digest("status", cwd=site)
+    status = digest_here("status", cwd=site)
     assert status.returncode == 0
     assert "PAUSED" in status.stdout and "relay maintenance" in status.stdout
     assert "next send slot" in status.stdout and "ada@example.org" in status.stdout
-    ran = digest("run", cwd=site)
+    ran = digest_here("run", cwd=site)
     assert ran.returncode == 3  # paused: a monitor must see it
     assert "Delivery paused: relay maintenance" in ran.stderr
     assert smtp_server.received == []  # planned, not sent
-    assert digest("deliveries", "--state", "pending", cwd=site).stdout.count("@example.org") == 2
-    resumed = digest("resume", cwd=site)
+    assert (
+        digest_here("deliveries", "--state", "pending", cwd=site).stdout.count("@example.org") == 2
+    )
+    resumed = digest_here("resume", cwd=site)
     assert "was paused: relay maintenance" in resumed.stdout
-    again = digest("run", "--no-ingest", cwd=site)
+    again = digest_here("run", "--no-ingest", cwd=site)
     assert again.returncode == 0, again.stderr
     assert len(smtp_server.received) == 2
-    listed = digest("deliveries", "--state", "sent", cwd=site)
+    listed = digest_here("deliveries", "--state", "sent", cwd=site)
     assert listed.stdout.count("sent") == 2
-    status = digest("status", cwd=site)
+    status = digest_here("status", cwd=site)
     assert "2 sent" in status.stdout and "PAUSED" not in status.stdout
 
 
 def test_retry_and_enable_tell_the_operator_what_happened(site: Path) -> None:
-    none = digest("retry", cwd=site)
+    none = digest_here("retry", cwd=site)
     assert none.returncode == 0 and "0 deliveries re-queued" in none.stdout
-    bad = digest("retry", "--state", "sent", cwd=site)
+    bad = digest_here("retry", "--state", "sent", cwd=site)
     assert bad.returncode == 1 and "cannot re-queue sent" in bad.stderr
-    enable = digest("subscribers", "enable", "ada@example.org", cwd=site)
+    enable = digest_here("subscribers", "enable", "ada@example.org", cwd=site)
     assert enable.returncode == 1 and "ada@example.org is not disabled" in enable.stderr
     store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
     store.record_bounce("ada@example.org", True, 1, date(2026, 11, 23))
     store.dispose()
-    enable = digest("subscribers", "enable", "ada@example.org", cwd=site)
+    enable = digest_here("subscribers", "enable", "ada@example.org", cwd=site)
     assert enable.returncode == 0 and "enabled" in enable.stdout
 
 
 def test_feedback_is_recorded_listed_cleared_and_retrains_the_model(site: Path) -> None:
-    assert digest("ingest", cwd=site).returncode == 0
-    first = digest("run", "--dry-run", "--no-ingest", cwd=site)
+    assert digest_here("ingest", cwd=site).returncode == 0
+    first = digest_here("run", "--dry-run", "--no-ingest", cwd=site)
     assert first.returncode == 0, first.stderr
     store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
     paper = next(p for p in store.papers_between(date(2000, 1, 1), date(2100, 1, 1)))
     trained = store.rank_models()["ada@example.org"].fingerprint
-    liked = digest("feedback", "ada@example.org", f"arXiv:{paper.id}v2", "like", cwd=site)
+    liked = digest_here("feedback", "ada@example.org", f"arXiv:{paper.id}v2", "like", cwd=site)
     assert liked.returncode == 0 and f"{paper.id}: recorded: like" in liked.stdout
     assert store.feedback("ada@example.org") == {paper.id: "like"}
-    listed = digest("feedback", "ada@example.org", cwd=site)
+    listed = digest_here("feedback", "ada@example.org", cwd=site)
     assert paper.id in listed.stdout and "like" in listed.stdout
-    assert digest("run", "--dry-run", "--no-ingest", cwd=site).returncode == 0
+    assert digest_here("run", "--dry-run", "--no-ingest", cwd=site).returncode == 0
     assert store.rank_models()["ada@example.org"].fingerprint != trained
-    cleared = digest("feedback", "ada@example.org", paper.id, "clear", cwd=site)
+    cleared = digest_here("feedback", "ada@example.org", paper.id, "clear", cwd=site)
     assert cleared.returncode == 0 and store.feedback("ada@example.org") == {}
-    unknown = digest("feedback", "nobody@example.org", paper.id, "like", cwd=site)
+    unknown = digest_here("feedback", "nobody@example.org", paper.id, "like", cwd=site)
     assert unknown.returncode == 1 and "no subscriber with email" in unknown.stderr
-    missing = digest("feedback", "ada@example.org", "2401.99999", "dislike", cwd=site)
+    missing = digest_here("feedback", "ada@example.org", "2401.99999", "dislike", cwd=site)
     assert missing.returncode == 1 and "no stored paper 2401.99999" in missing.stderr
     store.dispose()
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import digest
+from tests.conftest import digest_here
 
 DB = Path("data") / "digest.db"
 
@@ -26,12 +26,12 @@ def test_a_file_that_is_not_a_database_is_named_as_damaged(site: Path) -> None:
     (site / DB).parent.mkdir(parents=True)
     (site / DB).write_bytes(b"this is not sqlite at all " * 100)
     for command in (["status"], ["run"], ["subscribers", "list"]):
-        line = one_line(digest(*command, cwd=site))
+        line = one_line(digest_here(*command, cwd=site))
         assert "digest.db is damaged (file is not a database)" in line, line
 
 
 def test_a_database_damaged_inside_is_named_as_damaged(site: Path) -> None:
-    assert digest("run", cwd=site).returncode == 0
+    assert digest_here("run", cwd=site).returncode == 0
     path = site / DB
     with sqlite3.connect(path) as conn:  # fold the WAL in, so the file holds everything
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -39,25 +39,25 @@ def test_a_database_damaged_inside_is_named_as_damaged(site: Path) -> None:
     page = 4096
     raw[page * 2 : page * 6] = b"\xff" * (page * 4)  # scribble over table pages
     path.write_bytes(bytes(raw))
-    line = one_line(digest("status", cwd=site))
+    line = one_line(digest_here("status", cwd=site))
     assert "is damaged" in line and ("malformed" in line or "not a database" in line), line
 
 
 def test_a_database_from_another_release_is_refused_in_one_line(site: Path) -> None:
-    assert digest("run", cwd=site).returncode == 0
+    assert digest_here("run", cwd=site).returncode == 0
     with sqlite3.connect(site / DB) as conn:  # as a release older than any revision left it
         conn.execute("DROP TABLE alembic_version")
         conn.execute("ALTER TABLE delivery DROP COLUMN claim_token")
-    line = one_line(digest("run", cwd=site))
+    line = one_line(digest_here("run", cwd=site))
     assert "digest.db matches no known schema" in line, line
 
 
 def test_a_database_from_a_newer_release_is_refused_in_one_line(site: Path) -> None:
-    assert digest("run", cwd=site).returncode == 0
+    assert digest_here("run", cwd=site).returncode == 0
     with sqlite3.connect(site / DB) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     for command in (["status"], ["db", "upgrade"]):
-        line = one_line(digest(*command, cwd=site))
+        line = one_line(digest_here(*command, cwd=site))
         assert "schema revision 9999, made by a newer release of digest" in line, line
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +49,32 @@ err_console = _console(stderr=True)
 
 
 class DigestGroup(click.Group):
-    """Prints DigestError as `Error: ...` plus a hint, in one place for every command."""
+    """Prints DigestError as `Error: ...` plus a hint, in one place for every command, and gives
+    the exit statuses of the table in the README."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """A usage mistake (unknown option, bad value) exits 1 like every other error: click's
+        own 2 would read as "ran, some digests unsent" to a cron job. Here rather than in
+        `main()` so an in-process caller (click's CliRunner) sees the same statuses."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(ExitStatus.ERROR)
+        except click.Abort:
+            err_console.print("Aborted.")
+            sys.exit(ExitStatus.ERROR)
+        # ctx.exit(code) comes back as the code; a command that returns ends with 0.
+        sys.exit(status if isinstance(status, int) else ExitStatus.OK)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -70,6 +95,31 @@ class DigestGroup(click.Group):
             if exc.hint:
                 err_console.print(f"[dim]Hint: {escape(exc.hint)}[/]", highlight=False, markup=True)
             ctx.exit(1)
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes (CliRunner swaps it per call)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _log_to_stderr(level: int) -> None:
+    """One handler on the root logger, so the libraries' warnings (alembic, apscheduler) show
+    too. Unlike logging.basicConfig it is set again on each call, so several commands in one
+    process (tests, a Python caller) each get their own level."""
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
 
 
 class State:
@@ -127,11 +177,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     Start with `digest demo` to see the whole cycle offline, or `digest init` to set up a
     real instance.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _log_to_stderr(logging.DEBUG if verbose else logging.WARNING)
     ctx.obj = {"verbose": verbose, "state": State(config_path, verbose)}
 
 
@@ -416,18 +462,8 @@ def demo(directory: Path) -> None:
 
 
 def main() -> None:
-    """The `digest` command. A usage mistake (unknown option, bad value) exits 1 like every
-    other error: click's own 2 would read as "ran, some digests unsent" to a cron job."""
+    """The `digest` command."""
     # Files digest makes (database, models, previews, the key) hold readers' addresses and
     # secrets: private to the user running it, as the systemd unit's UMask=0077 also says.
     os.umask(0o077)
-    try:
-        status = cli.main(prog_name="digest", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(ExitStatus.ERROR)
-    except click.Abort:
-        err_console.print("Aborted.")
-        sys.exit(ExitStatus.ERROR)
-    # ctx.exit(code) comes back as the code; a command that returns ends with 0.
-    sys.exit(status if isinstance(status, int) else ExitStatus.OK)
+    cli.main(prog_name="digest")
