@@ -349,8 +349,16 @@ def _open_in_browser(html: str, data_dir: Path) -> None:
 @cli.command("run")
 @click.option("--dry-run", is_flag=True, help="Rank and report, but send and record nothing.")
 @click.option("--no-ingest", is_flag=True, help="Use the papers already stored.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write each subscriber's outcome and the time of each stage to FILE (.json or .csv).",
+)
 @click.pass_context
-def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
+def run_cmd(
+    ctx: click.Context, dry_run: bool, no_ingest: bool, report_path: Path | None
+) -> None:
     """Ingest, rank, render and send to every subscriber not yet sent today.
 
     Safe to repeat: a subscriber whose digest for today went out gets nothing more.
@@ -370,7 +378,17 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool) -> None:
             progress=lambda who: status.update(f"ranking for {who}"),
         )
     _print_report(report)
-    ctx.exit(report.exit_status())
+    code = report.exit_status()
+    if report_path is not None:
+        from digest.service.report import write_report
+
+        try:
+            write_report(report, report_path)
+        except DigestError as exc:
+            # The run itself happened: its status stands, at least "needs a look".
+            err_console.print(f"[red]Error:[/] {escape(exc.message)}", markup=True)
+            code = max(code, ExitStatus.PARTIAL)
+    ctx.exit(code)
 
 
 def _print_report(report: Any) -> None:

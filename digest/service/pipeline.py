@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -59,6 +61,17 @@ class RunReport:
     profile_errors: list[ProfileError] = field(default_factory=list)
     results: list[SubscriberResult] = field(default_factory=list)
     delivery: EngineReport | None = None
+    # Seconds per stage (ingest, vocabulary, models, ranking, rendering, delivery): where the
+    # time of a run went, for the operator's summary, `--report` and bench/cycle.py.
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t0
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
@@ -376,8 +389,10 @@ def run(
         cfg.smtp.password()
         _warn_plain_http(cfg)
     if ingest:
-        report.ingest = ingest_all(store, cfg, today=now.date())
-    ctx = prepare(cfg, store, now)
+        with report.timed("ingest"):
+            report.ingest = ingest_all(store, cfg, today=now.date())
+    with report.timed("vocabulary"):
+        ctx = prepare(cfg, store, now)
     report.profile_errors = ctx.profile_errors
     planned: list[Delivery] = []
     profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
@@ -385,12 +400,13 @@ def run(
         # Every profile loaded: models of subscribers whose files are gone can go too. (With a
         # broken file its owner is unknown, so nothing is dropped until it is fixed.)
         store.prune_rank_models([p.email for p in ctx.profiles])
-    prepare_models(ctx, profiles)
+    with report.timed("models"):
+        prepare_models(ctx, profiles)
     for profile in profiles:
         if progress:
             progress(profile.email)
         try:
-            outcome = _plan_one(ctx, profile, now, dry_run)
+            outcome = _plan_one(ctx, profile, now, dry_run, report)
         except DigestError as exc:
             report.results.append(SubscriberResult(profile.email, Outcome.ERROR, detail=str(exc)))
             continue
@@ -401,7 +417,8 @@ def run(
     if dry_run:
         return report
     # The engine sends everything due, including digests left over from earlier runs.
-    report.delivery = deliver(store, cfg, now if fixed_clock else None, halt=halt)
+    with report.timed("delivery"):
+        report.delivery = deliver(store, cfg, now if fixed_clock else None, halt=halt)
     for d in planned:
         final = store.delivery(d.subscriber, d.digest_date) or d
         report.results.append(
@@ -431,7 +448,7 @@ def _warn_plain_http(cfg: Config) -> None:
 
 
 def _plan_one(
-    ctx: Context, profile: Profile, now: datetime, dry_run: bool
+    ctx: Context, profile: Profile, now: datetime, dry_run: bool, report: RunReport
 ) -> SubscriberResult | Delivery:
     email = profile.email
     if ctx.store.is_unsubscribed(email):
@@ -443,7 +460,8 @@ def _plan_one(
             return existing  # planned earlier, not (known to be) sent: the engine takes it
         status = Outcome.ALREADY_SENT if existing.state == DS.SENT else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
-    picks, why_not = pick_papers(ctx, profile)
+    with report.timed("ranking"):
+        picks, why_not = pick_papers(ctx, profile)
     if not picks:
         return SubscriberResult(email, Outcome.NOTHING_NEW, detail=why_not)
     if dry_run:
@@ -452,17 +470,19 @@ def _plan_one(
         )
     message_id = message_id_for(email, day, ctx.cfg.smtp.from_address)
     # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
-    rendered = render_for(ctx, profile, picks, day)
-    message = message_bytes(ctx.cfg, build_message(ctx.cfg, profile, rendered, message_id, now))
-    return ctx.store.plan_delivery(
-        email,
-        day,
-        message_id,
-        [p.paper.id for p in picks],
-        {p.paper.id: p.reason for p in picks},
-        message=message,
-        expire_at=now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
-    )
+    with report.timed("rendering"):
+        rendered = render_for(ctx, profile, picks, day)
+        message = message_bytes(ctx.cfg, build_message(ctx.cfg, profile, rendered, message_id, now))
+    with report.timed("storing"):
+        return ctx.store.plan_delivery(
+            email,
+            day,
+            message_id,
+            [p.paper.id for p in picks],
+            {p.paper.id: p.reason for p in picks},
+            message=message,
+            expire_at=now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,401 @@
+"""The whole daily cycle at scale: `digest run` for N subscribers into Postfix's smtp-sink.
+
+    python bench/cycle.py --subscribers 1000,10000,100000 [--db sqlite|postgres]
+                          [--processes 1,2] [--corpus 20000] [--keep DIR]
+
+For each N: a fresh workspace holds a corpus of `--corpus` real arXiv papers (the labelled set
+in ../shared/data/labelled, dated into the 90 days before the listing) and N subscriber profiles
+with a realistic mix: keywords only; 3-10 example papers from one area; followed authors;
+excludes; categories; max_papers 5-25. `digest ingest` reads the real 1,504-item arXiv listing
+(timed apart: the figures are for the run with ingest already done), then `digest run
+--no-ingest --report` plans and sends every digest into `smtp-sink`, which writes each message
+to a file; every subscriber must be there exactly once. In the same sink, `smtp-source` then
+pushes as many 30 KB messages over as many connections, for the ratio.
+
+Printed per N: the time of each stage (from `--report`), the whole run, peak memory of the run
+(`/usr/bin/time`, summed over processes), messages per second, the ratio to smtp-source, bytes
+per stored digest, and what arrived. With `--db postgres` (127.0.0.1:5432, database
+`digest_bench`, created when missing) `--processes 2` runs two `digest run` at once on one
+database. Needs the Debian package `postfix` (only smtp-sink and smtp-source are used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from eval_ranking import SHARED  # noqa: E402
+
+from digest.record import PaperRecord  # noqa: E402
+from digest.store import Store  # noqa: E402
+
+LABELLED = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
+LISTING = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
+LISTING_DAY = date(2024, 11, 28)
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/digest_bench"
+STOP = frozenset(
+    re.findall(
+        r"\w+",
+        """a an and are as at be by for from in into is it of on or that the this to with via
+        using towards toward we our its their can not no do does than then over under between
+        through based new how what when why which your you beyond across without within""",
+    )
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def corpus_rows(n: int) -> list[dict[str, Any]]:
+    """The newest n labelled papers."""
+    with gzip.open(LABELLED, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    rows.sort(key=lambda r: (r["first_seen_date"], r["id"]))
+    return rows[-n:]
+
+
+def store_corpus(store: Store, rows: list[dict[str, Any]]) -> None:
+    """Dated into the 85 days before the listing's lookback window, as the `arxiv` source's
+    earlier days: what a running instance would have stored."""
+    last = LISTING_DAY - timedelta(days=4)
+    span = 85
+    records = []
+    for i, r in enumerate(rows):
+        day = last - timedelta(days=span - 1 - (i * span) // len(rows))
+        records.append(
+            PaperRecord(
+                id=r["id"],
+                title=" ".join(r["title"].split()),
+                abstract=" ".join(r["abstract"].split()),
+                source="arxiv",
+                kind="arxiv-rss",
+                announced=day,
+                authors=list(r["authors"]) if isinstance(r["authors"], list) else [],
+                categories=list(r["arxiv_categories"]),
+                announce_type="new",
+            )
+        )
+    for start in range(0, len(records), 2000):
+        store.upsert_papers(records[start : start + 2000])
+
+
+def phrase_pool(rows: list[dict[str, Any]]) -> list[str]:
+    """Keywords a reader would type: the corpus titles' most frequent bigrams and long words."""
+    bigrams: Counter[str] = Counter()
+    words: Counter[str] = Counter()
+    for r in rows:
+        toks = re.findall(r"[a-z][a-z-]+", r["title"].lower())
+        for a, b in itertools.pairwise(toks):
+            if a not in STOP and b not in STOP:
+                bigrams[f"{a} {b}"] += 1
+        words.update(t for t in toks if len(t) >= 7 and t not in STOP)
+    return [p for p, _ in bigrams.most_common(3000)] + [w for w, _ in words.most_common(1000)]
+
+
+def profiles(n: int, rows: list[dict[str, Any]], seed: int = 0) -> list[str]:
+    """N profile files' text: a mix of the kinds of reader the issue names."""
+    rng = random.Random(seed)
+    pool = phrase_pool(rows)
+    weights = [1 / (i + 10) for i in range(len(pool))]  # popular phrases recur, as in life
+    by_cat: dict[str, list[str]] = {}
+    authors: list[str] = []
+    for r in rows:
+        for c in r["arxiv_categories"][:1]:
+            by_cat.setdefault(c, []).append(r["id"])
+        if isinstance(r["authors"], list):
+            authors += r["authors"][:2]
+    cats = [c for c, ids in by_cat.items() if len(ids) >= 30]
+    out = []
+    for i in range(n):
+        kind = rng.choices(
+            ["keywords", "examples", "authors", "categories", "all"], [3, 3, 1, 1, 2]
+        )[0]
+        lines = [
+            f'email = "reader{i:06d}@bench.example.org"',
+            f'name = "Reader {i}"',
+            f"max_papers = {rng.randint(5, 25)}",
+            "[interests]",
+        ]
+        area = rng.choice(cats)
+        if kind in ("keywords", "authors", "categories", "all"):
+            kws = set(rng.choices(pool, weights, k=rng.randint(2, 6)))
+            lines.append("keywords = " + json.dumps(sorted(kws)))
+        if kind in ("examples", "all"):
+            lines.append("papers = " + json.dumps(rng.sample(by_cat[area], rng.randint(3, 10))))
+        if kind in ("authors", "all"):
+            lines.append("authors = " + json.dumps(rng.sample(authors, rng.randint(1, 3))))
+        if kind in ("categories", "all"):
+            lines.append("categories = " + json.dumps([area]))
+        if kind == "all" or rng.random() < 0.1:
+            lines.append(
+                "exclude = " + json.dumps(rng.sample(["survey", "benchmark", "review"], 1))
+            )
+        out.append("\n".join(lines) + "\n")
+    return out
+
+
+def pg_reset() -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text("DROP DATABASE IF EXISTS digest_bench WITH (FORCE)"))
+        c.execute(sa.text("CREATE DATABASE digest_bench"))
+    admin.dispose()
+
+
+def workspace(tmp: Path, n: int, rows: list[dict[str, Any]], db: str, port: int) -> Path:
+    url = f"sqlite:///{tmp / 'data' / 'digest.db'}" if db == "sqlite" else PG_BENCH
+    if db == "postgres":
+        pg_reset()
+    (tmp / "data").mkdir(parents=True)
+    (tmp / "data" / "secret_key").write_text("bench-secret-key-" + "x" * 40 + "\n")
+    subs = tmp / "subscribers"
+    subs.mkdir()
+    for i, text in enumerate(profiles(n, rows)):
+        (subs / f"r{i:06d}.toml").write_text(text)
+    cfg = tmp / "digest.toml"
+    cfg.write_text(
+        f"""data_dir = "data"
+subscribers_dir = "subscribers"
+[database]
+url = "{url}"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+from_address = "digest@bench.example.org"
+[web]
+base_url = "https://digest.bench.example.org"
+secret_key_file = "data/secret_key"
+[[sources]]
+name = "arxiv"
+kind = "arxiv-rss"
+url = "{LISTING.as_uri()}"
+include_cross_lists = true
+include_replacements = false
+"""
+    )
+    store = Store(url)
+    store.upgrade()
+    store_corpus(store, rows)
+    store.dispose()
+    return cfg
+
+
+def digest(cfg: Path, *args: str, **kw: Any) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"}
+    return subprocess.Popen(
+        [
+            "/usr/bin/time",
+            "-f",
+            "maxrss_kb=%M",
+            sys.executable,
+            "-m",
+            "digest",
+            "--config",
+            str(cfg),
+            *args,
+        ],
+        env=env,
+        cwd=cfg.parent,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
+
+
+def finish(p: subprocess.Popen[str]) -> tuple[int, str, float]:
+    out, err = p.communicate()
+    m = re.search(r"maxrss_kb=(\d+)", err)
+    if p.returncode not in (0,):
+        tail = "\n".join(ln for ln in err.splitlines() if "maxrss_kb" not in ln)[-2000:]
+        print(f"  digest exited {p.returncode}: {tail}", file=sys.stderr)
+    return p.returncode, out, int(m.group(1)) / 1024 if m else 0.0
+
+
+def arrived(dump: Path) -> Counter[str]:
+    """Recipients of every message the sink wrote, read from its own envelope records."""
+    seen: Counter[str] = Counter()
+    for path in dump.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as f:
+                for raw in f:
+                    if raw.startswith(b"X-Rcpt-Args:"):
+                        seen[raw.split(b":", 1)[1].strip().strip(b"<>").decode()] += 1
+                    elif not raw.strip():
+                        break
+            path.unlink()
+    return seen
+
+
+def stored_bytes(cfg: Path, db: str) -> float:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{cfg.parent / 'data' / 'digest.db'}" if db == "sqlite" else PG_BENCH
+    eng = sa.create_engine(url)
+    with eng.connect() as c:
+        total, count = c.execute(
+            sa.text("SELECT coalesce(sum(length(message)), 0), count(*) FROM deliverymessage")
+        ).one()
+    eng.dispose()
+    return float(total) / max(int(count), 1)
+
+
+def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int) -> dict[str, Any]:
+    sink_bin, source_bin = shutil.which("smtp-sink"), shutil.which("smtp-source")
+    sink_bin = sink_bin or "/usr/sbin/smtp-sink"
+    source_bin = source_bin or "/usr/sbin/smtp-source"
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="digest-cycle-", dir=args.keep))
+    # The sink's own directory: smtp-sink drops its privileges to `nobody` when run as root.
+    dump = Path(tempfile.mkdtemp(prefix="digest-sink-", dir=args.keep))
+    if os.geteuid() == 0:
+        shutil.chown(dump, "nobody")
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(
+        [sink_bin, *user, "-d", f"{dump}/%H%M/", f"127.0.0.1:{port}", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    result: dict[str, Any] = {"subscribers": n, "processes": procs, "db": args.db}
+    try:
+        t0 = time.perf_counter()
+        cfg = workspace(tmp, n, rows, args.db, port)
+        result["setup_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        finish(digest(cfg, "ingest"))
+        result["ingest_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        runs = [
+            digest(cfg, "run", "--no-ingest", "--report", str(tmp / f"report{k}.json"))
+            for k in range(procs)
+        ]
+        done = [finish(p) for p in runs]
+        result["run_s"] = time.perf_counter() - t0
+        result["exit"] = [d[0] for d in done]
+        result["peak_mb"] = sum(d[2] for d in done)
+        reports = [json.loads((tmp / f"report{k}.json").read_text()) for k in range(procs)]
+        stages: Counter[str] = Counter()
+        for r in reports:
+            stages.update(r["stages"])
+        result["stages"] = {k: v / procs for k, v in stages.items()}
+        result["counts"] = dict(sum((Counter(r["counts"]) for r in reports), Counter()))
+        result["bytes_per_digest"] = stored_bytes(cfg, args.db)
+        time.sleep(0.5)
+        got = arrived(dump)
+        wanted = {f"reader{i:06d}@bench.example.org" for i in range(n)}
+        result["arrived"] = sum(got.values())
+        result["missing"] = len(wanted - set(got))
+        result["twice"] = sum(1 for a, c in got.items() if c > 1)
+        result["stray"] = len(set(got) - wanted)
+        connections = 4  # [delivery] connections, the default the run used
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                source_bin,
+                "-s",
+                str(connections),
+                "-m",
+                str(n),
+                "-l",
+                "30000",
+                "-f",
+                "digest@bench.example.org",
+                "-t",
+                "reader@bench.example.org",
+                f"127.0.0.1:{port}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        result["source_s"] = time.perf_counter() - t0
+        arrived(dump)
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(5)
+        shutil.rmtree(dump, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result["msgs_per_s"] = n / result["run_s"]
+    result["ratio"] = result["source_s"] / result["run_s"]
+    return result
+
+
+def show(r: dict[str, Any]) -> None:
+    st = r["stages"]
+    order = ["vocabulary", "models", "ranking", "rendering", "storing", "delivery"]
+    parts = ", ".join(f"{k} {st[k]:.1f}" for k in order if k in st)
+    print(
+        f"{r['subscribers']:>7} subscribers, {r['db']}, {r['processes']} process(es): "
+        f"run {r['run_s']:.1f} s (ingest before it {r['ingest_s']:.1f} s), "
+        f"peak {r['peak_mb']:.0f} MB, {r['msgs_per_s']:.0f} msg/s, "
+        f"ratio to smtp-source {r['ratio']:.3f} (smtp-source {r['source_s']:.1f} s)"
+    )
+    print(f"    stages (s): {parts}")
+    print(
+        f"    outcomes {r['counts']}; in the sink {r['arrived']} messages, "
+        f"{r['missing']} subscribers missing, {r['twice']} twice, {r['stray']} strays; "
+        f"{r['bytes_per_digest'] / 1024:.1f} KB stored per digest; exit {r['exit']}"
+    )
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", default="1000")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--processes", default="1")
+    parser.add_argument("--corpus", type=int, default=20_000)
+    parser.add_argument("--keep", help="make workspaces under DIR and keep them")
+    args = parser.parse_args()
+    if not (LABELLED.exists() and LISTING.exists()):
+        print(f"missing {LABELLED} or {LISTING}", file=sys.stderr)
+        return 1
+    if not (shutil.which("smtp-sink") or os.path.exists("/usr/sbin/smtp-sink")):
+        print("needs smtp-sink and smtp-source: apt-get install postfix", file=sys.stderr)
+        return 1
+    rows = corpus_rows(args.corpus)
+    ok = True
+    for n in (int(x) for x in args.subscribers.split(",")):
+        for procs in (int(x) for x in args.processes.split(",")):
+            r = one(n, rows, args, procs)
+            show(r)
+            ok = ok and r["missing"] == 0 and r["twice"] == 0 and r["stray"] == 0
+    print(
+        f"reproduce: python bench/cycle.py --subscribers {args.subscribers} --db {args.db} "
+        f"--processes {args.processes} --corpus {args.corpus}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
