@@ -128,7 +128,8 @@ def profiles(n: int, rows: list[dict[str, Any]], seed: int = 0) -> list[str]:
         for c in r["arxiv_categories"][:1]:
             by_cat.setdefault(c, []).append(r["id"])
         if isinstance(r["authors"], list):
-            authors += r["authors"][:2]
+            # The labelled set has stray fragments (":") among its names; a reader follows people.
+            authors += [a for a in r["authors"][:2] if len(re.findall(r"[^\W\d_]", a)) >= 3]
     cats = [c for c, ids in by_cat.items() if len(ids) >= 30]
     out = []
     for i in range(n):

@@ -10,6 +10,8 @@ already said.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -108,21 +110,14 @@ class Explainer:
     ) -> None:
         self.vocab = vocab
         self.model = model
-        self._weights: np.ndarray | None = None
         self.anchors = [(p, "in your profile") for p in examples] + [
             (p, "you liked") for p in liked
         ]
         self.anchor_rows = vocab.dense_rows([p for p, _ in self.anchors])
 
-    def weights(self) -> np.ndarray:
-        # Computed only when a pick needs it: a dense direction as one weight per term.
-        if self._weights is None:
-            self._weights = self.vocab.term_weights(self.model.direction)
-        return self._weights
-
     def signals(
         self,
-        paper: RankPaper,
+        terms: tuple[np.ndarray, np.ndarray],
         row: np.ndarray,
         hit_kw: list[str],
         hit_auth: list[str],
@@ -134,7 +129,7 @@ class Explainer:
             label = "your keyword" if len(keywords) == 1 else "your keywords"
             out.append(f"{label}: " + ", ".join(keywords[:REASON_TERMS]))
         if self.model.trained:
-            found = distinct(self.top_terms(paper), said=keywords)
+            found = distinct(self.top_terms(terms), said=keywords)
             if found:
                 out.append("about: " + ", ".join(found[:REASON_TERMS]))
         if hit_auth:
@@ -162,21 +157,61 @@ class Explainer:
             title = title[: REASON_TITLE - 1].rstrip() + "…"
         return f"close to “{title}” ({how})"
 
-    def top_terms(self, paper: RankPaper) -> list[str]:
-        """The paper's readable terms that pushed its score up the most.
-
-        Only terms that stand in the paper as a reader sees it: the vectorizer also makes
-        bigrams across sentence ends, and words out of LaTeX commands, which read as nonsense.
-        """
-        text = readable_text(paper.title, paper.abstract)
-        x = self.vocab.sparse_rows([paper])
-        cols, vals = x.indices, x.data
-        contrib = vals * self.weights()[cols]
+    def top_terms(self, terms: tuple[np.ndarray, np.ndarray]) -> list[str]:
+        """The paper's readable terms (`shown_terms`) that pushed its score up the most."""
+        cols, vals = terms
+        if not len(cols):
+            return []
+        # Only the paper's own terms are weighed: a weight for every term of the vocabulary
+        # would cost a (terms x dimensions) product per reader.
+        basis = self.vocab.basis
+        direction = self.model.direction
+        weights = basis[cols] @ direction if basis is not None else np.asarray(direction)[cols]
+        contrib = vals * weights
         out: list[str] = []
-        for j in np.argsort(-contrib):
+        for j in np.argsort(-contrib, kind="stable"):
             if contrib[j] <= 0 or len(out) >= 2 * REASON_TERMS:
                 break
-            term = str(self.vocab.terms[cols[j]])
-            if readable_term(term) and phrase(term).search(text):
-                out.append(term)
+            out.append(str(self.vocab.terms[cols[j]]))
         return out
+
+
+def shown_terms(vocab: Vocabulary, paper: RankPaper) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's terms a reason may name, with their weights in the paper's row.
+
+    Only terms that stand in the paper as a reader sees it: the vectorizer also makes bigrams
+    across sentence ends, and words out of LaTeX commands, which read as nonsense. The same for
+    every reader, so a run works it out once per paper (digest.rank.listing).
+    """
+    text = readable_text(paper.title, paper.abstract)
+    whole = whole_terms(text)
+    x = vocab.sparse_rows([paper])
+    keep = [
+        j
+        for j, c in enumerate(x.indices)
+        if readable_term(term := str(vocab.terms[c])) and stands_in(term, text, whole)
+    ]
+    return x.indices[keep], x.data[keep]
+
+
+_WORD = re.compile(r"[\w-]+")
+_SIMPLE_TERM = re.compile(r"[\w-]+( [\w-]+)?")
+
+
+def whole_terms(text: str) -> set[str]:
+    """Every word of the folded text, and every two words one space apart: exactly the terms
+    of one or two words that `phrase` finds whole in it, found in one pass over the text
+    instead of one pattern per term."""
+    words = list(_WORD.finditer(text))
+    out = {m.group() for m in words}
+    for a, b in itertools.pairwise(words):
+        if b.start() == a.end() + 1 and text[a.end()] == " ":
+            out.add(f"{a.group()} {b.group()}")
+    return out
+
+
+def stands_in(term: str, text: str, whole: set[str]) -> bool:
+    folded = fold(term)
+    if _SIMPLE_TERM.fullmatch(folded):
+        return folded in whole
+    return phrase(term).search(text) is not None

@@ -219,12 +219,6 @@ class Vocabulary:
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.project(self.transform(texts))
 
-    def term_weights(self, direction: np.ndarray) -> np.ndarray:
-        """A dense-space direction seen as a weight per term (for explanations)."""
-        if self.basis is None:
-            return np.asarray(direction).ravel()
-        return np.asarray(self.basis @ direction).ravel()
-
     # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
     # reuses the vocabulary a previous run fitted on the same corpus window.
     def __getstate__(self) -> dict[str, object]:

@@ -15,6 +15,7 @@ from digest.rank.features import RankPaper, paper_text
 from digest.text import fold, plain_name
 
 
+@lru_cache(maxsize=65536)
 def phrase(term: str) -> re.Pattern[str]:
     """A whole-phrase pattern over folded text (see `matchable`): never inside a longer word."""
     return re.compile(r"(?<![\w-])" + re.escape(fold(term)) + r"(?![\w-])")

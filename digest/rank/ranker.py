@@ -12,7 +12,6 @@ example or liked paper it is closest to.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -22,7 +21,8 @@ import numpy as np
 from digest.profiles import Profile
 from digest.rank.explain import Explainer
 from digest.rank.features import RankPaper, StoredModel, Vocabulary
-from digest.rank.match import FollowedAuthors, matchable, phrase
+from digest.rank.listing import Listing
+from digest.rank.match import FollowedAuthors
 from digest.rank.model import Inputs, SubscriberModel, score_all, train
 from digest.rank.params import DEFAULT, RankParams
 
@@ -59,14 +59,8 @@ class Ranker:
     ) -> None:
         self.params = params
         self.vocab = vocabulary or Vocabulary(corpus)
-        # Folded text per paper id: every subscriber's keywords run over the same listing.
-        self._folded: dict[str, str] = {}
-
-    def folded(self, paper: RankPaper) -> str:
-        text = self._folded.get(paper.id)
-        if text is None:
-            text = self._folded[paper.id] = matchable(paper)
-        return text
+        # The run's listing, laid out once for every subscriber (`use_listing`).
+        self._listing: Listing[RankPaper] | None = None
 
     # -- models -----------------------------------------------------------------------------
 
@@ -137,79 +131,100 @@ class Ranker:
         interests = profile.interests
         if model is None:
             model, _ = self.model(profile, examples, fb)
-        excludes = [phrase(k) for k in interests.exclude]
-        keep = [
-            i
-            for i, p in enumerate(candidates)
-            if not any(rx.search(self.folded(p)) for rx in excludes)
-        ]
-        pool = [candidates[i] for i in keep]
-        if not pool:
+        listing, at = self._listing_of(candidates)
+        excluded = np.zeros(len(at), dtype=bool)
+        for term in interests.exclude:
+            excluded |= listing.matches(term)[at]
+        keep = np.flatnonzero(~excluded)
+        if not len(keep):
             return []
-        dense = self.vocab.dense_rows(pool)
+        at = at[keep]
+        dense = listing.dense[at]
         raw = dense @ model.direction if raw is None else np.asarray(raw)[keep]
-        calibrated = model.calibrate(raw)
-        trending = _trending(pool) * profile.trending_weight
-        keywords = [(k, phrase(k)) for k in interests.keywords]
+        # Every term below in float64, in the order the per-paper formula always added them,
+        # so the arrays give the very scores (and ties) of a paper-by-paper loop.
+        raw64 = np.asarray(raw, dtype=np.float64)
+        calibrated = np.asarray(model.calibrate(raw), dtype=np.float64)
+        votes = listing.votes[at]
+        top = votes.max() if len(votes) else 0.0
+        trending = (votes / top if top > 0 else np.zeros(len(at))) * profile.trending_weight
+        keyword_hits = np.zeros(len(at), dtype=np.int64)
+        for term in interests.keywords:
+            keyword_hits += listing.matches(term)[at]
         followed = FollowedAuthors(interests.authors)
-        cats = set(interests.categories)
-        scored: list[tuple[float, int, list[str], list[str], list[str]]] = []
-        for i, p in enumerate(pool):
-            text = self.folded(p)
-            hit_kw = [k for k, rx in keywords if rx.search(text)]
-            hit_auth = followed.hits(p.authors)
-            hit_cat = [c for c in p.categories if c in cats or c.split(".")[0] in cats]
-            # With no keywords, examples or feedback the model knows nothing, and the
-            # categories are all the profile says: then they pick papers on their own.
-            category_only = bool(hit_cat) and not model.trained
-            prior = (
-                (params.category_only_boost if category_only else params.category_prior)
-                if hit_cat
-                else 0.0
-            )
-            explicit = bool(hit_kw or hit_auth or category_only)
-            if not (complete or explicit or calibrated[i] + prior >= profile.min_score):
-                continue
-            score = float(calibrated[i]) * (1 - profile.trending_weight) + float(trending[i])
-            # The raw cosine breaks ties among papers above every background paper.
-            score += 1e-3 * float(raw[i])
-            score += params.keyword_boost * min(len(hit_kw), 2) / 2 if hit_kw else 0.0
-            score += params.author_boost if hit_auth else 0.0
-            score += prior
-            scored.append((score, i, hit_kw, hit_auth, hit_cat))
-        # Stable sort keeps listing order among equal scores.
-        scored.sort(key=lambda s: -s[0])
-        order = _hold_back_duplicates([s[1] for s in scored], dense, params.near_duplicate)
-        by_index = {s[1]: s for s in scored}
+        by_author = listing.by_authors(followed)[at]
+        in_category = listing.in_categories(interests.categories)[at]
+        # With no keywords, examples or feedback the model knows nothing, and the categories
+        # are all the profile says: then they pick papers on their own.
+        category_only = in_category & (not model.trained)
+        prior = np.where(
+            in_category,
+            np.where(category_only, params.category_only_boost, params.category_prior),
+            0.0,
+        )
+        explicit = (keyword_hits > 0) | by_author | category_only
+        eligible = explicit | (calibrated + prior >= profile.min_score)
+        if complete:
+            eligible[:] = True
+        score = calibrated * (1 - profile.trending_weight) + trending
+        # The raw cosine breaks ties among papers above every background paper.
+        score = score + 1e-3 * raw64
+        score = score + params.keyword_boost * np.minimum(keyword_hits, 2) / 2
+        score = score + np.where(by_author, params.author_boost, 0.0)
+        score = score + prior
+        chosen = np.flatnonzero(eligible)
+        # A stable sort keeps listing order among equal scores.
+        ranked = chosen[np.argsort(-score[chosen], kind="stable")]
         shown = limit or profile.max_papers
-        if not complete:
-            order = order[:shown]
+        order = _hold_back_duplicates(
+            ranked, dense, params.near_duplicate, None if complete else shown
+        )
         explain = Explainer(self.vocab, model, examples, fb.liked)
+        cats = set(interests.categories)
         picks = []
         for n, i in enumerate(order):
-            score, _, hit_kw, hit_auth, hit_cat = by_index[i]
+            paper = candidates[int(keep[i])]
+            signals: list[str] = []
             # Past the digest's length (only with `complete`) nobody reads a reason.
-            signals = (
-                explain.signals(pool[i], dense[i], hit_kw, hit_auth, hit_cat) if n < shown else []
-            )
-            picks.append(Pick(pool[i], score, " · ".join(signals), signals))
+            if n < shown:
+                hit_kw = [k for k in interests.keywords if listing.matches(k)[at[i]]]
+                hit_auth = followed.hits(paper.authors) if by_author[i] else []
+                hit_cat = [c for c in paper.categories if c in cats or c.split(".")[0] in cats]
+                signals = explain.signals(
+                    listing.terms(int(at[i])), dense[i], hit_kw, hit_auth, hit_cat
+                )
+            picks.append(Pick(paper, float(score[i]), " · ".join(signals), signals))
         return picks
 
+    def use_listing(self, papers: Sequence[RankPaper]) -> None:
+        """Lay out the run's listing once: every later `rank` of papers within it reads it."""
+        self._listing = Listing(papers, self.vocab)
 
-def _trending(pool: Sequence[RankPaper]) -> np.ndarray:
-    """Upvotes as 0..1 on a log scale against the most upvoted candidate (0 without any)."""
-    votes = np.array([math.log1p(max(p.upvotes or 0, 0)) for p in pool])
-    top = votes.max() if len(votes) else 0.0
-    return votes / top if top > 0 else np.zeros(len(pool))
+    def _listing_of(self, candidates: Sequence[RankPaper]) -> tuple[Listing[RankPaper], np.ndarray]:
+        """The run's listing and the candidates' places in it, or a listing of the candidates
+        alone (a caller ranking papers outside any run: the same code path, laid out now)."""
+        if self._listing is not None:
+            at = self._listing.positions(candidates)
+            if at is not None:
+                return self._listing, at
+        return Listing(candidates, self.vocab), np.arange(len(candidates), dtype=np.intp)
 
 
-def _hold_back_duplicates(order: list[int], dense: np.ndarray, threshold: float) -> list[int]:
-    """Keep the order, but move a paper that nearly repeats an earlier pick behind the rest."""
+def _hold_back_duplicates(
+    ranked: np.ndarray, dense: np.ndarray, threshold: float, wanted: int | None
+) -> list[int]:
+    """Keep the order, but move a paper that nearly repeats an earlier pick behind the rest.
+
+    With ``wanted``, stop once that many are kept: whether a paper is kept depends only on
+    the papers kept before it, so the first ``wanted`` of the full order are the same."""
     kept: list[int] = []
     held: list[int] = []
-    for i in order:
+    for i in ranked.tolist():
         if kept and float(np.max(dense[kept] @ dense[i])) >= threshold:
             held.append(i)
         else:
             kept.append(i)
-    return kept + held
+            if wanted is not None and len(kept) >= wanted:
+                break
+    order = kept + held
+    return order if wanted is None else order[:wanted]
