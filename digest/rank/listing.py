@@ -54,11 +54,13 @@ class Listing(Generic[P]):
         return len(self.papers)
 
     def positions(self, papers: Iterable[RankPaper]) -> np.ndarray | None:
-        """Where these papers sit in the listing; None if one of them is not in it."""
+        """Where these papers sit in the listing; None if one of them is not in it. The very
+        objects laid out, not only the same ids: a caller ranking changed copies (other
+        upvotes, say) gets them laid out afresh."""
         out = []
         for p in papers:
             i = self.position.get(p.id)
-            if i is None:
+            if i is None or self.papers[i] is not p:
                 return None
             out.append(i)
         return np.array(out, dtype=np.intp)

@@ -39,9 +39,13 @@ from digest.rank.ranker import Pick, Ranker, Ratings
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
 from digest.store.papers import Store, source_name
+from digest.store.planning import Planned, Standing
 from digest.store.schema import Delivery, Paper, RankModel, as_utc_naive
 
 log = logging.getLogger(__name__)
+# Subscribers planned together: one set of queries, models and scores per batch, so memory
+# stays flat at 100,000 subscribers (a batch's scores: 1,000 x the listing, in float32).
+BATCH = 1000
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -108,8 +112,19 @@ class Context:
     retrained: int = 0
     position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
 
+    # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
+    refs: dict[str, str] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.position = {p.id: j for j, p in enumerate(self.listing)}
+        self.ranker.use_listing(self.listing)
+
+    def forget(self, profiles: list[Profile]) -> None:
+        """Drop a planned batch's models and scores: memory stays flat however many readers."""
+        for p in profiles:
+            email = p.email.lower()
+            for per_reader in (self.models, self.examples, self.feedback, self.scores):
+                per_reader.pop(email, None)
 
     @cached_property
     def signer(self) -> Signer:
@@ -237,14 +252,14 @@ def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
     return allowed is None or any(source_name(t) in allowed for t in paper.sources)
 
 
-def candidates(ctx: Context, profile: Profile) -> list[Paper]:
+def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper]:
     """Listing papers of the last few days that arrived since this subscriber's last digest.
 
     Papers already considered for an earlier digest and passed over are not offered again the
     next day; papers already sent are never offered again at all.
     """
-    seen = ctx.store.sent_paper_ids(profile.email) | set(profile.interests.papers)
-    since = ctx.store.last_digest_at(profile.email)
+    seen = standing.sent | set(profile.interests.papers)
+    since = standing.last_digest_at
     allowed = set(profile.sources) if profile.sources is not None else None
     out = []
     for p in ctx.listing:
@@ -258,7 +273,7 @@ def candidates(ctx: Context, profile: Profile) -> list[Paper]:
     return out
 
 
-def _why_no_candidates(ctx: Context, profile: Profile) -> str:
+def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> str:
     """Which of the candidate filters left nothing: a wrong reason sends the operator astray."""
     allowed = set(profile.sources) if profile.sources is not None else None
     mine = [p for p in ctx.listing if from_sources(p, allowed)]
@@ -266,7 +281,7 @@ def _why_no_candidates(ctx: Context, profile: Profile) -> str:
         return (
             f"none of the {len(ctx.listing)} listing papers comes from {', '.join(allowed or [])}"
         )
-    since = ctx.store.last_digest_at(profile.email)
+    since = standing.last_digest_at
     if since is not None:
         return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC)"
     return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
@@ -295,29 +310,37 @@ def rank_pool(
     )
 
 
-def pick_papers(ctx: Context, profile: Profile) -> tuple[list[Pick[Paper]], str]:
-    """The subscriber's picks for today, or none with the reason why."""
+def pick_papers(
+    ctx: Context, profile: Profile, standing: Standing | None = None
+) -> tuple[list[Pick[Paper]], str]:
+    """The subscriber's picks for today, or none with the reason why. A run hands over what
+    the store knows of the reader (`standing`) for a whole batch; one reader's is read here."""
+    if standing is None:
+        email = profile.email.lower()
+        standing = ctx.store.standings({email: date.min})[email]
     if ctx.latest is None:
         return [], "no papers stored yet (run `digest ingest`)"
     if profile.trending:
-        return trending_picks(ctx, profile)
-    pool = candidates(ctx, profile)
+        return trending_picks(ctx, profile, standing)
+    pool = candidates(ctx, profile, standing)
     if not pool:
-        return [], _why_no_candidates(ctx, profile)
+        return [], _why_no_candidates(ctx, profile, standing)
     picks = rank_pool(ctx, profile, pool)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
     return picks, ""
 
 
-def trending_picks(ctx: Context, profile: Profile) -> tuple[list[Pick[Paper]], str]:
+def trending_picks(
+    ctx: Context, profile: Profile, standing: Standing
+) -> tuple[list[Pick[Paper]], str]:
     """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
 
     Unlike personal picks, a paper passed over at an earlier digest (seen, not sent) is offered
     again: upvotes grow through the day and the next, and what trends tomorrow may have been
     quiet today. A paper sent once is never sent again.
     """
-    sent = ctx.store.sent_paper_ids(profile.email)
+    sent = standing.sent
     allowed = set(profile.sources) if profile.sources is not None else None
     pool = [
         p
@@ -358,8 +381,9 @@ def find_profile(ctx: Context, email: str) -> Profile:
 
 
 def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: date) -> Rendered:
-    # The links name the reader by an opaque ref; `digest web` maps it back through the store.
-    ctx.store.remember_ref(ctx.signer.ref(profile.email), profile.email)
+    # The links name the reader by an opaque ref; `digest web` maps it back through the store
+    # (recorded with the batch, before anything is sent).
+    ctx.refs[ctx.signer.ref(profile.email)] = profile.email
     return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer)
 
 
@@ -400,20 +424,10 @@ def run(
         # Every profile loaded: models of subscribers whose files are gone can go too. (With a
         # broken file its owner is unknown, so nothing is dropped until it is fixed.)
         store.prune_rank_models([p.email for p in ctx.profiles])
-    with report.timed("models"):
-        prepare_models(ctx, profiles)
-    for profile in profiles:
-        if progress:
-            progress(profile.email)
-        try:
-            outcome = _plan_one(ctx, profile, now, dry_run, report)
-        except DigestError as exc:
-            report.results.append(SubscriberResult(profile.email, Outcome.ERROR, detail=str(exc)))
-            continue
-        if isinstance(outcome, SubscriberResult):
-            report.results.append(outcome)
-        else:
-            planned.append(outcome)
+    for start in range(0, len(profiles), BATCH):
+        batch = profiles[start : start + BATCH]
+        planned += _plan_batch(ctx, batch, now, dry_run, report, progress)
+        ctx.forget(batch)
     if dry_run:
         return report
     # The engine sends everything due, including digests left over from earlier runs.
@@ -447,21 +461,64 @@ def _warn_plain_http(cfg: Config) -> None:
         )
 
 
+def _plan_batch(
+    ctx: Context,
+    batch: list[Profile],
+    now: datetime,
+    dry_run: bool,
+    report: RunReport,
+    progress: Callable[[str], None] | None,
+) -> list[Delivery]:
+    """Plan one batch of subscribers: their models and scores, what the store knows of them,
+    each reader's digest; then the new rows in one transaction. Returns what is due."""
+    with report.timed("models"):
+        prepare_models(ctx, batch)
+    with report.timed("storing"):
+        standings = ctx.store.standings({p.email.lower(): digest_day(p, now) for p in batch})
+    due: list[Delivery] = []
+    ready: list[Planned] = []
+    for profile in batch:
+        if progress:
+            progress(profile.email)
+        standing = standings[profile.email.lower()]
+        try:
+            outcome = _plan_one(ctx, profile, now, dry_run, report, standing)
+        except DigestError as exc:
+            report.results.append(SubscriberResult(profile.email, Outcome.ERROR, detail=str(exc)))
+            continue
+        if isinstance(outcome, SubscriberResult):
+            report.results.append(outcome)
+        elif isinstance(outcome, Planned):
+            ready.append(outcome)
+        else:
+            due.append(outcome)
+    with report.timed("storing"):
+        ctx.store.remember_refs(ctx.refs)
+        ctx.refs.clear()
+        due += ctx.store.plan_deliveries(ready)
+    return due
+
+
 def _plan_one(
-    ctx: Context, profile: Profile, now: datetime, dry_run: bool, report: RunReport
-) -> SubscriberResult | Delivery:
+    ctx: Context,
+    profile: Profile,
+    now: datetime,
+    dry_run: bool,
+    report: RunReport,
+    standing: Standing,
+) -> SubscriberResult | Delivery | Planned:
     email = profile.email
-    if ctx.store.is_unsubscribed(email):
+    if standing.blocked:
         return SubscriberResult(email, Outcome.UNSUBSCRIBED)
     day = digest_day(profile, now)
-    existing = ctx.store.delivery(email, day)
+    existing = standing.today
     if existing is not None:
         if existing.state in DUE:
             return existing  # planned earlier, not (known to be) sent: the engine takes it
         status = Outcome.ALREADY_SENT if existing.state == DS.SENT else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
     with report.timed("ranking"):
-        picks, why_not = pick_papers(ctx, profile)
+        picks, why_not = pick_papers(ctx, profile, standing)
     if not picks:
         return SubscriberResult(email, Outcome.NOTHING_NEW, detail=why_not)
     if dry_run:
@@ -473,16 +530,15 @@ def _plan_one(
     with report.timed("rendering"):
         rendered = render_for(ctx, profile, picks, day)
         message = message_bytes(ctx.cfg, build_message(ctx.cfg, profile, rendered, message_id, now))
-    with report.timed("storing"):
-        return ctx.store.plan_delivery(
-            email,
-            day,
-            message_id,
-            [p.paper.id for p in picks],
-            {p.paper.id: p.reason for p in picks},
-            message=message,
-            expire_at=now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
-        )
+    return Planned(
+        email,
+        day,
+        message_id,
+        [p.paper.id for p in picks],
+        {p.paper.id: p.reason for p in picks},
+        message,
+        now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
+    )
 
 
 @dataclass(frozen=True)
@@ -519,7 +575,8 @@ def preview(
     else:
         if existing is not None:
             day += timedelta(days=1)
-        picks, why_not = pick_papers(ctx, profile)
+        standing = store.standings({profile.email.lower(): day})[profile.email.lower()]
+        picks, why_not = pick_papers(ctx, profile, standing)
         if not picks:
             what = "nothing for the next digest yet" if existing else "nothing to preview"
             hint = (
@@ -530,6 +587,7 @@ def preview(
             raise DigestError(f"{email}: {what}: {why_not}", hint)
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
+    store.remember_refs(ctx.refs)
     msg = build_message(cfg, profile, rendered, message_id, now)
     shown = existing if existing is not None and not next_digest else None
     return Preview(rendered, message_bytes(cfg, msg), picks, day, shown)

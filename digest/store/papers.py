@@ -22,11 +22,11 @@ from sqlmodel import Session, col, create_engine, select
 
 from digest.errors import StoreError
 from digest.record import PaperRecord
-from digest.states import LIVE
 from digest.store import migrate
 from digest.store.deliveries import DeliveryQueries
 from digest.store.failures import explain
 from digest.store.feedback import FeedbackQueries
+from digest.store.planning import PlanningQueries
 from digest.store.schema import (
     Delivery,
     DeliveryMessage,
@@ -56,7 +56,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store(DeliveryQueries, FeedbackQueries):
+class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
@@ -296,27 +296,6 @@ class Store(DeliveryQueries, FeedbackQueries):
         with self.session() as s:
             row = s.get(LinkRef, ref)
             return row.email if row else None
-
-    def sent_paper_ids(self, email: str) -> set[str]:
-        """Every paper in a digest sent, possibly sent, or still to be sent to this subscriber."""
-        with self.session() as s:
-            rows = s.exec(
-                select(Delivery.paper_ids).where(
-                    Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(LIVE),
-                )
-            ).all()
-        return {pid for ids in rows for pid in ids}
-
-    def last_digest_at(self, email: str) -> datetime | None:
-        """When the newest digest that went out (or may have) to this subscriber was made."""
-        with self.session() as s:
-            return s.exec(
-                select(func.max(Delivery.created_at)).where(
-                    Delivery.subscriber == email.lower(),
-                    col(Delivery.state).in_(LIVE),
-                )
-            ).one()
 
     def delivery(self, email: str, day: date) -> Delivery | None:
         with self.session() as s:

@@ -1,0 +1,152 @@
+"""What planning needs to know of many subscribers at once: a mixin of Store (digest.store).
+
+A run plans thousands of digests. Asking the database four questions per subscriber (blocked?
+already planned today? which papers were sent? when was the last digest?) is four round trips
+each; here each question is one query per batch of subscribers, and the rows each reader
+needs are handed over together (`Standing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from digest.states import LIVE
+from digest.store.schema import Delivery, DeliveryMessage, LinkRef, SubscriberState
+
+# Bound parameters per IN (...): well under SQLite's and PostgreSQL's limits.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A digest ready to be queued: its row and the exact bytes every attempt sends."""
+
+    email: str
+    day: date
+    message_id: str
+    paper_ids: list[str]
+    reasons: dict[str, Any]
+    message: bytes
+    expire_at: datetime | None
+
+
+@dataclass
+class Standing:
+    """One subscriber as planning finds them."""
+
+    blocked: bool = False  # unsubscribed, or disabled after bounces
+    today: Delivery | None = None  # the delivery of their digest day, if planned already
+    sent: set[str] = field(default_factory=set)  # papers in digests that went out or may
+    last_digest_at: datetime | None = None
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+class PlanningQueries:
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
+        raise NotImplementedError
+
+    def standings(self, days: dict[str, date]) -> dict[str, Standing]:
+        """For each subscriber (lower-case email) and their digest day: what planning needs."""
+        out = {email: Standing() for email in days}
+        emails = list(days)
+        with self.session() as s:
+            for part in _chunks(emails):
+                for st in s.exec(
+                    select(SubscriberState).where(col(SubscriberState.email).in_(part))
+                ):
+                    out[st.email].blocked = st.unsubscribed_at is not None or st.disabled
+                pairs = [(e, days[e]) for e in part]
+                for d in s.exec(
+                    select(Delivery).where(
+                        tuple_(col(Delivery.subscriber), col(Delivery.digest_date)).in_(pairs)
+                    )
+                ):
+                    out[d.subscriber].today = d
+                live = col(Delivery.state).in_(LIVE)
+                mine = col(Delivery.subscriber).in_(part)
+                for email, ids in s.exec(
+                    select(Delivery.subscriber, Delivery.paper_ids).where(mine, live)
+                ):
+                    out[email].sent.update(ids)
+                for email, last in s.exec(
+                    select(Delivery.subscriber, func.max(Delivery.created_at))
+                    .where(mine, live)
+                    .group_by(col(Delivery.subscriber))
+                ):
+                    out[email].last_digest_at = last
+        return out
+
+    def remember_refs(self, refs: dict[str, str]) -> None:
+        """Record whose each link ref is (ref -> email), those not recorded yet, in one go."""
+        if not refs:
+            return
+        with self.session() as s:
+            known: set[str] = set()
+            for part in _chunks(list(refs)):
+                known.update(s.exec(select(LinkRef.ref).where(col(LinkRef.ref).in_(part))))
+            s.add_all(LinkRef(ref=r, email=e.lower()) for r, e in refs.items() if r not in known)
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()  # another node recorded some of the same pairs: one at a time
+                for ref, email in refs.items():
+                    self.remember_ref(ref, email)
+
+    def remember_ref(self, ref: str, email: str) -> None:  # pragma: no cover - Store's
+        raise NotImplementedError
+
+    def plan_deliveries(self, planned: Sequence[Planned]) -> list[Delivery]:
+        """Many `plan_delivery` calls in one transaction: each (subscriber, day) row is made
+        once, and where another runner made one first, theirs stands."""
+        rows = [
+            Delivery(
+                subscriber=p.email.lower(),
+                digest_date=p.day,
+                message_id=p.message_id,
+                paper_ids=p.paper_ids,
+                reasons=p.reasons,
+                expire_at=p.expire_at,
+            )
+            for p in planned
+        ]
+        with self.session() as s:
+            s.add_all(rows)
+            try:
+                s.flush()
+                for r, p in zip(rows, planned, strict=True):
+                    assert r.id is not None  # flushed
+                    s.add(DeliveryMessage(delivery_id=r.id, message=p.message))
+                s.commit()
+                return rows
+            except IntegrityError:
+                s.rollback()
+        return [
+            self.plan_delivery(
+                p.email, p.day, p.message_id, p.paper_ids, p.reasons, p.message, p.expire_at
+            )
+            for p in planned
+        ]
+
+    def plan_delivery(  # pragma: no cover - Store's
+        self,
+        email: str,
+        day: date,
+        message_id: str,
+        paper_ids: list[str],
+        reasons: dict[str, Any],
+        message: bytes | None = None,
+        expire_at: datetime | None = None,
+    ) -> Delivery:
+        raise NotImplementedError
