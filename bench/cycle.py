@@ -22,11 +22,8 @@ database. Needs the Debian package `postfix` (only smtp-sink and smtp-source are
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -35,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval_ranking import SHARED  # noqa: E402
-
-from digest.record import PaperRecord  # noqa: E402
 from digest.store import Store  # noqa: E402
+from tests.profile_mix import LABELLED, LISTING, corpus_rows, profiles, store_corpus  # noqa: E402
 
-LABELLED = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
-LISTING = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
-LISTING_DAY = date(2024, 11, 28)
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/digest_bench"
-STOP = frozenset(
-    re.findall(
-        r"\w+",
-        """a an and are as at be by for from in into is it of on or that the this to with via
-        using towards toward we our its their can not no do does than then over under between
-        through based new how what when why which your you beyond across without within""",
-    )
-)
 
 
 def free_port() -> int:
@@ -69,95 +52,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def corpus_rows(n: int) -> list[dict[str, Any]]:
-    """The newest n labelled papers."""
-    with gzip.open(LABELLED, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    rows.sort(key=lambda r: (r["first_seen_date"], r["id"]))
-    return rows[-n:]
-
-
-def store_corpus(store: Store, rows: list[dict[str, Any]]) -> None:
-    """Dated into the 85 days before the listing's lookback window, as the `arxiv` source's
-    earlier days: what a running instance would have stored."""
-    last = LISTING_DAY - timedelta(days=4)
-    span = 85
-    records = []
-    for i, r in enumerate(rows):
-        day = last - timedelta(days=span - 1 - (i * span) // len(rows))
-        records.append(
-            PaperRecord(
-                id=r["id"],
-                title=" ".join(r["title"].split()),
-                abstract=" ".join(r["abstract"].split()),
-                source="arxiv",
-                kind="arxiv-rss",
-                announced=day,
-                authors=list(r["authors"]) if isinstance(r["authors"], list) else [],
-                categories=list(r["arxiv_categories"]),
-                announce_type="new",
-            )
-        )
-    for start in range(0, len(records), 2000):
-        store.upsert_papers(records[start : start + 2000])
-
-
-def phrase_pool(rows: list[dict[str, Any]]) -> list[str]:
-    """Keywords a reader would type: the corpus titles' most frequent bigrams and long words."""
-    bigrams: Counter[str] = Counter()
-    words: Counter[str] = Counter()
-    for r in rows:
-        toks = re.findall(r"[a-z][a-z-]+", r["title"].lower())
-        for a, b in itertools.pairwise(toks):
-            if a not in STOP and b not in STOP:
-                bigrams[f"{a} {b}"] += 1
-        words.update(t for t in toks if len(t) >= 7 and t not in STOP)
-    return [p for p, _ in bigrams.most_common(3000)] + [w for w, _ in words.most_common(1000)]
-
-
-def profiles(n: int, rows: list[dict[str, Any]], seed: int = 0) -> list[str]:
-    """N profile files' text: a mix of the kinds of reader the issue names."""
-    rng = random.Random(seed)
-    pool = phrase_pool(rows)
-    weights = [1 / (i + 10) for i in range(len(pool))]  # popular phrases recur, as in life
-    by_cat: dict[str, list[str]] = {}
-    authors: list[str] = []
-    for r in rows:
-        for c in r["arxiv_categories"][:1]:
-            by_cat.setdefault(c, []).append(r["id"])
-        if isinstance(r["authors"], list):
-            # The labelled set has stray fragments (":") among its names; a reader follows people.
-            authors += [a for a in r["authors"][:2] if len(re.findall(r"[^\W\d_]", a)) >= 3]
-    cats = [c for c, ids in by_cat.items() if len(ids) >= 30]
-    out = []
-    for i in range(n):
-        kind = rng.choices(
-            ["keywords", "examples", "authors", "categories", "all"], [3, 3, 1, 1, 2]
-        )[0]
-        lines = [
-            f'email = "reader{i:06d}@bench.example.org"',
-            f'name = "Reader {i}"',
-            f"max_papers = {rng.randint(5, 25)}",
-            "[interests]",
-        ]
-        area = rng.choice(cats)
-        if kind in ("keywords", "authors", "categories", "all"):
-            kws = set(rng.choices(pool, weights, k=rng.randint(2, 6)))
-            lines.append("keywords = " + json.dumps(sorted(kws)))
-        if kind in ("examples", "all"):
-            lines.append("papers = " + json.dumps(rng.sample(by_cat[area], rng.randint(3, 10))))
-        if kind in ("authors", "all"):
-            lines.append("authors = " + json.dumps(rng.sample(authors, rng.randint(1, 3))))
-        if kind in ("categories", "all"):
-            lines.append("categories = " + json.dumps([area]))
-        if kind == "all" or rng.random() < 0.1:
-            lines.append(
-                "exclude = " + json.dumps(rng.sample(["survey", "benchmark", "review"], 1))
-            )
-        out.append("\n".join(lines) + "\n")
-    return out
 
 
 def pg_reset() -> None:
