@@ -14,6 +14,7 @@ from digest.mail.render import (
     build_message,
     environment,
     header_text,
+    message_bytes,
     message_id_for,
     render_digest,
 )
@@ -58,7 +59,7 @@ def build(
         message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org"),
         NOW,
     )
-    return msg.as_bytes()
+    return message_bytes(workspace, msg)  # the bytes that leave, header check included
 
 
 def test_the_message_has_the_standard_headers_once(workspace: Config) -> None:

@@ -356,9 +356,7 @@ def _open_in_browser(html: str, data_dir: Path) -> None:
     help="Write each subscriber's outcome and the time of each stage to FILE (.json or .csv).",
 )
 @click.pass_context
-def run_cmd(
-    ctx: click.Context, dry_run: bool, no_ingest: bool, report_path: Path | None
-) -> None:
+def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool, report_path: Path | None) -> None:
     """Ingest, rank, render and send to every subscriber not yet sent today.
 
     Safe to repeat: a subscriber whose digest for today went out gets nothing more.

@@ -16,11 +16,14 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import jinja2
+from jinja2.filters import do_wordwrap
+from jinja2.utils import pass_environment
 
 from digest import PACKAGE
 from digest.config import Config
@@ -36,6 +39,7 @@ EXCERPT_CHARS = 320
 MAX_MESSAGE_BYTES = 95_000
 MAX_AUTHORS = 4
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_WRAP_ENV = jinja2.Environment()
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,30 @@ def templates_dir(cfg: Config) -> Path:
     raise FileNotFoundError("no templates directory found (set templates_dir in digest.toml)")
 
 
+@lru_cache(maxsize=65536)
+def _wrapped(
+    s: str, width: int, break_long_words: bool, wrapstring: str | None, break_on_hyphens: bool
+) -> str:
+    # Jinja's own filter needs an environment only for its default newline sequence.
+    return do_wordwrap(_WRAP_ENV, s, width, break_long_words, wrapstring, break_on_hyphens)
+
+
+@pass_environment
+def _wordwrap(
+    env: jinja2.Environment,
+    s: str,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    """Jinja's `wordwrap`, remembered: a run wraps the same titles, author lists and abstracts
+    for thousands of readers, and textwrap is slow."""
+    return _wrapped(
+        s, width, break_long_words, wrapstring or env.newline_sequence, break_on_hyphens
+    )
+
+
 def environment(cfg: Config) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir(cfg)),
@@ -70,6 +98,7 @@ def environment(cfg: Config) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["wordwrap"] = _wordwrap
     return env
 
 
@@ -137,14 +166,13 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
     return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
 
 
-def _paper_context(
-    cfg: Config, signer: Signer, hosts: tuple[str, ...], email: str, day: date, pick: Pick[Paper]
-) -> dict[str, Any]:
-    p = pick.paper
-    feedback = f"{cfg.web.base_url}/f/"
+# A paper's part of the template context that is the same for every reader: worked out once
+# per run (LaTeX to text, link checks, the author line) when the caller keeps a PaperBlocks.
+PaperBlocks = dict[str, dict[str, Any]]
+
+
+def _paper_static(hosts: tuple[str, ...], p: Paper) -> dict[str, Any]:
     return {
-        "more_url": feedback + signer.feedback(email, p.id, day, "like"),
-        "less_url": feedback + signer.feedback(email, p.id, day, "dislike"),
         "id": p.id,
         "title": plain_latex(p.title),
         "url": safe_link(p.abs_url, hosts),
@@ -153,8 +181,29 @@ def _paper_context(
         "upvotes": p.upvotes,
         "authors": short_authors(p.authors),
         "categories": p.categories[:4],
-        "reason": pick.reason,
         "excerpt": excerpt(plain_latex(p.abstract)),
+    }
+
+
+def _paper_context(
+    cfg: Config,
+    signer: Signer,
+    hosts: tuple[str, ...],
+    email: str,
+    day: date,
+    pick: Pick[Paper],
+    blocks: PaperBlocks,
+) -> dict[str, Any]:
+    p = pick.paper
+    static = blocks.get(p.id)
+    if static is None:
+        static = blocks[p.id] = _paper_static(hosts, p)
+    feedback = f"{cfg.web.base_url}/f/"
+    return {
+        **static,
+        "more_url": feedback + signer.feedback(email, p.id, day, "like"),
+        "less_url": feedback + signer.feedback(email, p.id, day, "dislike"),
+        "reason": pick.reason,
     }
 
 
@@ -165,16 +214,20 @@ def render_digest(
     picks: list[Pick[Paper]],
     day: date,
     signer: Signer | None = None,
+    blocks: PaperBlocks | None = None,
 ) -> Rendered:
-    # Keys read (once per run when the caller passes its signer) and link hosts worked out
-    # once for the digest's two dozen links.
+    """The digest's subject, text and HTML. ``signer`` and ``blocks`` are the run's: the link
+    keys read once, and each paper's reader-independent part made once."""
     signer, hosts = signer or Signer(cfg), link_hosts(cfg)
+    blocks = {} if blocks is None else blocks
     ctx: dict[str, Any] = {
         "name": profile.display_name,
         "email": profile.email,
         "day": day,
         "day_text": f"{day:%A} {day.day} {day:%B %Y}",
-        "papers": [_paper_context(cfg, signer, hosts, profile.email, day, p) for p in picks],
+        "papers": [
+            _paper_context(cfg, signer, hosts, profile.email, day, p, blocks) for p in picks
+        ],
         "digest_url": f"{cfg.web.base_url}/d/{signer.digest(profile.email, day)}",
         "profile_file": profile.path.name if profile.path else "your profile",
         "unsubscribe_url": unsubscribe_url(cfg, profile.email, signer),
@@ -261,17 +314,17 @@ def build_message(
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    _check_headers(msg)
     return msg
 
 
-def _check_headers(msg: EmailMessage) -> None:
+def _check_headers(msg: EmailMessage, raw: bytes) -> None:
     """Re-parse the bytes that will be sent: the header set must be exactly what was written.
 
     The last line of defence against header injection, whatever slipped past the escaping.
     """
     written = sorted(k.lower() for k in msg)
-    parsed = BytesHeaderParser(policy=SMTP).parsebytes(msg.as_bytes())
+    head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    parsed = BytesHeaderParser(policy=SMTP).parsebytes(head)
     if sorted(k.lower() for k in parsed) != written:
         raise RenderError(
             f"message for {msg['To']} would not re-parse to the same headers; not sent",
@@ -296,8 +349,10 @@ DKIM_HEADERS = [
 
 
 def message_bytes(cfg: Config, msg: EmailMessage) -> bytes:
-    """The exact bytes every attempt sends: the message, DKIM-signed when configured."""
+    """The exact bytes every attempt sends: the message, DKIM-signed when configured. Made
+    once, checked once: the header check reads these very bytes."""
     raw = msg.as_bytes()
+    _check_headers(msg, raw)
     smtp = cfg.smtp
     if not (smtp.dkim_selector and smtp.dkim_key_file):
         return raw

@@ -119,19 +119,21 @@ class Ranker:
         raw: np.ndarray | None = None,
         limit: int | None = None,
         complete: bool = False,
+        at: np.ndarray | None = None,
     ) -> list[Pick[P]]:
         """The best candidates for this profile, best first, each with its reason.
 
         ``raw`` are the model's scores of ``candidates`` when the caller scored many
         subscribers at once. ``complete`` ranks every candidate, ignoring `min_score` and the
-        limit (for the evaluation, which needs the whole order).
+        limit (for the evaluation, which needs the whole order). ``at`` are the candidates'
+        positions in the listing of `use_listing`, when the caller has them (a run does).
         """
         fb = fb or Ratings()
         params = self.params
         interests = profile.interests
         if model is None:
             model, _ = self.model(profile, examples, fb)
-        listing, at = self._listing_of(candidates)
+        listing, at = self._listing_of(candidates, at)
         excluded = np.zeros(len(at), dtype=bool)
         for term in interests.exclude:
             excluded |= listing.matches(term)[at]
@@ -200,9 +202,13 @@ class Ranker:
         """Lay out the run's listing once: every later `rank` of papers within it reads it."""
         self._listing = Listing(papers, self.vocab)
 
-    def _listing_of(self, candidates: Sequence[RankPaper]) -> tuple[Listing[RankPaper], np.ndarray]:
+    def _listing_of(
+        self, candidates: Sequence[RankPaper], at: np.ndarray | None = None
+    ) -> tuple[Listing[RankPaper], np.ndarray]:
         """The run's listing and the candidates' places in it, or a listing of the candidates
         alone (a caller ranking papers outside any run: the same code path, laid out now)."""
+        if self._listing is not None and at is not None:
+            return self._listing, at
         if self._listing is not None:
             at = self._listing.positions(candidates)
             if at is not None:

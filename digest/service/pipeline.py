@@ -25,6 +25,7 @@ from digest.ingest.run import IngestReport, ingest_all, lookup_papers
 from digest.mail.engine import EngineReport, deliver
 from digest.mail.links import Signer
 from digest.mail.render import (
+    PaperBlocks,
     Rendered,
     build_message,
     environment,
@@ -114,10 +115,24 @@ class Context:
 
     # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
     refs: dict[str, str] = field(default_factory=dict)
+    # Each paper's reader-independent part of the template context, made once per run.
+    blocks: PaperBlocks = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.position = {p.id: j for j, p in enumerate(self.listing)}
         self.ranker.use_listing(self.listing)
+        self.first_seen = np.array([_micros(p.first_seen) for p in self.listing], dtype=np.int64)
+        self._by_sources: dict[frozenset[str] | None, np.ndarray] = {}
+
+    def from_sources(self, sources: list[str] | None) -> np.ndarray:
+        """Which listing papers came through one of these sources (None: any), per run."""
+        key = frozenset(sources) if sources is not None else None
+        mask = self._by_sources.get(key)
+        if mask is None:
+            allowed = set(key) if key is not None else None
+            mask = np.array([from_sources(p, allowed) for p in self.listing], dtype=bool)
+            self._by_sources[key] = mask
+        return mask
 
     def forget(self, profiles: list[Profile]) -> None:
         """Drop a planned batch's models and scores: memory stays flat however many readers."""
@@ -258,19 +273,29 @@ def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper
     Papers already considered for an earlier digest and passed over are not offered again the
     next day; papers already sent are never offered again at all.
     """
-    seen = standing.sent | set(profile.interests.papers)
+    return [ctx.listing[i] for i in candidate_positions(ctx, profile, standing)]
+
+
+def candidate_positions(ctx: Context, profile: Profile, standing: Standing) -> np.ndarray:
+    """`candidates` as positions in the listing, from per-run arrays: no loop over the listing
+    per reader."""
+    mask = ctx.from_sources(profile.sources).copy()
     since = standing.last_digest_at
-    allowed = set(profile.sources) if profile.sources is not None else None
-    out = []
-    for p in ctx.listing:
-        if p.id in seen:
-            continue
-        if since is not None and as_utc_naive(p.first_seen) <= as_utc_naive(since):
-            continue
-        if not from_sources(p, allowed):
-            continue
-        out.append(p)
-    return out
+    if since is not None:
+        mask &= ctx.first_seen > _micros(since)
+    for pid in standing.sent | set(profile.interests.papers):
+        j = ctx.position.get(pid)
+        if j is not None:
+            mask[j] = False
+    return np.flatnonzero(mask)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _micros(when: datetime) -> int:
+    """A time as whole microseconds since 1970 (UTC): exact, unlike a float timestamp."""
+    return (as_utc_naive(when) - _EPOCH) // timedelta(microseconds=1)
 
 
 def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> str:
@@ -288,25 +313,32 @@ def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> st
 
 
 def rank_pool(
-    ctx: Context, profile: Profile, pool: list[Paper], complete: bool = False
+    ctx: Context,
+    profile: Profile,
+    pool: list[Paper],
+    complete: bool = False,
+    at: np.ndarray | None = None,
 ) -> list[Pick[Paper]]:
     """Rank listing papers for one subscriber with their stored model, examples and feedback.
 
     ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
+    ``at`` are the pool's positions in the listing when the caller has them.
     """
     email = profile.email.lower()
     if email not in ctx.models:
         prepare_models(ctx, [profile])
+    if at is None:
+        at = np.array([ctx.position[p.id] for p in pool], dtype=np.intp)
     row = ctx.scores.get(email)
-    raw = row[[ctx.position[p.id] for p in pool]] if row is not None else None
     return ctx.ranker.rank(
         profile,
         pool,
         ctx.examples[email],
         ctx.feedback[email],
         model=ctx.models[email],
-        raw=raw,
+        raw=row[at] if row is not None else None,
         complete=complete,
+        at=at,
     )
 
 
@@ -322,10 +354,11 @@ def pick_papers(
         return [], "no papers stored yet (run `digest ingest`)"
     if profile.trending:
         return trending_picks(ctx, profile, standing)
-    pool = candidates(ctx, profile, standing)
-    if not pool:
+    at = candidate_positions(ctx, profile, standing)
+    if not len(at):
         return [], _why_no_candidates(ctx, profile, standing)
-    picks = rank_pool(ctx, profile, pool)
+    pool = [ctx.listing[i] for i in at]
+    picks = rank_pool(ctx, profile, pool, at=at)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
     return picks, ""
@@ -384,7 +417,7 @@ def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: da
     # The links name the reader by an opaque ref; `digest web` maps it back through the store
     # (recorded with the batch, before anything is sent).
     ctx.refs[ctx.signer.ref(profile.email)] = profile.email
-    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer)
+    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer, ctx.blocks)
 
 
 def run(
