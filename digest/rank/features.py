@@ -159,6 +159,8 @@ class Vocabulary:
         self.dense = self.project(matrix)
         # Papers outside the corpus (the listing, feedback): transformed once, kept per process.
         self._extra: dict[str, tuple[sparse.csr_matrix, np.ndarray]] = {}
+        self._keywords: dict[str, np.ndarray] = {}
+        self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
 
     @property
     def dimensions(self) -> int:
@@ -219,15 +221,37 @@ class Vocabulary:
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.project(self.transform(texts))
 
+    def embed_keywords(self, keywords: Sequence[str]) -> np.ndarray:
+        """`embed_text` of profile keywords, each embedded once per process: readers share
+        most of their keywords, and the term transform is the slow part of training."""
+        new = [k for k in dict.fromkeys(keywords) if k not in self._keywords]
+        if new:
+            for k, row in zip(new, self.embed_text(new), strict=True):
+                self._keywords[k] = row
+        return np.vstack([self._keywords[k] for k in keywords])
+
+    def background(self, size: int, seed: int = 0) -> np.ndarray:
+        """The corpus papers a model calibrates its scores against: a fixed random sample of
+        `size` (the whole corpus when smaller), drawn once per vocabulary, not per reader."""
+        found = self._backgrounds.get((size, seed))
+        if found is None:
+            sample = self.dense
+            if sample.shape[0] > size:
+                rng = np.random.default_rng(seed)
+                sample = sample[rng.choice(sample.shape[0], size, replace=False)]
+            found = self._backgrounds[(size, seed)] = sample
+        return found
+
     # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
     # reuses the vocabulary a previous run fitted on the same corpus window.
     def __getstate__(self) -> dict[str, object]:
         # The projected corpus is derived from the matrix and the basis: not stored twice.
-        return {k: v for k, v in self.__dict__.items() if k not in ("dense", "_extra")}
+        derived = ("dense", "_extra", "_keywords", "_backgrounds")
+        return {k: v for k, v in self.__dict__.items() if k not in derived}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._extra = {}
+        self._extra, self._keywords, self._backgrounds = {}, {}, {}
         self.dense = self.project(self.matrix)
 
     def save(self, path: Path) -> None:

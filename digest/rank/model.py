@@ -100,7 +100,7 @@ def train(
     keywords = [k for k in inputs.interests.keywords if k.strip()]
     parts = [examples, liked]
     if keywords:
-        parts.append(vocab.embed_text(keywords))
+        parts.append(vocab.embed_keywords(keywords))
     positives = np.vstack([p for p in parts if p.shape[0]] or [np.zeros((0, vocab.dimensions))])
     positives = positives[np.linalg.norm(positives, axis=1) > 0]
     k = vocab.dimensions
@@ -124,10 +124,7 @@ def train(
         direction = (1 - weight) * direction + weight * corpus[top].mean(axis=0)
     norm = float(np.linalg.norm(direction))
     direction = (direction / norm if norm else direction).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    sample = corpus
-    if corpus.shape[0] > params.background:
-        sample = corpus[rng.choice(corpus.shape[0], params.background, replace=False)]
+    sample = vocab.background(params.background, seed)
     background = sample @ direction if sample.shape[0] else np.zeros(1, np.float32)
     quantiles = np.quantile(background, np.linspace(0.0, 1.0, QUANTILES)).astype(np.float32)
     return SubscriberModel(direction, quantiles, fingerprint, vocab.version)
