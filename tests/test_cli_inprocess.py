@@ -63,3 +63,27 @@ def test_check_warns_in_process_about_a_category_typo(site: Path, run_cli: Invok
     result = run_cli("subscribers", "check")
     assert result.exit_code == 0
     assert "did you mean astro-ph?" in result.stderr
+
+
+def test_a_run_for_many_readers_ends_with_a_summary_not_a_row_each(
+    site: Path, run_cli: Invoke
+) -> None:
+    from tests.conftest import write_profile
+
+    for i in range(60):
+        write_profile(
+            site / "subscribers",
+            f"r{i:02d}",
+            f'email = "r{i:02d}@example.org"\n[interests]\nkeywords = ["retrieval"]\n',
+        )
+    write_profile(site / "subscribers", "zz", 'email = "zz@example.org"\nfavourite = 1\n')
+    report = site / "run.json"
+    result = run_cli("run", "--dry-run", "--report", str(report))
+    assert result.exit_code == 2  # the broken profile must be noticed
+    assert "62 subscribers: 62 dry-run" in result.stdout
+    assert "r07@example.org" not in result.stdout  # fine readers are in the report, not listed
+    assert "time: " in result.stdout and "models" in result.stdout
+    data = json.loads(report.read_text())
+    assert data["counts"] == {"dry-run": 62} and len(data["results"]) == 62
+    assert data["exit_status"] == 2 and "zz.toml" in data["profile_errors"][0]
+    assert oct(report.stat().st_mode)[-3:] == "600"

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from digest.config import Config
+from digest.mail.compose import compose
 from digest.mail.render import (
-    build_message,
     environment,
     header_text,
-    message_bytes,
     message_id_for,
     render_digest,
 )
@@ -52,14 +51,13 @@ def build(
         picks or [Pick(paper, 1.0, "matches: attention")],
         date(2026, 11, 23),
     )
-    msg = build_message(
+    return compose(  # the bytes that leave, header check included
         workspace,
         profile,
         rendered,
         message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org"),
         NOW,
     )
-    return message_bytes(workspace, msg)  # the bytes that leave, header check included
 
 
 def test_the_message_has_the_standard_headers_once(workspace: Config) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ from digest.store.failures import explain
 from digest.store.papers import Store
 
 FC = TypeVar("FC", bound=Callable[..., Any])
+# `digest run` lists each reader up to this many; past it, only those that need a look.
+ROWS = 50
 
 
 def _console(stderr: bool = False) -> Console:
@@ -373,7 +376,7 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool, report_path: Pat
             store,
             ingest=not no_ingest,
             dry_run=dry_run,
-            progress=lambda who: status.update(f"ranking for {who}"),
+            progress=status.update,
         )
     _print_report(report)
     code = report.exit_status()
@@ -399,10 +402,26 @@ def _print_report(report: Any) -> None:
             )
     for e in report.profile_errors:
         err_console.print(f"[red]{escape(str(e))}[/]", highlight=False, markup=True)
-    table = Table(Column("subscriber", no_wrap=True), "status", "papers", "detail")
-    for r in report.results:
-        table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
-    console.print(table)
+    # A small list reads best as one row per reader; at scale, only the readers that need a
+    # look get a row (at most ROWS of them), and everyone is in the summary and `--report`.
+    from digest.states import SETTLED_OK
+
+    shown = report.results
+    if len(shown) > ROWS:
+        shown = [r for r in report.results if r.status not in SETTLED_OK]
+    if shown:
+        table = Table(Column("subscriber", no_wrap=True), "status", "papers", "detail")
+        for r in shown[:ROWS]:
+            table.add_row(r.email, r.status, str(r.papers) if r.papers else "-", r.detail or "")
+        console.print(table)
+        if len(shown) > ROWS:
+            console.print(f"... and {len(shown) - ROWS} more (all of them: --report FILE)")
+    if len(report.results) > ROWS:
+        counts = Counter(str(r.status) for r in report.results)
+        outcome = ", ".join(f"{n:,} {status}" for status, n in counts.most_common())
+        console.print(f"{len(report.results):,} subscribers: {outcome}")
+    if report.stages:
+        console.print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.stages.items()))
     engine = getattr(report, "delivery", None)
     if engine is not None:
         if engine.paused:

@@ -65,7 +65,7 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 def wire_format(message: bytes) -> bytes:
     """The message as it goes after 354: CRLF line ends, dot-stuffed, then the final dot.
 
-    Messages built by render.build_message are CRLF already; the regexes only run when needed.
+    Messages built by compose.compose are CRLF already; the regexes only run when needed.
     """
     if message.count(b"\n") != message.count(b"\r\n"):
         message = _LINE_ENDINGS.sub(b"\r\n", message)

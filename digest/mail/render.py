@@ -10,12 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.parser import BytesHeaderParser
-from email.policy import SMTP, EmailPolicy
-from email.utils import format_datetime
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,12 +22,11 @@ from jinja2.utils import pass_environment
 
 from digest import PACKAGE
 from digest.config import Config
-from digest.errors import RenderError
 from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
 from digest.store.schema import Paper
-from digest.text import has_control, plain_latex, plain_name
+from digest.text import plain_latex, plain_name
 
 EXCERPT_CHARS = 320
 # Gmail clips a message body at about 102 KB; stay under it with room for the headers.
@@ -256,124 +250,3 @@ def _render_parts(env: jinja2.Environment, ctx: dict[str, Any], subject: str) ->
     # keep_style_tags: the dark-mode and narrow-screen media queries only work from <style>.
     html = css_inline.CSSInliner(keep_style_tags=True).inline(html)
     return Rendered(subject=subject, text=env.get_template("digest.txt").render(ctx), html=html)
-
-
-# Headers that carry URLs and ids. Mail providers read them raw (RFC 2369, RFC 8058), so they are
-# written exactly as given: the email library would otherwise turn a URL longer than a line into
-# an RFC 2047 encoded-word, which Python's own parser decodes but Gmail does not.
-RAW_HEADERS = frozenset({"message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"})
-# RFC 5322's hard limit for a line, CRLF excluded.
-MAX_LINE = 998
-
-
-class _MessagePolicy(EmailPolicy):
-    """SMTP's policy, except that RAW_HEADERS are stored and written verbatim.
-
-    Everything else (Subject, From, To and the MIME headers) is still folded and, where it has
-    non-ASCII text, encoded by the email library.
-    """
-
-    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
-        if name.lower() not in RAW_HEADERS:
-            return super().header_store_parse(name, value)  # type: ignore[no-any-return]
-        text = str(value)
-        if not text.isascii() or has_control(text):
-            raise RenderError(f"{name}: not a plain ASCII value; not sent")
-        if len(name) + 2 + len(text) > MAX_LINE:
-            raise RenderError(
-                f"{name}: longer than one header line may be ({MAX_LINE} characters)",
-                "shorten [web] base_url",
-            )
-        return name, text
-
-
-# refold_source="none": a value stored as plain text (only RAW_HEADERS are) is written unfolded.
-MESSAGE_POLICY = _MessagePolicy(linesep="\r\n", refold_source="none")
-
-
-def build_message(
-    cfg: Config,
-    profile: Profile,
-    rendered: Rendered,
-    message_id: str,
-    now: datetime,
-) -> EmailMessage:
-    """The complete message: standard headers, List-Unsubscribe, text then HTML alternatives."""
-    msg = EmailMessage(policy=MESSAGE_POLICY)
-    local, _, domain = cfg.smtp.from_address.partition("@")
-    msg["From"] = Address(header_text(cfg.smtp.from_name), local, domain)
-    to_local, _, to_domain = profile.email.partition("@")
-    msg["To"] = Address(header_text(profile.name), to_local, to_domain)
-    msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    unsubscribe = unsubscribe_url(cfg, profile.email)
-    msg["List-Unsubscribe"] = f"<{unsubscribe}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["List-Id"] = f"Paper digest <digest.{domain}>"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(rendered.text, cte="quoted-printable")
-    msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    return msg
-
-
-def _check_headers(msg: EmailMessage, raw: bytes) -> None:
-    """Re-parse the bytes that will be sent: the header set must be exactly what was written.
-
-    The last line of defence against header injection, whatever slipped past the escaping.
-    """
-    written = sorted(k.lower() for k in msg)
-    head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-    parsed = BytesHeaderParser(policy=SMTP).parsebytes(head)
-    if sorted(k.lower() for k in parsed) != written:
-        raise RenderError(
-            f"message for {msg['To']} would not re-parse to the same headers; not sent",
-            "a profile or feed value contains header syntax; check `digest preview`",
-        )
-
-
-# Signed so that a forwarder cannot strip or change the one-click unsubscribe (RFC 8058 asks
-# for List-Unsubscribe and List-Unsubscribe-Post to be covered by the signature).
-DKIM_HEADERS = [
-    b"From",
-    b"To",
-    b"Subject",
-    b"Date",
-    b"Message-ID",
-    b"List-Unsubscribe",
-    b"List-Unsubscribe-Post",
-    b"List-Id",
-    b"MIME-Version",
-    b"Content-Type",
-]
-
-
-def message_bytes(cfg: Config, msg: EmailMessage) -> bytes:
-    """The exact bytes every attempt sends: the message, DKIM-signed when configured. Made
-    once, checked once: the header check reads these very bytes."""
-    raw = msg.as_bytes()
-    _check_headers(msg, raw)
-    smtp = cfg.smtp
-    if not (smtp.dkim_selector and smtp.dkim_key_file):
-        return raw
-    import dkim
-
-    try:
-        key = smtp.dkim_key_file.read_bytes()
-    except OSError as exc:
-        raise RenderError(
-            f"smtp.dkim_key_file: cannot read {smtp.dkim_key_file}: {exc.strerror}",
-            "point it at the PEM private key of the DKIM selector",
-        ) from exc
-    domain = smtp.dkim_domain or smtp.from_address.rsplit("@", 1)[-1]
-    try:
-        signature = dkim.sign(
-            raw,
-            smtp.dkim_selector.encode(),
-            domain.encode(),
-            key,
-            include_headers=DKIM_HEADERS,
-        )
-    except dkim.DKIMException as exc:
-        raise RenderError(f"DKIM signing failed: {exc}", "check smtp.dkim_key_file") from exc
-    return bytes(signature) + raw

@@ -22,14 +22,13 @@ import numpy as np
 from digest.config import Config
 from digest.errors import DigestError, ExitStatus, NotFound, ProfileError
 from digest.ingest.run import IngestReport, ingest_all, lookup_papers
+from digest.mail.compose import compose
 from digest.mail.engine import EngineReport, deliver
 from digest.mail.links import Signer
 from digest.mail.render import (
     PaperBlocks,
     Rendered,
-    build_message,
     environment,
-    message_bytes,
     message_id_for,
     render_digest,
 )
@@ -459,11 +458,15 @@ def run(
         store.prune_rank_models([p.email for p in ctx.profiles])
     for start in range(0, len(profiles), BATCH):
         batch = profiles[start : start + BATCH]
-        planned += _plan_batch(ctx, batch, now, dry_run, report, progress)
+        if progress:
+            progress(f"planning: {start:,} of {len(profiles):,} subscribers done")
+        planned += _plan_batch(ctx, batch, now, dry_run, report)
         ctx.forget(batch)
     if dry_run:
         return report
     # The engine sends everything due, including digests left over from earlier runs.
+    if progress:
+        progress(f"sending {len(planned):,} digests")
     with report.timed("delivery"):
         report.delivery = deliver(store, cfg, now if fixed_clock else None, halt=halt)
     for d in planned:
@@ -500,7 +503,6 @@ def _plan_batch(
     now: datetime,
     dry_run: bool,
     report: RunReport,
-    progress: Callable[[str], None] | None,
 ) -> list[Delivery]:
     """Plan one batch of subscribers: their models and scores, what the store knows of them,
     each reader's digest; then the new rows in one transaction. Returns what is due."""
@@ -511,8 +513,6 @@ def _plan_batch(
     due: list[Delivery] = []
     ready: list[Planned] = []
     for profile in batch:
-        if progress:
-            progress(profile.email)
         standing = standings[profile.email.lower()]
         try:
             outcome = _plan_one(ctx, profile, now, dry_run, report, standing)
@@ -562,7 +562,7 @@ def _plan_one(
     # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
     with report.timed("rendering"):
         rendered = render_for(ctx, profile, picks, day)
-        message = message_bytes(ctx.cfg, build_message(ctx.cfg, profile, rendered, message_id, now))
+        message = compose(ctx.cfg, profile, rendered, message_id, now, ctx.signer)
     return Planned(
         email,
         day,
@@ -621,6 +621,6 @@ def preview(
         message_id = message_id_for(profile.email, day, cfg.smtp.from_address)
     rendered = render_for(ctx, profile, picks, day)
     store.remember_refs(ctx.refs)
-    msg = build_message(cfg, profile, rendered, message_id, now)
+    message = compose(cfg, profile, rendered, message_id, now, ctx.signer)
     shown = existing if existing is not None and not next_digest else None
-    return Preview(rendered, message_bytes(cfg, msg), picks, day, shown)
+    return Preview(rendered, message, picks, day, shown)
