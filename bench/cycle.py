@@ -13,7 +13,7 @@ to a file; every subscriber must be there exactly once. In the same sink, `smtp-
 pushes as many 30 KB messages over as many connections, for the ratio.
 
 Printed per N: the time of each stage (from `--report`), the whole run, peak memory of the run
-(`/usr/bin/time`, summed over processes), messages per second, the ratio to smtp-source, bytes
+(the summed PSS of the run and its planners, sampled every 0.25 s), messages per second, the ratio to smtp-source, bytes
 per stored digest, and what arrived. With `--db postgres` (127.0.0.1:5432, database
 `digest_bench`, created when missing) `--processes 2` runs two `digest run` at once on one
 database. Needs the Debian package `postfix` (only smtp-sink and smtp-source are used).
@@ -126,6 +126,55 @@ def digest(cfg: Path, *args: str, **kw: Any) -> subprocess.Popen[str]:
     )
 
 
+def tree_pss_mb(root: int) -> float:
+    """Proportional set size of a process and all its descendants, in MB: shared pages (the
+    vocabulary forked planners inherit) counted once, not once per process as RSS would."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == pid and c not in tree]
+        tree.update(kids)
+        frontier += kids
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+class PeakMemory:
+    """Samples the summed PSS of the given processes' trees until stopped."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._pids = pids
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.peak = max(self.peak, sum(tree_pss_mb(p) for p in self._pids))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def finish(p: subprocess.Popen[str]) -> tuple[int, str, float]:
     out, err = p.communicate()
     m = re.search(r"maxrss_kb=(\d+)", err)
@@ -192,10 +241,12 @@ def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int
             digest(cfg, "run", "--no-ingest", "--report", str(tmp / f"report{k}.json"))
             for k in range(procs)
         ]
+        sampler = PeakMemory([p.pid for p in runs])
         done = [finish(p) for p in runs]
         result["run_s"] = time.perf_counter() - t0
         result["exit"] = [d[0] for d in done]
-        result["peak_mb"] = sum(d[2] for d in done)
+        result["peak_mb"] = sampler.stop()
+        result["peak_rss_mb"] = sum(d[2] for d in done)
         reports = [json.loads((tmp / f"report{k}.json").read_text()) for k in range(procs)]
         stages: Counter[str] = Counter()
         for r in reports:
@@ -250,7 +301,8 @@ def show(r: dict[str, Any]) -> None:
     print(
         f"{r['subscribers']:>7} subscribers, {r['db']}, {r['processes']} process(es): "
         f"run {r['run_s']:.1f} s (ingest before it {r['ingest_s']:.1f} s), "
-        f"peak {r['peak_mb']:.0f} MB, {r['msgs_per_s']:.0f} msg/s, "
+        f"peak {r['peak_mb']:.0f} MB (PSS of all processes; largest RSS {r['peak_rss_mb']:.0f}), "
+        f"{r['msgs_per_s']:.0f} msg/s, "
         f"ratio to smtp-source {r['ratio']:.3f} (smtp-source {r['source_s']:.1f} s)"
     )
     print(f"    stages (s): {parts}")

@@ -249,6 +249,18 @@ class DeliveryConfig(_Strict):
         return 0 if self.ambiguous == "hold" else self.ambiguous_resends
 
 
+class PlanningConfig(_Strict):
+    """How `digest run` plans a large list: in this many processes (default: one per core),
+    while the delivery engine already sends what is planned. A run of one batch (1,000
+    readers) or fewer plans in its own process."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+
+    @property
+    def processes(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
 class ServeConfig(_Strict):
     """`digest serve`: how often it looks at the profiles and for digests that are due."""
 
@@ -271,6 +283,7 @@ class Config(_Strict):
     digest: DigestConfig = DigestConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     serve: ServeConfig = ServeConfig()
+    planning: PlanningConfig = PlanningConfig()
     sources: list[SourceConfig] = []
     # Where this config came from (None: embedded defaults); set by load_config.
     _path: Path | None = PrivateAttr(default=None)

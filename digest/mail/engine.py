@@ -64,6 +64,15 @@ class EngineReport:
     # or said 421): the run did not send them, and they go out at the first run after this.
     relay_until: datetime | None = None
 
+    def add(self, other: EngineReport) -> None:
+        """Fold another engine pass (another process, or a later pass of the same run) in."""
+        self.counts.update(other.counts)
+        self.connections += other.connections
+        self.attempts += other.attempts
+        self.possible_duplicates += other.possible_duplicates
+        self.paused = self.paused or other.paused
+        self.relay_until = other.relay_until or self.relay_until
+
 
 class _Pause(Exception):
     pass
@@ -424,10 +433,5 @@ def deliver(
         reports = list(pool.map(_engine_process, [cfg] * n, shares, [fixed_now] * n))
     merged = EngineReport()
     for r in reports:
-        merged.counts.update(r.counts)
-        merged.connections += r.connections
-        merged.attempts += r.attempts
-        merged.possible_duplicates += r.possible_duplicates
-        merged.paused = merged.paused or r.paused
-        merged.relay_until = merged.relay_until or r.relay_until
+        merged.add(r)
     return merged

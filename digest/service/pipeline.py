@@ -36,6 +36,7 @@ from digest.profiles import Profile, load_profiles
 from digest.rank.features import Vocabulary, corpus_version
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Pick, Ranker, Ratings
+from digest.service.parallel import Due, plan_in_processes
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
 from digest.store.papers import Store, source_name
@@ -450,31 +451,76 @@ def run(
     with report.timed("vocabulary"):
         ctx = prepare(cfg, store, now)
     report.profile_errors = ctx.profile_errors
-    planned: list[Delivery] = []
     profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
     if only is None and not ctx.profile_errors:
         # Every profile loaded: models of subscribers whose files are gone can go too. (With a
         # broken file its owner is unknown, so nothing is dropped until it is fixed.)
         store.prune_rank_models([p.email for p in ctx.profiles])
-    for start in range(0, len(profiles), BATCH):
-        batch = profiles[start : start + BATCH]
-        if progress:
-            progress(f"planning: {start:,} of {len(profiles):,} subscribers done")
-        planned += _plan_batch(ctx, batch, now, dry_run, report)
+    batches = [profiles[i : i + BATCH] for i in range(0, len(profiles), BATCH)]
+    engine = EngineReport()
+
+    def send_due() -> bool:
+        """One pass of the engine over everything due, including digests left over from
+        earlier runs; False once delivery is paused or the run is asked to stop."""
+        with report.timed("delivery"):
+            engine.add(deliver(store, cfg, now if fixed_clock else None, halt=halt))
+        return not (engine.paused or (halt is not None and halt.is_set()))
+
+    def plan(batch: list[Profile]) -> tuple[list[SubscriberResult], dict[str, float], list[Due]]:
+        part = RunReport(day=report.day)
+        due = _plan_batch(ctx, batch, now, dry_run, part)
         ctx.forget(batch)
+        return part.results, part.stages, [(d.subscriber, d.digest_date) for d in due]
+
+    def planned_so_far(n: int) -> None:
+        if progress:
+            progress(f"planning: {min(n * BATCH, len(profiles)):,} of {len(profiles):,} done")
+
+    due: list[Due] = []
+    workers = min(cfg.planning.processes, len(batches))
+    t0 = time.perf_counter()
+    if workers > 1:
+        results, stages, due = plan_in_processes(
+            plan,
+            batches,
+            workers,
+            (lambda: True) if dry_run else send_due,
+            planned_so_far,
+            in_child=lambda: store.engine.dispose(close=False),
+        )
+        report.results += results
+        for k, v in stages.items():
+            report.stages[k] = report.stages.get(k, 0.0) + v
+    else:
+        for n, batch in enumerate(batches):
+            planned_so_far(n)
+            results, stages, keys = plan(batch)
+            report.results += results
+            due += keys
+            for k, v in stages.items():
+                report.stages[k] = report.stages.get(k, 0.0) + v
+    report.stages["planning"] = time.perf_counter() - t0
     if dry_run:
         return report
-    # The engine sends everything due, including digests left over from earlier runs.
     if progress:
-        progress(f"sending {len(planned):,} digests")
-    with report.timed("delivery"):
-        report.delivery = deliver(store, cfg, now if fixed_clock else None, halt=halt)
-    for d in planned:
-        final = store.delivery(d.subscriber, d.digest_date) or d
-        report.results.append(
-            SubscriberResult(d.subscriber, final.state, len(final.paper_ids), _detail(final))
-        )
+        progress(f"sending {len(due):,} digests")
+    if not engine.paused:
+        send_due()
+    report.delivery = engine
+    report.results += _final_states(store, due)
     return report
+
+
+def _final_states(store: Store, due: list[Due]) -> list[SubscriberResult]:
+    """Where each digest planned (or found due) in this run ended, read in batches."""
+    out = []
+    for start in range(0, len(due), BATCH):
+        part = dict(due[start : start + BATCH])
+        for standing in store.standings(part).values():
+            d = standing.today
+            if d is not None:
+                out.append(SubscriberResult(d.subscriber, d.state, len(d.paper_ids), _detail(d)))
+    return out
 
 
 def _detail(d: Delivery) -> str:

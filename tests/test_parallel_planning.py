@@ -1,0 +1,76 @@
+"""Planning in several processes while the engine sends (digest.service.parallel): each reader
+gets exactly one digest, also when a planner dies half-way through its share."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from digest.config import Config, PlanningConfig
+from digest.service import pipeline
+from digest.store import Store
+from tests.conftest import NOW, SmtpServer, write_profile
+
+READERS = 30
+
+
+def _readers(cfg: Config) -> set[str]:
+    for i in range(READERS):
+        write_profile(
+            cfg.subscribers_dir,
+            f"r{i:02d}",
+            f'email = "r{i:02d}@example.org"\n[interests]\nkeywords = ["retrieval", "language"]\n'
+            'categories = ["cs.IR"]\n',
+        )
+    return {f"r{i:02d}@example.org" for i in range(READERS)} | {
+        "ada@example.org",
+        "bob@example.org",
+    }
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Eight batches of four readers: three planners get two or three each.
+    monkeypatch.setattr(pipeline, "BATCH", 4)
+
+
+def test_three_planners_and_the_engine_send_each_reader_one_digest(
+    workspace: Config, store: Store, smtp_server: SmtpServer, small_batches: None
+) -> None:
+    everyone = _readers(workspace)
+    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=3)})
+    report = pipeline.run(cfg, store, now=NOW)
+    got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
+    assert set(got) == everyone and set(got.values()) == {1}
+    assert sorted(r.email for r in report.results) == sorted(everyone)
+    assert {r.status for r in report.results} == {"sent"}
+    assert report.exit_status() == 0 and report.stages["planning"] > 0
+
+
+def test_a_planner_that_dies_leaves_its_readers_to_the_parent(
+    workspace: Config,
+    store: Store,
+    smtp_server: SmtpServer,
+    small_batches: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="digest.service.parallel")
+    everyone = _readers(workspace)
+    parent = os.getpid()
+    plan_batch = pipeline._plan_batch
+
+    def dies_on_r05(ctx, batch, *args):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and any(p.email == "r05@example.org" for p in batch):
+            os._exit(9)  # killed mid-share, before this batch was committed
+        return plan_batch(ctx, batch, *args)
+
+    monkeypatch.setattr(pipeline, "_plan_batch", dies_on_r05)
+    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=2)})
+    report = pipeline.run(cfg, store, now=NOW)
+    got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
+    assert set(got) == everyone and set(got.values()) == {1}
+    assert sorted(r.email for r in report.results) == sorted(everyone)
+    assert "a planning process failed (exit status 9)" in caplog.text
