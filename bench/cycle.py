@@ -13,10 +13,11 @@ to a file; every subscriber must be there exactly once. In the same sink, `smtp-
 pushes as many 30 KB messages over as many connections, for the ratio.
 
 Printed per N: the time of each stage (from `--report`), the whole run, peak memory of the run
-(the summed PSS of the run and its planners, sampled every 0.25 s), messages per second, the ratio to smtp-source, bytes
-per stored digest, and what arrived. With `--db postgres` (127.0.0.1:5432, database
-`digest_bench`, created when missing) `--processes 2` runs two `digest run` at once on one
-database. Needs the Debian package `postfix` (only smtp-sink and smtp-source are used).
+(the summed PSS of the run and its planners, sampled every 0.25 s), messages per second, the
+ratio to smtp-source, bytes per stored digest, and what arrived. With `--db postgres`
+(127.0.0.1:5432, database `digest_bench`, created when missing) `--processes 2` runs two
+`digest run` at once on one database. Needs the Debian package `postfix` (only smtp-sink and
+smtp-source are used).
 """
 
 from __future__ import annotations
