@@ -194,6 +194,9 @@ class DigestConfig(_Strict):
     lookback_days: Annotated[int, Field(ge=1, le=30)] = 3
     # Corpus window (days) the ranker fits its vocabulary and background on.
     corpus_days: Annotated[int, Field(ge=7, le=3650)] = 90
+    # Days a sent digest's message is kept (for `digest web`'s view of it); after that only
+    # its delivery row stays: who got which papers, so none is ever sent twice.
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
 class DeliveryConfig(_Strict):

@@ -507,6 +507,8 @@ def run(
     if not engine.paused:
         send_due()
     report.delivery = engine
+    with report.timed("storing"):
+        store.prune_messages(now.date() - timedelta(days=cfg.digest.keep_days))
     report.results += _final_states(store, due)
     return report
 

@@ -180,18 +180,23 @@ class Web:
             return self.bad_link()
         address = await run_in_threadpool(self.address, who)
         html = None if address is None else await run_in_threadpool(self.digest_html, address, day)
+        if html == "":
+            days = self.cfg.digest.keep_days
+            lines = [f"Digests are kept for {days} days; this one has expired."]
+            return self.page("Digest expired", lines, status=410)
         if html is None:
             return self.page("Digest not found", ["This digest is no longer stored."], status=404)
         return HTMLResponse(html, headers={**HEADERS, "Content-Security-Policy": DIGEST_CSP})
 
     def digest_html(self, address: str, day: date) -> str | None:
-        """The HTML part of the very message that was sent (or is due) for that day."""
+        """The HTML part of the very message that was sent (or is due) for that day; "" when
+        the digest was sent but its message has been pruned (`[digest] keep_days`)."""
         delivery = self.store.delivery(address, day)
         if delivery is None or delivery.id is None:
             return None
         raw = self.store.message_bytes(delivery.id)
         if raw is None:
-            return None
+            return ""
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         part = msg.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
         return None if part is None else str(part.get_content())

@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, func, select
 
 from digest.states import Delivery as DS
+from digest.store.packing import unpack
 from digest.store.schema import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 
 # Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
@@ -168,7 +169,9 @@ class DeliveryQueries:
                 .order_by(col(Delivery.id))
             ).all()
             return [
-                Claim(r[0], r[1], r[2], r[3], r[4], bytes(r[5]) if r[5] is not None else None)
+                Claim(
+                    r[0], r[1], r[2], r[3], r[4], unpack(bytes(r[5])) if r[5] is not None else None
+                )
                 for r in rows
             ]
 

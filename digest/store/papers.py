@@ -26,6 +26,7 @@ from digest.store import migrate
 from digest.store.deliveries import DeliveryQueries
 from digest.store.failures import explain
 from digest.store.feedback import FeedbackQueries
+from digest.store.packing import pack, unpack
 from digest.store.planning import PlanningQueries
 from digest.store.schema import (
     Delivery,
@@ -309,7 +310,7 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
         """The rendered message stored with a delivery (what every attempt sends)."""
         with self.session() as s:
             row = s.get(DeliveryMessage, delivery_id)
-            return bytes(row.message) if row is not None else None
+            return unpack(bytes(row.message)) if row is not None else None
 
     def deliveries(self, day: date | None = None) -> list[Delivery]:
         with self.session() as s:
@@ -349,7 +350,7 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
                 if message is not None:
                     s.flush()
                     assert row.id is not None
-                    s.add(DeliveryMessage(delivery_id=row.id, message=message))
+                    s.add(DeliveryMessage(delivery_id=row.id, message=pack(message)))
                 s.commit()
             except IntegrityError:
                 # Another runner planned it first: theirs stands.

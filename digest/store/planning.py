@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, delete, func, select
 
-from digest.states import LIVE
+from digest.states import DUE, LIVE
+from digest.store.packing import pack
 from digest.store.schema import Delivery, DeliveryMessage, LinkRef, SubscriberState
 
 # Bound parameters per IN (...): well under SQLite's and PostgreSQL's limits.
@@ -88,6 +89,19 @@ class PlanningQueries:
                     out[email].last_digest_at = last
         return out
 
+    def prune_messages(self, before: date) -> int:
+        """Drop the stored messages of digests older than ``before`` that are settled (not
+        due any more); their delivery rows stay. Returns how many were dropped."""
+        with self.session() as s:
+            old = select(Delivery.id).where(
+                col(Delivery.digest_date) < before, col(Delivery.state).not_in(DUE)
+            )
+            gone = s.exec(  # type: ignore[call-overload]
+                delete(DeliveryMessage).where(col(DeliveryMessage.delivery_id).in_(old))
+            )
+            s.commit()
+            return int(gone.rowcount or 0)
+
     def remember_refs(self, refs: dict[str, str]) -> None:
         """Record whose each link ref is (ref -> email), those not recorded yet, in one go."""
         if not refs:
@@ -127,7 +141,7 @@ class PlanningQueries:
                 s.flush()
                 for r, p in zip(rows, planned, strict=True):
                     assert r.id is not None  # flushed
-                    s.add(DeliveryMessage(delivery_id=r.id, message=p.message))
+                    s.add(DeliveryMessage(delivery_id=r.id, message=pack(p.message)))
                 s.commit()
                 return rows
             except IntegrityError:

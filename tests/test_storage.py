@@ -1,0 +1,69 @@
+"""Stored digests do not grow without bound: messages are kept compressed, bodies older than
+`[digest] keep_days` are dropped (their delivery rows stay), and a body stored before
+compression still goes out byte for byte."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+from digest.config import Config, DigestConfig
+from digest.service.pipeline import run
+from digest.store import Store
+from digest.store.packing import MARKER, unpack
+from tests.conftest import NOW, SmtpServer
+from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
+
+
+def _blobs(store: Store) -> dict[str, bytes]:
+    with sqlite3.connect(store.path) as conn:
+        rows = conn.execute(
+            "SELECT d.subscriber, m.message FROM delivery d "
+            "JOIN deliverymessage m ON m.delivery_id = d.id"
+        ).fetchall()
+    return {who: bytes(blob) for who, blob in rows}
+
+
+def test_a_digest_is_stored_compressed_and_sent_byte_for_byte(
+    workspace: Config, store: Store, smtp_server: SmtpServer
+) -> None:
+    run(workspace, store, now=NOW)
+    blobs = _blobs(store)
+    assert set(blobs) == {"ada@example.org", "bob@example.org"}
+    for who, blob in blobs.items():
+        sent = next(m.data for m in smtp_server.received if m.rcpt_tos == [who])
+        assert blob.startswith(MARKER) and len(blob) * 2.5 < len(sent)
+        assert unpack(blob) == sent
+
+
+def test_a_body_stored_before_compression_still_goes_out_as_it_was(
+    workspace: Config, store: Store, smtp_server: SmtpServer
+) -> None:
+    raw = b"From: a@example.org\r\nTo: ada@example.org\r\nSubject: old\r\n\r\nas planned\r\n"
+    store.plan_delivery("ada@example.org", NOW.date(), "<old@example.org>", [], {})
+    with sqlite3.connect(store.path) as conn:  # as a release before compression stored it
+        (did,) = conn.execute("SELECT id FROM delivery").fetchone()
+        conn.execute("INSERT INTO deliverymessage VALUES (?, ?)", (did, raw))
+    run(workspace, store, now=NOW)
+    sent = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
+    assert sent == raw
+
+
+def test_bodies_past_keep_days_are_dropped_and_the_web_view_says_expired(
+    workspace: Config,
+    store: Store,
+    smtp_server: SmtpServer,
+    web: WebServer,  # noqa: F811 (the fixture)
+) -> None:
+    cfg = workspace.model_copy(update={"digest": DigestConfig(keep_days=7)})
+    run(cfg, store, now=NOW)
+    (view,) = text_links(delivered(smtp_server, "bob@example.org"), "View in a browser")
+    assert web.client.get(web.local(view)).status_code == 200
+    run(cfg, store, now=NOW + timedelta(days=7))  # keeps the day 7 days back
+    assert set(_blobs(store)) == {"ada@example.org", "bob@example.org"}
+    run(cfg, store, now=NOW + timedelta(days=8))
+    assert _blobs(store) == {}
+    left = {d.digest_date for d in store.deliveries()}
+    assert NOW.date() in left  # the rows stay: what was sent is never sent again
+    page = web.client.get(web.local(view))
+    assert page.status_code == 410 and "expired" in page.text
