@@ -38,6 +38,10 @@ secret_key_file = "data/secret_key"  # signs unsubscribe and feedback links
 [digest]
 lookback_days = 3     # a digest draws on the newest listing and the days before it
 corpus_days = 90      # days of stored papers the ranker learns its vocabulary from
+keep_days = 30        # days a sent digest's message is kept for its web view
+
+[planning]
+# workers = 2         # processes planning a large list (default: one per core)
 
 # Sources. kind is arxiv-rss, arxiv-api, hf-daily or rss; url is https://... or file://...
 [[sources]]
