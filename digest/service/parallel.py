@@ -20,6 +20,8 @@ from datetime import date
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
+from threadpoolctl import threadpool_limits
+
 from digest.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,9 @@ def _planner(
     results: list[Any] = []
     stages: dict[str, float] = {}
     due: list[Due] = []
+    # One BLAS thread each: the planners already fill the cores, and BLAS threads that spin
+    # waiting for a core made the models stage five times slower with two planners.
+    limits = threadpool_limits(limits=1)
     try:
         in_child()
         for batch in share:
@@ -127,4 +132,5 @@ def _planner(
     except Exception as exc:  # reported to the parent, which plans the rest itself
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
+        limits.restore_original_limits()
         conn.close()
