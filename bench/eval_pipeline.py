@@ -25,7 +25,8 @@ from digest.mail.render import environment
 from digest.profiles import Interests, Profile
 from digest.rank import Ranker
 from digest.rank.params import DEFAULT, RankParams
-from digest.service.pipeline import Context, prepare_models, rank_pool, vocabulary
+from digest.service.context import Context, prepare_models, vocabulary
+from digest.service.picking import rank_pool
 from digest.store import Store
 from digest.store.schema import Paper as StoredPaper
 

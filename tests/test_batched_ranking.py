@@ -17,7 +17,8 @@ import pytest
 from digest.config import Config, SourceConfig
 from digest.ingest.run import ingest_all
 from digest.rank import Ranker
-from digest.service.pipeline import candidates, pick_papers, prepare, prepare_models
+from digest.service.context import prepare, prepare_models
+from digest.service.picking import candidates, pick_papers
 from digest.store import Store
 from tests.profile_mix import LISTING, corpus_rows, profiles, store_corpus
 

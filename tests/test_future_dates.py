@@ -9,7 +9,8 @@ import pytest
 
 from digest.config import Config, SourceConfig, load_config
 from digest.ingest import ingest_source
-from digest.service.pipeline import pick_papers, prepare
+from digest.service.context import prepare
+from digest.service.picking import pick_papers
 from digest.store import Store
 from digest.store.schema import Paper
 from tests.conftest import SHARED, SmtpServer, digest, write_profile

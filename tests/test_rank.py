@@ -11,7 +11,8 @@ from digest.ingest import ingest_all
 from digest.profiles import Profile, load_profile
 from digest.rank import Ranker
 from digest.rank.match import FollowedAuthors, author_key
-from digest.service.pipeline import Context, pick_papers, prepare, prepare_models, rank_pool
+from digest.service.context import Context, prepare, prepare_models
+from digest.service.picking import pick_papers, rank_pool
 from digest.store import Store
 from digest.store.schema import Paper
 from tests.conftest import ADA, BOB, NOW, write_profile

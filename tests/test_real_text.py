@@ -23,7 +23,9 @@ from digest.profiles import load_profile
 from digest.rank import Pick
 from digest.rank.explain import variant_key
 from digest.rank.match import FollowedAuthors
-from digest.service.pipeline import pick_papers, prepare, run
+from digest.service.context import prepare
+from digest.service.picking import pick_papers
+from digest.service.pipeline import run
 from digest.store import Store
 from tests.conftest import SHARED, SmtpServer, digest, write_profile
 

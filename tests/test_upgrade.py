@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from digest.config import load_config
 from digest.ingest import ingest_all
-from digest.service.pipeline import digest_day, prepare, prepare_models
+from digest.service.context import digest_day, prepare, prepare_models
 from digest.store import Store, migrate
 from tests.conftest import SmtpServer, digest, write_profile
 

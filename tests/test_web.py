@@ -32,8 +32,10 @@ from digest.mail.links import (
     unsubscribe_token,
 )
 from digest.profiles import load_profile
+from digest.service.context import prepare, prepare_models
 from digest.service.demo import free_port
-from digest.service.pipeline import prepare, prepare_models, rank_pool, run
+from digest.service.picking import rank_pool
+from digest.service.pipeline import run
 from digest.service.web import create_app
 from digest.store import Store
 from digest.store.schema import Paper

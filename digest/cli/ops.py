@@ -28,7 +28,7 @@ def status(ctx: click.Context) -> None:
 
     from digest.mail.engine import PAUSE_KEY
     from digest.profiles import load_profiles
-    from digest.service.pipeline import digest_day
+    from digest.service.context import digest_day
     from digest.service.roster import roster
     from digest.service.schedule import slots
 
@@ -230,7 +230,7 @@ def stats(ctx: click.Context) -> None:
     """Papers stored, the last fetch of each source, and deliveries by state."""
     from collections import Counter
 
-    from digest.service.pipeline import NOT_LISTED
+    from digest.service.context import NOT_LISTED
 
     st = _state(ctx)
     store = st.store()

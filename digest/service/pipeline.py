@@ -13,42 +13,32 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property
 from urllib.parse import urlsplit
 
-import jinja2
-import numpy as np
-
 from digest.config import Config
-from digest.errors import DigestError, ExitStatus, NotFound, ProfileError
-from digest.ingest.run import IngestReport, ingest_all, lookup_papers
+from digest.errors import DigestError, ExitStatus, ProfileError
+from digest.ingest.run import IngestReport, ingest_all
 from digest.mail.compose import compose
 from digest.mail.engine import EngineReport, deliver
-from digest.mail.links import Signer
 from digest.mail.render import (
-    PaperBlocks,
     Rendered,
-    environment,
     message_id_for,
-    render_digest,
 )
-from digest.profiles import Profile, load_profiles
-from digest.rank.features import Vocabulary, corpus_version
-from digest.rank.model import SubscriberModel
-from digest.rank.ranker import Pick, Ranker, Ratings
+from digest.profiles import Profile
+from digest.rank.ranker import Pick
+from digest.service.context import Context, digest_day, prepare, prepare_models
 from digest.service.parallel import Due, plan_in_processes
+from digest.service.picking import find_profile, pick_papers, picks_of, render_for
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
-from digest.store.papers import Store, source_name
+from digest.store.papers import Store
 from digest.store.planning import Planned, Standing
-from digest.store.schema import Delivery, Paper, RankModel, as_utc_naive
+from digest.store.schema import Delivery, Paper
 
 log = logging.getLogger(__name__)
 # Subscribers planned together: one set of queries, models and scores per batch, so memory
 # stays flat at 100,000 subscribers (a batch's scores: 1,000 x the listing, in float32).
 BATCH = 1000
-# Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
-NOT_LISTED = ("api",)
 
 
 @dataclass
@@ -91,333 +81,6 @@ class RunReport:
         if unsent or failed_sources or self.profile_errors:
             return ExitStatus.PARTIAL
         return ExitStatus.OK
-
-
-@dataclass
-class Context:
-    cfg: Config
-    store: Store
-    profiles: list[Profile]
-    profile_errors: list[ProfileError]
-    ranker: Ranker
-    env: jinja2.Environment
-    latest: date | None
-    # The listing papers of the lookback window, loaded once per run for every subscriber.
-    listing: list[Paper]
-    # Per subscriber (lower-case email), filled by `prepare_models`: model, examples, feedback,
-    # and the model's raw scores of the listing (one product for everyone).
-    models: dict[str, SubscriberModel] = field(default_factory=dict)
-    examples: dict[str, list[Paper]] = field(default_factory=dict)
-    feedback: dict[str, Ratings] = field(default_factory=dict)
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    retrained: int = 0
-    position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
-
-    # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
-    refs: dict[str, str] = field(default_factory=dict)
-    # Each paper's reader-independent part of the template context, made once per run.
-    blocks: PaperBlocks = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.position = {p.id: j for j, p in enumerate(self.listing)}
-        self.ranker.use_listing(self.listing)
-        self.first_seen = np.array([_micros(p.first_seen) for p in self.listing], dtype=np.int64)
-        self._by_sources: dict[frozenset[str] | None, np.ndarray] = {}
-
-    def from_sources(self, sources: list[str] | None) -> np.ndarray:
-        """Which listing papers came through one of these sources (None: any), per run."""
-        key = frozenset(sources) if sources is not None else None
-        mask = self._by_sources.get(key)
-        if mask is None:
-            allowed = set(key) if key is not None else None
-            mask = np.array([from_sources(p, allowed) for p in self.listing], dtype=bool)
-            self._by_sources[key] = mask
-        return mask
-
-    def forget(self, profiles: list[Profile]) -> None:
-        """Drop a planned batch's models and scores: memory stays flat however many readers."""
-        for p in profiles:
-            email = p.email.lower()
-            for per_reader in (self.models, self.examples, self.feedback, self.scores):
-                per_reader.pop(email, None)
-
-    @cached_property
-    def signer(self) -> Signer:
-        """The link keys, read once per run rather than once per digest (lazily: a dry run and
-        the evaluation render nothing and need no key)."""
-        return Signer(self.cfg)
-
-
-def digest_day(profile: Profile, now: datetime) -> date:
-    """The digest date is the subscriber's local calendar day."""
-    return now.astimezone(profile.tz).date()
-
-
-def prepare(cfg: Config, store: Store, now: datetime) -> Context:
-    loaded = load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
-    for err in loaded.errors:
-        log.debug("%s", err)  # reported by the caller: the run report, serve's reload
-    wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
-    if wanted:
-        lookup_papers(store, cfg, wanted, now.date())
-    corpus = corpus_of(cfg, store, now.date())
-    listing = listing_of(corpus, cfg.digest.lookback_days)
-    latest = max((p.announced for p in listing), default=None)
-    known = {p.id for p in corpus}
-    corpus += [p for p in store.papers(wanted).values() if p.id not in known]
-    return Context(
-        cfg=cfg,
-        store=store,
-        profiles=loaded.profiles,
-        profile_errors=loaded.errors,
-        ranker=Ranker(corpus, vocabulary(cfg, corpus)),
-        env=environment(cfg),
-        latest=latest,
-        listing=listing,
-    )
-
-
-def corpus_of(cfg: Config, store: Store, today: date) -> list[Paper]:
-    """The papers of the last `corpus_days` of each configured source, oldest first.
-
-    Each source counts back from its own newest day: a source ahead of the others (a feed
-    dated wrongly, or files of different years) cannot push the others out, and a source
-    removed from the config no longer feeds anybody's digest.
-    """
-    # A date past tomorrow (any time zone's today) is a mistake, stored before ingest checked.
-    until = today + timedelta(days=1)
-    span = timedelta(days=cfg.digest.corpus_days)
-    by_id: dict[str, Paper] = {}
-    for src in cfg.sources:
-        newest = store.newest_day(src.name, until, exclude_types=NOT_LISTED)
-        if newest is not None:
-            for p in store.source_papers(src.name, newest - span, newest):
-                by_id.setdefault(p.id, p)
-    return sorted(by_id.values(), key=lambda p: (p.announced, p.id))
-
-
-def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
-    """The listing papers within `lookback_days` of their own source's newest day.
-
-    Each source keeps its own window: a feed whose items carry a wrong date (or one that is
-    ahead of the others) cannot push every other source's papers out of everybody's listing.
-    """
-    listed = [p for p in papers if p.announce_type not in NOT_LISTED]
-    newest: dict[str, date] = {}
-    for p in listed:
-        for tag in p.sources or [""]:  # a paper stored without a source tag: a group of its own
-            if p.announced > newest.get(tag, date.min):
-                newest[tag] = p.announced
-    span = timedelta(days=lookback_days - 1)
-    return [p for p in listed if any(p.announced >= newest[t] - span for t in p.sources or [""])]
-
-
-def vocabulary(cfg: Config, corpus: list[Paper]) -> Vocabulary:
-    """The vocabulary of this corpus window: reused from disk while the window is unchanged."""
-    path = cfg.data_dir / "models" / "vocabulary.pkl"
-    stored = Vocabulary.load(path)
-    if stored is not None and stored.version == corpus_version([p.id for p in corpus]):
-        return stored
-    fitted = Vocabulary(corpus)
-    try:
-        fitted.save(path)
-    except OSError as exc:
-        log.warning("cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc)
-    return fitted
-
-
-def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
-    """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
-    and the listing scored for all of them at once."""
-    emails = [p.email.lower() for p in profiles]
-    verdicts = ctx.store.feedback_all(emails)
-    wanted = {pid for p in profiles for pid in p.interests.papers}
-    wanted |= {pid for fb in verdicts.values() for pid in fb}
-    papers = ctx.store.papers(sorted(wanted))
-    stored = ctx.store.rank_models(emails)
-    fresh: list[RankModel] = []
-    for profile, email in zip(profiles, emails, strict=True):
-        given = verdicts.get(email, {})
-        fb = Ratings(
-            liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
-            disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
-        )
-        examples = [papers[i] for i in profile.interests.papers if i in papers]
-        model, retrained = ctx.ranker.model(profile, examples, fb, stored.get(email))
-        if retrained:
-            fresh.append(
-                RankModel(
-                    subscriber=email,
-                    fingerprint=model.fingerprint,
-                    vocabulary=model.vocabulary,
-                    blob=model.to_bytes(),
-                )
-            )
-        ctx.models[email], ctx.examples[email], ctx.feedback[email] = model, examples, fb
-    ctx.store.save_rank_models(fresh)
-    ctx.retrained += len(fresh)
-    if ctx.listing:
-        matrix = ctx.ranker.score_all([ctx.models[e] for e in emails], ctx.listing)
-        for email, row in zip(emails, matrix, strict=True):
-            ctx.scores[email] = row
-
-
-def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
-    """Whether the paper came through one of the profile's `sources` (None: any source)."""
-    return allowed is None or any(source_name(t) in allowed for t in paper.sources)
-
-
-def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper]:
-    """Listing papers of the last few days that arrived since this subscriber's last digest.
-
-    Papers already considered for an earlier digest and passed over are not offered again the
-    next day; papers already sent are never offered again at all.
-    """
-    return [ctx.listing[i] for i in candidate_positions(ctx, profile, standing)]
-
-
-def candidate_positions(ctx: Context, profile: Profile, standing: Standing) -> np.ndarray:
-    """`candidates` as positions in the listing, from per-run arrays: no loop over the listing
-    per reader."""
-    mask = ctx.from_sources(profile.sources).copy()
-    since = standing.last_digest_at
-    if since is not None:
-        mask &= ctx.first_seen > _micros(since)
-    for pid in standing.sent | set(profile.interests.papers):
-        j = ctx.position.get(pid)
-        if j is not None:
-            mask[j] = False
-    return np.flatnonzero(mask)
-
-
-_EPOCH = datetime(1970, 1, 1)
-
-
-def _micros(when: datetime) -> int:
-    """A time as whole microseconds since 1970 (UTC): exact, unlike a float timestamp."""
-    return (as_utc_naive(when) - _EPOCH) // timedelta(microseconds=1)
-
-
-def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> str:
-    """Which of the candidate filters left nothing: a wrong reason sends the operator astray."""
-    allowed = set(profile.sources) if profile.sources is not None else None
-    mine = [p for p in ctx.listing if from_sources(p, allowed)]
-    if not mine:
-        return (
-            f"none of the {len(ctx.listing)} listing papers comes from {', '.join(allowed or [])}"
-        )
-    since = standing.last_digest_at
-    if since is not None:
-        return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC)"
-    return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
-
-
-def rank_pool(
-    ctx: Context,
-    profile: Profile,
-    pool: list[Paper],
-    complete: bool = False,
-    at: np.ndarray | None = None,
-) -> list[Pick[Paper]]:
-    """Rank listing papers for one subscriber with their stored model, examples and feedback.
-
-    ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
-    ``at`` are the pool's positions in the listing when the caller has them.
-    """
-    email = profile.email.lower()
-    if email not in ctx.models:
-        prepare_models(ctx, [profile])
-    if at is None:
-        at = np.array([ctx.position[p.id] for p in pool], dtype=np.intp)
-    row = ctx.scores.get(email)
-    return ctx.ranker.rank(
-        profile,
-        pool,
-        ctx.examples[email],
-        ctx.feedback[email],
-        model=ctx.models[email],
-        raw=row[at] if row is not None else None,
-        complete=complete,
-        at=at,
-    )
-
-
-def pick_papers(
-    ctx: Context, profile: Profile, standing: Standing | None = None
-) -> tuple[list[Pick[Paper]], str]:
-    """The subscriber's picks for today, or none with the reason why. A run hands over what
-    the store knows of the reader (`standing`) for a whole batch; one reader's is read here."""
-    if standing is None:
-        email = profile.email.lower()
-        standing = ctx.store.standings({email: date.min})[email]
-    if ctx.latest is None:
-        return [], "no papers stored yet (run `digest ingest`)"
-    if profile.trending:
-        return trending_picks(ctx, profile, standing)
-    at = candidate_positions(ctx, profile, standing)
-    if not len(at):
-        return [], _why_no_candidates(ctx, profile, standing)
-    pool = [ctx.listing[i] for i in at]
-    picks = rank_pool(ctx, profile, pool, at=at)
-    if not picks:
-        return [], f"none of {len(pool)} new papers matched the profile"
-    return picks, ""
-
-
-def trending_picks(
-    ctx: Context, profile: Profile, standing: Standing
-) -> tuple[list[Pick[Paper]], str]:
-    """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
-
-    Unlike personal picks, a paper passed over at an earlier digest (seen, not sent) is offered
-    again: upvotes grow through the day and the next, and what trends tomorrow may have been
-    quiet today. A paper sent once is never sent again.
-    """
-    sent = standing.sent
-    allowed = set(profile.sources) if profile.sources is not None else None
-    pool = [
-        p
-        for p in ctx.listing
-        if p.upvotes is not None and p.id not in sent and from_sources(p, allowed)
-    ]
-    if not pool:
-        return [], "no new Hugging Face papers (is an hf-daily source configured?)"
-    loud = [p for p in pool if (p.upvotes or 0) >= profile.min_upvotes]
-    if not loud:
-        return [], f"none of {len(pool)} Hugging Face papers has {profile.min_upvotes} upvotes"
-    # Among equal upvotes the newer paper (the larger arXiv id) first: the same order on
-    # every node and every retry.
-    loud.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
-    picks = []
-    for p in loud[: profile.max_papers]:
-        why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
-        picks.append(Pick(p, float(p.upvotes or 0), why, [why]))
-    return picks, ""
-
-
-def picks_of(ctx: Context, delivery: Delivery) -> list[Pick[Paper]]:
-    """The picks stored on a planned delivery, so a retry sends the very same digest."""
-    papers = ctx.store.papers(delivery.paper_ids)
-    return [
-        Pick(papers[pid], 0.0, str(delivery.reasons.get(pid, "")))
-        for pid in delivery.paper_ids
-        if pid in papers
-    ]
-
-
-def find_profile(ctx: Context, email: str) -> Profile:
-    for p in ctx.profiles:
-        if p.email.lower() == email.lower():
-            return p
-    broken = f" ({len(ctx.profile_errors)} profile(s) are invalid)" if ctx.profile_errors else ""
-    raise NotFound(f"no subscriber with email {email}{broken}")
-
-
-def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: date) -> Rendered:
-    # The links name the reader by an opaque ref; `digest web` maps it back through the store
-    # (recorded with the batch, before anything is sent).
-    ctx.refs[ctx.signer.ref(profile.email)] = profile.email
-    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer, ctx.blocks)
 
 
 def run(

@@ -42,7 +42,8 @@ from digest.errors import DigestError
 from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.profiles import Profile, load_profiles
-from digest.service.pipeline import digest_day, run
+from digest.service.context import digest_day
+from digest.service.pipeline import run
 from digest.service.schedule import due_today
 from digest.store.failures import explain
 from digest.store.papers import Store

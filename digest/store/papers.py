@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from digest.store import migrate
 from digest.store.deliveries import DeliveryQueries
 from digest.store.failures import explain
 from digest.store.feedback import FeedbackQueries
-from digest.store.packing import pack, unpack
+from digest.store.packing import unpack
 from digest.store.planning import PlanningQueries
 from digest.store.schema import (
     Delivery,
@@ -282,29 +282,10 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
             s.add(st)
             s.commit()
 
-    def remember_ref(self, ref: str, email: str) -> None:
-        """Record whose the ref in a digest's links is (the same pair on every node)."""
-        with self.session() as s:
-            if s.get(LinkRef, ref) is not None:
-                return
-            s.add(LinkRef(ref=ref, email=email.lower()))
-            try:
-                s.commit()
-            except IntegrityError:
-                s.rollback()  # another node recorded the very same pair first
-
     def ref_address(self, ref: str) -> str | None:
         with self.session() as s:
             row = s.get(LinkRef, ref)
             return row.email if row else None
-
-    def delivery(self, email: str, day: date) -> Delivery | None:
-        with self.session() as s:
-            return s.exec(
-                select(Delivery).where(
-                    Delivery.subscriber == email.lower(), Delivery.digest_date == day
-                )
-            ).first()
 
     def message_bytes(self, delivery_id: int) -> bytes | None:
         """The rendered message stored with a delivery (what every attempt sends)."""
@@ -318,48 +299,6 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
             if day is not None:
                 q = q.where(Delivery.digest_date == day)
             return list(s.exec(q).all())
-
-    def plan_delivery(
-        self,
-        email: str,
-        day: date,
-        message_id: str,
-        paper_ids: list[str],
-        reasons: dict[str, Any],
-        message: bytes | None = None,
-        expire_at: datetime | None = None,
-    ) -> Delivery:
-        """The delivery row for (subscriber, day), made once; a second call returns the first.
-
-        The papers chosen at planning time are kept on the row, so a retry sends the same digest.
-        """
-        existing = self.delivery(email, day)
-        if existing is not None:
-            return existing
-        row = Delivery(
-            subscriber=email.lower(),
-            digest_date=day,
-            message_id=message_id,
-            paper_ids=paper_ids,
-            reasons=reasons,
-            expire_at=expire_at,
-        )
-        with self.session() as s:
-            s.add(row)
-            try:
-                if message is not None:
-                    s.flush()
-                    assert row.id is not None
-                    s.add(DeliveryMessage(delivery_id=row.id, message=pack(message)))
-                s.commit()
-            except IntegrityError:
-                # Another runner planned it first: theirs stands.
-                s.rollback()
-                found = self.delivery(email, day)
-                if found is None:  # pragma: no cover - the unique row must exist now
-                    raise
-                return found
-        return row
 
     # -- the delivery engine ----------------------------------------------------------------
 

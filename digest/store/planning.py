@@ -118,8 +118,16 @@ class PlanningQueries:
                 for ref, email in refs.items():
                     self.remember_ref(ref, email)
 
-    def remember_ref(self, ref: str, email: str) -> None:  # pragma: no cover - Store's
-        raise NotImplementedError
+    def remember_ref(self, ref: str, email: str) -> None:
+        """Record whose the ref in a digest's links is (the same pair on every node)."""
+        with self.session() as s:
+            if s.get(LinkRef, ref) is not None:
+                return
+            s.add(LinkRef(ref=ref, email=email.lower()))
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()  # another node recorded the very same pair first
 
     def plan_deliveries(self, planned: Sequence[Planned]) -> list[Delivery]:
         """Many `plan_delivery` calls in one transaction: each (subscriber, day) row is made
@@ -153,7 +161,15 @@ class PlanningQueries:
             for p in planned
         ]
 
-    def plan_delivery(  # pragma: no cover - Store's
+    def delivery(self, email: str, day: date) -> Delivery | None:
+        with self.session() as s:
+            return s.exec(
+                select(Delivery).where(
+                    Delivery.subscriber == email.lower(), Delivery.digest_date == day
+                )
+            ).first()
+
+    def plan_delivery(
         self,
         email: str,
         day: date,
@@ -163,4 +179,34 @@ class PlanningQueries:
         message: bytes | None = None,
         expire_at: datetime | None = None,
     ) -> Delivery:
-        raise NotImplementedError
+        """The delivery row for (subscriber, day), made once; a second call returns the first.
+
+        The papers chosen at planning time are kept on the row, so a retry sends the same digest.
+        """
+        existing = self.delivery(email, day)
+        if existing is not None:
+            return existing
+        row = Delivery(
+            subscriber=email.lower(),
+            digest_date=day,
+            message_id=message_id,
+            paper_ids=paper_ids,
+            reasons=reasons,
+            expire_at=expire_at,
+        )
+        with self.session() as s:
+            s.add(row)
+            try:
+                if message is not None:
+                    s.flush()
+                    assert row.id is not None
+                    s.add(DeliveryMessage(delivery_id=row.id, message=pack(message)))
+                s.commit()
+            except IntegrityError:
+                # Another runner planned it first: theirs stands.
+                s.rollback()
+                found = self.delivery(email, day)
+                if found is None:  # pragma: no cover - the unique row must exist now
+                    raise
+                return found
+        return row

@@ -1,0 +1,213 @@
+"""A run's context: the profiles, the corpus and its vocabulary, the listing laid out once,
+and every reader's model and scores, made per batch (digest.service.pipeline drives it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cached_property
+
+import jinja2
+import numpy as np
+
+from digest.config import Config
+from digest.errors import ProfileError
+from digest.ingest.run import lookup_papers
+from digest.mail.links import Signer
+from digest.mail.render import (
+    PaperBlocks,
+    environment,
+)
+from digest.profiles import Profile, load_profiles
+from digest.rank.features import Vocabulary, corpus_version
+from digest.rank.model import SubscriberModel
+from digest.rank.ranker import Ranker, Ratings
+from digest.store.papers import Store, source_name
+from digest.store.schema import Paper, RankModel, as_utc_naive
+
+log = logging.getLogger(__name__)
+# Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
+NOT_LISTED = ("api",)
+
+
+@dataclass
+class Context:
+    cfg: Config
+    store: Store
+    profiles: list[Profile]
+    profile_errors: list[ProfileError]
+    ranker: Ranker
+    env: jinja2.Environment
+    latest: date | None
+    # The listing papers of the lookback window, loaded once per run for every subscriber.
+    listing: list[Paper]
+    # Per subscriber (lower-case email), filled by `prepare_models`: model, examples, feedback,
+    # and the model's raw scores of the listing (one product for everyone).
+    models: dict[str, SubscriberModel] = field(default_factory=dict)
+    examples: dict[str, list[Paper]] = field(default_factory=dict)
+    feedback: dict[str, Ratings] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    retrained: int = 0
+    position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
+
+    # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
+    refs: dict[str, str] = field(default_factory=dict)
+    # Each paper's reader-independent part of the template context, made once per run.
+    blocks: PaperBlocks = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.position = {p.id: j for j, p in enumerate(self.listing)}
+        self.ranker.use_listing(self.listing)
+        self.first_seen = np.array([_micros(p.first_seen) for p in self.listing], dtype=np.int64)
+        self._by_sources: dict[frozenset[str] | None, np.ndarray] = {}
+
+    def from_sources(self, sources: list[str] | None) -> np.ndarray:
+        """Which listing papers came through one of these sources (None: any), per run."""
+        key = frozenset(sources) if sources is not None else None
+        mask = self._by_sources.get(key)
+        if mask is None:
+            allowed = set(key) if key is not None else None
+            mask = np.array([from_sources(p, allowed) for p in self.listing], dtype=bool)
+            self._by_sources[key] = mask
+        return mask
+
+    def forget(self, profiles: list[Profile]) -> None:
+        """Drop a planned batch's models and scores: memory stays flat however many readers."""
+        for p in profiles:
+            email = p.email.lower()
+            for per_reader in (self.models, self.examples, self.feedback, self.scores):
+                per_reader.pop(email, None)
+
+    @cached_property
+    def signer(self) -> Signer:
+        """The link keys, read once per run rather than once per digest (lazily: a dry run and
+        the evaluation render nothing and need no key)."""
+        return Signer(self.cfg)
+
+
+def digest_day(profile: Profile, now: datetime) -> date:
+    """The digest date is the subscriber's local calendar day."""
+    return now.astimezone(profile.tz).date()
+
+
+def prepare(cfg: Config, store: Store, now: datetime) -> Context:
+    loaded = load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
+    for err in loaded.errors:
+        log.debug("%s", err)  # reported by the caller: the run report, serve's reload
+    wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
+    if wanted:
+        lookup_papers(store, cfg, wanted, now.date())
+    corpus = corpus_of(cfg, store, now.date())
+    listing = listing_of(corpus, cfg.digest.lookback_days)
+    latest = max((p.announced for p in listing), default=None)
+    known = {p.id for p in corpus}
+    corpus += [p for p in store.papers(wanted).values() if p.id not in known]
+    return Context(
+        cfg=cfg,
+        store=store,
+        profiles=loaded.profiles,
+        profile_errors=loaded.errors,
+        ranker=Ranker(corpus, vocabulary(cfg, corpus)),
+        env=environment(cfg),
+        latest=latest,
+        listing=listing,
+    )
+
+
+def corpus_of(cfg: Config, store: Store, today: date) -> list[Paper]:
+    """The papers of the last `corpus_days` of each configured source, oldest first.
+
+    Each source counts back from its own newest day: a source ahead of the others (a feed
+    dated wrongly, or files of different years) cannot push the others out, and a source
+    removed from the config no longer feeds anybody's digest.
+    """
+    # A date past tomorrow (any time zone's today) is a mistake, stored before ingest checked.
+    until = today + timedelta(days=1)
+    span = timedelta(days=cfg.digest.corpus_days)
+    by_id: dict[str, Paper] = {}
+    for src in cfg.sources:
+        newest = store.newest_day(src.name, until, exclude_types=NOT_LISTED)
+        if newest is not None:
+            for p in store.source_papers(src.name, newest - span, newest):
+                by_id.setdefault(p.id, p)
+    return sorted(by_id.values(), key=lambda p: (p.announced, p.id))
+
+
+def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
+    """The listing papers within `lookback_days` of their own source's newest day.
+
+    Each source keeps its own window: a feed whose items carry a wrong date (or one that is
+    ahead of the others) cannot push every other source's papers out of everybody's listing.
+    """
+    listed = [p for p in papers if p.announce_type not in NOT_LISTED]
+    newest: dict[str, date] = {}
+    for p in listed:
+        for tag in p.sources or [""]:  # a paper stored without a source tag: a group of its own
+            if p.announced > newest.get(tag, date.min):
+                newest[tag] = p.announced
+    span = timedelta(days=lookback_days - 1)
+    return [p for p in listed if any(p.announced >= newest[t] - span for t in p.sources or [""])]
+
+
+def vocabulary(cfg: Config, corpus: list[Paper]) -> Vocabulary:
+    """The vocabulary of this corpus window: reused from disk while the window is unchanged."""
+    path = cfg.data_dir / "models" / "vocabulary.pkl"
+    stored = Vocabulary.load(path)
+    if stored is not None and stored.version == corpus_version([p.id for p in corpus]):
+        return stored
+    fitted = Vocabulary(corpus)
+    try:
+        fitted.save(path)
+    except OSError as exc:
+        log.warning("cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc)
+    return fitted
+
+
+def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
+    """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
+    and the listing scored for all of them at once."""
+    emails = [p.email.lower() for p in profiles]
+    verdicts = ctx.store.feedback_all(emails)
+    wanted = {pid for p in profiles for pid in p.interests.papers}
+    wanted |= {pid for fb in verdicts.values() for pid in fb}
+    papers = ctx.store.papers(sorted(wanted))
+    stored = ctx.store.rank_models(emails)
+    fresh: list[RankModel] = []
+    for profile, email in zip(profiles, emails, strict=True):
+        given = verdicts.get(email, {})
+        fb = Ratings(
+            liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
+            disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
+        )
+        examples = [papers[i] for i in profile.interests.papers if i in papers]
+        model, retrained = ctx.ranker.model(profile, examples, fb, stored.get(email))
+        if retrained:
+            fresh.append(
+                RankModel(
+                    subscriber=email,
+                    fingerprint=model.fingerprint,
+                    vocabulary=model.vocabulary,
+                    blob=model.to_bytes(),
+                )
+            )
+        ctx.models[email], ctx.examples[email], ctx.feedback[email] = model, examples, fb
+    ctx.store.save_rank_models(fresh)
+    ctx.retrained += len(fresh)
+    if ctx.listing:
+        matrix = ctx.ranker.score_all([ctx.models[e] for e in emails], ctx.listing)
+        for email, row in zip(emails, matrix, strict=True):
+            ctx.scores[email] = row
+
+
+def from_sources(paper: Paper, allowed: set[str] | None) -> bool:
+    """Whether the paper came through one of the profile's `sources` (None: any source)."""
+    return allowed is None or any(source_name(t) in allowed for t in paper.sources)
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _micros(when: datetime) -> int:
+    """A time as whole microseconds since 1970 (UTC): exact, unlike a float timestamp."""
+    return (as_utc_naive(when) - _EPOCH) // timedelta(microseconds=1)

@@ -1,0 +1,164 @@
+"""Which papers a reader gets today: the candidate filter, ranking with the run's shared
+scores, the trending digest, and the digest of a stored delivery (for previews and retries)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+
+from digest.errors import NotFound
+from digest.mail.render import (
+    Rendered,
+    render_digest,
+)
+from digest.profiles import Profile
+from digest.rank.ranker import Pick
+from digest.service.context import Context, _micros, from_sources, prepare_models
+from digest.store.planning import Standing
+from digest.store.schema import Delivery, Paper
+
+
+def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper]:
+    """Listing papers of the last few days that arrived since this subscriber's last digest.
+
+    Papers already considered for an earlier digest and passed over are not offered again the
+    next day; papers already sent are never offered again at all.
+    """
+    return [ctx.listing[i] for i in candidate_positions(ctx, profile, standing)]
+
+
+def candidate_positions(ctx: Context, profile: Profile, standing: Standing) -> np.ndarray:
+    """`candidates` as positions in the listing, from per-run arrays: no loop over the listing
+    per reader."""
+    mask = ctx.from_sources(profile.sources).copy()
+    since = standing.last_digest_at
+    if since is not None:
+        mask &= ctx.first_seen > _micros(since)
+    for pid in standing.sent | set(profile.interests.papers):
+        j = ctx.position.get(pid)
+        if j is not None:
+            mask[j] = False
+    return np.flatnonzero(mask)
+
+
+def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> str:
+    """Which of the candidate filters left nothing: a wrong reason sends the operator astray."""
+    allowed = set(profile.sources) if profile.sources is not None else None
+    mine = [p for p in ctx.listing if from_sources(p, allowed)]
+    if not mine:
+        return (
+            f"none of the {len(ctx.listing)} listing papers comes from {', '.join(allowed or [])}"
+        )
+    since = standing.last_digest_at
+    if since is not None:
+        return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC)"
+    return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
+
+
+def rank_pool(
+    ctx: Context,
+    profile: Profile,
+    pool: list[Paper],
+    complete: bool = False,
+    at: np.ndarray | None = None,
+) -> list[Pick[Paper]]:
+    """Rank listing papers for one subscriber with their stored model, examples and feedback.
+
+    ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
+    ``at`` are the pool's positions in the listing when the caller has them.
+    """
+    email = profile.email.lower()
+    if email not in ctx.models:
+        prepare_models(ctx, [profile])
+    if at is None:
+        at = np.array([ctx.position[p.id] for p in pool], dtype=np.intp)
+    row = ctx.scores.get(email)
+    return ctx.ranker.rank(
+        profile,
+        pool,
+        ctx.examples[email],
+        ctx.feedback[email],
+        model=ctx.models[email],
+        raw=row[at] if row is not None else None,
+        complete=complete,
+        at=at,
+    )
+
+
+def pick_papers(
+    ctx: Context, profile: Profile, standing: Standing | None = None
+) -> tuple[list[Pick[Paper]], str]:
+    """The subscriber's picks for today, or none with the reason why. A run hands over what
+    the store knows of the reader (`standing`) for a whole batch; one reader's is read here."""
+    if standing is None:
+        email = profile.email.lower()
+        standing = ctx.store.standings({email: date.min})[email]
+    if ctx.latest is None:
+        return [], "no papers stored yet (run `digest ingest`)"
+    if profile.trending:
+        return trending_picks(ctx, profile, standing)
+    at = candidate_positions(ctx, profile, standing)
+    if not len(at):
+        return [], _why_no_candidates(ctx, profile, standing)
+    pool = [ctx.listing[i] for i in at]
+    picks = rank_pool(ctx, profile, pool, at=at)
+    if not picks:
+        return [], f"none of {len(pool)} new papers matched the profile"
+    return picks, ""
+
+
+def trending_picks(
+    ctx: Context, profile: Profile, standing: Standing
+) -> tuple[list[Pick[Paper]], str]:
+    """The most upvoted Hugging Face papers of the listing window not yet sent to this reader.
+
+    Unlike personal picks, a paper passed over at an earlier digest (seen, not sent) is offered
+    again: upvotes grow through the day and the next, and what trends tomorrow may have been
+    quiet today. A paper sent once is never sent again.
+    """
+    sent = standing.sent
+    allowed = set(profile.sources) if profile.sources is not None else None
+    pool = [
+        p
+        for p in ctx.listing
+        if p.upvotes is not None and p.id not in sent and from_sources(p, allowed)
+    ]
+    if not pool:
+        return [], "no new Hugging Face papers (is an hf-daily source configured?)"
+    loud = [p for p in pool if (p.upvotes or 0) >= profile.min_upvotes]
+    if not loud:
+        return [], f"none of {len(pool)} Hugging Face papers has {profile.min_upvotes} upvotes"
+    # Among equal upvotes the newer paper (the larger arXiv id) first: the same order on
+    # every node and every retry.
+    loud.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
+    picks = []
+    for p in loud[: profile.max_papers]:
+        why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
+        picks.append(Pick(p, float(p.upvotes or 0), why, [why]))
+    return picks, ""
+
+
+def picks_of(ctx: Context, delivery: Delivery) -> list[Pick[Paper]]:
+    """The picks stored on a planned delivery, so a retry sends the very same digest."""
+    papers = ctx.store.papers(delivery.paper_ids)
+    return [
+        Pick(papers[pid], 0.0, str(delivery.reasons.get(pid, "")))
+        for pid in delivery.paper_ids
+        if pid in papers
+    ]
+
+
+def find_profile(ctx: Context, email: str) -> Profile:
+    for p in ctx.profiles:
+        if p.email.lower() == email.lower():
+            return p
+    broken = f" ({len(ctx.profile_errors)} profile(s) are invalid)" if ctx.profile_errors else ""
+    raise NotFound(f"no subscriber with email {email}{broken}")
+
+
+def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: date) -> Rendered:
+    # The links name the reader by an opaque ref; `digest web` maps it back through the store
+    # (recorded with the batch, before anything is sent).
+    ctx.refs[ctx.signer.ref(profile.email)] = profile.email
+    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer, ctx.blocks)
