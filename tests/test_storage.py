@@ -7,11 +7,14 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
+import pytest
+
 from digest.config import Config, DigestConfig
 from digest.service.pipeline import run
 from digest.store import Store
 from digest.store.packing import MARKER, unpack
 from tests.conftest import NOW, SmtpServer
+from tests.test_postgres import pg_store  # noqa: F401 (fixture)
 from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
 
 
@@ -67,3 +70,25 @@ def test_bodies_past_keep_days_are_dropped_and_the_web_view_says_expired(
     assert NOW.date() in left  # the rows stay: what was sent is never sent again
     page = web.client.get(web.local(view))
     assert page.status_code == 410 and "expired" in page.text
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_forgetting_models_of_removed_readers_works_for_100000_profiles(
+    db: str, request: pytest.FixtureRequest
+) -> None:
+    """`NOT IN` 100,000 addresses was more bound parameters than PostgreSQL (65,535) and many
+    SQLite builds (32,766) take in one statement."""
+    from digest.store.schema import RankModel
+
+    store: Store = request.getfixturevalue("store" if db == "sqlite" else "pg_store")
+
+    keep = [f"r{i:06d}@example.org" for i in range(100_000)]
+    store.save_rank_models(
+        [
+            RankModel(subscriber=e, fingerprint="f", vocabulary="v", blob=b"x")
+            for e in (keep[0], keep[-1], "gone@example.org", "left@example.org")
+        ]
+    )
+    assert store.prune_rank_models([*keep, "Left@Example.org"]) == 1
+    assert set(store.rank_models()) == {keep[0], keep[-1], "left@example.org"}

@@ -111,7 +111,15 @@ class FeedbackQueries:
             conn.execute(stmt)
 
     def prune_rank_models(self, keep: Sequence[str]) -> int:
-        """Drop the models of subscribers whose profiles are gone; returns how many."""
-        stmt = delete(RankModel).where(col(RankModel.subscriber).not_in([e.lower() for e in keep]))
+        """Drop the models of subscribers whose profiles are gone; returns how many.
+
+        The difference is taken here, not in SQL: `NOT IN` with 100,000 addresses is more bound
+        parameters than SQLite (32,766) or PostgreSQL (65,535) take in one statement."""
+        wanted = {e.lower() for e in keep}
         with self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+            stored = conn.execute(select(RankModel.subscriber)).scalars().all()
+            gone = [e for e in stored if e not in wanted]
+            for start in range(0, len(gone), 500):
+                part = gone[start : start + 500]
+                conn.execute(delete(RankModel).where(col(RankModel.subscriber).in_(part)))
+        return len(gone)
