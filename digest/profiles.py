@@ -6,6 +6,9 @@ every other subscriber is still served.
 
 from __future__ import annotations
 
+import gc
+import os
+import pickle
 import re
 import tomllib
 from collections.abc import Iterable
@@ -17,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from digest import __version__
 from digest.errors import ProfileError
 from digest.record import canonical_arxiv_id
 from digest.text import has_control
@@ -181,19 +185,49 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     return profile
 
 
-def load_profiles(directory: Path, known_sources: Iterable[str] | None = None) -> LoadResult:
-    """Every `*.toml` in ``directory``; broken files become errors, the rest load."""
+def load_profiles(
+    directory: Path, known_sources: Iterable[str] | None = None, cache: Path | None = None
+) -> LoadResult:
+    """Every `*.toml` in ``directory``; broken files become errors, the rest load.
+
+    With ``cache`` (a file in the data directory), a profile whose file is unchanged (same
+    inode, size and modification time) is taken from the last load instead of parsed and
+    validated again: 100,000 profiles took about 40 s to read on every run.
+    """
     known = list(known_sources) if known_sources is not None else None
     profiles: list[Profile] = []
     errors: list[ProfileError] = []
     if not directory.is_dir():
         return LoadResult([], [])
+    stamp = (__version__, tuple(known) if known is not None else None)
+    before = _read_cache(cache, stamp)
+    after: _Cached = {}
+    changed = False
     by_email: dict[str, Path] = {}
-    for path in sorted(directory.glob("*.toml")):
+    # Names sorted as strings and stat'ed once: Path objects compared in a sort of 100,000
+    # files took seconds.
+    with os.scandir(directory) as it:
+        names = sorted(
+            e.name for e in it if e.name.endswith(".toml") and not e.name.startswith(".")
+        )
+    for name in names:
+        path = directory / name
         try:
-            p = load_profile(path, known)
+            st = os.stat(path)
+            seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+            kept = before.get(path.name)
+            if kept is not None and kept[0] == seen:
+                p = kept[1]
+                p._path = path
+            else:
+                p = load_profile(path, known)
+                changed = True
+            after[path.name] = (seen, p)
         except ProfileError as exc:
             errors.append(exc)
+            continue
+        except OSError as exc:  # gone between listing and reading
+            errors.append(ProfileError(str(path), "", f"cannot read: {exc}"))
             continue
         key = p.email.lower()
         if key in by_email:
@@ -203,4 +237,53 @@ def load_profiles(directory: Path, known_sources: Iterable[str] | None = None) -
             continue
         by_email[key] = path
         profiles.append(p)
+    if cache is not None and (changed or after.keys() != before.keys()):
+        _write_cache(cache, stamp, after)
     return LoadResult(profiles, errors)
+
+
+_Cached = dict[str, tuple[tuple[int, int, int], Profile]]
+
+
+def _read_cache(cache: Path | None, stamp: object) -> _Cached:
+    """The last load's profiles, if made by this release with the same sources; else none."""
+    if cache is None:
+        return {}
+    # The cyclic GC would run hundreds of times while 100,000 profiles are made (none of them
+    # garbage): off for the load, it halves the time.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with cache.open("rb") as f:
+            found = pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+        return {}
+    finally:
+        if was_enabled:
+            gc.enable()
+    if not (isinstance(found, tuple) and len(found) == 2 and found[0] == stamp):
+        return {}
+    entries = found[1]
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(cache: Path, stamp: object, entries: _Cached) -> None:
+    """Written whole (a temporary file renamed) and private: it holds readers' addresses."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Without their paths (set again on load): unpickling 100,000 Path objects was a
+        # third of the time of a load from the cache.
+        paths = [(p, p._path) for _, p in entries.values()]
+        for p, _ in paths:
+            p._path = None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((stamp, entries), f, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            for p, path in paths:
+                p._path = path
+        tmp.replace(cache)
+    except OSError:
+        pass  # only a cache: the next run reads the files again

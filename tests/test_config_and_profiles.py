@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,37 @@ def test_example_paper_ids_are_normalised(tmp_path: Path) -> None:
         'email = "a@b.org"\n[interests]\npapers = ["arXiv:2401.00001v3", "hep-th/9901001"]\n',
     )
     assert load_profile(path).interests.papers == ["2401.00001", "hep-th/9901001"]
+
+
+def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
+    tmp_path: Path,
+) -> None:
+    from digest.profiles import load_profiles
+
+    subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
+    subs.mkdir()
+    for name in ("ann", "ben"):
+        (subs / f"{name}.toml").write_text(f'email = "{name}@example.org"\nmax_papers = 5\n')
+    (subs / "bad.toml").write_text('email = "bad@example.org"\nfavourite = 1\n')
+    first = load_profiles(subs, cache=cache)
+    assert [p.email for p in first.profiles] == ["ann@example.org", "ben@example.org"]
+    assert len(first.errors) == 1 and oct(cache.stat().st_mode)[-3:] == "600"
+    # Same inode, size and time: the cached profile stands (proof the file was not parsed).
+    ann = subs / "ann.toml"
+    st = ann.stat()
+    ann.write_text('email = "ann@example.org"\nmax_papers = 7\n')
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_profiles(subs, cache=cache)
+    assert again.profiles[0].max_papers == 5 and len(again.errors) == 1
+    assert again.profiles[0].path == ann
+    # A new modification time: read again; a removed file is gone from the result.
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    (subs / "ben.toml").unlink()
+    third = load_profiles(subs, cache=cache)
+    assert [(p.email, p.max_papers) for p in third.profiles] == [("ann@example.org", 7)]
+    # Other sources configured (they change what is valid): the cache is not used.
+    st = ann.stat()
+    ann.write_text('email = "ann@example.org"\nmax_papers = 9\n')
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_profiles(subs, cache=cache).profiles[0].max_papers == 7
+    assert load_profiles(subs, ["arxiv"], cache=cache).profiles[0].max_papers == 9

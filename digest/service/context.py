@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 
 import jinja2
 import numpy as np
@@ -86,13 +87,20 @@ class Context:
         return Signer(self.cfg)
 
 
+def profile_cache(cfg: Config) -> Path:
+    """Where the last load's profiles are kept, so unchanged files are not parsed again."""
+    return cfg.data_dir / "models" / "profiles.pkl"
+
+
 def digest_day(profile: Profile, now: datetime) -> date:
     """The digest date is the subscriber's local calendar day."""
     return now.astimezone(profile.tz).date()
 
 
 def prepare(cfg: Config, store: Store, now: datetime) -> Context:
-    loaded = load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
+    loaded = load_profiles(
+        cfg.subscribers_dir, [s.name for s in cfg.sources], cache=profile_cache(cfg)
+    )
     for err in loaded.errors:
         log.debug("%s", err)  # reported by the caller: the run report, serve's reload
     wanted = [pid for p in loaded.profiles for pid in p.interests.papers]

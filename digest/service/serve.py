@@ -42,7 +42,7 @@ from digest.errors import DigestError
 from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.profiles import Profile, load_profiles
-from digest.service.context import digest_day
+from digest.service.context import digest_day, profile_cache
 from digest.service.pipeline import run
 from digest.service.schedule import due_today
 from digest.store.failures import explain
@@ -149,7 +149,11 @@ class Service:
         if signature == self._signature:
             return False
         self._signature = signature
-        loaded = load_profiles(self.cfg.subscribers_dir, [s.name for s in self.cfg.sources])
+        loaded = load_profiles(
+            self.cfg.subscribers_dir,
+            [s.name for s in self.cfg.sources],
+            cache=profile_cache(self.cfg),
+        )
         for err in loaded.errors:
             log.error("event=profile-invalid error=%r", str(err))
         self.profiles = loaded.profiles
