@@ -214,7 +214,8 @@ def load_profiles(
         path = directory / name
         try:
             st = os.stat(path)
-            seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+            # ctime too: nobody can set it back, as an editor or `touch -d` can the mtime.
+            seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             kept = before.get(path.name)
             if kept is not None and kept[0] == seen:
                 p = kept[1]
@@ -242,7 +243,7 @@ def load_profiles(
     return LoadResult(profiles, errors)
 
 
-_Cached = dict[str, tuple[tuple[int, int, int], Profile]]
+_Cached = dict[str, tuple[tuple[int, int, int, int], Profile]]
 
 
 def _read_cache(cache: Path | None, stamp: object) -> _Cached:
@@ -256,7 +257,7 @@ def _read_cache(cache: Path | None, stamp: object) -> _Cached:
     try:
         with cache.open("rb") as f:
             found = pickle.load(f)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+    except Exception:  # damaged in any way (a pickle can fail with many errors): read the files
         return {}
     finally:
         if was_enabled:

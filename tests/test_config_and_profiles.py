@@ -139,10 +139,19 @@ def test_example_paper_ids_are_normalised(tmp_path: Path) -> None:
 
 
 def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import digest.profiles as profiles_module
     from digest.profiles import load_profiles
 
+    parsed: list[str] = []
+    real = profiles_module.load_profile
+
+    def counted(path: Path, known: object = None) -> object:
+        parsed.append(path.name)
+        return real(path, known)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(profiles_module, "load_profile", counted)
     subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
     subs.mkdir()
     for name in ("ann", "ben"):
@@ -151,22 +160,22 @@ def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
     first = load_profiles(subs, cache=cache)
     assert [p.email for p in first.profiles] == ["ann@example.org", "ben@example.org"]
     assert len(first.errors) == 1 and oct(cache.stat().st_mode)[-3:] == "600"
-    # Same inode, size and time: the cached profile stands (proof the file was not parsed).
+    parsed.clear()
+    again = load_profiles(subs, cache=cache)
+    assert parsed == ["bad.toml"]  # a broken file is read every time; the others not
+    assert again.profiles[0].path == subs / "ann.toml" and len(again.errors) == 1
+    # Rewritten at the same size with its modification time put back: still noticed.
     ann = subs / "ann.toml"
     st = ann.stat()
     ann.write_text('email = "ann@example.org"\nmax_papers = 7\n')
     os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
-    again = load_profiles(subs, cache=cache)
-    assert again.profiles[0].max_papers == 5 and len(again.errors) == 1
-    assert again.profiles[0].path == ann
-    # A new modification time: read again; a removed file is gone from the result.
-    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     (subs / "ben.toml").unlink()
     third = load_profiles(subs, cache=cache)
     assert [(p.email, p.max_papers) for p in third.profiles] == [("ann@example.org", 7)]
     # Other sources configured (they change what is valid): the cache is not used.
-    st = ann.stat()
-    ann.write_text('email = "ann@example.org"\nmax_papers = 9\n')
-    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert load_profiles(subs, cache=cache).profiles[0].max_papers == 7
-    assert load_profiles(subs, ["arxiv"], cache=cache).profiles[0].max_papers == 9
+    parsed.clear()
+    load_profiles(subs, ["arxiv"], cache=cache)
+    assert sorted(parsed) == ["ann.toml", "bad.toml"]
+    # A damaged cache is ignored, not an error.
+    cache.write_bytes(b"\x80\x05garbage")
+    assert [p.max_papers for p in load_profiles(subs, cache=cache).profiles] == [7]

@@ -74,3 +74,30 @@ def test_a_planner_that_dies_leaves_its_readers_to_the_parent(
     assert set(got) == everyone and set(got.values()) == {1}
     assert sorted(r.email for r in report.results) == sorted(everyone)
     assert "a planning process failed (exit status 9)" in caplog.text
+
+
+def test_a_planner_that_fails_later_keeps_the_batches_it_finished_in_the_report(
+    workspace: Config,
+    store: Store,
+    smtp_server: SmtpServer,
+    small_batches: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    everyone = _readers(workspace)
+    parent = os.getpid()
+    plan_batch = pipeline._plan_batch
+
+    # Batches of four, planners taking every second one: r13 sits in a planner's second or
+    # later batch, so that planner has committed a batch before it fails.
+    def fails_on_r13(ctx, batch, *args):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and any(p.email == "r13@example.org" for p in batch):
+            raise RuntimeError("disk on fire")
+        return plan_batch(ctx, batch, *args)
+
+    monkeypatch.setattr(pipeline, "_plan_batch", fails_on_r13)
+    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=2)})
+    report = pipeline.run(cfg, store, now=NOW)
+    got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
+    assert set(got) == everyone and set(got.values()) == {1}
+    assert sorted(r.email for r in report.results) == sorted(everyone)
+    assert {r.status for r in report.results} == {"sent"}

@@ -39,13 +39,17 @@ def plan_in_processes(
     meanwhile: Callable[[], bool],
     progress: Callable[[int], None] | None = None,
     in_child: Callable[[], None] = lambda: None,
+    halted: Callable[[], bool] = lambda: False,
 ) -> tuple[list[Any], dict[str, float], list[Due]]:
     """Run ``plan`` over the batches in ``workers`` forked processes, calling ``meanwhile``
-    in this one until they are done (and once more after, so nothing planned is left for a
-    later run). ``meanwhile`` returns False to stop early (delivery paused or halted).
+    in this one until they are done. ``meanwhile`` returns False to stop calling it (delivery
+    paused): planning goes on, the digests wait. ``halted`` ends planning (the service is
+    stopping): the planners are terminated, a batch in progress rolls back, and what was not
+    planned is left for the next run.
 
     Returns the planners' results, their stage times (summed over processes) and the
-    (subscriber, day) of every digest they left due. ``in_child`` runs first in each
+    (subscriber, day) of every digest they left due, each batch's as soon as it is committed,
+    so a planner that fails later loses none of them. ``in_child`` runs first in each
     planner (to let go of the parent's database connections).
     """
     mp = multiprocessing.get_context("fork")
@@ -61,6 +65,7 @@ def plan_in_processes(
     due: list[Due] = []
     left: list[list[Profile]] = []
     going = True
+    planned = 0
 
     def take(r: list[Any], s: dict[str, float], d: list[Due]) -> None:
         results.extend(r)
@@ -69,6 +74,11 @@ def plan_in_processes(
             stages[k] = stages.get(k, 0.0) + v
 
     while planners:
+        if halted():
+            for planner in planners.values():
+                planner.proc.terminate()
+                planner.proc.join()
+            return results, stages, due
         for ready in wait(list(planners), timeout=0):
             conn = cast(Connection, ready)
             planner = planners[conn]
@@ -77,13 +87,13 @@ def plan_in_processes(
             except EOFError:  # the planner died without a word: its unfinished batches
                 message = ("error", f"exit status {planner.proc.exitcode}")
             if message[0] == "batch":
-                planner.finished += 1
-                if progress:
-                    progress(sum(p.finished for p in planners.values()))
-                continue
-            if message[0] == "done":
                 take(*message[1:])
-            else:
+                planner.finished += 1
+                planned += 1
+                if progress:
+                    progress(planned)
+                continue
+            if message[0] == "error":
                 log.warning(
                     "a planning process failed (%s); its subscribers are planned here",
                     message[1],
@@ -99,6 +109,8 @@ def plan_in_processes(
         if time.monotonic() - t0 < IDLE:
             time.sleep(IDLE)
     for batch in left:
+        if halted():
+            break
         take(*plan(batch))
     return results, stages, due
 
@@ -113,22 +125,14 @@ class _Planner:
 def _planner(
     plan: Plan, share: list[list[Profile]], conn: Connection, in_child: Callable[[], None]
 ) -> None:
-    results: list[Any] = []
-    stages: dict[str, float] = {}
-    due: list[Due] = []
     # One BLAS thread each: the planners already fill the cores, and BLAS threads that spin
     # waiting for a core made the models stage five times slower with two planners.
     limits = threadpool_limits(limits=1)
     try:
         in_child()
         for batch in share:
-            r, s, d = plan(batch)
-            results += r
-            due += d
-            for k, v in s.items():
-                stages[k] = stages.get(k, 0.0) + v
-            conn.send(("batch",))
-        conn.send(("done", results, stages, due))
+            conn.send(("batch", *plan(batch)))
+        conn.send(("done",))
     except Exception as exc:  # reported to the parent, which plans the rest itself
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:

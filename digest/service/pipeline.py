@@ -93,11 +93,14 @@ def run(
     progress: Callable[[str], None] | None = None,
     only: set[str] | None = None,
     halt: threading.Event | None = None,
+    processes: bool = True,
 ) -> RunReport:
     """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more.
 
     ``only`` limits planning to these subscribers (a send slot); the engine still sends
-    everything due, so retries of other subscribers are not held back.
+    everything due, so retries of other subscribers are not held back. ``processes=False``
+    plans in this process whatever `[planning] workers` says (`digest serve` runs slots from
+    a thread pool, and a fork there could copy another thread's held lock into the child).
     """
     fixed_clock = now is not None
     now = now or datetime.now(UTC)
@@ -140,7 +143,7 @@ def run(
             progress(f"planning: {min(n * BATCH, len(profiles)):,} of {len(profiles):,} done")
 
     due: list[Due] = []
-    workers = min(cfg.planning.processes, len(batches))
+    workers = min(cfg.planning.processes, len(batches)) if processes else 1
     t0 = time.perf_counter()
     if workers > 1:
         results, stages, due = plan_in_processes(
@@ -150,6 +153,7 @@ def run(
             (lambda: True) if dry_run else send_due,
             planned_so_far,
             in_child=lambda: store.engine.dispose(close=False),
+            halted=lambda: halt is not None and halt.is_set(),
         )
         report.results += results
         for k, v in stages.items():

@@ -186,7 +186,13 @@ class Service:
             return
         with self._lock:
             report = run(
-                self.cfg, self.store, now=now, ingest=False, only=set(emails), halt=self.halt
+                self.cfg,
+                self.store,
+                now=now,
+                ingest=False,
+                only=set(emails),
+                halt=self.halt,
+                processes=False,
             )
         for r in report.results:
             log.info(

@@ -68,13 +68,18 @@ class PlanningQueries:
                     select(SubscriberState).where(col(SubscriberState.email).in_(part))
                 ):
                     out[st.email].blocked = st.unsubscribed_at is not None or st.disabled
-                pairs = [(e, days[e]) for e in part]
-                for d in s.exec(
-                    select(Delivery).where(
-                        tuple_(col(Delivery.subscriber), col(Delivery.digest_date)).in_(pairs)
-                    )
-                ):
-                    out[d.subscriber].today = d
+                # Two parameters a pair: half a chunk at a time keeps under SQLite's old
+                # limit of 999 (before 3.32).
+                for half in (part[: CHUNK // 2], part[CHUNK // 2 :]):
+                    pairs = [(e, days[e]) for e in half]
+                    if not pairs:
+                        continue
+                    for d in s.exec(
+                        select(Delivery).where(
+                            tuple_(col(Delivery.subscriber), col(Delivery.digest_date)).in_(pairs)
+                        )
+                    ):
+                        out[d.subscriber].today = d
                 live = col(Delivery.state).in_(LIVE)
                 mine = col(Delivery.subscriber).in_(part)
                 for email, ids in s.exec(
