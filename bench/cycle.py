@@ -40,19 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from delivery import smtp_source  # noqa: E402
+
+from digest.service.demo import free_port  # noqa: E402
 from digest.store import Store  # noqa: E402
 from tests.profile_mix import LABELLED, LISTING, corpus_rows, profiles, store_corpus  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PG_BENCH = "postgresql+psycopg://postgres@127.0.0.1:5432/digest_bench"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pg_reset() -> None:
@@ -268,26 +263,7 @@ def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int
         result["twice"] = sum(1 for a, c in got.items() if c > 1)
         result["stray"] = len(set(got) - wanted)
         connections = 4  # [delivery] connections, the default the run used
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                source_bin,
-                "-s",
-                str(connections),
-                "-m",
-                str(n),
-                "-l",
-                "30000",
-                "-f",
-                "digest@bench.example.org",
-                "-t",
-                "reader@bench.example.org",
-                f"127.0.0.1:{port}",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        result["source_s"] = time.perf_counter() - t0
+        result["source_s"] = smtp_source(source_bin, port, n, 30_000, connections)
         arrived(dump)
     finally:
         sink.send_signal(signal.SIGTERM)

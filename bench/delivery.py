@@ -17,7 +17,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,25 @@ from sqlalchemy import insert, select
 
 from digest.config import Config, DatabaseConfig, DeliveryConfig, SmtpConfig, WebConfig
 from digest.mail.engine import deliver
+from digest.service.demo import free_port
 from digest.store import Store
 from digest.store.schema import Delivery, DeliveryMessage
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def smtp_source(source_bin: str, port: int, messages: int, size: int, connections: int) -> float:
+    """Seconds Postfix's smtp-source takes to push ``messages`` of ``size`` bytes over
+    ``connections`` connections into the sink on ``port``: the yardstick of the benches."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            *(source_bin, "-s", str(connections), "-m", str(messages), "-l", str(size)),
+            *("-f", "digest@bench.example.org", "-t", "reader@bench.example.org"),
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t0
 
 
 def message(i: int, size: int) -> bytes:
@@ -171,26 +181,9 @@ def main() -> int:
             engine = run_engine_once(args, port)
             engine_runs.append(engine)
             left = engine["left"]  # type: ignore[assignment]
-            t0 = time.perf_counter()
-            subprocess.run(
-                [
-                    source_bin,
-                    "-s",
-                    str(args.connections),
-                    "-m",
-                    str(args.messages),
-                    "-l",
-                    str(args.size),
-                    "-f",
-                    "digest@bench.example.org",
-                    "-t",
-                    "reader@bench.example.org",
-                    f"127.0.0.1:{port}",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
+            source_runs.append(
+                smtp_source(source_bin, port, args.messages, args.size, args.connections)
             )
-            source_runs.append(time.perf_counter() - t0)
     finally:
         sink.send_signal(signal.SIGTERM)
         sink.wait(5)

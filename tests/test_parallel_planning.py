@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -59,17 +60,11 @@ def test_a_planner_that_dies_leaves_its_readers_to_the_parent(
 ) -> None:
     caplog.set_level("WARNING", logger="digest.service.parallel")
     everyone = _readers(workspace)
-    parent = os.getpid()
-    plan_batch = pipeline._plan_batch
 
-    def dies_on_r05(ctx, batch, *args):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent and any(p.email == "r05@example.org" for p in batch):
-            os._exit(9)  # killed mid-share, before this batch was committed
-        return plan_batch(ctx, batch, *args)
+    def die() -> None:
+        os._exit(9)  # killed mid-share, before this batch was committed
 
-    monkeypatch.setattr(pipeline, "_plan_batch", dies_on_r05)
-    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=2)})
-    report = pipeline.run(cfg, store, now=NOW)
+    report = _run_with_a_planner_breaking(workspace, store, monkeypatch, "r05@example.org", die)
     got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
     assert set(got) == everyone and set(got.values()) == {1}
     assert sorted(r.email for r in report.results) == sorted(everyone)
@@ -84,20 +79,35 @@ def test_a_planner_that_fails_later_keeps_the_batches_it_finished_in_the_report(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     everyone = _readers(workspace)
-    parent = os.getpid()
-    plan_batch = pipeline._plan_batch
+
+    def fail() -> None:
+        raise RuntimeError("disk on fire")
 
     # Batches of four, planners taking every second one: r13 sits in a planner's second or
     # later batch, so that planner has committed a batch before it fails.
-    def fails_on_r13(ctx, batch, *args):  # type: ignore[no-untyped-def]
-        if os.getpid() != parent and any(p.email == "r13@example.org" for p in batch):
-            raise RuntimeError("disk on fire")
-        return plan_batch(ctx, batch, *args)
-
-    monkeypatch.setattr(pipeline, "_plan_batch", fails_on_r13)
-    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=2)})
-    report = pipeline.run(cfg, store, now=NOW)
+    report = _run_with_a_planner_breaking(workspace, store, monkeypatch, "r13@example.org", fail)
     got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
     assert set(got) == everyone and set(got.values()) == {1}
     assert sorted(r.email for r in report.results) == sorted(everyone)
     assert {r.status for r in report.results} == {"sent"}
+
+
+def _run_with_a_planner_breaking(
+    cfg: Config,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    reader: str,
+    breaking: Callable[[], None],
+) -> pipeline.RunReport:
+    """A run with two planners, the one that comes to ``reader``'s batch breaking there."""
+    parent = os.getpid()
+    plan_batch = pipeline._plan_batch
+
+    def breaks(ctx, batch, *args):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and any(p.email == reader for p in batch):
+            breaking()
+        return plan_batch(ctx, batch, *args)
+
+    monkeypatch.setattr(pipeline, "_plan_batch", breaks)
+    two = cfg.model_copy(update={"planning": PlanningConfig(workers=2)})
+    return pipeline.run(two, store, now=NOW)

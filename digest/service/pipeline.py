@@ -68,6 +68,12 @@ class RunReport:
         finally:
             self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - t0
 
+    def add(self, results: list[SubscriberResult], stages: dict[str, float]) -> None:
+        """Fold in what a batch (or a planning process) reported."""
+        self.results += results
+        for k, v in stages.items():
+            self.stages[k] = self.stages.get(k, 0.0) + v
+
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
 
@@ -155,17 +161,13 @@ def run(
             in_child=lambda: store.engine.dispose(close=False),
             halted=lambda: halt is not None and halt.is_set(),
         )
-        report.results += results
-        for k, v in stages.items():
-            report.stages[k] = report.stages.get(k, 0.0) + v
+        report.add(results, stages)
     else:
         for n, batch in enumerate(batches):
             planned_so_far(n)
             results, stages, keys = plan(batch)
-            report.results += results
+            report.add(results, stages)
             due += keys
-            for k, v in stages.items():
-                report.stages[k] = report.stages.get(k, 0.0) + v
     report.stages["planning"] = time.perf_counter() - t0
     if dry_run:
         return report
@@ -182,14 +184,10 @@ def run(
 
 def _final_states(store: Store, due: list[Due]) -> list[SubscriberResult]:
     """Where each digest planned (or found due) in this run ended, read in batches."""
-    out = []
-    for start in range(0, len(due), BATCH):
-        part = dict(due[start : start + BATCH])
-        for standing in store.standings(part).values():
-            d = standing.today
-            if d is not None:
-                out.append(SubscriberResult(d.subscriber, d.state, len(d.paper_ids), _detail(d)))
-    return out
+    return [
+        SubscriberResult(d.subscriber, d.state, len(d.paper_ids), _detail(d))
+        for d in store.deliveries_on(dict(due))
+    ]
 
 
 def _detail(d: Delivery) -> str:

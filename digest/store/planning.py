@@ -54,6 +54,17 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
+def _on_days(s: Session, days: dict[str, date]) -> list[Delivery]:
+    """The deliveries of these (subscriber, day) pairs. Two parameters a pair: half a chunk
+    at a time keeps under SQLite's old limit of 999 (before 3.32)."""
+    pairs = list(days.items())
+    found: list[Delivery] = []
+    for start in range(0, len(pairs), CHUNK // 2):
+        pair_col = tuple_(col(Delivery.subscriber), col(Delivery.digest_date))
+        found += s.exec(select(Delivery).where(pair_col.in_(pairs[start : start + CHUNK // 2])))
+    return found
+
+
 class PlanningQueries:
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
@@ -68,18 +79,8 @@ class PlanningQueries:
                     select(SubscriberState).where(col(SubscriberState.email).in_(part))
                 ):
                     out[st.email].blocked = st.unsubscribed_at is not None or st.disabled
-                # Two parameters a pair: half a chunk at a time keeps under SQLite's old
-                # limit of 999 (before 3.32).
-                for half in (part[: CHUNK // 2], part[CHUNK // 2 :]):
-                    pairs = [(e, days[e]) for e in half]
-                    if not pairs:
-                        continue
-                    for d in s.exec(
-                        select(Delivery).where(
-                            tuple_(col(Delivery.subscriber), col(Delivery.digest_date)).in_(pairs)
-                        )
-                    ):
-                        out[d.subscriber].today = d
+                for d in _on_days(s, {e: days[e] for e in part}):
+                    out[d.subscriber].today = d
                 live = col(Delivery.state).in_(LIVE)
                 mine = col(Delivery.subscriber).in_(part)
                 for email, ids in s.exec(
@@ -93,6 +94,13 @@ class PlanningQueries:
                 ):
                     out[email].last_digest_at = last
         return out
+
+    def deliveries_on(self, days: dict[str, date]) -> list[Delivery]:
+        """Each subscriber's delivery of their own digest day (lower-case email -> day), where
+        one exists: what a run reads back at its end, without the rest of `standings`."""
+        emails = list(days)
+        with self.session() as s:
+            return [d for part in _chunks(emails) for d in _on_days(s, {e: days[e] for e in part})]
 
     def prune_messages(self, before: date) -> int:
         """Drop the stored messages of digests older than ``before`` that are settled (not
