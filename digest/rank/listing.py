@@ -50,9 +50,6 @@ class Listing(Generic[P]):
                 if last:
                     self._surnames.setdefault(last, []).append((i, given))
 
-    def __len__(self) -> int:
-        return len(self.papers)
-
     def positions(self, papers: Iterable[RankPaper]) -> np.ndarray | None:
         """Where these papers sit in the listing; None if one of them is not in it. The very
         objects laid out, not only the same ids: a caller ranking changed copies (other
