@@ -187,9 +187,14 @@ def test_models_are_kept_and_retrained_only_when_their_inputs_change(
         prepare_models(ctx, [profile])
         return ctx.retrained
 
+    # An earlier release's pickled vocabulary (129 MB at 20,000 papers) is not left behind.
+    old = workspace.data_dir / "models" / "vocabulary.pkl"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(b"\x80\x05old pickle")
     assert retrained() == 1
     assert retrained() == 0
-    assert (workspace.data_dir / "models" / "vocabulary.pkl").exists()
+    assert (workspace.data_dir / "models" / "vocabulary.npz").exists()
+    assert not old.exists()
     paper = store.papers_between(NOW.date() - timedelta(days=5), NOW.date())[0]
     store.set_feedback(ADA_EMAIL, paper.id, "like", NOW)
     assert retrained() == 1

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, ExitStatus
+from digest.memory import return_freed_memory
 from digest.store.failures import explain
 from digest.store.papers import Store
 
@@ -501,4 +502,5 @@ def main() -> None:
     # Files digest makes (database, models, previews, the key) hold readers' addresses and
     # secrets: private to the user running it, as the systemd unit's UMask=0077 also says.
     os.umask(0o077)
+    return_freed_memory()
     cli.main(prog_name="digest")

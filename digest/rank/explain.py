@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from digest.rank.features import RankPaper, Vocabulary
 from digest.rank.match import phrase
 from digest.rank.model import SubscriberModel
+from digest.rank.terms import STOP_WORDS
 from digest.text import fold, plain_latex
 
 REASON_TERMS = 3
@@ -72,7 +72,7 @@ def readable_term(term: str) -> bool:
     words = term.split()
     if not words or all(len(w) < 3 for w in words) or (len(words) == 1 and len(words[0]) < 3):
         return False
-    return not any(w in ENGLISH_STOP_WORDS or w in FILLER for w in words)
+    return not any(w in STOP_WORDS or w in FILLER for w in words)
 
 
 @lru_cache(maxsize=4096)

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from scipy import sparse
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.preprocessing import normalize
+
+from digest.rank.lowrank import left_singular, product
+from digest.rank.terms import Terms
 
 DIMENSIONS = 256
 # Rescaling exponent for the kept singular directions (0 keeps the SVD's own weighting).
@@ -43,8 +43,12 @@ SPECTRUM_FLOOR = 0.25
 MIN_PROJECTED = 300
 # The one term of a vocabulary fitted on no words (not an English stop word, unlike "empty").
 PLACEHOLDER = "digestplaceholderterm"
+# Terms kept: the most frequent, of those in at least two papers and at most half of them.
+MAX_TERMS = 100_000
 # Bump when the features change, so stored vocabularies and models are rebuilt.
-FEATURES_VERSION = "logidfent12-svd256-drop1-p025"
+FEATURES_VERSION = "logidfent12-rsvd256-drop1-p025"
+# Bump when the stored arrays change.
+STORE_FORMAT = "digest-vocabulary-1"
 
 
 class Text(Protocol):
@@ -80,7 +84,11 @@ class StoredModel(Protocol):
 def paper_text(p: Text) -> str:
     """The one text of a paper that features, keywords and excludes all read: title, then
     abstract, with a sentence break between so no phrase spans the seam."""
-    return f"{p.title}. {p.abstract}"
+    return joined_text(p.title, p.abstract)
+
+
+def joined_text(title: str, abstract: str) -> str:
+    return f"{title}. {abstract}"
 
 
 def corpus_version(ids: Sequence[str]) -> str:
@@ -113,54 +121,74 @@ class Vocabulary:
     """Weighted term counts and their low-rank projection, fitted once on a corpus."""
 
     def __init__(self, corpus: Sequence[Text], seed: int = 0) -> None:
-        n = len(corpus)
-        self.version = corpus_version([p.id for p in corpus])
+        self._fit([p.id for p in corpus], (paper_text(p) for p in corpus), seed)
+
+    @classmethod
+    def from_texts(cls, ids: list[str], texts: Iterable[str], seed: int = 0) -> Vocabulary:
+        """Fitted on `texts` (each `paper_text`, in the order of `ids`), read once: the
+        caller may stream them rather than hold 20,000 abstracts."""
+        vocab = cls.__new__(cls)
+        vocab._fit(ids, texts, seed)
+        return vocab
+
+    def _fit(self, ids: list[str], texts: Iterable[str], seed: int) -> None:
+        n = len(ids)
+        self.version = corpus_version(ids)
         # Small corpora (a first day, the demo) cannot afford to drop rare terms.
-        self.vectorizer = CountVectorizer(
-            ngram_range=(1, 2),
-            stop_words="english",
+        terms, counts = Terms.fit(
+            texts,
             min_df=2 if n >= 500 else 1,
             max_df=0.5 if n >= 50 else 1.0,
-            max_features=100_000,
-            token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z0-9-]+\b",
-            dtype=np.float32,
+            max_terms=MAX_TERMS,
         )
-        texts = [paper_text(p) for p in corpus]
-        try:
-            counts = self.vectorizer.fit_transform(texts or [PLACEHOLDER]).tocsr()
-        except ValueError:
-            # Papers whose text is only stop words (or no text): one made-up term keeps every
-            # later step working; the papers' rows stay empty, so they score zero rather than
-            # crash the run. An empty corpus (a first run whose feeds all failed) fits on the
-            # made-up term alone, above.
-            counts = self.vectorizer.fit_transform([*texts, PLACEHOLDER]).tocsr()[: len(texts)]
+        if counts.shape[0] != n:
+            raise ValueError(f"{n} papers but {counts.shape[0]} texts")
+        if not terms.terms:
+            # Papers whose text is only stop words, or no papers at all (a first run whose
+            # feeds all failed): one made-up term keeps every later step working; the papers'
+            # rows stay empty, so they score zero rather than crash the run.
+            terms, counts = Terms([PLACEHOLDER]), sparse.csr_matrix((n, 1), dtype=np.float32)
+        self.terms_ = terms
         self.weights = global_weights(counts)
         matrix = self.weigh(counts)
-        self.terms = self.vectorizer.get_feature_names_out()
-        # Dense map: sparse term row -> projected row is `row @ self.basis`.
+        del counts
+        coefficients: np.ndarray | None = None
         if n >= MIN_PROJECTED and matrix.shape[1] > DIMENSIONS + 1:
-            svd = TruncatedSVD(DIMENSIONS + 1, random_state=seed, n_iter=5).fit(matrix)
-            comps, values = svd.components_[1:], svd.singular_values_[1:]
+            values, left = left_singular(matrix, DIMENSIONS + 1, seed)
+            values, left = values[1:], left[:, 1:]
             floor = max(float(values.max(initial=0.0)) * SPECTRUM_FLOOR, 1e-6)
             scale = np.maximum(values, floor) ** -SPECTRUM_POWER
-            self.basis: np.ndarray | None = np.ascontiguousarray(
-                (comps.T * scale).astype(np.float32)
-            )
-        else:
-            # Too few papers for a projection worth having (a first day, the demo): a handful
-            # of documents would each get a direction of their own, and a repeated paper the
-            # dropped first one. Too few terms, and there is nothing to compress (a corpus of
-            # a few words repeated left no direction at all). Score in the sparse term space
-            # itself (no basis: the identity).
-            self.basis = None
-        self.ids = [p.id for p in corpus]
+            # The right singular vectors are X^T U / s: the basis is X^T times these
+            # coefficients, so only they are stored (a paper-sized block, not a term-sized one).
+            coefficients = np.ascontiguousarray(left * (scale / np.maximum(values, 1e-12)))
+        # Too few papers for a projection worth having (a first day, the demo): a handful of
+        # documents would each get a direction of their own, and a repeated paper the dropped
+        # first one. Too few terms, and there is nothing to compress (a corpus of a few words
+        # repeated left no direction at all). Then the models score in the sparse term space
+        # itself (no basis: the identity).
+        self.ids = ids
+        self._setup(matrix, coefficients)
+
+    def _setup(self, matrix: sparse.csr_matrix, coefficients: np.ndarray | None) -> None:
+        """What follows from the stored arrays, the same after a fit and after a load."""
         self.index = {pid: i for i, pid in enumerate(self.ids)}
         self.matrix = matrix
+        self.coefficients = coefficients
+        # Dense map: sparse term row -> projected row is `row @ self.basis`.
+        self.basis: np.ndarray | None = (
+            None
+            if coefficients is None
+            else np.ascontiguousarray(product(matrix.T.tocsr(), coefficients), dtype=np.float32)
+        )
         self.dense = self.project(matrix)
         # Papers outside the corpus (the listing, feedback): transformed once, kept per process.
         self._extra: dict[str, tuple[sparse.csr_matrix, np.ndarray]] = {}
         self._keywords: dict[str, np.ndarray] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def terms(self) -> list[str]:
+        return self.terms_.terms
 
     @property
     def dimensions(self) -> int:
@@ -171,17 +199,17 @@ class Vocabulary:
         out = counts.astype(np.float32).tocsr()  # a copy: the data is rewritten in place
         np.log1p(out.data, out=out.data)
         out.data *= self.weights[out.indices]
-        return normalize(out, copy=False)
+        return _unit_rows(out)
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        return self.weigh(self.vectorizer.transform(list(texts)).tocsr())
+        return self.weigh(self.terms_.transform(texts))
 
     def project(self, rows: sparse.csr_matrix) -> np.ndarray:
         if self.basis is None:
             out = np.asarray(rows.toarray(), dtype=np.float32)
         else:
-            out = np.asarray(rows @ self.basis, dtype=np.float32)
-        return normalize(out) if out.shape[0] else out
+            out = np.asarray(product(rows, self.basis), dtype=np.float32)
+        return _unit_dense(out)
 
     def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
         self._remember(papers)
@@ -242,34 +270,81 @@ class Vocabulary:
             found = self._backgrounds[(size, seed)] = sample
         return found
 
-    # Persistence: fitting the projection on 20,000 papers takes tens of seconds, so a run
-    # reuses the vocabulary a previous run fitted on the same corpus window.
-    def __getstate__(self) -> dict[str, object]:
-        # The projected corpus is derived from the matrix and the basis: not stored twice.
-        derived = ("dense", "_extra", "_keywords", "_backgrounds")
-        return {k: v for k, v in self.__dict__.items() if k not in derived}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._extra, self._keywords, self._backgrounds = {}, {}, {}
-        self.dense = self.project(self.matrix)
-
+    # Persistence: fitting on 20,000 papers takes seconds, so a run reuses the vocabulary a
+    # previous run fitted on the same corpus window. Plain arrays in one uncompressed .npz (no
+    # pickle: nothing in the file runs code when read); the basis and the projected corpus are
+    # derived from them on load in well under a second.
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Per process: two runners fitting at once must not write into each other's file.
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        arrays = {
+            "format": np.array([STORE_FORMAT]),
+            "version": np.array([self.version]),
+            "ids": _joined(self.ids),
+            "terms": _joined(self.terms),
+            "weights": self.weights,
+            "data": self.matrix.data,
+            "indices": self.matrix.indices,
+            "indptr": self.matrix.indptr,
+            "shape": np.array(self.matrix.shape),
+        }
+        if self.basis is not None:
+            if self.coefficients is None:
+                raise ValueError("only a freshly fitted vocabulary can be saved")
+            arrays["coefficients"] = self.coefficients
         with tmp.open("wb") as f:
-            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+            np.savez(f, allow_pickle=False, **arrays)
         tmp.replace(path)
+        # Only the file needs them (the basis is made from them once): 20 MB not held all run.
+        self.coefficients = None
 
     @staticmethod
     def load(path: Path) -> Vocabulary | None:
         """The stored vocabulary, or None if missing, unreadable or from other features."""
         try:
-            with path.open("rb") as f:
-                vocab = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["format"][0]) != STORE_FORMAT:
+                    return None
+                vocab = Vocabulary.__new__(Vocabulary)
+                vocab.version = str(f["version"][0])
+                vocab.ids = _split(f["ids"])
+                vocab.terms_ = Terms(_split(f["terms"]))
+                vocab.weights = f["weights"]
+                shape = tuple(int(x) for x in f["shape"])
+                matrix = sparse.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=shape)
+                coefficients = f["coefficients"] if "coefficients" in f.files else None
+        except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
             return None
-        if not isinstance(vocab, Vocabulary) or not vocab.version:
+        if len(vocab.ids) != shape[0] or len(vocab.terms) != shape[1]:
             return None
+        vocab._setup(matrix, coefficients)
+        vocab.coefficients = None  # stored already (see `save`)
         return vocab
+
+
+def _unit_rows(m: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Scale each row of `m` to unit length in place (empty rows stay empty)."""
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    norms = np.sqrt(
+        np.bincount(rows, weights=np.square(m.data, dtype=np.float64), minlength=m.shape[0])
+    )
+    m.data /= np.where(norms > 0, norms, 1.0)[rows].astype(m.data.dtype)
+    return m
+
+
+def _unit_dense(m: np.ndarray) -> np.ndarray:
+    """Scale each row of a fresh array to unit length, in place (zero rows stay zero)."""
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    m /= np.where(norms > 0, norms, 1).astype(m.dtype)
+    return m
+
+
+def _joined(items: Sequence[str]) -> np.ndarray:
+    """Strings as one byte array, newline-separated (ids and terms hold no newline)."""
+    return np.frombuffer("\n".join(items).encode(), dtype=np.uint8)
+
+
+def _split(blob: np.ndarray) -> list[str]:
+    text = blob.tobytes().decode()
+    return text.split("\n") if text else []

@@ -21,10 +21,10 @@ from digest.mail.render import (
     environment,
 )
 from digest.profiles import Profile, load_profiles
-from digest.rank.features import Vocabulary, corpus_version
+from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
-from digest.store.papers import Store, source_name
+from digest.store.papers import Entry, Store, source_name
 from digest.store.schema import Paper, RankModel, as_utc_naive
 
 log = logging.getLogger(__name__)
@@ -107,23 +107,27 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     if wanted:
         lookup_papers(store, cfg, wanted, now.date())
     corpus = corpus_of(cfg, store, now.date())
-    listing = listing_of(corpus, cfg.digest.lookback_days)
+    listed = listing_of(corpus, cfg.digest.lookback_days)
+    full = store.papers([e.id for e in listed])
+    listing = [full[e.id] for e in listed if e.id in full]
     latest = max((p.announced for p in listing), default=None)
-    known = {p.id for p in corpus}
-    corpus += [p for p in store.papers(wanted).values() if p.id not in known]
+    ids = [e.id for e in corpus]
+    known = set(ids)
+    # Example papers from outside the window join the vocabulary's corpus.
+    ids += [pid for pid in store.papers(wanted) if pid not in known]
     return Context(
         cfg=cfg,
         store=store,
         profiles=loaded.profiles,
         profile_errors=loaded.errors,
-        ranker=Ranker(corpus, vocabulary(cfg, corpus)),
+        ranker=Ranker([], vocabulary(cfg, store, ids)),
         env=environment(cfg),
         latest=latest,
         listing=listing,
     )
 
 
-def corpus_of(cfg: Config, store: Store, today: date) -> list[Paper]:
+def corpus_of(cfg: Config, store: Store, today: date) -> list[Entry]:
     """The papers of the last `corpus_days` of each configured source, oldest first.
 
     Each source counts back from its own newest day: a source ahead of the others (a feed
@@ -133,16 +137,16 @@ def corpus_of(cfg: Config, store: Store, today: date) -> list[Paper]:
     # A date past tomorrow (any time zone's today) is a mistake, stored before ingest checked.
     until = today + timedelta(days=1)
     span = timedelta(days=cfg.digest.corpus_days)
-    by_id: dict[str, Paper] = {}
+    by_id: dict[str, Entry] = {}
     for src in cfg.sources:
         newest = store.newest_day(src.name, until, exclude_types=NOT_LISTED)
         if newest is not None:
-            for p in store.source_papers(src.name, newest - span, newest):
-                by_id.setdefault(p.id, p)
-    return sorted(by_id.values(), key=lambda p: (p.announced, p.id))
+            for e in store.source_entries(src.name, newest - span, newest):
+                by_id.setdefault(e.id, e)
+    return sorted(by_id.values(), key=lambda e: (e.announced, e.id))
 
 
-def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
+def listing_of(papers: list[Entry], lookback_days: int) -> list[Entry]:
     """The listing papers within `lookback_days` of their own source's newest day.
 
     Each source keeps its own window: a feed whose items carry a wrong date (or one that is
@@ -158,13 +162,16 @@ def listing_of(papers: list[Paper], lookback_days: int) -> list[Paper]:
     return [p for p in listed if any(p.announced >= newest[t] - span for t in p.sources or [""])]
 
 
-def vocabulary(cfg: Config, corpus: list[Paper]) -> Vocabulary:
-    """The vocabulary of this corpus window: reused from disk while the window is unchanged."""
-    path = cfg.data_dir / "models" / "vocabulary.pkl"
+def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
+    """The vocabulary of this corpus window: reused from disk while the window is unchanged.
+    The papers' texts are read only to fit it again."""
+    path = cfg.data_dir / "models" / "vocabulary.npz"
+    # The pickled vocabulary of earlier releases: 129 MB at 20,000 papers, never read again.
+    (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
     stored = Vocabulary.load(path)
-    if stored is not None and stored.version == corpus_version([p.id for p in corpus]):
+    if stored is not None and stored.version == corpus_version(ids):
         return stored
-    fitted = Vocabulary(corpus)
+    fitted = Vocabulary.from_texts(ids, (joined_text(*t) for t in store.texts(ids)))
     try:
         fitted.save(path)
     except OSError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Text, cast, event, func
 from sqlalchemy.engine import Connection, Engine
@@ -42,6 +42,15 @@ from digest.store.schema import (
 _TEXT_PRIORITY = {"arxiv-rss": 3, "arxiv-api": 3, "hf-daily": 2, "rss": 1}
 # Deliveries that were, are being or will be sent: their papers are taken.
 _CHUNK = 500
+
+
+class Entry(NamedTuple):
+    """A stored paper without its text."""
+
+    id: str
+    announced: date
+    announce_type: str | None
+    sources: list[str]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -209,13 +218,25 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
             # Newest first along the date index: an active source stops the scan at once.
             return s.exec(q.order_by(col(Paper.announced).desc()).limit(1)).first()
 
-    def source_papers(self, source: str, first: date, last: date) -> list[Paper]:
-        """Papers this source brought, announced in [first, last]."""
+    def source_entries(self, source: str, first: date, last: date) -> list[Entry]:
+        """What a run needs to know of the papers this source brought, announced in [first,
+        last], without their text: a 90-day corpus is 20,000 papers, and their texts are only
+        read when the vocabulary is fitted again (`texts`)."""
         with self.session() as s:
-            q = select(Paper).where(
-                Paper.announced >= first, Paper.announced <= last, _brought_by(source)
-            )
-            return list(s.exec(q).all())
+            q = select(
+                col(Paper.id), col(Paper.announced), col(Paper.announce_type), col(Paper.sources)
+            ).where(Paper.announced >= first, Paper.announced <= last, _brought_by(source))
+            return [Entry(*row) for row in s.exec(q)]
+
+    def texts(self, ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        """Title and abstract of each of these papers, in their order (empty for one not
+        stored), a chunk at a time: the caller reads 20,000 abstracts once and keeps none."""
+        with self.session() as s:
+            for i in range(0, len(ids), _CHUNK):
+                chunk = list(ids[i : i + _CHUNK])
+                q = select(Paper.id, Paper.title, Paper.abstract).where(col(Paper.id).in_(chunk))
+                found = {pid: (title, abstract) for pid, title, abstract in s.exec(q)}
+                yield from (found.get(pid, ("", "")) for pid in chunk)
 
     def purge_source(self, source: str) -> tuple[int, int]:
         """Forget what one source brought: papers only it brought are deleted, others lose its
