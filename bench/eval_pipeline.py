@@ -24,8 +24,9 @@ from digest.config import Config
 from digest.mail.render import environment
 from digest.profiles import Interests, Profile
 from digest.rank import Ranker
+from digest.rank.features import Vocabulary
 from digest.rank.params import DEFAULT, RankParams
-from digest.service.context import Context, prepare_models, vocabulary
+from digest.service.context import Context, prepare_models
 from digest.service.picking import rank_pool
 from digest.store import Store
 from digest.store.schema import Paper as StoredPaper
@@ -72,7 +73,7 @@ class Pipeline:
         self.history = [_stored(p) for p in split.history]
         self.days = [[_stored(p) for p in day] for day in split.days]
         t0 = time.perf_counter()
-        self.vocab = vocabulary(self.cfg, self.history)
+        self.vocab = Vocabulary(self.history)
         self.fit_seconds = time.perf_counter() - t0
         self.n = 0
 

@@ -149,3 +149,32 @@ def test_a_database_made_before_refs_is_upgraded_to_have_their_table_and_keeps_i
     with sqlite3.connect(db) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "linkref" in tables
+
+
+@pytest.mark.parametrize(
+    "paper_id",
+    ["2411.12345", "doi:10.48550/arXiv.2411.12345", "https://example.org/é/" + "x" * 300, "ü\"\\"],
+)
+def test_links_are_signed_byte_for_byte_as_itsdangerous_signs_them(
+    workspace: Config, paper_id: str
+) -> None:
+    from datetime import date
+
+    from digest.mail.links import Signer, read_feedback, read_unsubscribe
+
+    workspace.web.secret_key_file.write_text("old-key-" + "a" * 40 + "\nnew-key-" + "b" * 40 + "\n")
+    signer = Signer(workspace)
+    keys = signer.keys
+    email, day = "Reader@Example.org", date(2026, 12, 3)
+
+    def theirs(purpose: str, value: object) -> str:
+        return str(URLSafeSerializer(keys, salt=SALTS[purpose]).dumps(value))
+
+    for other in ("someone@else.org", email):  # the remembered ref follows the reader
+        ref = signer.ref(other)
+    assert signer.unsubscribe(email) == theirs("unsubscribe", ref)
+    token = signer.feedback(email, paper_id, day, "like")
+    assert token == theirs("feedback", [ref, paper_id, day.isoformat(), "like"])
+    assert signer.digest(email, day) == theirs("digest", [ref, day.isoformat()])
+    assert read_feedback(workspace, token).paper_id == paper_id
+    assert read_unsubscribe(workspace, signer.unsubscribe(email)) == ref

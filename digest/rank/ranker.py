@@ -23,7 +23,7 @@ from digest.rank.explain import Explainer
 from digest.rank.features import RankPaper, StoredModel, Vocabulary
 from digest.rank.listing import Listing
 from digest.rank.match import FollowedAuthors
-from digest.rank.model import Inputs, SubscriberModel, score_all, train
+from digest.rank.model import Inputs, SubscriberModel, score_all, train_many
 from digest.rank.params import DEFAULT, RankParams
 
 # The boosts, the category prior and the near-duplicate threshold are in RankParams.
@@ -80,25 +80,42 @@ class Ranker:
         stored: StoredModel | None = None,
     ) -> tuple[SubscriberModel, bool]:
         """The subscriber's model, and whether it was (re)trained rather than reused."""
-        fb = fb or Ratings()
-        inputs = self.inputs(profile, examples, fb)
-        fingerprint = inputs.fingerprint(self.vocab.version, self.params)
-        if stored is not None and stored.fingerprint == fingerprint:
-            try:
-                return SubscriberModel.from_bytes(
-                    stored.blob, fingerprint, self.vocab.version
-                ), False
-            except (ValueError, KeyError, OSError):
-                pass  # unreadable: retrain below
-        model = train(
-            self.vocab,
-            inputs,
-            self.vocab.dense_rows(examples),
-            self.vocab.dense_rows(fb.liked),
-            self.vocab.dense_rows(fb.disliked),
-            params=self.params,
-        )
-        return model, True
+        return self.models([(profile, examples, fb or Ratings(), stored)])[0]
+
+    def models(
+        self,
+        readers: Sequence[tuple[Profile, Sequence[RankPaper], Ratings, StoredModel | None]],
+    ) -> list[tuple[SubscriberModel, bool]]:
+        """`model` for many readers: the stored models whose inputs are unchanged are reused,
+        and the rest trained together (`train_many`: shared matrix products)."""
+        out: list[tuple[SubscriberModel, bool] | None] = []
+        todo: list[int] = []
+        for profile, examples, fb, stored in readers:
+            inputs = self.inputs(profile, examples, fb)
+            fingerprint = inputs.fingerprint(self.vocab.version, self.params)
+            if stored is not None and stored.fingerprint == fingerprint:
+                try:
+                    model = SubscriberModel.from_bytes(stored.blob, fingerprint, self.vocab.version)
+                    out.append((model, False))
+                    continue
+                except (ValueError, KeyError, OSError):
+                    pass  # unreadable: retrain below
+            todo.append(len(out))
+            out.append(None)
+        batch = []
+        for i in todo:
+            profile, examples, fb, _ = readers[i]
+            batch.append(
+                (
+                    self.inputs(profile, examples, fb),
+                    self.vocab.dense_rows(examples),
+                    self.vocab.dense_rows(fb.liked),
+                    self.vocab.dense_rows(fb.disliked),
+                )
+            )
+        for i, model in zip(todo, train_many(self.vocab, batch, params=self.params), strict=True):
+            out[i] = (model, True)
+        return [m for m in out if m is not None]
 
     def score_all(
         self, models: Sequence[SubscriberModel], papers: Sequence[RankPaper]

@@ -188,7 +188,7 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
     wanted |= {pid for fb in verdicts.values() for pid in fb}
     papers = ctx.store.papers(sorted(wanted))
     stored = ctx.store.rank_models(emails)
-    fresh: list[RankModel] = []
+    readers = []
     for profile, email in zip(profiles, emails, strict=True):
         given = verdicts.get(email, {})
         fb = Ratings(
@@ -196,7 +196,10 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
             disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
         )
         examples = [papers[i] for i in profile.interests.papers if i in papers]
-        model, retrained = ctx.ranker.model(profile, examples, fb, stored.get(email))
+        readers.append((profile, examples, fb, stored.get(email)))
+        ctx.examples[email], ctx.feedback[email] = examples, fb
+    fresh: list[RankModel] = []
+    for email, (model, retrained) in zip(emails, ctx.ranker.models(readers), strict=True):
         if retrained:
             fresh.append(
                 RankModel(
@@ -206,7 +209,7 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
                     blob=model.to_bytes(),
                 )
             )
-        ctx.models[email], ctx.examples[email], ctx.feedback[email] = model, examples, fb
+        ctx.models[email] = model
     ctx.store.save_rank_models(fresh)
     ctx.retrained += len(fresh)
     if ctx.listing:
