@@ -53,7 +53,7 @@ STOP_WORDS = _english_stop_words()
 
 def words(text: str) -> list[str]:
     """The kept words of a text, in order."""
-    return [w for w in TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+    return list(itertools.filterfalse(STOP_WORDS.__contains__, TOKEN.findall(text.lower())))
 
 
 def terms_of(text: str) -> list[str]:
@@ -151,9 +151,13 @@ def _occurrences(
     numbers: dict[str, int] = {}
     flat, sizes = array("q"), array("q")
     for text in texts:  # read once: the caller may stream them from the database
-        found = [numbers.setdefault(w, len(numbers)) for w in words(text)]
-        flat.extend(found)
-        sizes.append(len(found))
+        ws = words(text)
+        # Numbers for the paper's new words first, so the lookup of all of them stays in C
+        # (which word gets which number does not matter: terms are sorted by name later).
+        for w in set(ws).difference(numbers):
+            numbers[w] = len(numbers)
+        flat.extend(map(numbers.__getitem__, ws))
+        sizes.append(len(ws))
     n = len(sizes)
     lengths = np.frombuffer(sizes, np.int64) if n else np.zeros(0, np.int64)
     u = max(len(numbers), 1)
