@@ -12,8 +12,13 @@ import zlib
 MARKER = b"\x00dz1"
 
 
+# zlib level 3: 0.5 ms a 52 KB digest and 11.7 KB stored; level 6 took twice the time (1.0 ms,
+# 100 s of a 100,000-reader run) to save another 0.9 KB.
+LEVEL = 3
+
+
 def pack(raw: bytes) -> bytes:
-    return MARKER + zlib.compress(raw, 6)
+    return MARKER + zlib.compress(raw, LEVEL)
 
 
 def unpack(stored: bytes) -> bytes:
