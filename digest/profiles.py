@@ -185,6 +185,11 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     return profile
 
 
+def cache_file(data_dir: Path) -> Path:
+    """Where the last load's profiles are kept (`load_profiles`'s ``cache``)."""
+    return data_dir / "models" / "profiles.pkl"
+
+
 def load_profiles(
     directory: Path, known_sources: Iterable[str] | None = None, cache: Path | None = None
 ) -> LoadResult:

@@ -27,7 +27,7 @@ def status(ctx: click.Context) -> None:
     from collections import Counter
 
     from digest.mail.engine import PAUSE_KEY
-    from digest.profiles import load_profiles
+    from digest.profiles import cache_file, load_profiles
     from digest.service.context import digest_day
     from digest.service.roster import roster
     from digest.service.schedule import slots
@@ -42,7 +42,11 @@ def status(ctx: click.Context) -> None:
             highlight=False,
             markup=True,
         )
-    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    loaded = load_profiles(
+        st.cfg.subscribers_dir,
+        [s.name for s in st.cfg.sources],
+        cache=cache_file(st.cfg.data_dir),
+    )
     local = {p.email: digest_day(p, now) for p in loaded.profiles}
     today = store.states_on(local)
     counts = Counter(
@@ -287,12 +291,16 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
     Examples: digest feedback ada@example.org 2411.01234 like;
     digest feedback ada@example.org (lists Ada's feedback)
     """
-    from digest.profiles import load_profiles
+    from digest.profiles import cache_file, load_profiles
     from digest.record import canonical_arxiv_id
 
     st = _state(ctx)
     store = st.store()
-    loaded = load_profiles(st.cfg.subscribers_dir, [s.name for s in st.cfg.sources])
+    loaded = load_profiles(
+        st.cfg.subscribers_dir,
+        [s.name for s in st.cfg.sources],
+        cache=cache_file(st.cfg.data_dir),
+    )
     known = {p.email.lower() for p in loaded.profiles}
     if address.lower() not in known:
         raise DigestError(

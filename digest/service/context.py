@@ -20,7 +20,7 @@ from digest.mail.render import (
     PaperBlocks,
     environment,
 )
-from digest.profiles import Profile, load_profiles
+from digest.profiles import Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
@@ -89,7 +89,7 @@ class Context:
 
 def profile_cache(cfg: Config) -> Path:
     """Where the last load's profiles are kept, so unchanged files are not parsed again."""
-    return cfg.data_dir / "models" / "profiles.pkl"
+    return cache_file(cfg.data_dir)
 
 
 def digest_day(profile: Profile, now: datetime) -> date:
