@@ -255,9 +255,16 @@ class DeliveryConfig(_Strict):
 class PlanningConfig(_Strict):
     """How `digest run` plans a large list: in this many processes (default: one per core),
     while the delivery engine already sends what is planned. A run of one batch (1,000
-    readers) or fewer plans in its own process."""
+    readers) or fewer plans in its own process. Several nodes on one database split the
+    batches between them (`lease_seconds`: when a dead node's batch is taken over)."""
 
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Subscribers planned together: one set of queries, models and scores per batch, so
+    # memory stays flat however many readers (a batch's scores: batch x the listing, float32).
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Several nodes on one database claim a run's batches; a claim this old and unfinished
+    # (its node died) is taken over by another node.
+    lease_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
 
     @property
     def processes(self) -> int:

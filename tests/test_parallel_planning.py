@@ -31,17 +31,12 @@ def _readers(cfg: Config) -> set[str]:
     }
 
 
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Eight batches of four readers: three planners get two or three each.
-    monkeypatch.setattr(pipeline, "BATCH", 4)
-
-
 def test_three_planners_and_the_engine_send_each_reader_one_digest(
-    workspace: Config, store: Store, smtp_server: SmtpServer, small_batches: None
+    workspace: Config, store: Store, smtp_server: SmtpServer
 ) -> None:
     everyone = _readers(workspace)
-    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=3)})
+    # Eight batches of four readers, claimed by three planners as they go.
+    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=3, batch_size=4)})
     report = pipeline.run(cfg, store, now=NOW)
     got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
     assert set(got) == everyone and set(got.values()) == {1}
@@ -54,7 +49,6 @@ def test_a_planner_that_dies_leaves_its_readers_to_the_parent(
     workspace: Config,
     store: Store,
     smtp_server: SmtpServer,
-    small_batches: None,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -75,7 +69,6 @@ def test_a_planner_that_fails_later_keeps_the_batches_it_finished_in_the_report(
     workspace: Config,
     store: Store,
     smtp_server: SmtpServer,
-    small_batches: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     everyone = _readers(workspace)
@@ -83,8 +76,8 @@ def test_a_planner_that_fails_later_keeps_the_batches_it_finished_in_the_report(
     def fail() -> None:
         raise RuntimeError("disk on fire")
 
-    # Batches of four, planners taking every second one: r13 sits in a planner's second or
-    # later batch, so that planner has committed a batch before it fails.
+    # Batches of four, claimed in order by two planners: r13 sits in batch 3, which the planner
+    # that claims it reaches after committing an earlier one.
     report = _run_with_a_planner_breaking(workspace, store, monkeypatch, "r13@example.org", fail)
     got = Counter(m.rcpt_tos[0] for m in smtp_server.received)
     assert set(got) == everyone and set(got.values()) == {1}
@@ -109,5 +102,5 @@ def _run_with_a_planner_breaking(
         return plan_batch(ctx, batch, *args)
 
     monkeypatch.setattr(pipeline, "_plan_batch", breaks)
-    two = cfg.model_copy(update={"planning": PlanningConfig(workers=2)})
+    two = cfg.model_copy(update={"planning": PlanningConfig(workers=2, batch_size=4)})
     return pipeline.run(two, store, now=NOW)

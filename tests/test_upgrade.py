@@ -109,7 +109,7 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     assert "matches 0001" in current.stdout
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0001 -> 0002" in upgraded.stdout
+    assert "0001 -> 0003" in upgraded.stdout
     # SQLite: a copy is kept beside the file first; PostgreSQL: the operator is told to dump.
     assert "copied" in upgraded.stdout or "pg_dump" in upgraded.stdout
     assert "current" in digest("db", "current", cwd=site).stdout
@@ -130,16 +130,60 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     assert "cy@example.org" in subscribers and "disabled" in subscribers
 
 
-def test_a_database_made_after_link_refs_but_before_versions_is_only_stamped(site: Path) -> None:
+def test_a_database_made_after_link_refs_but_before_versions_is_stamped_then_upgraded(
+    site: Path,
+) -> None:
     url = f"sqlite:///{site / 'data' / 'digest.db'}"
     (site / "data").mkdir()
     at_revision(url, "0002")
     refused = digest("status", cwd=site)
     assert refused.returncode == 1
-    assert "has no schema version yet (its tables match 0002, the newest)" in refused.stderr
-    stamped = digest("db", "upgrade", cwd=site)
-    assert stamped.returncode == 0, stamped.stderr
-    assert "stamped as 0002; its tables already matched" in stamped.stdout
-    assert "before-unversioned-0002" in stamped.stdout
+    assert "predates schema versions and matches revision 0002" in refused.stderr
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "0002 -> 0003" in upgraded.stdout
     again = digest("db", "upgrade", cwd=site)
     assert "nothing to do" in again.stdout
+    assert digest("status", cwd=site).returncode == 0
+
+
+def test_an_unversioned_database_whose_tables_match_the_newest_revision_is_only_stamped(
+    site: Path,
+) -> None:
+    newest = migrate.head()
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    at_revision(url, newest)
+    refused = digest("status", cwd=site)
+    assert refused.returncode == 1
+    assert f"has no schema version yet (its tables match {newest}, the newest)" in refused.stderr
+    stamped = digest("db", "upgrade", cwd=site)
+    assert stamped.returncode == 0, stamped.stderr
+    assert f"stamped as {newest}; its tables already matched" in stamped.stdout
+    assert f"before-unversioned-{newest}" in stamped.stdout
+    again = digest("db", "upgrade", cwd=site)
+    assert "nothing to do" in again.stdout
+
+
+def test_a_versioned_database_at_link_refs_gains_plan_claims_with_its_rows_kept(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    """0002 -> 0003 on a populated, versioned database: the run after it claims its batches
+    in the new table, and the digest planned before the upgrade goes out as planned."""
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0002")
+    engine.dispose()
+    populate(site)
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0 and "0002 -> 0003" in upgraded.stdout, upgraded.stderr
+    ran = digest("run", "--no-ingest", cwd=site)
+    assert ran.returncode in (0, 2), ran.stdout + ran.stderr
+    assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        claims = conn.execute(text("SELECT COUNT(*) FROM planclaim WHERE done_at IS NOT NULL"))
+        assert claims.scalar() == 1  # one batch, planned and marked done
+    engine.dispose()

@@ -7,22 +7,31 @@ meanwhile runs the delivery engine over and over, so sending starts with the fir
 batch and the cycle takes about as long as its slower half. The database is the only channel
 between them (rows are claimed as always): a planner that dies leaves no half-planned batch
 (one transaction per batch), and the parent plans what it left.
+
+With `claims` (every real run), batches are not dealt out in advance: each planner, and each
+node on the same database, claims the next batch nobody has (digest.store.claims), so two
+nodes split a run between them, and a batch a dead node held is taken over once its lease
+runs out. A node with nothing left to claim keeps sending while others still plan, then ends.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from threadpoolctl import threadpool_limits
 
 from digest.profiles import Profile
+from digest.store.papers import Store
 
 log = logging.getLogger(__name__)
 # How long the parent waits between engine passes when nothing was due.
@@ -30,6 +39,70 @@ IDLE = 0.3
 
 Due = tuple[str, date]
 Plan = Callable[[list[Profile]], tuple[list[Any], dict[str, float], list[Due]]]
+
+
+@dataclass
+class Claims:
+    """A run's batches as claims in the database, shared by every node planning that run."""
+
+    store: Store
+    run: str
+    batches: int
+    lease: timedelta
+    # When this node's run began: claims older than that were another run's.
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
+
+    def next(self, take_own: bool = False) -> int | None:
+        return self.store.claim_plan_batch(
+            self.run, self.batches, self.owner, datetime.now(UTC), self.lease, self.since, take_own
+        )
+
+    def done(self, batch: int) -> None:
+        self.store.finish_plan_batch(self.run, batch, self.owner, datetime.now(UTC))
+
+    def others_planning(self) -> bool:
+        now = datetime.now(UTC)
+        return self.store.batches_in_progress(self.run, now, self.lease, self.since) > 0
+
+
+def plan_claimed(
+    plan: Plan,
+    batches: list[list[Profile]],
+    claims: Claims,
+    meanwhile: Callable[[], bool],
+    progress: Callable[[int], None] | None = None,
+    halted: Callable[[], bool] = lambda: False,
+) -> tuple[list[Any], dict[str, float], list[Due]]:
+    """Plan in this process every batch it can claim (its own unfinished ones too: whoever
+    held them here is gone), then keep calling ``meanwhile`` while other nodes still plan,
+    taking over any batch whose claim runs out."""
+    results: list[Any] = []
+    stages: dict[str, float] = {}
+    due: list[Due] = []
+    going, planned = True, 0
+    while not halted():
+        batch = claims.next(take_own=True)
+        if batch is None:
+            if not claims.others_planning():
+                break
+            t0 = time.monotonic()
+            if going:
+                going = meanwhile()
+            time.sleep(max(0.0, IDLE - (time.monotonic() - t0)))
+            continue
+        r, s, d = plan(batches[batch])
+        claims.done(batch)
+        results += r
+        due += d
+        for k, v in s.items():
+            stages[k] = stages.get(k, 0.0) + v
+        planned += 1
+        if progress:
+            progress(planned)
+    return results, stages, due
 
 
 def plan_in_processes(
@@ -40,6 +113,7 @@ def plan_in_processes(
     progress: Callable[[int], None] | None = None,
     in_child: Callable[[], None] = lambda: None,
     halted: Callable[[], bool] = lambda: False,
+    claims: Claims | None = None,
 ) -> tuple[list[Any], dict[str, float], list[Due]]:
     """Run ``plan`` over the batches in ``workers`` forked processes, calling ``meanwhile``
     in this one until they are done. ``meanwhile`` returns False to stop calling it (delivery
@@ -50,20 +124,25 @@ def plan_in_processes(
     Returns the planners' results, their stage times (summed over processes) and the
     (subscriber, day) of every digest they left due, each batch's as soon as it is committed,
     so a planner that fails later loses none of them. ``in_child`` runs first in each
-    planner (to let go of the parent's database connections).
+    planner (to let go of the parent's database connections). With ``claims`` the planners
+    claim batches as they go (shared with other nodes), and what they leave unfinished, this
+    process plans after them (`plan_claimed`); without, each plans every k-th batch.
     """
     mp = multiprocessing.get_context("fork")
     planners: dict[Connection, _Planner] = {}
-    for share in (batches[k::workers] for k in range(workers)):
+    for k in range(workers):
+        share = list(range(k, len(batches), workers))
         recv, send = mp.Pipe(duplex=False)
-        proc = mp.Process(target=_planner, args=(plan, share, send, in_child), daemon=True)
+        proc = mp.Process(
+            target=_planner, args=(plan, batches, share, claims, send, in_child), daemon=True
+        )
         proc.start()
         send.close()
         planners[recv] = _Planner(proc, share)
     results: list[Any] = []
     stages: dict[str, float] = {}
     due: list[Due] = []
-    left: list[list[Profile]] = []
+    left: list[int] = []
     going = True
     planned = 0
 
@@ -87,8 +166,8 @@ def plan_in_processes(
             except EOFError:  # the planner died without a word: its unfinished batches
                 message = ("error", f"exit status {planner.proc.exitcode}")
             if message[0] == "batch":
-                take(*message[1:])
-                planner.finished += 1
+                take(*message[2:])
+                planner.finished.add(message[1])
                 planned += 1
                 if progress:
                     progress(planned)
@@ -98,7 +177,8 @@ def plan_in_processes(
                     "a planning process failed (%s); its subscribers are planned here",
                     message[1],
                 )
-                left += planner.share[planner.finished :]
+                if claims is None:  # with claims, its unfinished batch is reclaimed below
+                    left += [i for i in planner.share if i not in planner.finished]
             planner.proc.join()
             del planners[conn]
         if not planners:
@@ -108,30 +188,45 @@ def plan_in_processes(
             going = meanwhile()
         if time.monotonic() - t0 < IDLE:
             time.sleep(IDLE)
-    for batch in left:
+    if claims is not None:
+        take(
+            *plan_claimed(
+                plan, batches, claims, meanwhile if going else lambda: False, None, halted
+            )
+        )
+    for i in left:
         if halted():
             break
-        take(*plan(batch))
+        take(*plan(batches[i]))
     return results, stages, due
 
 
 @dataclass
 class _Planner:
     proc: multiprocessing.process.BaseProcess
-    share: list[list[Profile]]
-    finished: int = 0  # batches it reported planned (committed)
+    share: list[int]  # the batches dealt to it (without claims)
+    finished: set[int] = field(default_factory=set)  # batches it reported planned (committed)
 
 
 def _planner(
-    plan: Plan, share: list[list[Profile]], conn: Connection, in_child: Callable[[], None]
+    plan: Plan,
+    batches: list[list[Profile]],
+    share: list[int],
+    claims: Claims | None,
+    conn: Connection,
+    in_child: Callable[[], None],
 ) -> None:
     # One BLAS thread each: the planners already fill the cores, and BLAS threads that spin
     # waiting for a core made the models stage five times slower with two planners.
     limits = threadpool_limits(limits=1)
     try:
         in_child()
-        for batch in share:
-            conn.send(("batch", *plan(batch)))
+        dealt = iter(share)
+        while (i := claims.next() if claims else next(dealt, None)) is not None:
+            result = plan(batches[i])
+            if claims:
+                claims.done(i)
+            conn.send(("batch", i, *result))
         conn.send(("done",))
     except Exception as exc:  # reported to the parent, which plans the rest itself
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

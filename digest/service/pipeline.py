@@ -6,6 +6,7 @@ keeps the delivery rows honest. The CLI and (later) the scheduler both call `run
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from digest.mail.render import (
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
 from digest.service.context import Context, digest_day, prepare, prepare_models
-from digest.service.parallel import Due, plan_in_processes
+from digest.service.parallel import Claims, Due, plan_claimed, plan_in_processes
 from digest.service.picking import find_profile, pick_papers, picks_of, render_for
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
@@ -36,9 +37,6 @@ from digest.store.planning import Planned, Standing
 from digest.store.schema import Delivery, Paper
 
 log = logging.getLogger(__name__)
-# Subscribers planned together: one set of queries, models and scores per batch, so memory
-# stays flat at 100,000 subscribers (a batch's scores: 1,000 x the listing, in float32).
-BATCH = 1000
 
 
 @dataclass
@@ -128,7 +126,8 @@ def run(
         # Every profile loaded: models of subscribers whose files are gone can go too. (With a
         # broken file its owner is unknown, so nothing is dropped until it is fixed.)
         store.prune_rank_models([p.email for p in ctx.profiles])
-    batches = [profiles[i : i + BATCH] for i in range(0, len(profiles), BATCH)]
+    size = cfg.planning.batch_size
+    batches = [profiles[i : i + size] for i in range(0, len(profiles), size)]
     engine = EngineReport()
 
     def send_due() -> bool:
@@ -146,11 +145,14 @@ def run(
 
     def planned_so_far(n: int) -> None:
         if progress:
-            progress(f"planning: {min(n * BATCH, len(profiles)):,} of {len(profiles):,} done")
+            progress(f"planning: {min(n * size, len(profiles)):,} of {len(profiles):,} done")
 
     due: list[Due] = []
     workers = min(cfg.planning.processes, len(batches)) if processes else 1
+    # A dry run records nothing, claims included: it plans every batch itself.
+    claims = None if dry_run else _claims(cfg, store, report.day, profiles, len(batches))
     t0 = time.perf_counter()
+    halted = lambda: halt is not None and halt.is_set()  # noqa: E731
     if workers > 1:
         results, stages, due = plan_in_processes(
             plan,
@@ -159,7 +161,13 @@ def run(
             (lambda: True) if dry_run else send_due,
             planned_so_far,
             in_child=lambda: store.engine.dispose(close=False),
-            halted=lambda: halt is not None and halt.is_set(),
+            halted=halted,
+            claims=claims,
+        )
+        report.add(results, stages)
+    elif claims is not None:
+        results, stages, due = plan_claimed(
+            plan, batches, claims, send_due, lambda n: planned_so_far(n), halted
         )
         report.add(results, stages)
     else:
@@ -178,8 +186,19 @@ def run(
     report.delivery = engine
     with report.timed("storing"):
         store.prune_messages(now.date() - timedelta(days=cfg.digest.keep_days))
+        store.prune_claims(datetime.now(UTC) - timedelta(days=cfg.digest.keep_days))
     report.results += _final_states(store, due)
     return report
+
+
+def _claims(cfg: Config, store: Store, day: date, profiles: list[Profile], n: int) -> Claims:
+    """The run's batches as claims other nodes share: the run is named by its day and the
+    exact list of subscribers, so nodes that see the same list split the same batches."""
+    listed = hashlib.sha256("\n".join(p.email.lower() for p in profiles).encode())
+    return Claims(
+        store, f"{day.isoformat()}:{listed.hexdigest()[:32]}", n,
+        timedelta(seconds=cfg.planning.lease_seconds),
+    )  # fmt: skip
 
 
 def _final_states(store: Store, due: list[Due]) -> list[SubscriberResult]:

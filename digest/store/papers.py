@@ -23,6 +23,7 @@ from sqlmodel import Session, col, create_engine, select
 from digest.errors import StoreError
 from digest.record import PaperRecord
 from digest.store import migrate
+from digest.store.claims import ClaimQueries
 from digest.store.deliveries import DeliveryQueries
 from digest.store.failures import explain
 from digest.store.feedback import FeedbackQueries
@@ -66,7 +67,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store(DeliveryQueries, FeedbackQueries, PlanningQueries):
+class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None

@@ -152,3 +152,19 @@ class RankModel(SQLModel, table=True):
     vocabulary: str = Field(max_length=64)
     blob: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     trained_at: datetime = Field(default_factory=utcnow)
+
+
+class PlanClaim(SQLModel, table=True):
+    """Which node plans which batch of a run's subscribers (several `digest run` or `serve`
+    processes on one database share the planning this way; digest.store.claims).
+
+    `run` names the day and the exact list of subscribers planned (a hash of their addresses),
+    so only nodes that see the same subscribers share batches; a node that sees others plans
+    its own, and the one row per (subscriber, day) keeps anyone from being sent twice.
+    """
+
+    run: str = Field(primary_key=True, max_length=64)
+    batch: int = Field(primary_key=True)
+    owner: str = Field(max_length=128)
+    claimed_at: datetime
+    done_at: datetime | None = None
