@@ -280,3 +280,32 @@ def test_a_node_killed_mid_run_leaves_every_reader_one_digest(
         assert len(got) - len(everyone) <= 1
     finally:
         fault.stop()
+
+
+def test_two_nodes_recording_a_new_sources_first_fetch_at_once_both_succeed(
+    pg_store: Store,
+) -> None:
+    """Both nodes of a slot ingest: each reads no fetch state for a new source and inserts one;
+    the second must update the first's row, not stop its node's run."""
+    import threading
+
+    from digest.store.schema import FeedState
+
+    errors: list[Exception] = []
+    for n in range(20):
+        barrier = threading.Barrier(2)
+
+        def fetch(i: int, source: str = f"feed{n}", barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                pg_store.save_feed_state(FeedState(source=source, url="https://x", last_count=i))
+            except Exception as exc:  # collected for the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert len(pg_store.feed_states()) == 20

@@ -42,6 +42,8 @@ keep_days = 30        # days a sent digest's message is kept for its web view
 
 [planning]
 # workers = 2         # processes planning a large list (default: one per core)
+# batch_size = 1000   # subscribers planned together (one set of queries and scores)
+# lease_seconds = 300 # several nodes on one database: a dead node's batch is taken over after this
 
 # Sources. kind is arxiv-rss, arxiv-api, hf-daily or rss; url is https://... or file://...
 [[sources]]

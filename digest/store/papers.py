@@ -286,9 +286,18 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries):
             return list(s.exec(select(FeedState).order_by(col(FeedState.source))).all())
 
     def save_feed_state(self, state: FeedState) -> None:
-        with self.session() as s:
-            s.merge(state)
-            s.commit()
+        # merge is a read, then an insert or an update: two nodes fetching a new source at
+        # once both read nothing and both insert. The second then updates the first's row.
+        for attempt in range(2):
+            with self.session() as s:
+                s.merge(state)
+                try:
+                    s.commit()
+                    return
+                except IntegrityError:
+                    s.rollback()
+                    if attempt:
+                        raise
 
     # -- subscribers and deliveries -------------------------------------------------------
 
