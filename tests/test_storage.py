@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from digest.config import Config, DigestConfig
 from digest.service.pipeline import run
 from digest.store import Store
 from digest.store.packing import MARKER, unpack
-from tests.conftest import NOW, SmtpServer
+from tests.conftest import NOW, SmtpServer, digest
 from tests.test_postgres import pg_store  # noqa: F401 (fixture)
 from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
 
@@ -70,6 +71,29 @@ def test_bodies_past_keep_days_are_dropped_and_the_web_view_says_expired(
     assert NOW.date() in left  # the rows stay: what was sent is never sent again
     page = web.client.get(web.local(view))
     assert page.status_code == 410 and "expired" in page.text
+
+
+def test_retrying_a_digest_whose_body_was_pruned_says_so_and_leaves_it_expired(
+    site: Path,
+) -> None:
+    from digest.config import load_config
+
+    store = Store(load_config(site / "digest.toml").database_url)
+    store.upgrade()
+    old, recent = NOW.date() - timedelta(days=40), NOW.date() - timedelta(days=2)
+    for day in (old, recent):
+        d = store.plan_delivery(
+            "ada@example.org", day, f"<{day}@example.org>", [], {}, message=b"Subject: x\r\n\r\nx"
+        )
+        assert d.id is not None
+        store.mark_expired(d.id, 3, "451 try later")  # its retry window closed undelivered
+    store.prune_messages(NOW.date() - timedelta(days=30))
+    out = digest("retry", "--state", "expired", cwd=site)
+    assert out.returncode == 0, out.stderr
+    assert "1 delivery re-queued." in out.stdout
+    assert "1 left as it is: older than [digest] keep_days" in out.stdout
+    states = {d.digest_date: d.state for d in store.deliveries()}
+    assert states == {old: "expired", recent: "retry"}
 
 
 @pytest.mark.postgres

@@ -199,6 +199,12 @@ def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> 
     if rest:
         n = store.requeue(rest, when, now)
         console.print(f"{n} deliver{'y' if n == 1 else 'ies'} re-queued.")
+        if gone := store.unsendable(rest, when):
+            console.print(
+                f"{gone} left as {'it is' if gone == 1 else 'they are'}: older than "
+                f"[digest] keep_days, {'its' if gone == 1 else 'their'} message is no longer "
+                "stored (the web view says expired)."
+            )
     console.print("`digest run` sends them.")
 
 

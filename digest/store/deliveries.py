@@ -347,9 +347,14 @@ class DeliveryQueries:
             s.commit()
 
     def requeue(self, states: Sequence[str], day: date | None, now: datetime) -> int:
-        """Put finished-but-undelivered digests back in the queue (`digest retry`)."""
+        """Put finished-but-undelivered digests back in the queue (`digest retry`). Only those
+        whose message is still stored: one pruned after `[digest] keep_days` has nothing left
+        to send (`unsendable` counts them)."""
         with self.session() as s:
-            q = update(Delivery).where(col(Delivery.state).in_(list(states)))
+            q = update(Delivery).where(
+                col(Delivery.state).in_(list(states)),
+                col(Delivery.id).in_(select(DeliveryMessage.delivery_id)),
+            )
             if day is not None:
                 q = q.where(col(Delivery.digest_date) == day)
             n = s.exec(  # type: ignore[call-overload]
@@ -363,6 +368,17 @@ class DeliveryQueries:
             ).rowcount
             s.commit()
             return int(n)
+
+    def unsendable(self, states: Sequence[str], day: date | None) -> int:
+        """Digests in these states whose stored message was pruned (`requeue` leaves them)."""
+        with self.session() as s:
+            q = select(func.count()).where(
+                col(Delivery.state).in_(list(states)),
+                col(Delivery.id).not_in(select(DeliveryMessage.delivery_id)),
+            )
+            if day is not None:
+                q = q.where(col(Delivery.digest_date) == day)
+            return int(s.exec(q).one())
 
     def bring_forward(self, day: date | None, now: datetime) -> int:
         """Digests waiting for their next attempt are due now (`digest retry --state retry`,
