@@ -53,3 +53,42 @@ def test_markup_in_feed_and_profile_text_is_printed_literally_by_every_command(
     everything = "\n".join(outputs)
     assert "[link=https://evil.example]click[/link]" in everything  # as written
     assert "Cy [/x]" in everything
+
+
+def test_run_shows_a_bar_per_stage_on_a_terminal_and_none_to_cron(site: Path) -> None:
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DIGEST_CONFIG"}
+    env.update(COLUMNS="120", TERM="xterm")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", "run", "--dry-run"],
+        cwd=site,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
+    for stage in ("ingest", "preparing", "planning"):
+        assert stage in screen
+    assert "2/2" in screen  # the two readers planned, as a count beside the bar
+    # Without a terminal (cron, a pipe) no bar: only the summary.
+    piped = digest("run", "--dry-run", cwd=site)
+    assert piped.returncode == 0 and "preparing" not in piped.stdout and "1/1" not in piped.stdout

@@ -367,18 +367,30 @@ def run_cmd(ctx: click.Context, dry_run: bool, no_ingest: bool, report_path: Pat
     Exit status: 0 every due digest sent; 1 error (nothing done); 2 some digest not sent, or a
     source or profile failed; 3 delivery paused. Example: digest run --dry-run
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     from digest.service.pipeline import run
 
     st = _state(ctx)
     store = st.store()
-    with console.status("running...") as status:
-        report = run(
-            st.cfg,
-            store,
-            ingest=not no_ingest,
-            dry_run=dry_run,
-            progress=status.update,
-        )
+    # A bar per stage on a terminal; nothing for cron (the summary below says it all).
+    bars = Progress(
+        "{task.description:<10}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        report = run(st.cfg, store, ingest=not no_ingest, dry_run=dry_run, progress=progress)
     _print_report(report)
     code = report.exit_status()
     if report_path is not None:

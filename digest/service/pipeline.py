@@ -94,7 +94,7 @@ def run(
     now: datetime | None = None,
     ingest: bool = True,
     dry_run: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     only: set[str] | None = None,
     halt: threading.Event | None = None,
     processes: bool = True,
@@ -105,7 +105,14 @@ def run(
     everything due, so retries of other subscribers are not held back. ``processes=False``
     plans in this process whatever `[planning] workers` says (`digest serve` runs slots from
     a thread pool, and a fork there could copy another thread's held lock into the child).
+    ``progress(stage, done, total)`` hears of each stage as it goes: ingest, preparing (the
+    profiles and the vocabulary), planning (readers), sending (digests).
     """
+
+    def tell(stage: str, done: int, total: int) -> None:
+        if progress:
+            progress(stage, done, total)
+
     fixed_clock = now is not None
     now = now or datetime.now(UTC)
     report = RunReport(day=now.date())
@@ -116,10 +123,14 @@ def run(
         cfg.smtp.password()
         _warn_plain_http(cfg)
     if ingest:
+        tell("ingest", 0, len(cfg.sources))
         with report.timed("ingest"):
             report.ingest = ingest_all(store, cfg, today=now.date())
+        tell("ingest", len(cfg.sources), len(cfg.sources))
+    tell("preparing", 0, 1)
     with report.timed("vocabulary"):
         ctx = prepare(cfg, store, now)
+    tell("preparing", 1, 1)
     report.profile_errors = ctx.profile_errors
     profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
     if only is None and not ctx.profile_errors:
@@ -144,8 +155,7 @@ def run(
         return part.results, part.stages, [(d.subscriber, d.digest_date) for d in due]
 
     def planned_so_far(n: int) -> None:
-        if progress:
-            progress(f"planning: {min(n * size, len(profiles)):,} of {len(profiles):,} done")
+        tell("planning", min(n * size, len(profiles)), len(profiles))
 
     due: list[Due] = []
     workers = min(cfg.planning.processes, len(batches)) if processes else 1
@@ -177,12 +187,13 @@ def run(
             report.add(results, stages)
             due += keys
     report.stages["planning"] = time.perf_counter() - t0
+    tell("planning", len(profiles), len(profiles))
     if dry_run:
         return report
-    if progress:
-        progress(f"sending {len(due):,} digests")
+    tell("sending", 0, len(due))
     if not engine.paused:
         send_due()
+    tell("sending", len(due), len(due))
     report.delivery = engine
     with report.timed("storing"):
         store.prune_messages(now.date() - timedelta(days=cfg.digest.keep_days))
