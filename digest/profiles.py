@@ -10,6 +10,7 @@ import gc
 import os
 import pickle
 import re
+import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -277,19 +278,24 @@ def _write_cache(cache: Path, stamp: object, entries: _Cached) -> None:
     """Written whole (a temporary file renamed) and private: it holds readers' addresses."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        # Without their paths (set again on load): unpickling 100,000 Path objects was a
-        # third of the time of a load from the cache.
-        paths = [(p, p._path) for _, p in entries.values()]
-        for p, _ in paths:
-            p._path = None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump((stamp, entries), f, protocol=pickle.HIGHEST_PROTOCOL)
-        finally:
-            for p, path in paths:
-                p._path = path
+        # A file of its own (mode 0600) for each writer: two nodes on one site may both be
+        # pid 1 in their containers.
+        fd, name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
+    except OSError:
+        return  # only a cache: the next run reads the files again
+    tmp = Path(name)
+    # Without their paths (set again on load): unpickling 100,000 Path objects was a third
+    # of the time of a load from the cache.
+    paths = [(p, p._path) for _, p in entries.values()]
+    for p, _ in paths:
+        p._path = None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump((stamp, entries), f, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(cache)
     except OSError:
-        pass  # only a cache: the next run reads the files again
+        pass  # as above
+    finally:
+        for p, path in paths:
+            p._path = path
+        tmp.unlink(missing_ok=True)  # gone already when it was renamed

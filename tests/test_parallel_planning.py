@@ -104,3 +104,38 @@ def _run_with_a_planner_breaking(
     monkeypatch.setattr(pipeline, "_plan_batch", breaks)
     two = cfg.model_copy(update={"planning": PlanningConfig(workers=2, batch_size=4)})
     return pipeline.run(two, store, now=NOW)
+
+
+def test_nodes_firing_one_slot_share_a_generation_and_a_later_run_plans_everyone_again(
+    store: Store,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    lease, now = timedelta(minutes=5), datetime.now(UTC)
+    gen = store.plan_generation("day:list", 3)
+    assert gen == 0
+    a = [store.claim_plan_batch("day:list", gen, 3, "a", now, lease) for _ in range(2)]
+    # A second node firing the same slot joins while batches are open, and gets the rest.
+    assert store.plan_generation("day:list", 3) == gen
+    b = store.claim_plan_batch("day:list", gen, 3, "b", now, lease)
+    assert (a, b) == ([0, 1], 2)
+    assert store.claim_plan_batch("day:list", gen, 3, "b", now, lease) is None
+    for batch, owner in ((0, "a"), (1, "a"), (2, "b")):
+        store.finish_plan_batch("day:list", gen, batch, owner, now)
+    assert store.batches_in_progress("day:list", gen, now, lease) == 0
+    # Once every batch is done, a run later in the day starts the next generation: all of
+    # its batches are free again, whatever the clocks say.
+    later = store.plan_generation("day:list", 3)
+    assert later == gen + 1
+    assert store.claim_plan_batch("day:list", later, 3, "c", now - timedelta(hours=1), lease) == 0
+
+
+def test_a_claim_past_its_lease_is_taken_over_by_exactly_one_node(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    lease, now = timedelta(seconds=30), datetime.now(UTC)
+    assert store.claim_plan_batch("r", 0, 1, "dead", now - timedelta(minutes=1), lease) == 0
+    assert store.claim_plan_batch("r", 0, 1, "b", now - timedelta(seconds=40), lease) is None
+    assert store.claim_plan_batch("r", 0, 1, "b", now, lease) == 0  # the lease ran out
+    assert store.claim_plan_batch("r", 0, 1, "c", now, lease) is None  # b holds it now
+    assert store.claim_plan_batch("r", 0, 1, "b", now, lease, take_own=True) == 0

@@ -226,13 +226,13 @@ def test_a_batch_a_dead_node_held_is_taken_over_once_its_lease_runs_out(
             time.sleep(0.01)
         # Meanwhile another node claims the last batch and dies with it unfinished.
         with pg_store.engine.begin() as conn:
-            run = conn.execute(text("SELECT run FROM planclaim")).scalar()
+            run, generation = conn.execute(text("SELECT run, generation FROM planclaim")).one()
             conn.execute(
                 text(
-                    "INSERT INTO planclaim (run, batch, owner, claimed_at)"
-                    " VALUES (:run, 11, 'dead-node:1:0', now())"
+                    "INSERT INTO planclaim (run, generation, batch, owner, claimed_at)"
+                    " VALUES (:run, :generation, 11, 'dead-node:1:0', now())"
                 ),
-                {"run": run},
+                {"run": run, "generation": generation},
             )
         taken = time.monotonic()
         out, err = node.communicate(timeout=300)

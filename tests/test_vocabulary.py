@@ -141,3 +141,21 @@ def test_a_damaged_or_foreign_vocabulary_file_is_fitted_again(
         assert isinstance(damage, bytes)
         path.write_bytes(damage)
     assert Vocabulary.load(path) is None
+
+
+def test_a_corpus_of_few_distinct_texts_still_projects_new_papers_sensibly() -> None:
+    """600 papers that are 150 texts four times over: fewer distinct texts than directions.
+    The directions past the corpus's rank are rounding noise, and must not swamp the
+    projection of a paper outside the corpus (they took 90% of its weight before)."""
+    rows = corpus_rows(400)
+    papers = [
+        Paper(id=f"{r['id']}-{k}", title=r["title"], abstract=r["abstract"],
+              announced=date(2026, 1, 1))
+        for k in range(4) for r in rows[-150:]
+    ]  # fmt: skip
+    vocab = Vocabulary(papers)
+    assert vocab.basis is not None
+    new = vocab.transform([f"{r['title']}. {r['abstract']}" for r in rows[:200]]) @ vocab.basis
+    weight = np.sum(new**2, axis=1)
+    noise = np.sum(new[:, 150:] ** 2, axis=1)  # the corpus spans at most 149 real directions
+    assert np.median(noise / np.maximum(weight, 1e-30)) < 0.01

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ SPECTRUM_POWER = 0.25
 # a vocabulary barely larger than 256 terms keeps directions that are only noise, and the
 # rescaling would amplify them (a two-topic test corpus lost 0.2 nDCG@10 with feedback).
 SPECTRUM_FLOOR = 0.25
+# Singular values below this share of the largest kept one are treated as zero (see _fit).
+RANK_TOLERANCE = 1e-3
 # Below this many corpus papers the models score in the sparse term space itself.
 MIN_PROJECTED = 300
 # The one term of a vocabulary fitted on no words (not an English stop word, unlike "empty").
@@ -160,7 +163,12 @@ class Vocabulary:
             scale = np.maximum(values, floor) ** -SPECTRUM_POWER
             # The right singular vectors are X^T U / s: the basis is X^T times these
             # coefficients, so only they are stored (a paper-sized block, not a term-sized one).
-            coefficients = np.ascontiguousarray(left * (scale / np.maximum(values, 1e-12)))
+            # A corpus of fewer distinct texts than directions (repeats, a tiny demo) has
+            # singular values near zero whose vectors are rounding noise; divided by them they
+            # would swamp every projection, so those directions are left out (zero).
+            real = values > RANK_TOLERANCE * float(values.max(initial=0.0))
+            inverse = np.divide(1.0, values, out=np.zeros_like(values), where=real)
+            coefficients = np.ascontiguousarray(left * (scale * inverse))
         # Too few papers for a projection worth having (a first day, the demo): a handful of
         # documents would each get a direction of their own, and a repeated paper the dropped
         # first one. Too few terms, and there is nothing to compress (a corpus of a few words
@@ -276,8 +284,11 @@ class Vocabulary:
     # derived from them on load in well under a second.
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Per process: two runners fitting at once must not write into each other's file.
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        # A file of its own: two runners fitting at once (two containers may both be pid 1)
+        # must not write into each other's.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         arrays = {
             "format": np.array([STORE_FORMAT]),
             "version": np.array([self.version]),
@@ -293,9 +304,12 @@ class Vocabulary:
             if self.coefficients is None:
                 raise ValueError("only a freshly fitted vocabulary can be saved")
             arrays["coefficients"] = self.coefficients
-        with tmp.open("wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-        tmp.replace(path)
+        try:
+            with tmp.open("wb") as f:
+                np.savez(f, allow_pickle=False, **arrays)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already when it was renamed
         # Only the file needs them (the basis is made from them once): 20 MB not held all run.
         self.coefficients = None
 

@@ -24,8 +24,13 @@ POWER_ITERATIONS = 5
 BLOCK = 10_000
 
 
+# Threads for the products; None: one per core (up to four). A forked planner sets 1: the
+# planners already fill the cores.
+THREADS: int | None = None
+
+
 def threads() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return THREADS or max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def product(a: sparse.csr_matrix, b: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
 The same terms scikit-learn's `CountVectorizer(ngram_range=(1, 2), stop_words="english")` makes
 (lower-cased tokens of two or more characters starting with a letter, English stop words
 dropped, then every word and every pair of neighbouring kept words), and the same pruning by
-document frequency; tests/test_terms.py holds the two side by side on real papers. Counted in
+document frequency; tests/test_vocabulary.py holds the two side by side on real papers. One
+difference, at the `max_terms` cut only: terms of equal frequency there are kept in
+alphabetical order, where scikit-learn's unstable sort keeps an arbitrary few. Counted in
 arrays rather than through the vectorizer's dictionary: the vectorizer first collects every
 phrase of the corpus as a Python string (millions of them at 20,000 papers, most seen once) and
 sorts them all, which took 15 s and most of a gigabyte; here each word gets a number once, a

@@ -31,6 +31,7 @@ from typing import Any, cast
 from threadpoolctl import threadpool_limits
 
 from digest.profiles import Profile
+from digest.rank import lowrank
 from digest.store.papers import Store
 
 log = logging.getLogger(__name__)
@@ -49,23 +50,33 @@ class Claims:
     run: str
     batches: int
     lease: timedelta
-    # When this node's run began: claims older than that were another run's.
-    since: datetime = field(default_factory=lambda: datetime.now(UTC))
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
     )
+    generation: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generation = self.store.plan_generation(self.run, self.batches)
 
     def next(self, take_own: bool = False) -> int | None:
         return self.store.claim_plan_batch(
-            self.run, self.batches, self.owner, datetime.now(UTC), self.lease, self.since, take_own
+            self.run,
+            self.generation,
+            self.batches,
+            self.owner,
+            datetime.now(UTC),
+            self.lease,
+            take_own,
         )
 
     def done(self, batch: int) -> None:
-        self.store.finish_plan_batch(self.run, batch, self.owner, datetime.now(UTC))
+        self.store.finish_plan_batch(
+            self.run, self.generation, batch, self.owner, datetime.now(UTC)
+        )
 
     def others_planning(self) -> bool:
         now = datetime.now(UTC)
-        return self.store.batches_in_progress(self.run, now, self.lease, self.since) > 0
+        return self.store.batches_in_progress(self.run, self.generation, now, self.lease) > 0
 
 
 def plan_claimed(
@@ -168,6 +179,11 @@ def plan_in_processes(
             if message[0] == "batch":
                 take(*message[2:])
                 planner.finished.add(message[1])
+                if claims is not None:
+                    # Marked here, once its results are in hand: a planner that dies between
+                    # committing a batch and reporting it leaves the claim open, and the batch
+                    # is planned again below (its rows stand; its readers get reported).
+                    claims.done(message[1])
                 planned += 1
                 if progress:
                     progress(planned)
@@ -219,14 +235,12 @@ def _planner(
     # One BLAS thread each: the planners already fill the cores, and BLAS threads that spin
     # waiting for a core made the models stage five times slower with two planners.
     limits = threadpool_limits(limits=1)
+    lowrank.THREADS = 1
     try:
         in_child()
         dealt = iter(share)
         while (i := claims.next() if claims else next(dealt, None)) is not None:
-            result = plan(batches[i])
-            if claims:
-                claims.done(i)
-            conn.send(("batch", i, *result))
+            conn.send(("batch", i, *plan(batches[i])))
         conn.send(("done",))
     except Exception as exc:  # reported to the parent, which plans the rest itself
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -203,9 +203,13 @@ def run(
 
 
 def _claims(cfg: Config, store: Store, day: date, profiles: list[Profile], n: int) -> Claims:
-    """The run's batches as claims other nodes share: the run is named by its day and the
-    exact list of subscribers, so nodes that see the same list split the same batches."""
-    listed = hashlib.sha256("\n".join(p.email.lower() for p in profiles).encode())
+    """The run's batches as claims other nodes share: the run is named by its day, the exact
+    list of subscribers and how it is cut into batches, so only nodes that would plan the same
+    batches share them (a node with another batch_size, or another list, plans its own)."""
+    listed = hashlib.sha256(
+        f"{cfg.planning.batch_size}:{n}\n".encode()
+        + "\n".join(p.email.lower() for p in profiles).encode()
+    )
     return Claims(
         store, f"{day.isoformat()}:{listed.hexdigest()[:32]}", n,
         timedelta(seconds=cfg.planning.lease_seconds),

@@ -7,6 +7,11 @@ claim unfinished; once the claim is older than the lease, another node takes it 
 conditional update, so again only one does). Planning a batch twice is safe (each subscriber's
 digest is one row per day, and the first one made stands), so the lease only has to be long
 enough that this is rare, not exact.
+
+A run repeated later in the day must plan everyone again (papers arrived since), while nodes
+firing the same slot must share one set of batches: claims carry a generation, and a node
+joins the newest one while it is unfinished and starts the next once it is complete
+(`plan_generation`). Only the lease compares times, so nodes' clocks need only roughly agree.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, func, select
 
 from digest.store.schema import PlanClaim
 
@@ -25,60 +30,76 @@ class ClaimQueries:
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
 
+    def plan_generation(self, run: str, batches: int) -> int:
+        """The generation of `run` a node starting now joins: the newest one while any of
+        its batches is unclaimed or unfinished (nodes firing the same slot share it), else
+        a new one (a later run of the day plans everyone again, with what arrived since).
+        Decided by the rows alone, not by clocks."""
+        with self.session() as s:
+            newest = s.exec(
+                select(func.max(PlanClaim.generation)).where(PlanClaim.run == run)
+            ).one()
+            if newest is None:
+                return 0
+            done = s.exec(
+                select(func.count()).where(
+                    PlanClaim.run == run,
+                    PlanClaim.generation == newest,
+                    col(PlanClaim.done_at).is_not(None),
+                )
+            ).one()
+        return int(newest) + 1 if done >= batches else int(newest)
+
     def claim_plan_batch(
         self,
         run: str,
+        generation: int,
         batches: int,
         owner: str,
         now: datetime,
         lease: timedelta,
-        since: datetime,
         take_own: bool = False,
     ) -> int | None:
-        """The lowest batch of `run` (0 .. batches - 1) nobody has claimed, now claimed by
-        `owner`; else one free to take: claimed before `since` (the start of the claiming
-        node's run: a run that began after that batch was planned, a later run of the day,
-        plans it again), or unfinished past its lease (its node died), or with ``take_own``
-        one of `owner`'s own unfinished ones (its planner is known to be gone); else None."""
-        stamp, begun = now.astimezone(UTC), since.astimezone(UTC)
+        """The lowest batch (0 .. batches - 1) of this generation of `run` nobody has
+        claimed, now claimed by `owner`; else one whose claim is unfinished past its lease
+        (its node died), or with ``take_own`` one of `owner`'s own unfinished ones (its
+        planner is known to be gone); else None."""
+        stamp = now.astimezone(UTC)
 
         def free_to_take(r: PlanClaim) -> bool:
-            if r.batch >= batches:
-                return False
-            if _aware(r.claimed_at) < begun:
-                return True  # an earlier run's
-            if r.done_at is not None:
+            if r.batch >= batches or r.done_at is not None:
                 return False
             return _aware(r.claimed_at) < stamp - lease or (take_own and r.owner == owner)
 
+        mine = (col(PlanClaim.run) == run, col(PlanClaim.generation) == generation)
         for _ in range(batches + 1):
             with self.session() as s:
-                rows = s.exec(select(PlanClaim).where(PlanClaim.run == run)).all()
+                rows = s.exec(select(PlanClaim).where(*mine)).all()
                 taken = {r.batch for r in rows}
                 free = next((i for i in range(batches) if i not in taken), None)
                 if free is not None:
-                    s.add(PlanClaim(run=run, batch=free, owner=owner, claimed_at=stamp))
+                    claim = PlanClaim(
+                        run=run, generation=generation, batch=free, owner=owner, claimed_at=stamp
+                    )
+                    s.add(claim)
                     try:
                         s.commit()
                         return free
                     except IntegrityError:
                         s.rollback()  # another node claimed it first: look again
                         continue
-                stale = [r for r in rows if free_to_take(r)]
-                for r in sorted(stale, key=lambda r: r.batch):
+                for r in sorted((r for r in rows if free_to_take(r)), key=lambda r: r.batch):
                     took = s.execute(
                         update(PlanClaim)
                         .where(
-                            col(PlanClaim.run) == run,
+                            *mine,
                             col(PlanClaim.batch) == r.batch,
-                            # Unchanged since read (owners are unique per run and node), so of
+                            # Unchanged since read (owners are unique per node and run), so of
                             # two nodes taking it over only one matches.
                             col(PlanClaim.owner) == r.owner,
-                            col(PlanClaim.done_at).is_(None)
-                            if r.done_at is None
-                            else col(PlanClaim.done_at).is_not(None),
+                            col(PlanClaim.done_at).is_(None),
                         )
-                        .values(owner=owner, claimed_at=stamp, done_at=None)
+                        .values(owner=owner, claimed_at=stamp)
                     )
                     s.commit()
                     if took.rowcount == 1:  # type: ignore[attr-defined]
@@ -86,27 +107,35 @@ class ClaimQueries:
                 return None
         return None
 
-    def finish_plan_batch(self, run: str, batch: int, owner: str, now: datetime) -> None:
+    def finish_plan_batch(
+        self, run: str, generation: int, batch: int, owner: str, now: datetime
+    ) -> None:
         with self.session() as s:
             s.execute(
                 update(PlanClaim)
                 .where(
                     col(PlanClaim.run) == run,
+                    col(PlanClaim.generation) == generation,
                     col(PlanClaim.batch) == batch,
-                    col(PlanClaim.owner) == owner,
                 )
+                # Whoever finishes it: a node that took it over from a slow one, or the slow
+                # one after all; either way its subscribers are planned.
                 .values(done_at=now.astimezone(UTC))
             )
             s.commit()
 
     def batches_in_progress(
-        self, run: str, now: datetime, lease: timedelta, since: datetime
+        self, run: str, generation: int, now: datetime, lease: timedelta
     ) -> int:
-        """Claims of `run` made since `since`, unfinished and still within their lease."""
-        cutoff = max(now.astimezone(UTC) - lease, since.astimezone(UTC))
+        """Claims of this generation of `run` that are unfinished and within their lease."""
+        cutoff = now.astimezone(UTC) - lease
         with self.session() as s:
             rows = s.exec(
-                select(PlanClaim).where(PlanClaim.run == run, col(PlanClaim.done_at).is_(None))
+                select(PlanClaim).where(
+                    PlanClaim.run == run,
+                    PlanClaim.generation == generation,
+                    col(PlanClaim.done_at).is_(None),
+                )
             ).all()
         return sum(1 for r in rows if _aware(r.claimed_at) >= cutoff)
 

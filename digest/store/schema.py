@@ -164,6 +164,7 @@ class PlanClaim(SQLModel, table=True):
     """
 
     run: str = Field(primary_key=True, max_length=64)
+    generation: int = Field(primary_key=True)  # digest.store.claims.plan_generation
     batch: int = Field(primary_key=True)
     owner: str = Field(max_length=128)
     claimed_at: datetime

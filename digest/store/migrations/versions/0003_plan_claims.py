@@ -19,11 +19,12 @@ def upgrade() -> None:
     op.create_table(
         "planclaim",
         sa.Column("run", sa.String(length=64), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("batch", sa.Integer(), nullable=False),
         sa.Column("owner", sa.String(length=128), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("run", "batch"),
+        sa.PrimaryKeyConstraint("run", "generation", "batch"),
     )
 
 
