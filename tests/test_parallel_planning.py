@@ -139,3 +139,24 @@ def test_a_claim_past_its_lease_is_taken_over_by_exactly_one_node(store: Store) 
     assert store.claim_plan_batch("r", 0, 1, "b", now, lease) == 0  # the lease ran out
     assert store.claim_plan_batch("r", 0, 1, "c", now, lease) is None  # b holds it now
     assert store.claim_plan_batch("r", 0, 1, "b", now, lease, take_own=True) == 0
+
+
+def test_a_batch_that_outlasts_the_lease_keeps_its_claim_while_it_is_planned(
+    store: Store,
+) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from digest.service.parallel import Claims
+
+    mine = Claims(store, "slow-run", 1, timedelta(seconds=0.6))
+    other = Claims(store, "slow-run", 1, timedelta(seconds=0.6))
+    batch = mine.next()
+    assert batch == 0
+    with mine.holding(batch):
+        time.sleep(1.5)  # two and a half leases
+        assert other.next() is None  # still held: renewed
+    # Once planning stops renewing it, an unfinished claim runs out as before.
+    time.sleep(0.8)
+    assert other.next() == 0
+    assert not store.renew_plan_batch("slow-run", 0, 0, mine.owner, datetime.now(UTC))

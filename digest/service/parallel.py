@@ -22,8 +22,10 @@ import multiprocessing
 import os
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection, wait
@@ -75,6 +77,29 @@ class Claims:
             self.run, self.generation, batch, self.owner, datetime.now(UTC)
         )
 
+    @contextmanager
+    def holding(self, batch: int) -> Iterator[None]:
+        """While planning `batch`, renew its claim every third of the lease, so a batch that
+        takes longer than the lease is not taken over (and planned twice) by another node."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease.total_seconds() / 3):
+                try:
+                    self.store.renew_plan_batch(
+                        self.run, self.generation, batch, self.owner, datetime.now(UTC)
+                    )
+                except Exception as exc:  # a lost renewal costs duplicate work, never a digest
+                    log.debug("could not renew the claim of batch %s: %s", batch, exc)
+
+        keeper = threading.Thread(target=renew, daemon=True, name="claim-lease")
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+
     def others_planning(self) -> bool:
         now = datetime.now(UTC)
         return self.store.batches_in_progress(self.run, self.generation, now, self.lease) > 0
@@ -105,7 +130,8 @@ def plan_claimed(
                 going = meanwhile()
             time.sleep(max(0.0, IDLE - (time.monotonic() - t0)))
             continue
-        r, s, d = plan(batches[batch])
+        with claims.holding(batch):
+            r, s, d = plan(batches[batch])
         claims.done(batch)
         results += r
         due += d
@@ -248,7 +274,9 @@ def _planner(
         in_child()
         dealt = iter(share)
         while (i := claims.next() if claims else next(dealt, None)) is not None:
-            conn.send(("batch", i, *plan(batches[i])))
+            with claims.holding(i) if claims else nullcontext():
+                result = plan(batches[i])
+            conn.send(("batch", i, *result))
         conn.send(("done",))
     except Exception as exc:  # reported to the parent, which plans the rest itself
         conn.send(("error", f"{type(exc).__name__}: {exc}"))

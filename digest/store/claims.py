@@ -124,6 +124,26 @@ class ClaimQueries:
             )
             s.commit()
 
+    def renew_plan_batch(
+        self, run: str, generation: int, batch: int, owner: str, now: datetime
+    ) -> bool:
+        """Keep `owner`'s unfinished claim alive for another lease; False if it is not theirs
+        any more (taken over after all)."""
+        with self.session() as s:
+            kept = s.execute(
+                update(PlanClaim)
+                .where(
+                    col(PlanClaim.run) == run,
+                    col(PlanClaim.generation) == generation,
+                    col(PlanClaim.batch) == batch,
+                    col(PlanClaim.owner) == owner,
+                    col(PlanClaim.done_at).is_(None),
+                )
+                .values(claimed_at=now.astimezone(UTC))
+            )
+            s.commit()
+            return bool(kept.rowcount)  # type: ignore[attr-defined]
+
     def batches_in_progress(
         self, run: str, generation: int, now: datetime, lease: timedelta
     ) -> int:
