@@ -81,8 +81,8 @@ class Terms:
         Returns no terms (and an empty matrix) when nothing is left: the caller decides what a
         vocabulary of nothing means.
         """
-        n, vocabulary, term_of, doc_of, counts = _occurrences(texts)
-        u = max(len(vocabulary), 1)
+        n, numbered, term_of, doc_of, counts = _occurrences(texts)
+        u = max(len(numbered), 1)
         starts = (
             np.flatnonzero(np.r_[True, term_of[1:] != term_of[:-1]])
             if len(term_of)
@@ -93,13 +93,12 @@ class Terms:
         tf = np.add.reduceat(counts, starts) if len(starts) else np.zeros(0, np.int64)
         del term_of, starts
         keep = (df >= min_df) & (df <= max_df * n)
-        words_by_number = vocabulary
 
         def name(code: int) -> str:
             if code < u:
-                return words_by_number[code]
+                return numbered[code]
             a, b = divmod(code - u, u)
-            return f"{words_by_number[a]} {words_by_number[b]}"
+            return f"{numbered[a]} {numbered[b]}"
 
         candidates = np.flatnonzero(keep)
         names = [name(int(c)) for c in codes[candidates]]

@@ -105,6 +105,24 @@ class Claims:
         return self.store.batches_in_progress(self.run, self.generation, now, self.lease) > 0
 
 
+@dataclass
+class _Gathered:
+    """What planned batches reported: results, stage times summed, digests left due."""
+
+    results: list[Any] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    due: list[Due] = field(default_factory=list)
+
+    def take(self, results: list[Any], stages: dict[str, float], due: list[Due]) -> None:
+        self.results += results
+        self.due += due
+        for k, v in stages.items():
+            self.stages[k] = self.stages.get(k, 0.0) + v
+
+    def out(self) -> tuple[list[Any], dict[str, float], list[Due]]:
+        return self.results, self.stages, self.due
+
+
 def plan_claimed(
     plan: Plan,
     batches: list[list[Profile]],
@@ -116,9 +134,7 @@ def plan_claimed(
     """Plan in this process every batch it can claim (its own unfinished ones too: whoever
     held them here is gone), then keep calling ``meanwhile`` while other nodes still plan,
     taking over any batch whose claim runs out."""
-    results: list[Any] = []
-    stages: dict[str, float] = {}
-    due: list[Due] = []
+    got = _Gathered()
     going, planned = True, 0
     while not halted():
         batch = claims.next(take_own=True)
@@ -131,16 +147,12 @@ def plan_claimed(
             time.sleep(max(0.0, IDLE - (time.monotonic() - t0)))
             continue
         with claims.holding(batch):
-            r, s, d = plan(batches[batch])
+            got.take(*plan(batches[batch]))
         claims.done(batch)
-        results += r
-        due += d
-        for k, v in s.items():
-            stages[k] = stages.get(k, 0.0) + v
         planned += 1
         if progress:
             progress(planned)
-    return results, stages, due
+    return got.out()
 
 
 def plan_in_processes(
@@ -182,18 +194,10 @@ def plan_in_processes(
         proc.start()
         send.close()
         planners[recv] = _Planner(proc, share)
-    results: list[Any] = []
-    stages: dict[str, float] = {}
-    due: list[Due] = []
+    got = _Gathered()
     left: list[int] = []
     going = True
     planned = 0
-
-    def take(r: list[Any], s: dict[str, float], d: list[Due]) -> None:
-        results.extend(r)
-        due.extend(d)
-        for k, v in s.items():
-            stages[k] = stages.get(k, 0.0) + v
 
     while planners:
         if halted():
@@ -201,7 +205,7 @@ def plan_in_processes(
                 planner.proc.terminate()
                 planner.proc.join()
             gc.unfreeze()
-            return results, stages, due
+            return got.out()
         for ready in wait(list(planners), timeout=0):
             conn = cast(Connection, ready)
             planner = planners[conn]
@@ -210,7 +214,7 @@ def plan_in_processes(
             except EOFError:  # the planner died without a word: its unfinished batches
                 message = ("error", f"exit status {planner.proc.exitcode}")
             if message[0] == "batch":
-                take(*message[2:])
+                got.take(*message[2:])
                 planner.finished.add(message[1])
                 if claims is not None:
                     # Marked here, once its results are in hand: a planner that dies between
@@ -239,7 +243,7 @@ def plan_in_processes(
             time.sleep(IDLE)
     gc.unfreeze()  # the planners are gone: the parent's own garbage is collected again
     if claims is not None:
-        take(
+        got.take(
             *plan_claimed(
                 plan, batches, claims, meanwhile if going else lambda: False, None, halted
             )
@@ -247,8 +251,8 @@ def plan_in_processes(
     for i in left:
         if halted():
             break
-        take(*plan(batches[i]))
-    return results, stages, due
+        got.take(*plan(batches[i]))
+    return got.out()
 
 
 @dataclass
