@@ -19,9 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 import jinja2
 from jinja2.filters import do_wordwrap
 from jinja2.utils import pass_environment
+from markupsafe import Markup
 
 from digest import PACKAGE
 from digest.config import Config
+from digest.mail.blocks import PaperBlocks, inline, inline_frame, marker
 from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
@@ -160,11 +162,6 @@ def message_id_for(email: str, day: date, from_address: str) -> str:
     return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
 
 
-# A paper's part of the template context that is the same for every reader: worked out once
-# per run (LaTeX to text, link checks, the author line) when the caller keeps a PaperBlocks.
-PaperBlocks = dict[str, dict[str, Any]]
-
-
 def _paper_static(hosts: tuple[str, ...], p: Paper) -> dict[str, Any]:
     return {
         "id": p.id,
@@ -189,9 +186,9 @@ def _paper_context(
     blocks: PaperBlocks,
 ) -> dict[str, Any]:
     p = pick.paper
-    static = blocks.get(p.id)
+    static = blocks.static.get(p.id)
     if static is None:
-        static = blocks[p.id] = _paper_static(hosts, p)
+        static = blocks.static[p.id] = _paper_static(hosts, p)
     feedback = f"{cfg.web.base_url}/f/"
     return {
         **static,
@@ -213,7 +210,7 @@ def render_digest(
     """The digest's subject, text and HTML. ``signer`` and ``blocks`` are the run's: the link
     keys read once, and each paper's reader-independent part made once."""
     signer, hosts = signer or Signer(cfg), link_hosts(cfg)
-    blocks = {} if blocks is None else blocks
+    blocks = PaperBlocks() if blocks is None else blocks
     ctx: dict[str, Any] = {
         "name": profile.display_name,
         "email": profile.email,
@@ -231,22 +228,38 @@ def render_digest(
     }
     subject = header_text(env.get_template("digest_subject.txt").render(ctx))
     papers: list[dict[str, Any]] = ctx["papers"]
-    rendered = _render_parts(env, ctx, subject)
+    rendered = _render_parts(env, ctx, subject, blocks)
     if rendered.size > MAX_MESSAGE_BYTES:
         # Too long for Gmail's clipping: abstracts go first, then papers from the bottom.
         for paper in papers:
             paper["excerpt"] = ""
-        rendered = _render_parts(env, ctx, subject)
+        rendered = _render_parts(env, ctx, subject, blocks)
     while rendered.size > MAX_MESSAGE_BYTES and len(papers) > 1:
         papers.pop()
-        rendered = _render_parts(env, ctx, subject)
+        rendered = _render_parts(env, ctx, subject, blocks)
     return rendered
 
 
-def _render_parts(env: jinja2.Environment, ctx: dict[str, Any], subject: str) -> Rendered:
-    import css_inline
-
-    html = env.get_template("digest.html").render(ctx)
-    # keep_style_tags: the dark-mode and narrow-screen media queries only work from <style>.
-    html = css_inline.CSSInliner(keep_style_tags=True).inline(html)
-    return Rendered(subject=subject, text=env.get_template("digest.txt").render(ctx), html=html)
+def _render_parts(
+    env: jinja2.Environment, ctx: dict[str, Any], subject: str, blocks: PaperBlocks
+) -> Rendered:
+    """The frame per reader, each paper's block from the run's `blocks` (see digest.mail.blocks);
+    templates without paper blocks render and inline the whole message."""
+    html_frame, text_frame = env.get_template("digest.html"), env.get_template("digest.txt")
+    papers: list[dict[str, Any]] = ctx["papers"]
+    if not blocks.available(env):
+        return Rendered(subject, text_frame.render(ctx), inline(html_frame.render(ctx)))
+    trending = bool(ctx["trending"])
+    texts = [blocks.text(env, p, i, trending) for i, p in enumerate(papers)]
+    with_text = [{**p, "text": t} for p, t in zip(papers, texts, strict=True)]
+    text = text_frame.render({**ctx, "papers": with_text})
+    with_markers = [{**p, "html": marker(i)} for i, p in enumerate(papers)]
+    probe = html_frame.render({**ctx, "papers": with_markers})
+    parts = [blocks.html(env, p, i, trending, probe) for i, p in enumerate(papers)]
+    inlined = [part for part in parts if part is not None]
+    html = inline_frame(probe, inlined) if len(inlined) == len(parts) else None
+    if html is None:  # a template that moved a marker: the whole message inlined at once
+        raw = [blocks.raw_html(env, p, i, trending) for i, p in enumerate(papers)]
+        whole = [{**p, "html": Markup(r)} for p, r in zip(papers, raw, strict=True)]
+        html = inline(html_frame.render({**ctx, "papers": whole}))
+    return Rendered(subject=subject, text=text, html=html)

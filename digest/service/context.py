@@ -15,11 +15,9 @@ import numpy as np
 from digest.config import Config
 from digest.errors import ProfileError
 from digest.ingest.run import lookup_papers
+from digest.mail.blocks import PaperBlocks
 from digest.mail.links import Signer
-from digest.mail.render import (
-    PaperBlocks,
-    environment,
-)
+from digest.mail.render import environment
 from digest.profiles import Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
@@ -55,7 +53,7 @@ class Context:
     # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
     refs: dict[str, str] = field(default_factory=dict)
     # Each paper's reader-independent part of the template context, made once per run.
-    blocks: PaperBlocks = field(default_factory=dict)
+    blocks: PaperBlocks = field(default_factory=PaperBlocks)
 
     def __post_init__(self) -> None:
         self.position = {p.id: j for j, p in enumerate(self.listing)}

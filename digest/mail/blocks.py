@@ -1,0 +1,199 @@
+"""Each paper's part of a digest, made once per run and shared by every reader who gets it.
+
+A run renders the same few hundred papers for up to 100,000 readers, and both Jinja and the CSS
+inliner cost about a millisecond per message. So the paper templates (`digest_paper.html`,
+`digest_paper.txt`) are rendered once per paper with stand-ins where the reader's own values go
+(the reason, the two feedback links, the position), the HTML block CSS-inlined inside the real
+frame so that selectors naming the frame still apply. Per reader the frame (`digest.html`,
+`digest.txt`) is rendered with a comment marker where each paper goes, the small frame is
+inlined, and the markers and stand-ins are replaced by plain string substitution.
+
+The stand-ins carry a random token of this process, so no feed text can forge one. Whenever the
+inlined output does not hold each marker and stand-in exactly as often as expected (a template
+that moves them, say), the message is inlined whole instead: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+_TOKEN = secrets.token_hex(8)
+REASON, MORE, LESS, INDEX = (f"dgst{_TOKEN}{name}" for name in ("why", "more", "less", "index"))
+_STAND_INS = re.compile(f"({REASON}|{MORE}|{LESS}|{INDEX})")
+START, END = f"<!--dgst{_TOKEN}start-->", f"<!--dgst{_TOKEN}end-->"
+
+
+def marker(i: int) -> Markup:
+    return Markup(f"<!--dgst{_TOKEN}paper{i}-->")
+
+
+def html_escaped(value: str) -> str:
+    """Text as the inliner's HTML serialiser writes it, quotes included so the same value is
+    safe in an attribute: the stand-ins are replaced after serialisation."""
+    return (
+        value.replace("&", "&amp;")
+        .replace("\xa0", "&nbsp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
+
+
+def inline(html: str) -> str:
+    import css_inline
+
+    # keep_style_tags: the dark-mode and narrow-screen media queries only work from <style>.
+    return str(css_inline.CSSInliner(keep_style_tags=True).inline(html))
+
+
+class _Pieces:
+    """A block cut at its stand-ins once, so that filling it in per reader is one join."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, block: str) -> None:
+        self.parts = _STAND_INS.split(block)  # text, stand-in, text, ..., text
+
+    def filled(
+        self, paper: dict[str, Any], position: int, reason: str, escape: Callable[[str], str]
+    ) -> str:
+        values = {
+            REASON: escape(reason),
+            MORE: escape(paper["more_url"]),
+            LESS: escape(paper["less_url"]),
+            INDEX: str(position + 1),
+        }
+        parts = self.parts.copy()
+        for k in range(1, len(parts), 2):
+            parts[k] = values[parts[k]]
+        return "".join(parts)
+
+
+@dataclass
+class _Block:
+    raw: _Pieces  # as the template rendered it (before inlining)
+    inlined: _Pieces | None  # CSS-inlined, or None where the stand-ins did not survive it
+
+
+@dataclass
+class PaperBlocks:
+    """One run's paper parts, for one Jinja environment: each paper's reader-independent
+    context (LaTeX to text, checked links, the author line) and its rendered blocks."""
+
+    static: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _html: dict[tuple[str, bool, bool], _Block] = field(default_factory=dict)
+    _text: dict[tuple[str, bool, bool], _Pieces] = field(default_factory=dict)
+    _templates: bool | None = None
+    _why: Callable[[str], str] | None = None
+
+    def available(self, env: jinja2.Environment) -> bool:
+        """Whether the templates have paper blocks (templates copied before they had them do
+        not, and render each paper in the frame as before)."""
+        if self._templates is None:
+            try:
+                env.get_template("digest_paper.html")
+                env.get_template("digest_paper.txt")
+                self._templates = True
+            except jinja2.TemplateNotFound:
+                self._templates = False
+        return self._templates
+
+    def text(
+        self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
+    ) -> str:
+        key = (paper["id"], trending, bool(paper["excerpt"]))
+        block = self._text.get(key)
+        if block is None:
+            # As a module, so that its `why` macro (how a reason is laid out) can be called
+            # per reader; rendering it with no paper would fail on the undefined `p`.
+            module = env.get_template("digest_paper.txt").make_module(_standing_in(paper, trending))
+            block = self._text[key] = _Pieces(str(module))
+            self._why = getattr(module, "why", None)
+        reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
+        return block.filled(paper, position, reason, str)
+
+    def html(
+        self,
+        env: jinja2.Environment,
+        paper: dict[str, Any],
+        position: int,
+        trending: bool,
+        probe: str,
+    ) -> str | None:
+        """The paper's HTML block for this reader, CSS-inlined; None where that could not be
+        done apart from the frame. ``probe`` is this reader's frame, rendered with
+        `marker(position)` where the block goes."""
+        block = self._html_block(env, paper, trending, probe, position)
+        if block.inlined is None:
+            return None
+        return block.inlined.filled(paper, position, str(paper["reason"]), html_escaped)
+
+    def raw_html(
+        self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
+    ) -> str:
+        """The block as the template rendered it, for a message inlined whole."""
+        block = self._html_block(env, paper, trending, None, position)
+        return block.raw.filled(paper, position, str(paper["reason"]), _jinja_escaped)
+
+    def _html_block(
+        self,
+        env: jinja2.Environment,
+        paper: dict[str, Any],
+        trending: bool,
+        probe: str | None,
+        position: int,
+    ) -> _Block:
+        key = (paper["id"], trending, bool(paper["excerpt"]))
+        block = self._html.get(key)
+        if block is None:
+            raw = env.get_template("digest_paper.html").render(_standing_in(paper, trending))
+            inlined = _inlined_block(raw, probe, marker(position)) if probe else None
+            block = _Block(_Pieces(raw), None if inlined is None else _Pieces(inlined))
+            if probe:  # without a frame to inline in, ask again next time
+                self._html[key] = block
+        return block
+
+
+def _standing_in(paper: dict[str, Any], trending: bool) -> dict[str, Any]:
+    return {
+        "p": {**paper, "reason": REASON, "more_url": MORE, "less_url": LESS},
+        "index": INDEX,
+        "trending": trending,
+    }
+
+
+def _jinja_escaped(value: str) -> str:
+    return str(Markup.escape(value))
+
+
+def _inlined_block(raw: str, probe: str, at: Markup) -> str | None:
+    """The block inlined inside the reader's frame (so descendant selectors still match), cut
+    back out between two markers; None when the stand-ins did not come through unchanged."""
+    if probe.count(at) != 1:
+        return None
+    out = inline(probe.replace(at, START + raw + END))
+    if out.count(START) != 1 or out.count(END) != 1:
+        return None
+    inlined = out[out.index(START) + len(START) : out.index(END)]
+    if any(raw.count(s) != inlined.count(s) for s in (REASON, MORE, LESS, INDEX)):
+        return None
+    return inlined
+
+
+def inline_frame(frame: str, blocks: list[str]) -> str | None:
+    """The reader's frame inlined, each marker replaced by its (inlined) block; None when a
+    marker did not come through exactly once."""
+    out = inline(frame)
+    if any(out.count(marker(i)) != 1 for i in range(len(blocks))):
+        return None
+    for i, block in enumerate(blocks):
+        out = out.replace(marker(i), block)
+    return out

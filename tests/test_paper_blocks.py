@@ -1,0 +1,156 @@
+"""Each paper's block is rendered and CSS-inlined once per run and shared by every reader who
+gets it (digest.mail.blocks). What a reader gets must read exactly as if their message had been
+rendered and inlined whole, the way templates without paper blocks still are: the same text
+part, the same HTML once parsed, the reader's own reason, links and numbering in it, escaped."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+
+from digest.config import Config
+from digest.mail import blocks as paper_blocks
+from digest.mail.blocks import PaperBlocks
+from digest.mail.render import Rendered, environment, render_digest
+from digest.profiles import Profile
+from digest.rank import Pick
+from digest.store.schema import Paper
+from tests.conftest import ROOT
+from tests.test_render import HOSTILE
+
+DAY = date(2026, 11, 23)
+PAPERS = [
+    HOSTILE,
+    Paper(
+        id="2611.10001",
+        title=r"Sch\"odinger bridges for $\mu$-parametrised flows",
+        abstract="An abstract with 50% of its words in " + "long-winded prose " * 30,
+        authors=[r"G\"unther Krause", "Ana Lopez", "Bo Li", "Cy Ng", "Di Wu"],
+        categories=["cs.LG", "stat.ML"],
+        announced=DAY,
+        abs_url="https://arxiv.org/abs/2611.10001",
+        pdf_url="https://arxiv.org/pdf/2611.10001v1",
+        hf_url="https://huggingface.co/papers/2611.10001",
+        upvotes=1,
+    ),
+    Paper(
+        id="2611.10002",
+        title="A paper with no links at all",
+        abstract="Short.",
+        authors=["Zoë Ångström"],
+        categories=[],
+        announced=DAY,
+    ),
+]
+REASONS = [
+    "your keyword: attention",
+    'a "quoted" <b>tag</b> & it\'s\xa0here, with a reason long enough to be wrapped over two '
+    "lines of the plain-text part, and then some more",
+    "close to “Structured State Spaces” (in your profile)",
+]
+
+
+class _Dom(HTMLParser):
+    """The document as a browser reads it: tags, attributes and text with references decoded."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.items: list[object] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.items.append(("start", tag, attrs))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.items.append(("end", tag))
+
+    def handle_data(self, data: str) -> None:
+        self.items.append(("text", data))
+
+
+def dom(html: str) -> list[object]:
+    parser = _Dom()
+    parser.feed(html)
+    parser.close()
+    return parser.items
+
+
+def whole_message_templates(tmp_path: Path) -> Path:
+    """The templates as they were before paper blocks: each paper written out in the frame's
+    loop. Operators' copies look like this, and must go on working."""
+    out = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", out)
+    html_block = (out / "digest_paper.html").read_text().split("#}\n", 1)[1]
+    text_block = (out / "digest_paper.txt").read_text().split("{% endmacro %}\n", 1)[1]
+    text_block = text_block.replace("{{ index }}", "{{ loop.index }}").replace(
+        "{{ why(p.reason) }}", '{{ p.reason|wordwrap(70, false, "\\n        ", false) }}'
+    )
+    for name, block in (("digest.html", html_block), ("digest.txt", text_block)):
+        frame = (out / name).read_text()
+        hole = "{{ p.html }}" if name.endswith("html") else "{{ p.text }}"
+        assert hole in frame
+        (out / name).write_text(frame.replace(hole, block))
+    (out / "digest_paper.html").unlink()
+    (out / "digest_paper.txt").unlink()
+    return out
+
+
+def render(
+    cfg: Config, order: list[int], name: str, trending: bool, blocks: PaperBlocks | None
+) -> Rendered:
+    profile = Profile.model_construct(
+        email=f"{name.lower()}@example.org", name=name, trending=trending
+    )
+    picks = [Pick(PAPERS[i], 1.0, REASONS[(i + len(name)) % 3]) for i in order]
+    return render_digest(environment(cfg), cfg, profile, picks, DAY, blocks=blocks)
+
+
+READERS = [
+    ([0, 1, 2], "Ada", False),
+    ([2, 0], "Bob", False),
+    ([1], "Cy", True),
+    ([1, 2], "Di", False),
+]
+
+
+def test_readers_sharing_paper_blocks_read_as_messages_inlined_whole(
+    workspace: Config, tmp_path: Path
+) -> None:
+    whole_cfg = workspace.model_copy(update={"templates_dir": whole_message_templates(tmp_path)})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(workspace, order, name, trending, shared)
+        want = render(whole_cfg, order, name, trending, None)
+        assert got.subject == want.subject
+        assert got.text == want.text
+        assert dom(got.html) == dom(want.html)
+        assert "style=" in got.html and paper_blocks._TOKEN not in got.html + got.text
+    assert len(shared.static) == 3  # each paper's context made once, for four readers
+
+
+def test_a_readers_own_reason_and_numbering_are_filled_in_and_escaped(workspace: Config) -> None:
+    shared = PaperBlocks()
+    render(workspace, [0, 1, 2], "Ada", False, shared)
+    got = render(workspace, [2, 1], "Bo", False, shared)  # reason 1 goes to paper 2, and so on
+    assert "&lt;b&gt;tag&lt;/b&gt;" in got.html and "<b>tag" not in got.html
+    assert "&quot;quoted&quot;" in got.html
+    assert "1. A paper with no links at all" in got.text
+    assert "2. Sch\u00f6dinger bridges for \u03bc-parametrised flows" in got.text
+    assert 'Why: a "quoted" <b>tag</b> & it\'s\xa0here' in got.text  # plain text stays as is
+
+
+def test_a_frame_that_hides_a_marker_from_the_inliner_inlines_the_whole_message(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", changed)
+    frame = (changed / "digest.html").read_text()
+    # Inside a textarea the marker is text, and the serialiser escapes it: no marker to find.
+    (changed / "digest.html").write_text(
+        frame.replace("{{ p.html }}", "<tr><td><textarea>{{ p.html }}</textarea></td></tr>")
+    )
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    got = render(cfg, [0, 1], "Ada", False, PaperBlocks())
+    assert paper_blocks._TOKEN not in got.html
+    assert got.html.count("<textarea>") == 2 and "style=" in got.html
