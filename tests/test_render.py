@@ -136,6 +136,30 @@ def test_hostile_feed_content_is_inert_in_both_parts(workspace: Config) -> None:
     assert "https://arxiv.org/pdf/2611.99999v1" in html
 
 
+def test_a_short_ascii_header_is_written_byte_for_byte_as_the_email_library_would() -> None:
+    import random
+    import string
+    from email.headerregistry import Address
+
+    from digest.mail.compose import _folded, _folded_by_library, _plain
+
+    rng = random.Random(14)
+    alphabets = [string.ascii_letters + " ", string.printable[:95], "ab .,'-\"()<>@:;\\[]=?"]
+    plain = 0
+    for _ in range(20_000):
+        text = header_text(
+            "".join(rng.choice(rng.choice(alphabets)) for _ in range(rng.randint(0, 40)))
+        )
+        local = "".join(rng.choice(string.ascii_lowercase + ".+_-") for _ in range(8)).strip(".")
+        for name, value in (
+            ("To", str(Address(text, local or "a", "example.org"))),
+            ("Subject", text),
+        ):
+            plain += _plain(name, value)
+            assert _folded(name, value) == _folded_by_library(name, value), (name, value)
+    assert plain > 10_000  # most took the short path, so the comparison means something
+
+
 def test_header_text_flattens_controls() -> None:
     assert header_text("a\r\nBcc: b\tc") == "a Bcc: b c"
 

@@ -31,8 +31,9 @@ from digest.text import has_control
 # written exactly as given: folding would turn a URL longer than a line into an RFC 2047
 # encoded-word, which Python's own parser decodes but Gmail does not.
 RAW_HEADERS = frozenset({"message-id", "list-unsubscribe", "list-unsubscribe-post", "list-id"})
-# RFC 5322's hard limit for a line, CRLF excluded.
+# RFC 5322's hard limit for a line, CRLF excluded, and the length it asks headers to keep to.
 MAX_LINE = 998
+SHORT_LINE = 76
 CRLF = b"\r\n"
 
 # Signed so that a forwarder cannot strip or change the one-click unsubscribe (RFC 8058 asks
@@ -53,7 +54,30 @@ DKIM_HEADERS = [
 
 def _folded(name: str, value: str) -> bytes:
     """A header with untrusted text, folded and encoded by the email library (SMTP policy):
-    parsed into its header class first, so non-ASCII text becomes RFC 2047 encoded words."""
+    parsed into its header class first, so non-ASCII text becomes RFC 2047 encoded words.
+
+    A short, plain ASCII value is written as it is: the library would write the very same
+    bytes (tests/test_render.py holds the two side by side), at a tenth of a millisecond a
+    header that a 100,000-reader run pays three times a message."""
+    if _plain(name, value):
+        return f"{name}: {value}".encode() + CRLF
+    return _folded_by_library(name, value)
+
+
+def _plain(name: str, value: str) -> bool:
+    return (
+        bool(value)
+        and len(name) + 2 + len(value) <= SHORT_LINE
+        and value.isascii()
+        and value.isprintable()
+        and "=?" not in value
+        and value == " ".join(value.split())
+    )
+
+
+@lru_cache(maxsize=64)
+def _folded_by_library(name: str, value: str) -> bytes:
+    # Cached: the From header is the same for every message of a run.
     return SMTP.fold_binary(*SMTP.header_store_parse(name, value))
 
 
