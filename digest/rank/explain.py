@@ -56,9 +56,11 @@ _FILLER_WORDS = """
 FILLER = frozenset(_FILLER_WORDS.split())
 
 
+@lru_cache(maxsize=65536)
 def variant_key(term: str) -> str:
     """Case, accent and plural variants share a key: "KV cache" and "kv caches", "LLMs" and
-    "llm", "pulsar" and "pulsars"."""
+    "llm", "pulsar" and "pulsars". Remembered: a run asks for the same few thousand terms'
+    keys for every reader."""
     words = []
     for w in fold(term).replace("-", " ").split():
         if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
