@@ -20,7 +20,7 @@ from digest.rank import Ranker
 from digest.service.context import prepare, prepare_models
 from digest.service.picking import candidates, pick_papers
 from digest.store import Store
-from tests.profile_mix import LISTING, corpus_rows, profiles, store_corpus
+from tests.profile_mix import LISTING, corpus_rows, phrase_pool, profiles, store_corpus
 
 pytestmark = pytest.mark.shared_data
 NOW = datetime(2024, 11, 28, 12, 0, tzinfo=UTC)
@@ -70,3 +70,43 @@ def test_a_batch_ranks_each_reader_as_if_ranked_alone(tmp_path: Path) -> None:
         picked += len(shared)
     assert compared == 300 and picked > 2000
     store.dispose()
+
+
+def test_a_phrase_found_through_the_word_index_is_found_where_a_full_scan_finds_it() -> None:
+    from digest.ingest import arxiv_rss
+    from digest.rank.features import Vocabulary
+    from digest.rank.listing import Listing
+    from digest.rank.match import phrase
+    from digest.text import fold
+
+    src = SourceConfig(name="arxiv", kind="arxiv-rss", url=LISTING.as_uri())
+    records = arxiv_rss.parse(LISTING.read_bytes(), src, NOW.date()).records
+    vocab = Vocabulary.from_texts([r.id for r in records], [r.title for r in records])
+    listing = Listing(records, vocab)
+    rows = [{"title": r.title} for r in records]
+    hostile = [
+        "c++",
+        "-based",
+        "state-of-the-art",
+        "",
+        " ",
+        "(",
+        "schrödinger",
+        "SCHRODINGER",
+        "l2",
+        "x",
+        "a.b",
+        "kv  cache",
+        "über",
+        "large language models.",
+        "3d",
+        "--",
+        "μ",
+    ]
+    checked = hits = 0
+    for term in phrase_pool(rows)[:1500] + hostile:
+        rx, needle = phrase(term), fold(term)  # the pattern can only match where the needle is
+        scan = [needle in t and rx.search(t) is not None for t in listing.folded]
+        assert listing.matches(term).tolist() == scan, term
+        checked, hits = checked + 1, hits + sum(scan)
+    assert checked > 1000 and hits > 3000  # most phrases found somewhere: a real comparison

@@ -12,6 +12,7 @@ picks get Python-level work (the reasons).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
@@ -23,6 +24,8 @@ from digest.rank.match import FollowedAuthors, author_key, matchable, phrase, sa
 from digest.text import fold
 
 P = TypeVar("P", bound=RankPaper)
+# Words as `phrase` bounds them: runs of word characters and hyphens.
+_WORDS = re.compile(r"[\w-]+")
 
 
 class Listing(Generic[P]):
@@ -35,6 +38,7 @@ class Listing(Generic[P]):
         # differ in the last bit, and the batched and single orders must agree exactly).
         self.votes = np.array([math.log1p(max(p.upvotes or 0, 0)) for p in self.papers])
         self._phrases: dict[str, np.ndarray] = {}
+        self._words: dict[str, list[int]] | None = None  # word -> papers, made when first needed
         self._vocab = vocab
         self._terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # A category and its archive ("cs.CL" and "cs") both lead to the paper.
@@ -66,15 +70,31 @@ class Listing(Generic[P]):
         """Papers whose folded title and abstract hold the phrase whole (digest.rank.match)."""
         found = self._phrases.get(term)
         if found is None:
-            rx, needle = phrase(term), fold(term)
-            # The substring test is a fast C scan; the whole-word pattern runs only where it hit.
-            found = np.fromiter(
-                (needle in t and rx.search(t) is not None for t in self.folded),
-                dtype=bool,
-                count=len(self.folded),
-            )
+            rx = phrase(term)
+            found = np.zeros(len(self.folded), dtype=bool)
+            for i in self._holding_words(fold(term)):
+                found[i] = rx.search(self.folded[i]) is not None
             self._phrases[term] = found
         return found
+
+    def _holding_words(self, needle: str) -> Iterable[int]:
+        """The papers that hold every word of the needle as a word of their own: a superset of
+        where the whole phrase can stand, since `phrase` allows no [\\w-] character on either
+        side of it (so each word of a match is a whole word of the text). The pattern then runs
+        on these few texts only, instead of on the whole listing for each new phrase."""
+        words = set(_WORDS.findall(needle))
+        if not words:
+            return range(len(self.folded))
+        if self._words is None:
+            self._words = {}
+            for i, text in enumerate(self.folded):
+                for w in set(_WORDS.findall(text)):
+                    self._words.setdefault(w, []).append(i)
+        postings = sorted((self._words.get(w, []) for w in words), key=len)
+        found = set(postings[0])
+        for more in postings[1:]:
+            found.intersection_update(more)
+        return sorted(found)
 
     def terms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The terms a reason may name for paper i (digest.rank.explain.shown_terms), worked
