@@ -8,6 +8,7 @@ both sides to the same plain lower-case letters.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import unicodedata
@@ -124,7 +125,32 @@ def plain_latex(text: str) -> str:
     """
     if not _LATEX_HINT.search(text):
         return text
-    return _plain_latex(text)
+    known = _KNOWN.get(text)
+    return known if known is not None else _plain_latex(text)
+
+
+# Bump when the conversion changes: readings kept in the store under the old version are then
+# no longer found, and made again.
+PLAIN_VERSION = 1
+# Readings converted before and kept in the store (digest.store.plaintext), source -> plain.
+_KNOWN: dict[str, str] = {}
+_KNOWN_MAX = 200_000
+
+
+def needs_latex(text: str) -> bool:
+    return _LATEX_HINT.search(text) is not None
+
+
+def latex_key(text: str) -> str:
+    """The store's key for a text's plain reading: this converter's version and the text."""
+    return hashlib.sha256(f"{PLAIN_VERSION}\n{text}".encode()).hexdigest()[:40]
+
+
+def know_plain(readings: dict[str, str]) -> None:
+    """Take readings made before (source -> plain) so they are not converted again here."""
+    if len(_KNOWN) + len(readings) > _KNOWN_MAX:  # a long-lived `serve`: memory stays bounded
+        _KNOWN.clear()
+    _KNOWN.update(readings)
 
 
 def _script(m: re.Match[str]) -> str:

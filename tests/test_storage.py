@@ -116,3 +116,27 @@ def test_forgetting_models_of_removed_readers_works_for_100000_profiles(
     )
     assert store.prune_rank_models([*keep, "Left@Example.org"]) == 1
     assert set(store.rank_models()) == {keep[0], keep[-1], "left@example.org"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_latex_is_read_as_text_once_at_ingest_and_never_again_by_a_run(
+    workspace: Config,
+    store: Store,
+    pg_store: Store,
+    backend: str,  # noqa: F811
+) -> None:
+    from digest import text
+    from digest.ingest import ingest_all
+    from digest.service.context import prepare
+
+    db = store if backend == "sqlite" else pg_store
+    ingest_all(db, workspace, today=NOW.date())
+    text._KNOWN.clear()  # a new process: nothing converted or read yet
+    text._plain_latex.cache_clear()
+    ctx = prepare(workspace, db, NOW)
+    shown = [t for p in ctx.listing for t in (p.title, p.abstract) if text.needs_latex(t)]
+    assert len(shown) >= 3  # the demo listing has LaTeX in titles and abstracts
+    readings = [text.plain_latex(t) for t in shown]
+    assert text._plain_latex.cache_info().misses == 0  # every one read from the store
+    assert all("$" not in r and "\\" not in r for r in readings)
+    assert db.plain_texts(shown) == 0  # nothing left to convert

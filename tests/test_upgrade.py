@@ -109,7 +109,7 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     assert "matches 0001" in current.stdout
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0001 -> 0003" in upgraded.stdout
+    assert "0001 -> 0004" in upgraded.stdout
     # SQLite: a copy is kept beside the file first; PostgreSQL: the operator is told to dump.
     assert "copied" in upgraded.stdout or "pg_dump" in upgraded.stdout
     assert "current" in digest("db", "current", cwd=site).stdout
@@ -141,7 +141,7 @@ def test_a_database_made_after_link_refs_but_before_versions_is_stamped_then_upg
     assert "predates schema versions and matches revision 0002" in refused.stderr
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0002 -> 0003" in upgraded.stdout
+    assert "0002 -> 0004" in upgraded.stdout
     again = digest("db", "upgrade", cwd=site)
     assert "nothing to do" in again.stdout
     assert digest("status", cwd=site).returncode == 0
@@ -178,7 +178,7 @@ def test_a_versioned_database_at_link_refs_gains_plan_claims_with_its_rows_kept(
     engine.dispose()
     populate(site)
     upgraded = digest("db", "upgrade", cwd=site)
-    assert upgraded.returncode == 0 and "0002 -> 0003" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and "0002 -> 0004" in upgraded.stdout, upgraded.stderr
     ran = digest("run", "--no-ingest", cwd=site)
     assert ran.returncode in (0, 2), ran.stdout + ran.stderr
     assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
@@ -187,3 +187,33 @@ def test_a_versioned_database_at_link_refs_gains_plan_claims_with_its_rows_kept(
         claims = conn.execute(text("SELECT COUNT(*) FROM planclaim WHERE done_at IS NOT NULL"))
         assert claims.scalar() == 1  # one batch, planned and marked done
     engine.dispose()
+
+
+def test_a_versioned_database_at_plan_claims_gains_plain_texts_filled_by_the_next_run(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    """0003 -> 0004 on a populated, versioned database: the upgrade converts nothing (it stays
+    instant); the first run reads the listing's LaTeX once and keeps it, and the digest planned
+    before the upgrade goes out as planned."""
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0003")
+    engine.dispose()
+    populate(site)  # the papers are stored with no plain texts: the table did not exist
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0 and "0003 -> 0004" in upgraded.stdout, upgraded.stderr
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM plaintext")).scalar() == 0
+    ran = digest("run", "--no-ingest", cwd=site)
+    assert ran.returncode in (0, 2), ran.stdout + ran.stderr
+    assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT key, plain FROM plaintext")).all())
+        papers = conn.execute(text("SELECT title, abstract FROM paper")).all()
+    engine.dispose()
+    with_latex = [t for row in papers for t in row if "$" in t or "\\" in t]
+    assert with_latex and stored  # the demo listing has LaTeX, and its readings were kept
+    assert all("$" not in plain for plain in stored.values())

@@ -111,8 +111,13 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     latest = max((p.announced for p in listing), default=None)
     ids = [e.id for e in corpus]
     known = set(ids)
+    examples = store.papers(wanted)
     # Example papers from outside the window join the vocabulary's corpus.
-    ids += [pid for pid in store.papers(wanted) if pid not in known]
+    ids += [pid for pid in examples if pid not in known]
+    # The LaTeX of what readers will see, read as text once here (stored at ingest; papers
+    # stored before that are converted now, once): forked planners inherit the readings.
+    shown = [t for p in listing for t in (p.title, p.abstract)]
+    store.plain_texts(shown + [p.title for p in examples.values()])
     return Context(
         cfg=cfg,
         store=store,

@@ -28,6 +28,7 @@ from digest.store.deliveries import DeliveryQueries
 from digest.store.failures import explain
 from digest.store.feedback import FeedbackQueries
 from digest.store.packing import unpack
+from digest.store.plaintext import PlainTextQueries
 from digest.store.planning import PlanningQueries
 from digest.store.schema import (
     Delivery,
@@ -67,7 +68,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries):
+class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries, PlainTextQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None

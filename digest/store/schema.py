@@ -169,3 +169,13 @@ class PlanClaim(SQLModel, table=True):
     owner: str = Field(max_length=128)
     claimed_at: datetime
     done_at: datetime | None = None
+
+
+class PlainText(SQLModel, table=True):
+    """A title or abstract with LaTeX in it, as readers see it (digest.text.plain_latex): the
+    conversion takes about 8 ms a text, so it is made once, at ingest, and not again in every
+    run and planning process. Keyed by a hash of the converter's version and the source text,
+    so a changed abstract, or a better converter, simply misses (digest.store.plaintext)."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    plain: str = Field(sa_column=Column(Text, nullable=False))
