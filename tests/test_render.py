@@ -160,6 +160,28 @@ def test_a_short_ascii_header_is_written_byte_for_byte_as_the_email_library_woul
     assert plain > 10_000  # most took the short path, so the comparison means something
 
 
+def test_the_fast_word_wrap_breaks_lines_exactly_where_jinja_and_textwrap_do() -> None:
+    import random
+
+    import jinja2
+    from jinja2.filters import do_wordwrap
+
+    from digest.mail.render import _wrapped
+
+    env = jinja2.Environment()
+    rng = random.Random(5)
+    words = ["a", "of", "the", "attention", "·", "“quoted”", "x" * 75, "G\u00fcnther", "", " "]
+    for _ in range(20_000):
+        text = "".join(
+            rng.choice(words) + rng.choice([" ", "  ", " ", "\t", ""]) for _ in range(30)
+        )
+        text = text[: rng.randint(0, len(text))]
+        width = rng.choice([10, 40, 70, 75, 78])
+        for wrapstring in ("\n", "\n        "):
+            want = do_wordwrap(env, text, width, False, wrapstring, False)
+            assert _wrapped(text, width, False, wrapstring, False) == want, (text, width)
+
+
 def test_header_text_flattens_controls() -> None:
     assert header_text("a\r\nBcc: b\tc") == "a Bcc: b c"
 

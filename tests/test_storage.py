@@ -122,8 +122,8 @@ def test_forgetting_models_of_removed_readers_works_for_100000_profiles(
 def test_latex_is_read_as_text_once_at_ingest_and_never_again_by_a_run(
     workspace: Config,
     store: Store,
-    pg_store: Store,
-    backend: str,  # noqa: F811
+    pg_store: Store,  # noqa: F811
+    backend: str,
 ) -> None:
     from digest import text
     from digest.ingest import ingest_all
