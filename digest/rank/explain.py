@@ -124,14 +124,17 @@ class Explainer:
         hit_kw: list[str],
         hit_auth: list[str],
         hit_cat: list[str],
+        contrib: np.ndarray | None = None,
     ) -> list[str]:
+        """The reason's parts for one pick; ``contrib`` is what `contributions` worked out for
+        its terms, when the caller weighed all its picks at once."""
         out = []
         keywords = distinct(hit_kw)
         if keywords:
             label = "your keyword" if len(keywords) == 1 else "your keywords"
             out.append(f"{label}: " + ", ".join(keywords[:REASON_TERMS]))
         if self.model.trained:
-            found = distinct(self.top_terms(terms), said=keywords)
+            found = distinct(self.top_terms(terms, contrib), said=keywords)
             if found:
                 out.append("about: " + ", ".join(found[:REASON_TERMS]))
         if hit_auth:
@@ -159,17 +162,34 @@ class Explainer:
             title = title[: REASON_TITLE - 1].rstrip() + "…"
         return f"close to “{title}” ({how})"
 
-    def top_terms(self, terms: tuple[np.ndarray, np.ndarray]) -> list[str]:
-        """The paper's readable terms (`shown_terms`) that pushed its score up the most."""
-        cols, vals = terms
-        if not len(cols):
-            return []
-        # Only the paper's own terms are weighed: a weight for every term of the vocabulary
+    def contributions(
+        self, terms: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[np.ndarray] | None:
+        """How much each of these papers' readable terms pushed its score up: for all of a
+        reader's picks in one product, rather than a small one per pick."""
+        if not terms or not self.model.trained:
+            return None
+        cols = np.concatenate([c for c, _ in terms])
+        vals = np.concatenate([v for _, v in terms])
+        # Only the papers' own terms are weighed: a weight for every term of the vocabulary
         # would cost a (terms x dimensions) product per reader.
         basis = self.vocab.basis
         direction = self.model.direction
         weights = basis[cols] @ direction if basis is not None else np.asarray(direction)[cols]
-        contrib = vals * weights
+        ends = np.cumsum([len(c) for c, _ in terms])[:-1]
+        return list(np.split(vals * weights, ends))
+
+    def top_terms(
+        self, terms: tuple[np.ndarray, np.ndarray], contrib: np.ndarray | None = None
+    ) -> list[str]:
+        """The paper's readable terms (`shown_terms`) that pushed its score up the most."""
+        cols, _ = terms
+        if not len(cols):
+            return []
+        if contrib is None:
+            weighed = self.contributions([terms])
+            assert weighed is not None  # called only for a trained model
+            contrib = weighed[0]
         out: list[str] = []
         for j in np.argsort(-contrib, kind="stable"):
             if contrib[j] <= 0 or len(out) >= 2 * REASON_TERMS:

@@ -201,16 +201,18 @@ class Ranker:
         explain = Explainer(self.vocab, model, examples, fb.liked)
         cats = set(interests.categories)
         picks = []
+        # Past the digest's length (only with `complete`) nobody reads a reason.
+        terms = [listing.terms(int(at[i])) for i in order[:shown]]
+        contrib = explain.contributions(terms)
         for n, i in enumerate(order):
             paper = candidates[int(keep[i])]
             signals: list[str] = []
-            # Past the digest's length (only with `complete`) nobody reads a reason.
             if n < shown:
                 hit_kw = [k for k in interests.keywords if listing.matches(k)[at[i]]]
                 hit_auth = followed.hits(paper.authors) if by_author[i] else []
                 hit_cat = [c for c in paper.categories if c in cats or c.split(".")[0] in cats]
                 signals = explain.signals(
-                    listing.terms(int(at[i])), dense[i], hit_kw, hit_auth, hit_cat
+                    terms[n], dense[i], hit_kw, hit_auth, hit_cat, contrib[n] if contrib else None
                 )
             picks.append(Pick(paper, float(score[i]), " · ".join(signals), signals))
         return picks

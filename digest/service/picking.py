@@ -101,7 +101,7 @@ def pick_papers(
     at = candidate_positions(ctx, profile, standing)
     if not len(at):
         return [], _why_no_candidates(ctx, profile, standing)
-    pool = [ctx.listing[i] for i in at]
+    pool = [ctx.listing[i] for i in at.tolist()]  # Python ints: numpy ones index slowly
     picks = rank_pool(ctx, profile, pool, at=at)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
