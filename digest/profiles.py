@@ -200,11 +200,25 @@ def load_profiles(
     inode, size and modification time) is taken from the last load instead of parsed and
     validated again: 100,000 profiles took about 40 s to read on every run.
     """
+    if not directory.is_dir():
+        return LoadResult([], [])
+    # The cyclic GC would walk every profile made so far each time it ran, hundreds of times
+    # for 100,000 of them (none of them garbage): off for the load, it took half the time.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_profiles(directory, known_sources, cache)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_profiles(
+    directory: Path, known_sources: Iterable[str] | None, cache: Path | None
+) -> LoadResult:
     known = list(known_sources) if known_sources is not None else None
     profiles: list[Profile] = []
     errors: list[ProfileError] = []
-    if not directory.is_dir():
-        return LoadResult([], [])
     stamp = (__version__, tuple(known) if known is not None else None)
     before = _read_cache(cache, stamp)
     after: _Cached = {}
@@ -256,18 +270,11 @@ def _read_cache(cache: Path | None, stamp: object) -> _Cached:
     """The last load's profiles, if made by this release with the same sources; else none."""
     if cache is None:
         return {}
-    # The cyclic GC would run hundreds of times while 100,000 profiles are made (none of them
-    # garbage): off for the load, it halves the time.
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
         with cache.open("rb") as f:
             found = pickle.load(f)
     except Exception:  # damaged in any way (a pickle can fail with many errors): read the files
         return {}
-    finally:
-        if was_enabled:
-            gc.enable()
     if not (isinstance(found, tuple) and len(found) == 2 and found[0] == stamp):
         return {}
     entries = found[1]
