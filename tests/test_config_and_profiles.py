@@ -179,3 +179,38 @@ def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
     # A damaged cache is ignored, not an error.
     cache.write_bytes(b"\x80\x05garbage")
     assert [p.max_papers for p in load_profiles(subs, cache=cache).profiles] == [7]
+
+
+def test_schedules_come_from_the_index_and_changed_files_are_read_again(tmp_path: Path) -> None:
+    from digest.profiles import index_file, load_schedules
+
+    subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
+    for i in range(5):
+        write_profile(
+            subs, f"r{i}", f'email = "r{i}@example.org"\nsend_at = "0{i}:30"\n'
+            'timezone = "Europe/Paris"\n[interests]\nkeywords = ["x"]\n',
+        )  # fmt: skip
+    load_profiles(subs, cache=cache)
+    assert index_file(cache).exists() and index_file(cache).stat().st_mode & 0o777 == 0o600
+    # After the load: one file edited, one broken, one copying another's address, one new.
+    write_profile(subs, "r1", 'email = "r1@example.org"\nsend_at = "23:05"\n')
+    write_profile(subs, "r2", 'email = "r2@example.org"\nsend_at = "25:00"\n')
+    write_profile(subs, "r5", 'email = "R0@example.org"\n')
+    write_profile(subs, "r6", 'email = "r6@example.org"\ntimezone = "Asia/Tokyo"\n')
+    got, broken = load_schedules(subs, cache=cache)
+    loaded = load_profiles(subs)  # what a full read of the files says
+    assert [(s.email, s.timezone, s.send_at) for s in got] == [
+        (p.email, p.timezone, p.send_at) for p in loaded.profiles
+    ]
+    assert broken == len(loaded.errors) == 2
+    assert ("r1@example.org", "23:05") in [(s.email, s.send_at) for s in got]
+
+
+def test_schedules_without_an_index_are_read_in_full_once_and_indexed(tmp_path: Path) -> None:
+    from digest.profiles import index_file, load_schedules
+
+    subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
+    write_profile(subs, "ada", ADA)
+    got, broken = load_schedules(subs, cache=cache)
+    assert [s.email for s in got] == ["ada@example.org"] and broken == 0
+    assert index_file(cache).exists()  # the next status reads the index

@@ -16,7 +16,8 @@ from sqlalchemy import create_engine, text
 
 from digest.config import load_config
 from digest.ingest import ingest_all
-from digest.service.context import digest_day, prepare, prepare_models
+from digest.service.context import prepare, prepare_models
+from digest.service.schedule import digest_day
 from digest.store import Store, migrate
 from tests.conftest import SmtpServer, digest, write_profile
 

@@ -9,7 +9,6 @@ from rich.table import Column, Table
 
 from digest.cli.app import _state, cli, console, cut, err_console
 from digest.errors import DigestError
-from digest.profiles import Profile
 from digest.states import REQUEUEABLE
 from digest.states import Delivery as DS
 from digest.store.papers import Store
@@ -28,13 +27,12 @@ def status(ctx: click.Context) -> None:
     from collections import Counter
 
     from digest.mail.engine import PAUSE_KEY
-    from digest.profiles import cache_file, load_profiles
-    from digest.service.context import digest_day
-    from digest.service.roster import roster
-    from digest.service.schedule import slots
+    from digest.profiles import Scheduled, cache_file, load_schedules
+    from digest.service.roster import held_back
+    from digest.service.schedule import digest_day, slots
 
-    # A one-shot command over up to 100,000 profiles, none of them garbage: the cyclic GC
-    # would walk them all again and again as the readers' rows are made (seconds at 100,000).
+    # A one-shot command over up to 100,000 readers, none of them garbage: the cyclic GC would
+    # walk them all again and again as the rows are made (seconds at 100,000).
     gc.disable()
     st = _state(ctx)
     store = st.store()
@@ -46,7 +44,8 @@ def status(ctx: click.Context) -> None:
             highlight=False,
             markup=True,
         )
-    loaded = load_profiles(
+    # Only what a schedule needs of each profile, from the index the last load kept.
+    readers, broken = load_schedules(
         st.cfg.subscribers_dir,
         [s.name for s in st.cfg.sources],
         cache=cache_file(st.cfg.data_dir),
@@ -55,7 +54,7 @@ def status(ctx: click.Context) -> None:
     zones: dict[str, date] = {}
     local = {
         p.email: zones.get(p.timezone) or zones.setdefault(p.timezone, digest_day(p, now))
-        for p in loaded.profiles
+        for p in readers
     }
     today = store.states_on(local)
     counts = Counter(
@@ -71,28 +70,27 @@ def status(ctx: click.Context) -> None:
     )
     _waiting_table(store, now)
     _feed_table(store, [s.name for s in st.cfg.sources])
-    readers = roster(loaded.profiles, store)
-    active = [r.profile for r in readers if r.state == "active" and r.profile is not None]
+    held = held_back(store)
+    active = [p for p in readers if p.email.lower() not in held]
     table = Table("next send slot (UTC)", "subscribers")
 
-    def has_digest(p: Profile, day: date) -> bool:
+    def has_digest(p: Scheduled, day: date) -> bool:
         return day == local[p.email] and p.email.lower() in today
 
     for when, emails in slots(active, now, has_digest)[:10]:
         shown = ", ".join(emails[:3]) + (f" and {len(emails) - 3} more" if len(emails) > 3 else "")
         table.add_row(when.strftime("%Y-%m-%d %H:%M"), shown)
     console.print(table)
-    held = Counter(r.state for r in readers if r.state != "active")
     if held:
         console.print(
             "not mailed: "
-            + ", ".join(f"{n} {state}" for state, n in sorted(held.items()))
+            + ", ".join(f"{n} {state}" for state, n in sorted(Counter(held.values()).items()))
             + " (digest subscribers list --state unsubscribed|disabled)",
             highlight=False,
         )
-    if loaded.errors:
+    if broken:
         err_console.print(
-            f"[red]{len(loaded.errors)} invalid profile(s):[/] run `digest subscribers check`",
+            f"[red]{broken} invalid profile(s):[/] run `digest subscribers check`",
             highlight=False,
             markup=True,
         )

@@ -90,11 +90,6 @@ def profile_cache(cfg: Config) -> Path:
     return cache_file(cfg.data_dir)
 
 
-def digest_day(profile: Profile, now: datetime) -> date:
-    """The digest date is the subscriber's local calendar day."""
-    return now.astimezone(profile.tz).date()
-
-
 def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     loaded = load_profiles(
         cfg.subscribers_dir, [s.name for s in cfg.sources], cache=profile_cache(cfg)

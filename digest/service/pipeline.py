@@ -27,9 +27,10 @@ from digest.mail.render import (
 )
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
-from digest.service.context import Context, digest_day, prepare, prepare_models
+from digest.service.context import Context, prepare, prepare_models
 from digest.service.parallel import Claims, Due, plan_claimed, plan_in_processes
 from digest.service.picking import find_profile, pick_papers, picks_of, render_for
+from digest.service.schedule import digest_day
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
 from digest.store.papers import Store

@@ -82,6 +82,17 @@ def roster(profiles: list[Profile], store: Store) -> list[Reader]:
     return out
 
 
+def held_back(store: Store) -> dict[str, str]:
+    """Every reader who may not be mailed (lower-case address -> state), with a profile or
+    not: what `roster` says of them, without a Reader for each of 100,000 profiles."""
+    out = {}
+    for email, st in store.subscriber_states().items():
+        state = _state_of(st)
+        if state != "active":
+            out[email] = state
+    return out
+
+
 def find_reader(profiles: list[Profile], store: Store, email: str) -> Reader:
     """The reader with this address (any case), or NotFound naming where we looked."""
     key = email.strip().lower()

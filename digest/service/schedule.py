@@ -9,13 +9,21 @@ of the two moments is used.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
-from digest.profiles import Profile
+from digest.profiles import Timed
+
+T = TypeVar("T", bound=Timed)
 
 
-def local_send_time(profile: Profile, day: date) -> datetime:
+def digest_day(profile: Timed, now: datetime) -> date:
+    """The digest date is the subscriber's local calendar day."""
+    return now.astimezone(profile.tz).date()
+
+
+def local_send_time(profile: Timed, day: date) -> datetime:
     """The moment (UTC) `send_at` happens on ``day`` in the subscriber's zone."""
     tz = profile.tz
     naive = datetime.combine(day, profile.send_time)
@@ -29,7 +37,7 @@ def local_send_time(profile: Profile, day: date) -> datetime:
     raise AssertionError(f"no valid local time after {naive} in {tz}")  # pragma: no cover
 
 
-def next_send(profile: Profile, now: datetime) -> datetime:
+def next_send(profile: Timed, now: datetime) -> datetime:
     """The next `send_at` at or after ``now`` (UTC)."""
     today = now.astimezone(profile.tz).date()
     for offset in range(3):
@@ -39,16 +47,16 @@ def next_send(profile: Profile, now: datetime) -> datetime:
     raise AssertionError("unreachable: a send time exists within three days")  # pragma: no cover
 
 
-def due_today(profile: Profile, now: datetime) -> bool:
+def due_today(profile: Timed, now: datetime) -> bool:
     """Whether today's (local) send time has come."""
     today = now.astimezone(profile.tz).date()
     return now >= local_send_time(profile, today)
 
 
 def slots(
-    profiles: list[Profile],
+    profiles: Sequence[T],
     now: datetime,
-    has_digest: Callable[[Profile, date], bool] | None = None,
+    has_digest: Callable[[T, date], bool] | None = None,
 ) -> list[tuple[datetime, list[str]]]:
     """The next send instant of every subscriber, grouped: [(when, [emails])], soonest first.
 

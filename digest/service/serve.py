@@ -42,9 +42,9 @@ from digest.errors import DigestError
 from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.profiles import Profile, load_profiles
-from digest.service.context import digest_day, profile_cache
+from digest.service.context import profile_cache
 from digest.service.pipeline import run
-from digest.service.schedule import due_today
+from digest.service.schedule import digest_day, due_today
 from digest.store.failures import explain
 from digest.store.papers import Store
 from digest.store.schema import utcnow
