@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from digest import __version__
 from digest.config import Config, load_config
 from digest.errors import DigestError, ExitStatus
-from digest.memory import return_freed_memory
+from digest.memory import one_blas_thread, return_freed_memory
 from digest.store.failures import explain
 from digest.store.papers import Store
 
@@ -515,4 +515,5 @@ def main() -> None:
     # secrets: private to the user running it, as the systemd unit's UMask=0077 also says.
     os.umask(0o077)
     return_freed_memory()
+    one_blas_thread()
     cli.main(prog_name="digest")
