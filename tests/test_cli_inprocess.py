@@ -87,3 +87,10 @@ def test_a_run_for_many_readers_ends_with_a_summary_not_a_row_each(
     assert data["counts"] == {"dry-run": 62} and len(data["results"]) == 62
     assert data["exit_status"] == 2 and "zz.toml" in data["profile_errors"][0]
     assert oct(report.stat().st_mode)[-3:] == "600"
+
+
+def test_status_turns_the_garbage_collector_back_on_when_it_is_done(run_cli: Invoke) -> None:
+    import gc
+
+    assert run_cli("status").exit_code == 0
+    assert gc.isenabled()  # off only while it reads 100,000 readers

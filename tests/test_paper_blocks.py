@@ -154,3 +154,44 @@ def test_a_frame_that_hides_a_marker_from_the_inliner_inlines_the_whole_message(
     got = render(cfg, [0, 1], "Ada", False, PaperBlocks())
     assert paper_blocks._TOKEN not in got.html
     assert got.html.count("<textarea>") == 2 and "style=" in got.html
+
+
+def test_a_paper_template_that_changes_what_it_is_given_gets_each_readers_own_values(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", changed)
+    for name in ("digest_paper.html", "digest_paper.txt"):
+        block = (changed / name).read_text()
+        block = block.replace("{{ p.reason }}", "{{ p.reason|upper }}")
+        block = block.replace("{{ why(p.reason) }}", "{{ p.reason|upper }}")
+        (changed / name).write_text(block)
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(cfg, order, name, trending, shared)
+        assert paper_blocks._TOKEN.upper() not in got.html.upper() + got.text.upper()
+        assert "YOUR KEYWORD: ATTENTION" in got.html + got.text or 0 not in order
+
+
+def test_css_that_depends_on_a_papers_place_is_inlined_with_the_whole_message(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", changed)
+    frame = (changed / "digest.html").read_text()
+    zebra = (
+        "tr:nth-child(even) td.paper { background: #fafafa; }\n.paper + .paper { color: red; }\n"
+    )
+    (changed / "digest.html").write_text(frame.replace("</style>", zebra + "</style>", 1))
+    whole = whole_message_templates(tmp_path / "whole")
+    (whole / "digest.html").write_text(
+        (whole / "digest.html").read_text().replace("</style>", zebra + "</style>", 1)
+    )
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    whole_cfg = workspace.model_copy(update={"templates_dir": whole})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(cfg, order, name, trending, shared)
+        assert dom(got.html) == dom(render(whole_cfg, order, name, trending, None).html)
+    assert "background: #fafafa" in render(cfg, [0, 1, 2], "Ada", False, shared).html

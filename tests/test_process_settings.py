@@ -20,13 +20,16 @@ PROBE = (
 )
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("2", "2")])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, "1"), (("OPENBLAS_NUM_THREADS", "2"), "2"), (("OMP_NUM_THREADS", "2"), "2")],
+)
 def test_a_digest_process_uses_one_blas_thread_unless_the_operator_sets_a_number(
-    given: str | None, expected: str
+    given: tuple[str, str] | None, expected: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     if given is not None:
-        env["OPENBLAS_NUM_THREADS"] = given
+        env[given[0]] = given[1]
     out = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
     )

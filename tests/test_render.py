@@ -170,16 +170,29 @@ def test_the_fast_word_wrap_breaks_lines_exactly_where_jinja_and_textwrap_do() -
 
     env = jinja2.Environment()
     rng = random.Random(5)
-    words = ["a", "of", "the", "attention", "·", "“quoted”", "x" * 75, "G\u00fcnther", "", " "]
+    words = [
+        "a",
+        "of",
+        "the",
+        "attention",
+        "long-context",
+        "state-of-the-art",
+        "·",
+        "“quoted”",
+        "x" * 75,
+        "G\u00fcnther",
+        "",
+        " ",
+    ]
     for _ in range(20_000):
         text = "".join(
             rng.choice(words) + rng.choice([" ", "  ", " ", "\t", ""]) for _ in range(30)
         )
         text = text[: rng.randint(0, len(text))]
         width = rng.choice([10, 40, 70, 75, 78])
-        for wrapstring in ("\n", "\n        "):
-            want = do_wordwrap(env, text, width, False, wrapstring, False)
-            assert _wrapped(text, width, False, wrapstring, False) == want, (text, width)
+        for wrapstring, hyphens in (("\n", False), ("\n        ", False), ("\n", True)):
+            want = do_wordwrap(env, text, width, False, wrapstring, hyphens)
+            assert _wrapped(text, width, False, wrapstring, hyphens) == want, (text, width)
 
 
 def test_header_text_flattens_controls() -> None:

@@ -140,3 +140,13 @@ def test_latex_is_read_as_text_once_at_ingest_and_never_again_by_a_run(
     assert text._plain_latex.cache_info().misses == 0  # every one read from the store
     assert all("$" not in r and "\\" not in r for r in readings)
     assert db.plain_texts(shown) == 0  # nothing left to convert
+
+
+def test_latex_longer_than_any_abstract_is_not_given_to_the_converter() -> None:
+    from digest import text
+
+    text._plain_latex.cache_clear()
+    huge = r"Sch\"odinger $\mu$ and $\alpha$-decay. " * 300  # 11,700 characters of TeX
+    out = text.plain_latex(huge)
+    assert text._plain_latex.cache_info().misses == 0  # pylatexenc was not asked
+    assert out.startswith("Schödinger $") and len(out) >= len(huge) - 3000  # accents only

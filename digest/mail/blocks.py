@@ -8,9 +8,12 @@ frame so that selectors naming the frame still apply. Per reader the frame (`dig
 `digest.txt`) is rendered with a comment marker where each paper goes, the small frame is
 inlined, and the markers and stand-ins are replaced by plain string substitution.
 
-The stand-ins carry a random token of this process, so no feed text can forge one. Whenever the
-inlined output does not hold each marker and stand-in exactly as often as expected (a template
-that moves them, say), the message is inlined whole instead: slower, never wrong.
+The stand-ins carry a random token of this process, so no feed text can forge one. A block is
+rendered with a second set of stand-ins too: a template that changes what it is given (a filter
+on the reason, a test of a link) renders differently, and that paper is rendered for each
+reader with their own values. Where the inlined output does not hold each marker and stand-in
+exactly as often as expected, or the CSS depends on an element's place among its siblings
+(`:nth-child`, `+`, ...), the message is inlined whole: slower, never wrong.
 """
 
 from __future__ import annotations
@@ -24,10 +27,23 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-_TOKEN = secrets.token_hex(8)
-REASON, MORE, LESS, INDEX = (f"dgst{_TOKEN}{name}" for name in ("why", "more", "less", "index"))
-_STAND_INS = re.compile(f"({REASON}|{MORE}|{LESS}|{INDEX})")
+_TOKEN, _CHECK = secrets.token_hex(8), secrets.token_hex(8)
+FIELDS = ("why", "more", "less", "index")
+
+
+def _stand_ins(token: str) -> dict[str, str]:
+    return {name: f"dgst{token}{name}" for name in FIELDS}
+
+
+_MINE, _OTHER = _stand_ins(_TOKEN), _stand_ins(_CHECK)
+_STAND_INS = re.compile("(" + "|".join(_MINE.values()) + ")")
+_MARKER = re.compile(f"<!--dgst{_TOKEN}paper([0-9]+)-->")
 START, END = f"<!--dgst{_TOKEN}start-->", f"<!--dgst{_TOKEN}end-->"
+# Selectors whose match depends on an element's siblings: a block inlined apart from the
+# others, or a frame inlined without its papers, would take other styles than in the message.
+_BY_POSITION = re.compile(r":(nth-|first-|last-|only-)|[+~]")
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
 def marker(i: int) -> Markup:
@@ -54,6 +70,12 @@ def inline(html: str) -> str:
     return str(css_inline.CSSInliner(keep_style_tags=True).inline(html))
 
 
+def by_position(html: str) -> bool:
+    """Whether the document's CSS has selectors that depend on where an element stands."""
+    css = " ".join(_COMMENT.sub("", m) for m in _STYLE.findall(html))
+    return _BY_POSITION.search(css) is not None
+
+
 class _Pieces:
     """A block cut at its stand-ins once, so that filling it in per reader is one join."""
 
@@ -66,10 +88,10 @@ class _Pieces:
         self, paper: dict[str, Any], position: int, reason: str, escape: Callable[[str], str]
     ) -> str:
         values = {
-            REASON: escape(reason),
-            MORE: escape(paper["more_url"]),
-            LESS: escape(paper["less_url"]),
-            INDEX: str(position + 1),
+            _MINE["why"]: escape(reason),
+            _MINE["more"]: escape(paper["more_url"]),
+            _MINE["less"]: escape(paper["less_url"]),
+            _MINE["index"]: str(position + 1),
         }
         parts = self.parts.copy()
         for k in range(1, len(parts), 2):
@@ -79,8 +101,8 @@ class _Pieces:
 
 @dataclass
 class _Block:
-    raw: _Pieces  # as the template rendered it (before inlining)
-    inlined: _Pieces | None  # CSS-inlined, or None where the stand-ins did not survive it
+    raw: _Pieces | None  # as rendered (before inlining); None: rendered for each reader
+    inlined: _Pieces | None  # CSS-inlined, or None where it could not be done apart
 
 
 @dataclass
@@ -90,7 +112,7 @@ class PaperBlocks:
 
     static: dict[str, dict[str, Any]] = field(default_factory=dict)
     _html: dict[tuple[str, bool, bool], _Block] = field(default_factory=dict)
-    _text: dict[tuple[str, bool, bool], _Pieces] = field(default_factory=dict)
+    _text: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
 
@@ -109,14 +131,18 @@ class PaperBlocks:
     def text(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
+        template = env.get_template("digest_paper.txt")
         key = (paper["id"], trending, bool(paper["excerpt"]))
-        block = self._text.get(key)
-        if block is None:
+        if key not in self._text:
             # As a module, so that its `why` macro (how a reason is laid out) can be called
             # per reader; rendering it with no paper would fail on the undefined `p`.
-            module = env.get_template("digest_paper.txt").make_module(_standing_in(paper, trending))
-            block = self._text[key] = _Pieces(str(module))
+            module = template.make_module(_context(paper, trending, _MINE))
             self._why = getattr(module, "why", None)
+            check = str(template.make_module(_context(paper, trending, _OTHER)))
+            self._text[key] = _Pieces(str(module)) if _same(str(module), check) else None
+        block = self._text[key]
+        if block is None:  # a template that changes what it is given: this reader's own values
+            return template.render(_context(paper, trending, None, position))
         reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
         return block.filled(paper, position, reason, str)
 
@@ -139,8 +165,11 @@ class PaperBlocks:
     def raw_html(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
-        """The block as the template rendered it, for a message inlined whole."""
+        """The block as the template renders it, for a message inlined whole."""
         block = self._html_block(env, paper, trending, None, position)
+        if block.raw is None:
+            template = env.get_template("digest_paper.html")
+            return template.render(_context(paper, trending, None, position))
         return block.raw.filled(paper, position, str(paper["reason"]), _jinja_escaped)
 
     def _html_block(
@@ -154,20 +183,37 @@ class PaperBlocks:
         key = (paper["id"], trending, bool(paper["excerpt"]))
         block = self._html.get(key)
         if block is None:
-            raw = env.get_template("digest_paper.html").render(_standing_in(paper, trending))
-            inlined = _inlined_block(raw, probe, marker(position)) if probe else None
-            block = _Block(_Pieces(raw), None if inlined is None else _Pieces(inlined))
+            template = env.get_template("digest_paper.html")
+            raw = template.render(_context(paper, trending, _MINE))
+            if not _same(raw, template.render(_context(paper, trending, _OTHER))):
+                block = _Block(None, None)
+            else:
+                inlined = _inlined_block(raw, probe, marker(position)) if probe else None
+                block = _Block(_Pieces(raw), None if inlined is None else _Pieces(inlined))
             if probe:  # without a frame to inline in, ask again next time
                 self._html[key] = block
         return block
 
 
-def _standing_in(paper: dict[str, Any], trending: bool) -> dict[str, Any]:
-    return {
-        "p": {**paper, "reason": REASON, "more_url": MORE, "less_url": LESS},
-        "index": INDEX,
-        "trending": trending,
+def _context(
+    paper: dict[str, Any], trending: bool, stand_ins: dict[str, str] | None, position: int = 0
+) -> dict[str, Any]:
+    """The block's context: with stand-ins for the reader's own values, or (None) the values."""
+    if stand_ins is None:
+        return {"p": paper, "index": position + 1, "trending": trending}
+    mine = {
+        "reason": stand_ins["why"],
+        "more_url": stand_ins["more"],
+        "less_url": stand_ins["less"],
     }
+    return {"p": {**paper, **mine}, "index": stand_ins["index"], "trending": trending}
+
+
+def _same(mine: str, other: str) -> bool:
+    """Whether two renders differ only by their stand-ins: the template passed them through."""
+    for name in FIELDS:
+        mine = mine.replace(_MINE[name], _OTHER[name])
+    return mine == other
 
 
 def _jinja_escaped(value: str) -> str:
@@ -177,23 +223,24 @@ def _jinja_escaped(value: str) -> str:
 def _inlined_block(raw: str, probe: str, at: Markup) -> str | None:
     """The block inlined inside the reader's frame (so descendant selectors still match), cut
     back out between two markers; None when the stand-ins did not come through unchanged."""
-    if probe.count(at) != 1:
+    if probe.count(at) != 1 or by_position(probe):
         return None
     out = inline(probe.replace(at, START + raw + END))
     if out.count(START) != 1 or out.count(END) != 1:
         return None
     inlined = out[out.index(START) + len(START) : out.index(END)]
-    if any(raw.count(s) != inlined.count(s) for s in (REASON, MORE, LESS, INDEX)):
+    if any(raw.count(s) != inlined.count(s) for s in _MINE.values()):
         return None
     return inlined
 
 
 def inline_frame(frame: str, blocks: list[str]) -> str | None:
-    """The reader's frame inlined, each marker replaced by its (inlined) block; None when a
-    marker did not come through exactly once."""
-    out = inline(frame)
-    if any(out.count(marker(i)) != 1 for i in range(len(blocks))):
+    """The reader's frame inlined, each marker replaced by its (inlined) block in one pass;
+    None when a marker did not come through exactly once."""
+    if by_position(frame):
         return None
-    for i, block in enumerate(blocks):
-        out = out.replace(marker(i), block)
-    return out
+    out = inline(frame)
+    found = [int(i) for i in _MARKER.findall(out)]
+    if sorted(found) != list(range(len(blocks))):
+        return None
+    return _MARKER.sub(lambda m: blocks[int(m.group(1))], out)

@@ -65,7 +65,8 @@ def templates_dir(cfg: Config) -> Path:
 def _wrapped(
     s: str, width: int, break_long_words: bool, wrapstring: str | None, break_on_hyphens: bool
 ) -> str:
-    if not break_long_words and wrapstring is not None and width > 0 and s.isprintable():
+    simple = not (break_long_words or break_on_hyphens) and width > 0 and s.isprintable()
+    if simple and wrapstring is not None:
         return wrapstring.join(_greedy_lines(s, width))
     # Jinja's own filter needs an environment only for its default newline sequence.
     return do_wordwrap(_WRAP_ENV, s, width, break_long_words, wrapstring, break_on_hyphens)

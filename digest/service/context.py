@@ -24,6 +24,7 @@ from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
 from digest.store.papers import Entry, Store, source_name
 from digest.store.schema import Paper, RankModel, as_utc_naive
+from digest.text import forget_plain
 
 log = logging.getLogger(__name__)
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
@@ -112,6 +113,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     # The LaTeX of what readers will see, read as text once here (stored at ingest; papers
     # stored before that are converted now, once): forked planners inherit the readings.
     shown = [t for p in listing for t in (p.title, p.abstract)]
+    forget_plain()  # the readings of earlier runs and ingests: a `serve` keeps only this run's
     store.plain_texts(shown + [p.title for p in examples.values()])
     return Context(
         cfg=cfg,
