@@ -131,9 +131,9 @@ class PaperBlocks:
     def text(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
-        template = env.get_template("digest_paper.txt")
         key = (paper["id"], trending, bool(paper["excerpt"]))
         if key not in self._text:
+            template = env.get_template("digest_paper.txt")
             # As a module, so that its `why` macro (how a reason is laid out) can be called
             # per reader; rendering it with no paper would fail on the undefined `p`.
             module = template.make_module(_context(paper, trending, _MINE))
@@ -142,6 +142,7 @@ class PaperBlocks:
             self._text[key] = _Pieces(str(module)) if _same(str(module), check) else None
         block = self._text[key]
         if block is None:  # a template that changes what it is given: this reader's own values
+            template = env.get_template("digest_paper.txt")
             return template.render(_context(paper, trending, None, position))
         reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
         return block.filled(paper, position, reason, str)

@@ -48,7 +48,9 @@ class PlainTextQueries:
                     rows = s.exec(select(PlainText).where(col(PlainText.key).in_(part)))
                     found.update((r.key, r.plain) for r in rows)
         except SQLAlchemyError as exc:
-            log.warning("plain texts not read from the store (%s); converted where needed", exc)
+            # One line: SQLAlchemy's own message carries the statement and its 500 parameters.
+            why = getattr(exc, "orig", None) or type(exc).__name__
+            log.warning("plain texts not read from the store (%s); converted where needed", why)
             return 0
         fresh = {k: plain_latex(t) for k, t in wanted.items() if k not in found}
         if fresh:
@@ -66,4 +68,5 @@ class PlainTextQueries:
                     stmt = insert(PlainText).values(rows[start : start + CHUNK])
                     conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
         except SQLAlchemyError as exc:
-            log.warning("plain texts not kept in the store (%s); converted again next run", exc)
+            why = getattr(exc, "orig", None) or type(exc).__name__
+            log.warning("plain texts not kept in the store (%s); converted again next run", why)
