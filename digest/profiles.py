@@ -138,8 +138,7 @@ class Profile(BaseModel):
 
     @property
     def send_time(self) -> time:
-        hh, mm = (int(x) for x in self.send_at.split(":"))
-        return time(hh, mm)
+        return clock_time(self.send_at)
 
     @property
     def trending(self) -> bool:
@@ -151,6 +150,12 @@ class Profile(BaseModel):
     @property
     def display_name(self) -> str:
         return self.name or self.email.split("@", 1)[0]
+
+
+def clock_time(send_at: str) -> time:
+    """A validated `send_at` ("HH:MM") as a time of day."""
+    hh, mm = (int(x) for x in send_at.split(":"))
+    return time(hh, mm)
 
 
 @dataclass(frozen=True)
@@ -355,8 +360,7 @@ class Scheduled(NamedTuple):
 
     @property
     def send_time(self) -> time:
-        hh, mm = (int(x) for x in self.send_at.split(":"))
-        return time(hh, mm)
+        return clock_time(self.send_at)
 
 
 def load_schedules(

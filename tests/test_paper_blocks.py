@@ -76,11 +76,16 @@ def dom(html: str) -> list[object]:
     return parser.items
 
 
+def copied_templates(tmp_path: Path) -> Path:
+    out = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", out)
+    return out
+
+
 def whole_message_templates(tmp_path: Path) -> Path:
     """The templates as they were before paper blocks: each paper written out in the frame's
     loop. Operators' copies look like this, and must go on working."""
-    out = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", out)
+    out = copied_templates(tmp_path)
     html_block = (out / "digest_paper.html").read_text().split("#}\n", 1)[1]
     text_block = (out / "digest_paper.txt").read_text().split("{% endmacro %}\n", 1)[1]
     text_block = text_block.replace("{{ index }}", "{{ loop.index }}").replace(
@@ -143,8 +148,7 @@ def test_a_readers_own_reason_and_numbering_are_filled_in_and_escaped(workspace:
 def test_a_frame_that_hides_a_marker_from_the_inliner_inlines_the_whole_message(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", changed)
+    changed = copied_templates(tmp_path)
     frame = (changed / "digest.html").read_text()
     # Inside a textarea the marker is text, and the serialiser escapes it: no marker to find.
     (changed / "digest.html").write_text(
@@ -159,8 +163,7 @@ def test_a_frame_that_hides_a_marker_from_the_inliner_inlines_the_whole_message(
 def test_a_paper_template_that_changes_what_it_is_given_gets_each_readers_own_values(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", changed)
+    changed = copied_templates(tmp_path)
     for name in ("digest_paper.html", "digest_paper.txt"):
         block = (changed / name).read_text()
         block = block.replace("{{ p.reason }}", "{{ p.reason|upper }}")
@@ -177,8 +180,7 @@ def test_a_paper_template_that_changes_what_it_is_given_gets_each_readers_own_va
 def test_css_that_depends_on_a_papers_place_is_inlined_with_the_whole_message(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = tmp_path / "templates"
-    shutil.copytree(ROOT / "templates", changed)
+    changed = copied_templates(tmp_path)
     frame = (changed / "digest.html").read_text()
     zebra = (
         "tr:nth-child(even) td.paper { background: #fafafa; }\n.paper + .paper { color: red; }\n"

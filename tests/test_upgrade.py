@@ -35,6 +35,17 @@ def at_revision(url: str, revision: str) -> None:
     engine.dispose()
 
 
+def versioned_at(site: Path, revision: str) -> str:
+    """An SQLite database of the site, versioned at ``revision`` (alembic_version kept)."""
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), revision)
+    engine.dispose()
+    return url
+
+
 def populate(site: Path) -> dict[str, object]:
     """Real rows of every kind, made through the library as that release would have."""
     cfg = load_config(site / "digest.toml")
@@ -171,12 +182,7 @@ def test_a_versioned_database_at_link_refs_gains_plan_claims_with_its_rows_kept(
 ) -> None:
     """0002 -> 0003 on a populated, versioned database: the run after it claims its batches
     in the new table, and the digest planned before the upgrade goes out as planned."""
-    url = f"sqlite:///{site / 'data' / 'digest.db'}"
-    (site / "data").mkdir()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        command.upgrade(migrate._config(conn), "0002")
-    engine.dispose()
+    url = versioned_at(site, "0002")
     populate(site)
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0 and "0002 -> 0004" in upgraded.stdout, upgraded.stderr
@@ -196,12 +202,7 @@ def test_a_versioned_database_at_plan_claims_gains_plain_texts_filled_by_the_nex
     """0003 -> 0004 on a populated, versioned database: the upgrade converts nothing (it stays
     instant); the first run reads the listing's LaTeX once and keeps it, and the digest planned
     before the upgrade goes out as planned."""
-    url = f"sqlite:///{site / 'data' / 'digest.db'}"
-    (site / "data").mkdir()
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        command.upgrade(migrate._config(conn), "0003")
-    engine.dispose()
+    url = versioned_at(site, "0003")
     populate(site)  # the papers are stored with no plain texts: the table did not exist
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0 and "0003 -> 0004" in upgraded.stdout, upgraded.stderr
