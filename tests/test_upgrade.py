@@ -219,3 +219,25 @@ def test_a_versioned_database_at_plan_claims_gains_plain_texts_filled_by_the_nex
     with_latex = [t for row in papers for t in row if "$" in t or "\\" in t]
     assert with_latex and stored  # the demo listing has LaTeX, and its readings were kept
     assert all("$" not in plain for plain in stored.values())
+
+
+def test_the_newest_revision_written_in_the_code_is_the_head_alembic_finds() -> None:
+    # Written out so a current database opens without importing Alembic; a new revision must
+    # move it, or every database would look out of date (or this fails first).
+    assert migrate._scripts().get_current_head() == migrate.HEAD
+
+
+def test_a_digest_command_on_a_current_database_does_not_import_alembic(site: Path) -> None:
+    import subprocess
+    import sys
+
+    assert digest("status", cwd=site).returncode == 0  # makes the database, at the newest
+    probe = (
+        "import sys; from digest.cli.app import main; sys.argv = ['digest', 'status'];\n"
+        "try:\n main()\nexcept SystemExit:\n pass\n"
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=site, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"

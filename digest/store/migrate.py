@@ -16,14 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
 from digest.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+# The newest revision this release ships. Written here so that opening a database that is
+# current needs no Alembic: importing it took a fifth of every `digest` command's start.
+# tests/test_upgrade.py holds it to the head Alembic finds among the revisions.
+HEAD = "0004"
 
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
 UPGRADE_HINT = "run `digest db upgrade` (it keeps a copy of an SQLite file first)"
@@ -41,6 +47,8 @@ class Condition:
 
 
 def _config(connection: Connection) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(SCRIPTS))
     cfg.attributes["connection"] = connection
@@ -49,15 +57,16 @@ def _config(connection: Connection) -> AlembicConfig:
 
 @lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(SCRIPTS))
     return ScriptDirectory.from_config(cfg)
 
 
 def head() -> str:
-    found = _scripts().get_current_head()
-    assert found is not None, "no revisions shipped"
-    return found
+    return HEAD
 
 
 def history() -> list[tuple[str, str]]:
@@ -73,6 +82,8 @@ def known(revision: str) -> bool:
 @cache
 def schema_at(revision: str) -> dict[str, frozenset[str]]:
     """Tables and their columns at a revision, as the revisions themselves make them."""
+    from alembic import command
+
     engine = create_engine("sqlite://")
     try:
         with engine.begin() as conn:
@@ -96,8 +107,10 @@ def condition(engine: Engine) -> Condition:
     if not tables - {"alembic_version"}:
         return Condition(empty=True, revision=None, versioned=False)
     if "alembic_version" in tables:
+        # Alembic's own table, read directly: one row with a linear history like ours.
         with engine.connect() as conn:
-            stored = MigrationContext.configure(conn).get_current_revision()
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        stored = rows[0] if len(rows) == 1 else None
         return Condition(empty=False, revision=stored, versioned=True)
     return Condition(empty=False, revision=recognise(engine), versioned=False)
 
@@ -155,6 +168,8 @@ def upgrade(engine: Engine, where: str) -> tuple[str | None, str]:
         check(engine, where, state)  # raises: newer than this release
     if not state.versioned and not state.empty and state.revision is None:
         check(engine, where, state)  # raises: not recognised
+    from alembic import command
+
     with engine.begin() as conn:
         cfg = _config(conn)
         if not state.versioned and state.revision is not None:
