@@ -14,9 +14,8 @@ import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -137,10 +136,6 @@ class Profile(BaseModel):
         return ZoneInfo(self.timezone)
 
     @property
-    def send_time(self) -> time:
-        return clock_time(self.send_at)
-
-    @property
     def trending(self) -> bool:
         """Only the most upvoted papers, no personal ranking."""
         i = self.interests
@@ -150,12 +145,6 @@ class Profile(BaseModel):
     @property
     def display_name(self) -> str:
         return self.name or self.email.split("@", 1)[0]
-
-
-def clock_time(send_at: str) -> time:
-    """A validated `send_at` ("HH:MM") as a time of day."""
-    hh, mm = (int(x) for x in send_at.split(":"))
-    return time(hh, mm)
 
 
 @dataclass(frozen=True)
@@ -224,7 +213,7 @@ def _load_profiles(
     known = list(known_sources) if known_sources is not None else None
     profiles: list[Profile] = []
     errors: list[ProfileError] = []
-    stamp = (__version__, tuple(known) if known is not None else None)
+    stamp = _stamp(known)
     before = _read_cache(cache, stamp)
     after: _Cached = {}
     changed = False
@@ -263,8 +252,9 @@ def _load_profiles(
             continue
         by_email[key] = path
         profiles.append(p)
-    stale = changed or after.keys() != before.keys() or not index_file(cache or directory).exists()
-    if cache is not None and stale:
+    if cache is not None and (
+        changed or after.keys() != before.keys() or not index_file(cache).exists()
+    ):
         _write_cache(cache, stamp, after)
     return LoadResult(profiles, errors)
 
@@ -272,8 +262,14 @@ def _load_profiles(
 _Cached = dict[str, tuple[tuple[int, int, int, int], Profile]]
 
 
-def _read_cache(cache: Path | None, stamp: object) -> _Cached:
-    """The last load's profiles, if made by this release with the same sources; else none."""
+def _stamp(known: list[str] | None) -> object:
+    """What a cache was made under: this release and the configured sources."""
+    return (__version__, tuple(known) if known is not None else None)
+
+
+def _read_cache(cache: Path | None, stamp: object) -> dict[str, Any]:
+    """The last load's entries (profiles, or the schedule index), if made by this release
+    with the same sources; else none."""
     if cache is None:
         return {}
     try:
@@ -340,10 +336,6 @@ class Timed(Protocol):
     def timezone(self) -> str: ...
     @property
     def send_at(self) -> str: ...
-    @property
-    def tz(self) -> ZoneInfo: ...
-    @property
-    def send_time(self) -> time: ...
 
 
 class Scheduled(NamedTuple):
@@ -354,14 +346,6 @@ class Scheduled(NamedTuple):
     timezone: str
     send_at: str
 
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-    @property
-    def send_time(self) -> time:
-        return clock_time(self.send_at)
-
 
 def load_schedules(
     directory: Path, known_sources: Iterable[str] | None = None, cache: Path | None = None
@@ -370,16 +354,7 @@ def load_schedules(
     them, from the index the last load kept: only files changed since are parsed. Unpickling
     100,000 whole profiles took a second of `digest status`; these few fields take a tenth."""
     known = list(known_sources) if known_sources is not None else None
-    stamp = (__version__, tuple(known) if known is not None else None)
-    index: dict[str, tuple[tuple[int, int, int, int], str, str, str]] = {}
-    if cache is not None:
-        try:
-            with index_file(cache).open("rb") as f:
-                found = pickle.load(f)
-            if isinstance(found, tuple) and len(found) == 2 and found[0] == stamp:
-                index = found[1]
-        except Exception:  # no index yet, or a damaged one
-            index = {}
+    index = _read_cache(index_file(cache), _stamp(known)) if cache is not None else {}
     if not index and cache is not None:  # a full load, which writes the index for next time
         loaded = load_profiles(directory, known, cache)
         return [Scheduled(p.email, p.timezone, p.send_at) for p in loaded.profiles], len(

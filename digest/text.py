@@ -125,7 +125,7 @@ def plain_latex(text: str) -> str:
     Text longer than any real abstract only has its accents resolved: pylatexenc takes a fifth
     of a second on 20,000 characters, and a feed's text is untrusted.
     """
-    if not _LATEX_HINT.search(text):
+    if not needs_latex(text):
         return text
     known = _KNOWN.get(text)
     if known is not None:

@@ -65,7 +65,7 @@ def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -
             rec.announced = today
     added, updated = _store(store, parsed)
     # LaTeX read as text once, here, rather than in every run that shows these papers.
-    store.plain_texts(t for rec in parsed.records for t in (rec.title, rec.abstract))
+    store.plain_texts_of(parsed.records)
     return IngestReport(
         source=src.name,
         entries=len(parsed.records),
@@ -178,7 +178,7 @@ def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None 
         log.warning("looking up example papers failed: %s", exc)
         return Lookup(0, tuple(missing), f"the look-up failed: {exc}")
     store.upsert_papers(parsed.records)
-    store.plain_texts(t for rec in parsed.records for t in (rec.title, rec.abstract))
+    store.plain_texts_of(parsed.records)
     got = {r.id for r in parsed.records}
     return Lookup(len(got), tuple(i for i in missing if i not in got), source=api.name)
 

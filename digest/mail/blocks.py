@@ -100,18 +100,13 @@ class _Pieces:
 
 
 @dataclass
-class _Block:
-    raw: _Pieces | None  # as rendered (before inlining); None: rendered for each reader
-    inlined: _Pieces | None  # CSS-inlined, or None where it could not be done apart
-
-
-@dataclass
 class PaperBlocks:
     """One run's paper parts, for one Jinja environment: each paper's reader-independent
     context (LaTeX to text, checked links, the author line) and its rendered blocks."""
 
     static: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _html: dict[tuple[str, bool, bool], _Block] = field(default_factory=dict)
+    # Per (paper, trending, with excerpt); None where the paper is rendered for each reader.
+    _html: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
     _text: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
@@ -142,8 +137,7 @@ class PaperBlocks:
             self._text[key] = _Pieces(str(module)) if _same(str(module), check) else None
         block = self._text[key]
         if block is None:  # a template that changes what it is given: this reader's own values
-            template = env.get_template("digest_paper.txt")
-            return template.render(_context(paper, trending, None, position))
+            return _own(env, "digest_paper.txt", paper, position, trending)
         reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
         return block.filled(paper, position, reason, str)
 
@@ -158,42 +152,31 @@ class PaperBlocks:
         """The paper's HTML block for this reader, CSS-inlined; None where that could not be
         done apart from the frame. ``probe`` is this reader's frame, rendered with
         `marker(position)` where the block goes."""
-        block = self._html_block(env, paper, trending, probe, position)
-        if block.inlined is None:
+        key = (paper["id"], trending, bool(paper["excerpt"]))
+        if key not in self._html:
+            template = env.get_template("digest_paper.html")
+            raw = template.render(_context(paper, trending, _MINE))
+            check = template.render(_context(paper, trending, _OTHER))
+            inlined = _inlined_block(raw, probe, marker(position)) if _same(raw, check) else None
+            self._html[key] = None if inlined is None else _Pieces(inlined)
+        block = self._html[key]
+        if block is None:
             return None
-        return block.inlined.filled(paper, position, str(paper["reason"]), html_escaped)
+        return block.filled(paper, position, str(paper["reason"]), html_escaped)
 
     def raw_html(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
-        """The block as the template renders it, for a message inlined whole."""
-        block = self._html_block(env, paper, trending, None, position)
-        if block.raw is None:
-            template = env.get_template("digest_paper.html")
-            return template.render(_context(paper, trending, None, position))
-        return block.raw.filled(paper, position, str(paper["reason"]), _jinja_escaped)
+        """The block as the template renders it for this reader, for a message inlined whole."""
+        return _own(env, "digest_paper.html", paper, position, trending)
 
-    def _html_block(
-        self,
-        env: jinja2.Environment,
-        paper: dict[str, Any],
-        trending: bool,
-        probe: str | None,
-        position: int,
-    ) -> _Block:
-        key = (paper["id"], trending, bool(paper["excerpt"]))
-        block = self._html.get(key)
-        if block is None:
-            template = env.get_template("digest_paper.html")
-            raw = template.render(_context(paper, trending, _MINE))
-            if not _same(raw, template.render(_context(paper, trending, _OTHER))):
-                block = _Block(None, None)
-            else:
-                inlined = _inlined_block(raw, probe, marker(position)) if probe else None
-                block = _Block(_Pieces(raw), None if inlined is None else _Pieces(inlined))
-            if probe:  # without a frame to inline in, ask again next time
-                self._html[key] = block
-        return block
+
+def _own(
+    env: jinja2.Environment, name: str, paper: dict[str, Any], position: int, trending: bool
+) -> str:
+    """A paper's block rendered with this reader's own values: the slow path, for templates
+    that cannot share a block."""
+    return env.get_template(name).render(_context(paper, trending, None, position))
 
 
 def _context(
@@ -215,10 +198,6 @@ def _same(mine: str, other: str) -> bool:
     for name in FIELDS:
         mine = mine.replace(_MINE[name], _OTHER[name])
     return mine == other
-
-
-def _jinja_escaped(value: str) -> str:
-    return str(Markup.escape(value))
 
 
 def _inlined_block(raw: str, probe: str, at: Markup) -> str | None:

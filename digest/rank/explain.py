@@ -127,13 +127,13 @@ class Explainer:
         contrib: np.ndarray | None = None,
     ) -> list[str]:
         """The reason's parts for one pick; ``contrib`` is what `contributions` worked out for
-        its terms, when the caller weighed all its picks at once."""
+        its terms (None for a model that knows nothing)."""
         out = []
         keywords = distinct(hit_kw)
         if keywords:
             label = "your keyword" if len(keywords) == 1 else "your keywords"
             out.append(f"{label}: " + ", ".join(keywords[:REASON_TERMS]))
-        if self.model.trained:
+        if self.model.trained and contrib is not None:
             found = distinct(self.top_terms(terms, contrib), said=keywords)
             if found:
                 out.append("about: " + ", ".join(found[:REASON_TERMS]))
@@ -179,17 +179,10 @@ class Explainer:
         ends = np.cumsum([len(c) for c, _ in terms])[:-1]
         return list(np.split(vals * weights, ends))
 
-    def top_terms(
-        self, terms: tuple[np.ndarray, np.ndarray], contrib: np.ndarray | None = None
-    ) -> list[str]:
-        """The paper's readable terms (`shown_terms`) that pushed its score up the most."""
+    def top_terms(self, terms: tuple[np.ndarray, np.ndarray], contrib: np.ndarray) -> list[str]:
+        """The paper's readable terms (`shown_terms`) that pushed its score up the most, by
+        their ``contrib``utions."""
         cols, _ = terms
-        if not len(cols):
-            return []
-        if contrib is None:
-            weighed = self.contributions([terms])
-            assert weighed is not None  # called only for a trained model
-            contrib = weighed[0]
         out: list[str] = []
         for j in np.argsort(-contrib, kind="stable"):
             if contrib[j] <= 0 or len(out) >= 2 * REASON_TERMS:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from digest.profiles import Timed
 
@@ -20,13 +21,18 @@ T = TypeVar("T", bound=Timed)
 
 def digest_day(profile: Timed, now: datetime) -> date:
     """The digest date is the subscriber's local calendar day."""
-    return now.astimezone(profile.tz).date()
+    return now.astimezone(ZoneInfo(profile.timezone)).date()
+
+
+def _send_time(profile: Timed) -> time:
+    hh, mm = (int(x) for x in profile.send_at.split(":"))  # "HH:MM", checked at load
+    return time(hh, mm)
 
 
 def local_send_time(profile: Timed, day: date) -> datetime:
     """The moment (UTC) `send_at` happens on ``day`` in the subscriber's zone."""
-    tz = profile.tz
-    naive = datetime.combine(day, profile.send_time)
+    tz = ZoneInfo(profile.timezone)
+    naive = datetime.combine(day, _send_time(profile))
     # A wall time that does not exist (spring forward) does not survive a round trip through
     # UTC: step to the first minute that does.
     for _ in range(24 * 60):
@@ -39,7 +45,7 @@ def local_send_time(profile: Timed, day: date) -> datetime:
 
 def next_send(profile: Timed, now: datetime) -> datetime:
     """The next `send_at` at or after ``now`` (UTC)."""
-    today = now.astimezone(profile.tz).date()
+    today = digest_day(profile, now)
     for offset in range(3):
         at = local_send_time(profile, today + timedelta(days=offset))
         if at >= now:
@@ -49,7 +55,7 @@ def next_send(profile: Timed, now: datetime) -> datetime:
 
 def due_today(profile: Timed, now: datetime) -> bool:
     """Whether today's (local) send time has come."""
-    today = now.astimezone(profile.tz).date()
+    today = digest_day(profile, now)
     return now >= local_send_time(profile, today)
 
 
@@ -73,7 +79,7 @@ def slots(
         if pair is None:
             first = next_send(p, now)
             after = next_send(p, first + timedelta(minutes=1))
-            pair = pairs[key] = (first, first.astimezone(p.tz).date(), after)
+            pair = pairs[key] = (first, digest_day(p, first), after)
         when, day, later = pair
         if has_digest is not None and has_digest(p, day):
             when = later

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,18 +19,34 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from digest.store.failures import explain
 from digest.store.schema import PlainText
 from digest.text import know_plain, latex_key, needs_latex, plain_latex
 
 log = logging.getLogger(__name__)
+
+
+class PaperLike(Protocol):
+    title: str
+    abstract: str
+
+
 CHUNK = 500  # keys per query: well under either database's limit of bound parameters
 
 
 class PlainTextQueries:
     engine: Engine
 
+    @property
+    def safe_url(self) -> str:  # pragma: no cover - Store's
+        raise NotImplementedError
+
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
+
+    def plain_texts_of(self, papers: Iterable[PaperLike]) -> int:
+        """`plain_texts` of these papers' titles and abstracts."""
+        return self.plain_texts(t for p in papers for t in (p.title, p.abstract))
 
     def plain_texts(self, texts: Iterable[str]) -> int:
         """Make the plain reading of every text here with LaTeX in it known to this process
@@ -48,8 +65,7 @@ class PlainTextQueries:
                     rows = s.exec(select(PlainText).where(col(PlainText.key).in_(part)))
                     found.update((r.key, r.plain) for r in rows)
         except SQLAlchemyError as exc:
-            # One line: SQLAlchemy's own message carries the statement and its 500 parameters.
-            why = getattr(exc, "orig", None) or type(exc).__name__
+            why = explain(exc, self.safe_url).message
             log.warning("plain texts not read from the store (%s); converted where needed", why)
             return 0
         fresh = {k: plain_latex(t) for k, t in wanted.items() if k not in found}
@@ -68,5 +84,5 @@ class PlainTextQueries:
                     stmt = insert(PlainText).values(rows[start : start + CHUNK])
                     conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
         except SQLAlchemyError as exc:
-            why = getattr(exc, "orig", None) or type(exc).__name__
+            why = explain(exc, self.safe_url).message
             log.warning("plain texts not kept in the store (%s); converted again next run", why)
