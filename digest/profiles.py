@@ -13,7 +13,7 @@ import re
 import tempfile
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from digest import __version__
 from digest.errors import ProfileError
+from digest.packed import CHUNK, Packed, Packer, Profiles
 from digest.record import canonical_arxiv_id
 from digest.text import has_control
 from digest.validation import problems
@@ -149,8 +150,10 @@ class Profile(BaseModel):
 
 @dataclass(frozen=True)
 class LoadResult:
-    profiles: list[Profile]
+    profiles: Profiles
     errors: list[ProfileError]
+    # The example papers of every profile loaded, each once, first seen first.
+    example_papers: list[str] = field(default_factory=list)
 
 
 def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Profile:
@@ -195,7 +198,7 @@ def load_profiles(
     validated again: 100,000 profiles took about 40 s to read on every run.
     """
     if not directory.is_dir():
-        return LoadResult([], [])
+        return LoadResult(Profiles.of([]), [])
     # The cyclic GC would walk every profile made so far each time it ran, hundreds of times
     # for 100,000 of them (none of them garbage): off for the load, it took half the time.
     was_enabled = gc.isenabled()
@@ -211,55 +214,109 @@ def _load_profiles(
     directory: Path, known_sources: Iterable[str] | None, cache: Path | None
 ) -> LoadResult:
     known = list(known_sources) if known_sources is not None else None
-    profiles: list[Profile] = []
     errors: list[ProfileError] = []
     stamp = _stamp(known)
-    before = _read_cache(cache, stamp)
-    after: _Cached = {}
-    changed = False
-    by_email: dict[str, Path] = {}
+    before = _Cache.read(cache, stamp)
+    # What each file is: a profile kept in the cache (its index there) or one parsed now.
+    accepted: list[int | Profile] = []
+    names: list[str] = []
+    emails: list[str] = []
+    index: _Index = {}  # every file that parsed, for `load_schedules`
+    by_email: dict[str, str] = {}
     # Names sorted as strings and stat'ed once: Path objects compared in a sort of 100,000
     # files took seconds.
     with os.scandir(directory) as it:
-        names = sorted(
+        listed = sorted(
             e.name for e in it if e.name.endswith(".toml") and not e.name.startswith(".")
         )
-    for name in names:
+    for name in listed:
         path = directory / name
         try:
             st = os.stat(path)
             # ctime too: nobody can set it back, as an editor or `touch -d` can the mtime.
             seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            kept = before.get(path.name)
+            kept = before.files.get(name)
+            one: int | Profile
             if kept is not None and kept[0] == seen:
-                p = kept[1]
-                p._path = path
+                one, email = kept[1], before.emails[kept[1]]
+                index[name] = (seen, email, *before.schedules[kept[1]])
             else:
-                p = load_profile(path, known)
-                changed = True
-            after[path.name] = (seen, p)
+                one = load_profile(path, known)
+                email = one.email
+                index[name] = (seen, email, one.timezone, one.send_at)
         except ProfileError as exc:
             errors.append(exc)
             continue
         except OSError as exc:  # gone between listing and reading
             errors.append(ProfileError(str(path), "", f"cannot read: {exc}"))
             continue
-        key = p.email.lower()
+        key = email.lower()
         if key in by_email:
             errors.append(
-                ProfileError(str(path), "email", f"{p.email} is already used by {by_email[key]}")
+                ProfileError(str(path), "email", f"{email} is already used by {by_email[key]}")
             )
             continue
-        by_email[key] = path
-        profiles.append(p)
-    if cache is not None and (
-        changed or after.keys() != before.keys() or not index_file(cache).exists()
-    ):
-        _write_cache(cache, stamp, after)
-    return LoadResult(profiles, errors)
+        by_email[key] = str(path)
+        accepted.append(one)
+        names.append(name)
+        emails.append(email)
+    if accepted == list(range(len(before.emails))):
+        # Nothing changed (the usual run): the chunks are used as they are, unpacked by
+        # whichever planner needs each batch.
+        chunks, papers = before.chunks, before.papers
+    else:
+        chunks, papers = _repack(accepted, before, directory)
+    packed = Packed(chunks, emails, names, directory)
+    if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
+        schedules = [index[name][2:] for name in names]
+        files = {name: (index[name][0], i) for i, name in enumerate(names)}
+        _Cache(files, emails, schedules, chunks, papers).write(cache, stamp)
+        _dump(index_file(cache), (stamp, index))
+    return LoadResult(Profiles(packed), errors, papers)
 
 
-_Cached = dict[str, tuple[tuple[int, int, int, int], Profile]]
+def _repack(
+    accepted: list[int | Profile], before: _Cache, directory: Path
+) -> tuple[list[bytes], list[str]]:
+    """New chunks from the profiles kept (unpacked a chunk at a time) and those parsed."""
+    old = Packed(before.chunks, before.emails, [""] * len(before.emails), directory)
+    packer = Packer()
+    for one in accepted:
+        packer.add(old.get(one) if isinstance(one, int) else one)
+    return packer.done(), list(packer.papers)
+
+
+# Per file: what was stat'ed, the address, time zone and send time.
+_Index = dict[str, tuple[tuple[int, int, int, int], str, str, str]]
+
+
+@dataclass
+class _Cache:
+    """The last load: per file its stat and place; per profile its address and schedule; the
+    profiles themselves in packed chunks (digest.packed)."""
+
+    files: dict[str, tuple[tuple[int, int, int, int], int]]
+    emails: list[str]
+    schedules: list[tuple[str, str]]
+    chunks: list[bytes]
+    papers: list[str]  # every profile's example papers (LoadResult.example_papers)
+
+    @classmethod
+    def read(cls, cache: Path | None, stamp: object) -> _Cache:
+        found = _read_cache(cache, stamp)
+        try:
+            kept = cls(**found)
+            if len(kept.emails) == len(kept.schedules) and len(kept.chunks) == -(
+                -len(kept.emails) // CHUNK
+            ):
+                return kept
+        except TypeError:  # made by another layout
+            pass
+        return cls({}, [], [], [], [])
+
+    def write(self, cache: Path, stamp: object) -> None:
+        """Written whole (a temporary file renamed) and private: it holds readers' addresses."""
+        _dump(cache, (stamp, vars(self)))
 
 
 def _stamp(known: list[str] | None) -> object:
@@ -281,23 +338,6 @@ def _read_cache(cache: Path | None, stamp: object) -> dict[str, Any]:
         return {}
     entries = found[1]
     return entries if isinstance(entries, dict) else {}
-
-
-def _write_cache(cache: Path, stamp: object, entries: _Cached) -> None:
-    """Written whole (a temporary file renamed) and private: it holds readers' addresses. The
-    schedule index beside it is rewritten with it."""
-    # Without their paths (set again on load): unpickling 100,000 Path objects was a third
-    # of the time of a load from the cache.
-    paths = [(p, p._path) for _, p in entries.values()]
-    for p, _ in paths:
-        p._path = None
-    try:
-        _dump(cache, (stamp, entries))
-    finally:
-        for p, path in paths:
-            p._path = path
-    index = {name: (seen, p.email, p.timezone, p.send_at) for name, (seen, p) in entries.items()}
-    _dump(index_file(cache), (stamp, index))
 
 
 def _dump(path: Path, value: object) -> None:

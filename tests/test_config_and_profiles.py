@@ -214,3 +214,54 @@ def test_schedules_without_an_index_are_read_in_full_once_and_indexed(tmp_path: 
     got, broken = load_schedules(subs, cache=cache)
     assert [s.email for s in got] == ["ada@example.org"] and broken == 0
     assert index_file(cache).exists()  # the next status reads the index
+
+
+def test_profiles_over_several_packed_chunks_load_as_the_files_say_after_every_change(
+    tmp_path: Path,
+) -> None:
+    from digest.packed import CHUNK
+
+    subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
+    n = 2 * CHUNK + 40
+    for i in range(n):
+        write_profile(
+            subs, f"r{i:04d}", f'email = "r{i}@example.org"\nmax_papers = {1 + i % 50}\n'
+            f'[interests]\nkeywords = ["topic {i}", "Günther\'s \\"lemma\\""]\n'
+            f'papers = ["2401.{i % 7:05d}", "2402.{i % 300:05d}"]\n',
+        )  # fmt: skip
+
+    def same_as_the_files() -> None:
+        cached, fresh = load_profiles(subs, cache=cache), load_profiles(subs)
+        assert cached.profiles.emails == [p.email for p in fresh.profiles]
+        assert [(p.model_dump(), p.path) for p in cached.profiles] == [
+            (p.model_dump(), p.path) for p in fresh.profiles
+        ]
+        assert [str(e) for e in cached.errors] == [str(e) for e in fresh.errors]
+        assert (
+            cached.example_papers
+            == fresh.example_papers
+            == list(dict.fromkeys(i for p in fresh.profiles for i in p.interests.papers))
+        )
+        # Views: a slice and a slot's subset unpack the same profiles as the whole.
+        part = cached.profiles[CHUNK - 3 : CHUNK + 3]
+        assert [p.email for p in part] == cached.profiles.emails[CHUNK - 3 : CHUNK + 3]
+        wanted = {"r5@example.org", f"r{n - 1}@example.org"}
+        assert {p.email for p in cached.profiles.only(wanted)} & wanted == set(
+            cached.profiles.emails
+        ) & wanted
+
+    same_as_the_files()  # written
+    first = cache.read_bytes()
+    same_as_the_files()  # read back: nothing changed, the chunks are used as they are
+    assert cache.read_bytes() == first
+    # In the middle of the second chunk: one edited, one broken, one removed, one copying an
+    # address; and a new file sorted before all.
+    write_profile(
+        subs, f"r{CHUNK + 5:04d}", f'email = "r{CHUNK + 5}@example.org"\nmax_papers = 49\n'
+    )
+    write_profile(subs, f"r{CHUNK + 6:04d}", 'email = "broken"\n')
+    (subs / f"r{CHUNK + 7:04d}.toml").unlink()
+    write_profile(subs, f"r{CHUNK + 8:04d}", 'email = "R3@example.org"\n')
+    write_profile(subs, "a-first", 'email = "first@example.org"\n')
+    same_as_the_files()
+    assert load_profiles(subs, cache=cache).profiles[1 + CHUNK + 5].max_papers == 49

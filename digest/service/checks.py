@@ -7,6 +7,7 @@ the arXiv API, then arXiv's taxonomy) and warn, naming file, key and value; they
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -28,7 +29,7 @@ class ProfileWarning:
 
 
 def profile_warnings(
-    cfg: Config, store: Store, profiles: list[Profile], today: date
+    cfg: Config, store: Store, profiles: Sequence[Profile], today: date
 ) -> list[ProfileWarning]:
     """Unknown example papers (after looking them up) and unknown categories, in file order."""
     wanted = [pid for p in profiles for pid in p.interests.papers]

@@ -18,6 +18,7 @@ from digest.ingest.run import lookup_papers
 from digest.mail.blocks import PaperBlocks
 from digest.mail.links import Signer
 from digest.mail.render import environment
+from digest.packed import Profiles
 from digest.profiles import Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
@@ -35,7 +36,7 @@ NOT_LISTED = ("api",)
 class Context:
     cfg: Config
     store: Store
-    profiles: list[Profile]
+    profiles: Profiles
     profile_errors: list[ProfileError]
     ranker: Ranker
     env: jinja2.Environment
@@ -97,7 +98,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     )
     for err in loaded.errors:
         log.debug("%s", err)  # reported by the caller: the run report, serve's reload
-    wanted = [pid for p in loaded.profiles for pid in p.interests.papers]
+    wanted = loaded.example_papers
     if wanted:
         lookup_papers(store, cfg, wanted, now.date())
     corpus = corpus_of(cfg, store, now.date())

@@ -24,7 +24,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 IDLE = 0.3
 
 Due = tuple[str, date]
-Plan = Callable[[list[Profile]], tuple[list[Any], dict[str, float], list[Due]]]
+Plan = Callable[[Sequence[Profile]], tuple[list[Any], dict[str, float], list[Due]]]
 
 
 @dataclass
@@ -125,7 +125,7 @@ class _Gathered:
 
 def plan_claimed(
     plan: Plan,
-    batches: list[list[Profile]],
+    batches: Sequence[Sequence[Profile]],
     claims: Claims,
     meanwhile: Callable[[], bool],
     progress: Callable[[int], None] | None = None,
@@ -157,7 +157,7 @@ def plan_claimed(
 
 def plan_in_processes(
     plan: Plan,
-    batches: list[list[Profile]],
+    batches: Sequence[Sequence[Profile]],
     workers: int,
     meanwhile: Callable[[], bool],
     progress: Callable[[int], None] | None = None,
@@ -264,7 +264,7 @@ class _Planner:
 
 def _planner(
     plan: Plan,
-    batches: list[list[Profile]],
+    batches: Sequence[Sequence[Profile]],
     share: list[int],
     claims: Claims | None,
     conn: Connection,

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +25,7 @@ from digest.mail.render import (
     Rendered,
     message_id_for,
 )
+from digest.packed import Profiles
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
 from digest.service.context import Context, prepare, prepare_models
@@ -34,7 +35,7 @@ from digest.service.schedule import digest_day
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
 from digest.store.papers import Store
-from digest.store.planning import Planned, Standing
+from digest.store.planning import FinalState, Planned, Standing
 from digest.store.schema import Delivery, Paper
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,11 @@ def run(
         ctx = prepare(cfg, store, now)
     tell("preparing", 1, 1)
     report.profile_errors = ctx.profile_errors
-    profiles = [p for p in ctx.profiles if only is None or p.email.lower() in only]
+    profiles = ctx.profiles if only is None else ctx.profiles.only(only)
     if only is None and not ctx.profile_errors:
         # Every profile loaded: models of subscribers whose files are gone can go too. (With a
         # broken file its owner is unknown, so nothing is dropped until it is fixed.)
-        store.prune_rank_models([p.email for p in ctx.profiles])
+        store.prune_rank_models(ctx.profiles.emails)
     size = cfg.planning.batch_size
     batches = [profiles[i : i + size] for i in range(0, len(profiles), size)]
     engine = EngineReport()
@@ -149,8 +150,11 @@ def run(
             engine.add(deliver(store, cfg, now if fixed_clock else None, halt=halt))
         return not (engine.paused or (halt is not None and halt.is_set()))
 
-    def plan(batch: list[Profile]) -> tuple[list[SubscriberResult], dict[str, float], list[Due]]:
+    def plan(
+        packed: Sequence[Profile],
+    ) -> tuple[list[SubscriberResult], dict[str, float], list[Due]]:
         part = RunReport(day=report.day)
+        batch = list(packed)  # unpacked here, by the planner that plans it (digest.packed)
         due = _plan_batch(ctx, batch, now, dry_run, part)
         ctx.forget(batch)
         return part.results, part.stages, [(d.subscriber, d.digest_date) for d in due]
@@ -203,13 +207,13 @@ def run(
     return report
 
 
-def _claims(cfg: Config, store: Store, day: date, profiles: list[Profile], n: int) -> Claims:
+def _claims(cfg: Config, store: Store, day: date, profiles: Profiles, n: int) -> Claims:
     """The run's batches as claims other nodes share: the run is named by its day, the exact
     list of subscribers and how it is cut into batches, so only nodes that would plan the same
     batches share them (a node with another batch_size, or another list, plans its own)."""
     listed = hashlib.sha256(
         f"{cfg.planning.batch_size}:{n}\n".encode()
-        + "\n".join(p.email.lower() for p in profiles).encode()
+        + "\n".join(e.lower() for e in profiles.emails).encode()
     )
     return Claims(
         store, f"{day.isoformat()}:{listed.hexdigest()[:32]}", n,
@@ -221,11 +225,11 @@ def _final_states(store: Store, due: list[Due]) -> list[SubscriberResult]:
     """Where each digest planned (or found due) in this run ended, read in batches."""
     return [
         SubscriberResult(d.subscriber, d.state, len(d.paper_ids), _detail(d))
-        for d in store.deliveries_on(dict(due))
+        for d in store.outcomes_on(dict(due))
     ]
 
 
-def _detail(d: Delivery) -> str:
+def _detail(d: Delivery | FinalState) -> str:
     """The last error, and for a digest still waiting when it is tried next: a stale error
     alone reads as if nothing will happen."""
     error = d.last_error or ""

@@ -7,6 +7,7 @@ one view, including readers who unsubscribed and whose file is gone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,7 +72,7 @@ def reader(profile: Profile | None, email: str, st: SubscriberState | None) -> R
     )
 
 
-def roster(profiles: list[Profile], store: Store) -> list[Reader]:
+def roster(profiles: Sequence[Profile], store: Store) -> list[Reader]:
     """Every reader with a profile, then those only the database knows who are not active."""
     states = store.subscriber_states()
     out = [reader(p, p.email, states.get(p.email.lower())) for p in profiles]
@@ -93,7 +94,7 @@ def held_back(store: Store) -> dict[str, str]:
     return out
 
 
-def find_reader(profiles: list[Profile], store: Store, email: str) -> Reader:
+def find_reader(profiles: Sequence[Profile], store: Store, email: str) -> Reader:
     """The reader with this address (any case), or NotFound naming where we looked."""
     key = email.strip().lower()
     profile = next((p for p in profiles if p.email.lower() == key), None)

@@ -24,7 +24,7 @@ import logging
 import signal
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -82,7 +82,7 @@ class Service:
         self.cfg = cfg
         self.store = store
         self.halt = threading.Event()
-        self.profiles: list[Profile] = []
+        self.profiles: Sequence[Profile] = ()
         self._signature: tuple[tuple[str, float, int], ...] | None = None
         self._lock = threading.Lock()
         self.scheduler = AsyncIOScheduler(

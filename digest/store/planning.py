@@ -8,11 +8,11 @@ needs are handed over together (`Standing`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import tuple_
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,16 @@ class Planned:
     reasons: dict[str, Any]
     message: bytes
     expire_at: datetime | None
+
+
+class FinalState(NamedTuple):
+    """A digest's state as a run reports it."""
+
+    subscriber: str
+    state: str
+    paper_ids: list[str]
+    last_error: str | None
+    next_attempt_at: datetime | None
 
 
 @dataclass
@@ -95,12 +105,26 @@ class PlanningQueries:
                     out[email].last_digest_at = last
         return out
 
-    def deliveries_on(self, days: dict[str, date]) -> list[Delivery]:
-        """Each subscriber's delivery of their own digest day (lower-case email -> day), where
-        one exists: what a run reads back at its end, without the rest of `standings`."""
-        emails = list(days)
+    def outcomes_on(self, days: dict[str, date]) -> Iterator[FinalState]:
+        """Where each subscriber's digest of their own day (lower-case email -> day) stands,
+        where one exists: what a run reads back at its end. Only these columns, a chunk at a
+        time: 100,000 whole rows with their reasons took half a gigabyte at the end of a run."""
+        pairs = list(days.items())
+        pair_col = tuple_(col(Delivery.subscriber), col(Delivery.digest_date))
         with self.session() as s:
-            return [d for part in _chunks(emails) for d in _on_days(s, {e: days[e] for e in part})]
+            for start in range(0, len(pairs), CHUNK // 2):
+                yield from (
+                    FinalState(*row)
+                    for row in s.exec(
+                        select(  # type: ignore[call-overload]  # five columns: no overload
+                            Delivery.subscriber,
+                            Delivery.state,
+                            Delivery.paper_ids,
+                            Delivery.last_error,
+                            Delivery.next_attempt_at,
+                        ).where(pair_col.in_(pairs[start : start + CHUNK // 2]))
+                    )
+                )
 
     def prune_messages(self, before: date) -> int:
         """Drop the stored messages of digests older than ``before`` that are settled (not
