@@ -126,8 +126,8 @@ def test_looking_up_thousands_of_example_papers_reads_the_store_once(store: Stor
         for i in ids[:2000]
     )
     reads: list[int] = []
-    papers = store.papers
-    store.papers = lambda wanted: reads.append(len(wanted)) or papers(wanted)  # type: ignore[method-assign]
-    found = lookup_papers(store, Config(), ids)
+    titles = store.titles  # which are stored: ids and titles, not whole papers
+    store.titles = lambda wanted: reads.append(len(wanted)) or titles(wanted)  # type: ignore[method-assign]
+    found = lookup_papers(store, Config(), ids + ids[:10])
     assert reads == [3000]
     assert len(found.missing) == 1000 and "no arxiv-api source" in (found.error or "")

@@ -165,7 +165,7 @@ def lookup_papers(store: Store, cfg: Config, ids: list[str], today: date | None 
     Best effort: a subscriber whose examples cannot be fetched still gets keyword-based picks.
     """
     wanted = list(dict.fromkeys(ids))
-    stored = store.papers(wanted)  # once: asked per id, 2,500 examples took ten minutes
+    stored = store.titles(wanted)  # once: asked per id, 2,500 examples took ten minutes
     missing = [i for i in wanted if i not in stored]
     api = next((s for s in cfg.sources if s.kind == "arxiv-api"), None)
     if not missing:

@@ -108,14 +108,14 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     latest = max((p.announced for p in listing), default=None)
     ids = [e.id for e in corpus]
     known = set(ids)
-    examples = store.papers(wanted)
+    examples = store.titles(wanted)
     # Example papers from outside the window join the vocabulary's corpus.
     ids += [pid for pid in examples if pid not in known]
     # The LaTeX of what readers will see, read as text once here (stored at ingest; papers
     # stored before that are converted now, once): forked planners inherit the readings.
     shown = [t for p in listing for t in (p.title, p.abstract)]
     forget_plain()  # the readings of earlier runs and ingests: a `serve` keeps only this run's
-    store.plain_texts(shown + [p.title for p in examples.values()])
+    store.plain_texts(shown + list(examples.values()))
     return Context(
         cfg=cfg,
         store=store,
