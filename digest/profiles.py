@@ -15,14 +15,14 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Protocol
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from digest import __version__
 from digest.errors import ProfileError
-from digest.packed import CHUNK, Packed, Packer, Profiles
+from digest.packed import CHUNK, Packed, Packer, Profiles, Scheduled
 from digest.record import canonical_arxiv_id
 from digest.text import has_control
 from digest.validation import problems
@@ -266,9 +266,9 @@ def _load_profiles(
         chunks, papers = before.chunks, before.papers
     else:
         chunks, papers = _repack(accepted, before, directory)
-    packed = Packed(chunks, emails, names, directory)
+    schedules = [index[name][2:] for name in names]
+    packed = Packed(chunks, emails, names, directory, schedules)
     if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
-        schedules = [index[name][2:] for name in names]
         files = {name: (index[name][0], i) for i, name in enumerate(names)}
         _Cache(files, emails, schedules, chunks, papers).write(cache, stamp)
         _dump(index_file(cache), (stamp, index))
@@ -367,26 +367,6 @@ def index_file(cache: Path) -> Path:
     return cache.with_name(cache.stem + "-index.pkl")
 
 
-class Timed(Protocol):
-    """What a schedule reads of a reader (digest.service.schedule): a Profile, or a Scheduled."""
-
-    @property
-    def email(self) -> str: ...
-    @property
-    def timezone(self) -> str: ...
-    @property
-    def send_at(self) -> str: ...
-
-
-class Scheduled(NamedTuple):
-    """A reader as a schedule sees them: the address, time zone and send time of a profile.
-    (A tuple: made 100,000 times in a `digest status`, a frozen dataclass cost a third of it.)"""
-
-    email: str
-    timezone: str
-    send_at: str
-
-
 def load_schedules(
     directory: Path, known_sources: Iterable[str] | None = None, cache: Path | None = None
 ) -> tuple[list[Scheduled], int]:
@@ -397,9 +377,7 @@ def load_schedules(
     index = _read_cache(index_file(cache), _stamp(known)) if cache is not None else {}
     if not index and cache is not None:  # a full load, which writes the index for next time
         loaded = load_profiles(directory, known, cache)
-        return [Scheduled(p.email, p.timezone, p.send_at) for p in loaded.profiles], len(
-            loaded.errors
-        )
+        return loaded.profiles.schedules, len(loaded.errors)
     if not directory.is_dir():
         return [], 0
     with os.scandir(directory) as it:

@@ -70,6 +70,45 @@ def test_catch_up_sends_what_a_restart_missed_once(
     assert len(smtp_server.received) == 2
 
 
+def test_a_slot_larger_than_a_batch_is_planned_on_every_core_and_logged_without_addresses(
+    store: Store,
+    workspace: Config,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import digest.service.pipeline as pipeline
+    from digest.config import PlanningConfig
+    from digest.ingest import ingest_all
+
+    for i in range(9):
+        write_profile(workspace.subscribers_dir, f"r{i}", ADA.replace("ada@", f"r{i}@"))
+    cfg = workspace.model_copy(update={"planning": PlanningConfig(workers=2, batch_size=3)})
+    ingest_all(store, cfg)
+    forked: list[int] = []
+    real = pipeline.plan_in_processes
+
+    def counted(
+        plan: object, batches: list[object], workers: int, *a: object, **k: object
+    ) -> object:
+        forked.append(workers)
+        return real(plan, batches, workers, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "plan_in_processes", counted)
+    service = Service(cfg, store)
+    caplog.set_level("INFO", logger="digest.serve")
+    assert len(service.catch_up(now=NOW)) == 10  # ada and r0-r8 (07:00 London) are overdue
+    assert forked == [2]
+    got = sorted(m.rcpt_tos[0] for m in smtp_server.received)
+    assert got == sorted(["ada@example.org"] + [f"r{i}@example.org" for i in range(9)])
+    assert "event=slot subscribers=10 sent=10" in caplog.text
+    assert "@example.org" not in caplog.text
+    # A slot of one batch stays in the service's own process.
+    write_profile(workspace.subscribers_dir, "cy", ADA.replace("ada@", "cy@"))
+    assert service.catch_up(now=NOW + timedelta(minutes=5)) == ["cy@example.org"]
+    assert forked == [2] and len(smtp_server.received) == 11
+
+
 def _serve(site: Path) -> subprocess.Popen[str]:
     env = {**os.environ}
     env.pop("DIGEST_CONFIG", None)

@@ -40,7 +40,8 @@ def _status(ctx: click.Context) -> None:
     from collections import Counter
 
     from digest.mail.engine import PAUSE_KEY
-    from digest.profiles import Scheduled, cache_file, load_schedules
+    from digest.packed import Scheduled
+    from digest.profiles import cache_file, load_schedules
     from digest.service.roster import held_back
     from digest.service.schedule import digest_day, slots
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from digest.profiles import Timed
+from digest.packed import Timed
 
 T = TypeVar("T", bound=Timed)
 
