@@ -306,11 +306,14 @@ class _Cache:
         found = _read_cache(cache, stamp)
         try:
             kept = cls(**found)
-            if len(kept.emails) == len(kept.schedules) and len(kept.chunks) == -(
-                -len(kept.emails) // CHUNK
+            n = len(kept.emails)
+            if (
+                len(kept.schedules) == n
+                and len(kept.chunks) == -(-n // CHUNK)
+                and all(0 <= i < n for _, i in kept.files.values())
             ):
                 return kept
-        except TypeError:  # made by another layout
+        except (TypeError, ValueError, AttributeError):  # made by another layout
             pass
         return cls({}, [], [], [], [])
 
