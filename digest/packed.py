@@ -65,7 +65,8 @@ class Packed:
             profiles = pickle.loads(self.chunks[n])
             self._last = (n, profiles)
         p = profiles[i % CHUNK]
-        p._path = self.directory / self.names[i]
+        name = self.names[i]
+        p._path = self.directory / name if name else None
         return p
 
 

@@ -6,7 +6,10 @@ every other subscriber is still served.
 
 from __future__ import annotations
 
+import functools
 import gc
+import hashlib
+import json
 import os
 import pickle
 import re
@@ -217,8 +220,10 @@ def _load_profiles(
     errors: list[ProfileError] = []
     stamp = _stamp(known)
     before = _Cache.read(cache, stamp)
-    # What each file is: a profile kept in the cache (its index there) or one parsed now.
-    accepted: list[int | Profile] = []
+    # Each accepted file, a profile kept in the cache (its index there) or one parsed now,
+    # packed as it comes: 100,000 parsed profiles held until the end took 400 MB, and the
+    # heap they left behind was copied page by page into every forked planner.
+    stream = _Stream(before, directory)
     names: list[str] = []
     emails: list[str] = []
     index: _Index = {}  # every file that parsed, for `load_schedules`
@@ -252,20 +257,13 @@ def _load_profiles(
             continue
         key = email.lower()
         if key in by_email:
-            errors.append(
-                ProfileError(str(path), "email", f"{email} is already used by {by_email[key]}")
-            )
+            errors.append(ProfileError(str(path), "email", f"the same address as {by_email[key]}"))
             continue
         by_email[key] = str(path)
-        accepted.append(one)
+        stream.add(one)
         names.append(name)
         emails.append(email)
-    if accepted == list(range(len(before.emails))):
-        # Nothing changed (the usual run): the chunks are used as they are, unpacked by
-        # whichever planner needs each batch.
-        chunks, papers = before.chunks, before.papers
-    else:
-        chunks, papers = _repack(accepted, before, directory)
+    chunks, papers = stream.done()
     schedules = [index[name][2:] for name in names]
     packed = Packed(chunks, emails, names, directory, schedules)
     if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
@@ -275,15 +273,39 @@ def _load_profiles(
     return LoadResult(Profiles(packed), errors, papers)
 
 
-def _repack(
-    accepted: list[int | Profile], before: _Cache, directory: Path
-) -> tuple[list[bytes], list[str]]:
-    """New chunks from the profiles kept (unpacked a chunk at a time) and those parsed."""
-    old = Packed(before.chunks, before.emails, [""] * len(before.emails), directory)
-    packer = Packer()
-    for one in accepted:
-        packer.add(old.get(one) if isinstance(one, int) else one)
-    return packer.done(), list(packer.papers)
+class _Stream:
+    """The chunks of a load, from the profiles accepted in file order. While they are the
+    cache's own, in its order, nothing is packed; if every one is (the usual run), the cache's
+    chunks are used as they are, unpacked by whichever planner needs each batch."""
+
+    def __init__(self, before: _Cache, directory: Path) -> None:
+        self.before = before
+        self.old = Packed(before.chunks, before.emails, [""] * len(before.emails), directory)
+        self.same = 0  # leading profiles that are the cache's, in its order
+        self.packer: Packer | None = None
+
+    def add(self, one: int | Profile) -> None:
+        if self.packer is None:
+            if isinstance(one, int) and one == self.same:
+                self.same += 1
+                return
+            self._start()
+        assert self.packer is not None
+        self.packer.add(self.old.get(one) if isinstance(one, int) else one)
+
+    def done(self) -> tuple[list[bytes], list[str]]:
+        if self.packer is None:
+            if self.same == len(self.before.emails):
+                return self.before.chunks, self.before.papers
+            self._start()  # the last files were removed
+        assert self.packer is not None
+        return self.packer.done(), list(self.packer.papers)
+
+    def _start(self) -> None:
+        """Something differs from the cache: pack from here on, the same ones first."""
+        self.packer = Packer()
+        for i in range(self.same):
+            self.packer.add(self.old.get(i))
 
 
 # Per file: what was stat'ed, the address, time zone and send time.
@@ -323,8 +345,16 @@ class _Cache:
 
 
 def _stamp(known: list[str] | None) -> object:
-    """What a cache was made under: this release and the configured sources."""
-    return (__version__, tuple(known) if known is not None else None)
+    """What a cache was made under: this release, the profile's shape and the configured
+    sources. The shape too: the chunks are unpickled long after the cache is read (by each
+    planner), where a profile class changed without a new release number could not be."""
+    return (__version__, _shape(), tuple(known) if known is not None else None)
+
+
+@functools.cache
+def _shape() -> str:
+    schema = json.dumps(Profile.model_json_schema(), sort_keys=True)
+    return hashlib.sha256(schema.encode()).hexdigest()[:16]
 
 
 def _read_cache(cache: Path | None, stamp: object) -> dict[str, Any]:

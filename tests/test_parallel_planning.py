@@ -160,3 +160,31 @@ def test_a_batch_that_outlasts_the_lease_keeps_its_claim_while_it_is_planned(
     time.sleep(0.8)
     assert other.next() == 0
     assert not store.renew_plan_batch("slow-run", 0, 0, mine.owner, datetime.now(UTC))
+
+
+def test_a_planner_that_goes_silent_is_stopped_and_its_share_planned_by_the_parent() -> None:
+    """A planner stuck for good (a lock inherited from another thread of `digest serve`) must
+    not hold the run: after `silent_after` it is stopped, and the parent plans its batches."""
+    import time
+
+    from digest.service.parallel import plan_in_processes
+
+    parent = os.getpid()
+    batches = [[f"b{i}"] for i in range(6)]
+
+    def plan(batch: object) -> tuple[list[object], dict[str, float], list[tuple[str, object]]]:
+        name = next(iter(batch))  # type: ignore[call-overload]
+        if name == "b1" and os.getpid() != parent:
+            time.sleep(3600)  # stuck
+        return [name], {}, []
+
+    t0 = time.monotonic()
+    results, _, _ = plan_in_processes(
+        plan,
+        batches,
+        2,
+        lambda: True,
+        silent_after=2.0,  # type: ignore[arg-type]
+    )
+    assert sorted(results) == [f"b{i}" for i in range(6)]  # b1 by the parent, b3 and b5 too
+    assert time.monotonic() - t0 < 30

@@ -350,7 +350,8 @@ class Engine:
 
     def _count(self, row: Claim, state: str, detail: str) -> None:
         self.report.counts[state] += 1
-        log.info("delivery=%s subscriber=%s state=%s %s", row.id, row.subscriber, state, detail)
+        # The delivery's id, not the reader's address: `digest deliveries` says whose it is.
+        log.info("delivery=%s state=%s %s", row.id, state, detail)
         if self.on_event is not None:
             self.on_event(state, row, detail)
 

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -164,6 +165,7 @@ def plan_in_processes(
     in_child: Callable[[], None] = lambda: None,
     halted: Callable[[], bool] = lambda: False,
     claims: Claims | None = None,
+    silent_after: float = 600.0,
 ) -> tuple[list[Any], dict[str, float], list[Due]]:
     """Run ``plan`` over the batches in ``workers`` forked processes, calling ``meanwhile``
     in this one until they are done. ``meanwhile`` returns False to stop calling it (delivery
@@ -176,7 +178,9 @@ def plan_in_processes(
     so a planner that fails later loses none of them. ``in_child`` runs first in each
     planner (to let go of the parent's database connections). With ``claims`` the planners
     claim batches as they go (shared with other nodes), and what they leave unfinished, this
-    process plans after them (`plan_claimed`); without, each plans every k-th batch.
+    process plans after them (`plan_claimed`); without, each plans every k-th batch. A
+    planner that reports nothing for ``silent_after`` seconds is stopped and its share
+    planned here.
     """
     mp = multiprocessing.get_context("fork")
     planners: dict[Connection, _Planner] = {}
@@ -201,14 +205,27 @@ def plan_in_processes(
 
     while planners:
         if halted():
-            for planner in planners.values():
-                planner.proc.terminate()
-                planner.proc.join()
+            for conn, planner in planners.items():
+                _stop(planner.proc, conn)
             gc.unfreeze()
             return got.out()
+        for conn, planner in list(planners.items()):
+            if time.monotonic() - planner.heard > silent_after:
+                # Stuck (a fork from a threaded `digest serve` can inherit a lock another
+                # thread held): stopped, and what it left is planned here. Its batch's claim
+                # is ours too (the same owner), so it is taken over at once.
+                log.warning(
+                    "a planning process said nothing for %.0f s; its subscribers are planned here",
+                    silent_after,
+                )
+                _stop(planner.proc, conn)
+                if claims is None:
+                    left += [i for i in planner.share if i not in planner.finished]
+                del planners[conn]
         for ready in wait(list(planners), timeout=0):
             conn = cast(Connection, ready)
             planner = planners[conn]
+            planner.heard = time.monotonic()
             try:
                 message = conn.recv()
             except EOFError:  # the planner died without a word: its unfinished batches
@@ -260,6 +277,18 @@ class _Planner:
     proc: multiprocessing.process.BaseProcess
     share: list[int]  # the batches dealt to it (without claims)
     finished: set[int] = field(default_factory=set)  # batches it reported planned (committed)
+    heard: float = field(default_factory=time.monotonic)  # when it last reported
+
+
+def _stop(proc: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    """End a planner: its batch in progress rolls back. Killed if it does not end at once (a
+    planner blocked writing a report to the pipe nobody reads any more would not)."""
+    proc.terminate()
+    conn.close()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
 
 
 def _planner(
@@ -272,6 +301,12 @@ def _planner(
 ) -> None:
     # One BLAS thread each: the planners already fill the cores, and BLAS threads that spin
     # waiting for a core made the models stage five times slower with two planners.
+    # The parent's signal handling is not the planner's: `digest serve` wakes its event loop
+    # through a file descriptor the planner shares, and ignores SIGTERM for its own shutdown;
+    # a planner ends when told (`_stop`), its batch rolled back.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     limits = threadpool_limits(limits=1)
     lowrank.THREADS = 1
     try:

@@ -105,8 +105,8 @@ def run(
 
     ``only`` limits planning to these subscribers (a send slot); the engine still sends
     everything due, so retries of other subscribers are not held back. ``processes=False``
-    plans in this process whatever `[planning] workers` says (`digest serve` runs slots from
-    a thread pool, and a fork there could copy another thread's held lock into the child).
+    plans in this process whatever `[planning] workers` says (`digest serve` does so for a
+    slot of one batch; a larger one is planned in forked processes, see digest.service.serve).
     ``progress(stage, done, total)`` hears of each stage as it goes: ingest, preparing (the
     profiles and the vocabulary), planning (readers), sending (digests).
     """
