@@ -34,6 +34,7 @@ from digest.service.picking import find_profile, pick_papers, picks_of, render_f
 from digest.service.schedule import digest_day
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
+from digest.store.packing import pack
 from digest.store.papers import Store
 from digest.store.planning import FinalState, Planned, Standing
 from digest.store.schema import Delivery, Paper
@@ -315,13 +316,15 @@ def _plan_one(
     with report.timed("rendering"):
         rendered = render_for(ctx, profile, picks, day)
         message = compose(ctx.cfg, profile, rendered, message_id, now, ctx.signer)
+    with report.timed("storing"):
+        packed = pack(message)  # compressed as it is stored, now rather than with the batch
     return Planned(
         email,
         day,
         message_id,
         [p.paper.id for p in picks],
         {p.paper.id: p.reason for p in picks},
-        message,
+        packed,
         now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
     )
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select
 
 from digest.states import DUE, LIVE
-from digest.store.packing import pack
+from digest.store.packing import pack, unpack
 from digest.store.schema import Delivery, DeliveryMessage, LinkRef, SubscriberState
 
 # Bound parameters per IN (...): well under SQLite's and PostgreSQL's limits.
@@ -35,7 +35,9 @@ class Planned:
     message_id: str
     paper_ids: list[str]
     reasons: dict[str, Any]
-    message: bytes
+    # Compressed as it is stored (digest.store.packing) as soon as it is made: a batch holds
+    # a thousand of these until they are written, 30 MB a batch uncompressed.
+    packed: bytes
     expire_at: datetime | None
 
 
@@ -186,14 +188,14 @@ class PlanningQueries:
                 s.flush()
                 for r, p in zip(rows, planned, strict=True):
                     assert r.id is not None  # flushed
-                    s.add(DeliveryMessage(delivery_id=r.id, message=pack(p.message)))
+                    s.add(DeliveryMessage(delivery_id=r.id, message=p.packed))
                 s.commit()
                 return rows
             except IntegrityError:
                 s.rollback()
         return [
             self.plan_delivery(
-                p.email, p.day, p.message_id, p.paper_ids, p.reasons, p.message, p.expire_at
+                p.email, p.day, p.message_id, p.paper_ids, p.reasons, unpack(p.packed), p.expire_at
             )
             for p in planned
         ]
