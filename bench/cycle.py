@@ -211,14 +211,11 @@ def stored_bytes(cfg: Path, db: str) -> float:
     return float(total) / max(int(count), 1)
 
 
-def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int) -> dict[str, Any]:
-    sink_bin, source_bin = shutil.which("smtp-sink"), shutil.which("smtp-source")
-    sink_bin = sink_bin or "/usr/sbin/smtp-sink"
-    source_bin = source_bin or "/usr/sbin/smtp-source"
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="digest-cycle-", dir=args.keep))
-    # The sink's own directory: smtp-sink drops its privileges to `nobody` when run as root.
-    dump = Path(tempfile.mkdtemp(prefix="digest-sink-", dir=args.keep))
+def start_sink(port: int, keep: str | None) -> tuple[subprocess.Popen[bytes], Path]:
+    """Postfix's smtp-sink on `port`, writing each message to a file in a directory of its own
+    (returned): it drops its privileges to `nobody` when run as root."""
+    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    dump = Path(tempfile.mkdtemp(prefix="digest-sink-", dir=keep))
     if os.geteuid() == 0:
         shutil.chown(dump, "nobody")
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
@@ -227,6 +224,14 @@ def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return sink, dump
+
+
+def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int) -> dict[str, Any]:
+    source_bin = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="digest-cycle-", dir=args.keep))
+    sink, dump = start_sink(port, args.keep)
     result: dict[str, Any] = {"subscribers": n, "processes": procs, "db": args.db}
     try:
         t0 = time.perf_counter()

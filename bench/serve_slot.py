@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cycle import PeakMemory, arrived, digest, finish, workspace  # noqa: E402
+from cycle import PeakMemory, arrived, digest, finish, start_sink, workspace  # noqa: E402
 
 from digest.service.demo import free_port  # noqa: E402
 from tests.profile_mix import LABELLED, LISTING, corpus_rows  # noqa: E402
@@ -84,15 +84,7 @@ def main() -> int:
     n = args.subscribers
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="digest-slot-", dir=args.keep))
-    dump = Path(tempfile.mkdtemp(prefix="digest-sink-", dir=args.keep))
-    if os.geteuid() == 0:  # smtp-sink drops its privileges to `nobody` when run as root
-        shutil.chown(dump, "nobody")
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(
-        [sink_bin, *user, "-d", f"{dump}/%H%M/", f"127.0.0.1:{port}", "1000"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sink, dump = start_sink(port, args.keep)
     serve: subprocess.Popen[str] | None = None
     try:
         cfg = workspace(tmp, n, corpus_rows(args.corpus), "sqlite", port, args.workers)
