@@ -150,3 +150,40 @@ def test_latex_longer_than_any_abstract_is_not_given_to_the_converter() -> None:
     out = text.plain_latex(huge)
     assert text._plain_latex.cache_info().misses == 0  # pylatexenc was not asked
     assert out.startswith("Schödinger $") and len(out) >= len(huge) - 3000  # accents only
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_rest(
+    backend: str, store: Store, request: pytest.FixtureRequest
+) -> None:
+    from digest.store.packing import pack
+    from digest.store.planning import Planned
+
+    db: Store = store if backend == "sqlite" else request.getfixturevalue("pg_store")
+    day = NOW.date()
+    db.plan_delivery("Ann@example.org", day, "<theirs@x>", ["1"], {"1": "first"}, b"theirs")
+
+    def planned(who: str) -> Planned:
+        return Planned(
+            who, day, f"<{who}>", ["2", "3"], {"2": "why"}, pack(b"ours " + who.encode()), None
+        )
+
+    assert db.plan_deliveries([planned("ann@example.org"), planned("Bob@example.org")]) == [
+        ("ann@example.org", day),
+        ("bob@example.org", day),
+    ]
+    ann, bob = db.delivery("ann@example.org", day), db.delivery("bob@example.org", day)
+    assert ann is not None and ann.message_id == "<theirs@x>" and ann.paper_ids == ["1"]
+    assert bob is not None and (bob.state, bob.attempts, bob.paper_ids) == (
+        "pending",
+        0,
+        ["2", "3"],
+    )
+    assert bob.reasons == {"2": "why"} and bob.created_at is not None
+    assert bob.id is not None and db.message_bytes(bob.id) == b"ours Bob@example.org"
+    # A batch with no conflict goes in whole, in one statement each for rows and messages.
+    assert db.plan_deliveries([planned("cy@example.org")]) == [("cy@example.org", day)]
+    cy = db.delivery("cy@example.org", day)
+    assert (
+        cy is not None and cy.id is not None and db.message_bytes(cy.id) == b"ours cy@example.org"
+    )

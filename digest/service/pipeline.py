@@ -158,7 +158,7 @@ def run(
         batch = list(packed)  # unpacked here, by the planner that plans it (digest.packed)
         due = _plan_batch(ctx, batch, now, dry_run, part)
         ctx.forget(batch)
-        return part.results, part.stages, [(d.subscriber, d.digest_date) for d in due]
+        return part.results, part.stages, due
 
     def planned_so_far(n: int) -> None:
         tell("planning", min(n * size, len(profiles)), len(profiles))
@@ -256,14 +256,15 @@ def _plan_batch(
     now: datetime,
     dry_run: bool,
     report: RunReport,
-) -> list[Delivery]:
+) -> list[Due]:
     """Plan one batch of subscribers: their models and scores, what the store knows of them,
-    each reader's digest; then the new rows in one transaction. Returns what is due."""
+    each reader's digest; then the new rows in one transaction. Returns the (subscriber, day)
+    of each digest due."""
     with report.timed("models"):
         prepare_models(ctx, batch)
     with report.timed("storing"):
         standings = ctx.store.standings({p.email.lower(): digest_day(p, now) for p in batch})
-    due: list[Delivery] = []
+    due: list[Due] = []
     ready: list[Planned] = []
     for profile in batch:
         standing = standings[profile.email.lower()]
@@ -277,7 +278,7 @@ def _plan_batch(
         elif isinstance(outcome, Planned):
             ready.append(outcome)
         else:
-            due.append(outcome)
+            due.append((outcome.subscriber, outcome.digest_date))
     with report.timed("storing"):
         ctx.store.remember_refs(ctx.refs)
         ctx.refs.clear()

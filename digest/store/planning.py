@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import tuple_
+from sqlalchemy import insert, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select
 
 from digest.states import DUE, LIVE
+from digest.states import Delivery as DS
 from digest.store.packing import pack, unpack
-from digest.store.schema import Delivery, DeliveryMessage, LinkRef, SubscriberState
+from digest.store.schema import Delivery, DeliveryMessage, LinkRef, SubscriberState, utcnow
 
 # Bound parameters per IN (...): well under SQLite's and PostgreSQL's limits.
 CHUNK = 500
@@ -168,36 +169,64 @@ class PlanningQueries:
             except IntegrityError:
                 s.rollback()  # another node recorded the very same pair first
 
-    def plan_deliveries(self, planned: Sequence[Planned]) -> list[Delivery]:
+    def plan_deliveries(self, planned: Sequence[Planned]) -> list[tuple[str, date]]:
         """Many `plan_delivery` calls in one transaction: each (subscriber, day) row is made
-        once, and where another runner made one first, theirs stands."""
+        once, and where another runner made one first, theirs stands. Returns the (lower-case
+        subscriber, day) of each.
+
+        Plain inserts rather than ORM objects: building a row object cost more than writing it
+        (its defaults are worked out through pydantic's signature checks, twice a digest)."""
+        if not planned:
+            return []
+        now = utcnow()
         rows = [
-            Delivery(
-                subscriber=p.email.lower(),
-                digest_date=p.day,
-                message_id=p.message_id,
-                paper_ids=p.paper_ids,
-                reasons=p.reasons,
-                expire_at=p.expire_at,
-            )
+            {
+                "subscriber": p.email.lower(),
+                "digest_date": p.day,
+                "message_id": p.message_id,
+                "state": DS.PENDING,
+                "attempts": 0,
+                "ambiguous_count": 0,
+                "paper_ids": p.paper_ids,
+                "reasons": p.reasons,
+                "created_at": now,
+                "expire_at": p.expire_at,
+            }
             for p in planned
         ]
         with self.session() as s:
-            s.add_all(rows)
+            conn = s.connection()
             try:
-                s.flush()
-                for r, p in zip(rows, planned, strict=True):
-                    assert r.id is not None  # flushed
-                    s.add(DeliveryMessage(delivery_id=r.id, message=p.packed))
+                made = conn.execute(
+                    insert(Delivery).returning(col(Delivery.id), sort_by_parameter_order=True),
+                    rows,
+                )
+                ids = list(made.scalars())
+                conn.execute(
+                    insert(DeliveryMessage),
+                    [
+                        {"delivery_id": i, "message": p.packed}
+                        for i, p in zip(ids, planned, strict=True)
+                    ],
+                )
                 s.commit()
-                return rows
+                return [(p.email.lower(), p.day) for p in planned]
             except IntegrityError:
                 s.rollback()
         return [
-            self.plan_delivery(
-                p.email, p.day, p.message_id, p.paper_ids, p.reasons, unpack(p.packed), p.expire_at
+            (d.subscriber, d.digest_date)
+            for d in (
+                self.plan_delivery(
+                    p.email,
+                    p.day,
+                    p.message_id,
+                    p.paper_ids,
+                    p.reasons,
+                    unpack(p.packed),
+                    p.expire_at,
+                )
+                for p in planned
             )
-            for p in planned
         ]
 
     def delivery(self, email: str, day: date) -> Delivery | None:
