@@ -49,11 +49,10 @@ class Packed:
         emails: list[str],
         names: list[str],
         directory: Path,
-        schedules: list[tuple[str, str]] | None = None,
+        schedules: list[tuple[str, str]],
     ):
         self.chunks, self.emails, self.names, self.directory = chunks, emails, names, directory
-        # Each profile's (time zone, send_at), when the load knew them without unpacking.
-        self.schedules = schedules
+        self.schedules = schedules  # each profile's (time zone, send_at)
         # The chunk unpacked last: consecutive profiles come from the same chunk. One tuple,
         # replaced whole, so threads reading at once see a consistent pair.
         self._last: tuple[int, list[Profile]] = (-1, [])
@@ -124,7 +123,9 @@ class Profiles(Sequence["Profile"]):
             packer.add(p)
         names = [p.path.name if p.path else "" for p in profiles]
         parent = directory or next((p.path.parent for p in profiles if p.path), Path())
-        return cls(Packed(packer.done(), [p.email for p in profiles], names, parent))
+        emails = [p.email for p in profiles]
+        schedules = [(p.timezone, p.send_at) for p in profiles]
+        return cls(Packed(packer.done(), emails, names, parent, schedules))
 
     def __len__(self) -> int:
         return len(self._order)
@@ -151,12 +152,9 @@ class Profiles(Sequence["Profile"]):
 
     @property
     def schedules(self) -> list[Scheduled]:
-        """When each is sent, without unpacking a profile where the load knew it (`digest
-        serve` works its send slots out of these every few minutes)."""
-        packed = self._packed
-        if packed.schedules is None:
-            return [Scheduled(p.email, p.timezone, p.send_at) for p in self]
-        emails, times = packed.emails, packed.schedules
+        """When each is sent, without unpacking a profile (`digest serve` works its send slots
+        out of these every few minutes)."""
+        emails, times = self._packed.emails, self._packed.schedules
         return [Scheduled(emails[i], *times[i]) for i in self._order]
 
     def only(self, wanted: set[str]) -> Profiles:

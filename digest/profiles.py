@@ -280,7 +280,8 @@ class _Stream:
 
     def __init__(self, before: _Cache, directory: Path) -> None:
         self.before = before
-        self.old = Packed(before.chunks, before.emails, [""] * len(before.emails), directory)
+        n = len(before.emails)
+        self.old = Packed(before.chunks, before.emails, [""] * n, directory, before.schedules)
         self.same = 0  # leading profiles that are the cache's, in its order
         self.packer: Packer | None = None
 

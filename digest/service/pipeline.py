@@ -100,14 +100,12 @@ def run(
     progress: Callable[[str, int, int], None] | None = None,
     only: set[str] | None = None,
     halt: threading.Event | None = None,
-    processes: bool = True,
 ) -> RunReport:
     """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more.
 
     ``only`` limits planning to these subscribers (a send slot); the engine still sends
-    everything due, so retries of other subscribers are not held back. ``processes=False``
-    plans in this process whatever `[planning] workers` says (`digest serve` does so for a
-    slot of one batch; a larger one is planned in forked processes, see digest.service.serve).
+    everything due, so retries of other subscribers are not held back. More than one batch is
+    planned in `[planning] workers` forked processes (also in `digest serve`, see there).
     ``progress(stage, done, total)`` hears of each stage as it goes: ingest, preparing (the
     profiles and the vocabulary), planning (readers), sending (digests).
     """
@@ -164,7 +162,7 @@ def run(
         tell("planning", min(n * size, len(profiles)), len(profiles))
 
     due: list[Due] = []
-    workers = min(cfg.planning.processes, len(batches)) if processes else 1
+    workers = min(cfg.planning.processes, len(batches))
     # A dry run records nothing, claims included: it plans every batch itself.
     claims = None if dry_run else _claims(cfg, store, report.day, profiles, len(batches))
     t0 = time.perf_counter()

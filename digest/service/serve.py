@@ -187,12 +187,13 @@ class Service:
             return
         with self._lock:
             # A slot of more than one batch is planned in forked processes on every core, as
-            # `digest run` does: in the service's own thread, a slot of 20,000 readers had its
-            # last digest out 167 s after its time; forked, 96 s (bench/serve_slot.py). A
-            # planner starts over nothing it shares with the service's other threads (its own
-            # connections, its own signal handling); should a fork still inherit a lock held by
-            # one of them (SQLite's or the HTTP client's), the planner goes silent, is stopped
-            # after `silent_after`, and its batches are planned here.
+            # `digest run` plans it (one batch stays in this process): in the service's own
+            # thread, a slot of 20,000 readers had its last digest out 167 s after its time;
+            # forked, 96 s (bench/serve_slot.py). A planner starts over nothing it shares with
+            # the service's other threads (its own connections, its own signal handling);
+            # should a fork still inherit a lock held by one of them (SQLite's or the HTTP
+            # client's), the planner goes silent, is stopped after `silent_after`, and its
+            # batches are planned here.
             report = run(
                 self.cfg,
                 self.store,
@@ -200,7 +201,6 @@ class Service:
                 ingest=False,
                 only=set(emails),
                 halt=self.halt,
-                processes=len(emails) > self.cfg.planning.batch_size,
             )
         # Counts, not a line per reader: readers' addresses stay out of the service's log
         # (`digest status` and `digest deliveries` show who got what).

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, tuple_
+from sqlalchemy import ColumnElement, insert, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select
 
@@ -67,15 +67,19 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
-def _on_days(s: Session, days: dict[str, date]) -> list[Delivery]:
-    """The deliveries of these (subscriber, day) pairs. Two parameters a pair: half a chunk
-    at a time keeps under SQLite's old limit of 999 (before 3.32)."""
+def _pairs_in(days: dict[str, date]) -> Iterator[ColumnElement[bool]]:
+    """Conditions matching the deliveries of these (subscriber, day) pairs, one a query. Two
+    parameters a pair: half a chunk at a time keeps under SQLite's old limit of 999 (before
+    3.32)."""
     pairs = list(days.items())
-    found: list[Delivery] = []
+    pair_col = tuple_(col(Delivery.subscriber), col(Delivery.digest_date))
     for start in range(0, len(pairs), CHUNK // 2):
-        pair_col = tuple_(col(Delivery.subscriber), col(Delivery.digest_date))
-        found += s.exec(select(Delivery).where(pair_col.in_(pairs[start : start + CHUNK // 2])))
-    return found
+        yield pair_col.in_(pairs[start : start + CHUNK // 2])
+
+
+def _on_days(s: Session, days: dict[str, date]) -> list[Delivery]:
+    """The deliveries of these (subscriber, day) pairs."""
+    return [d for where in _pairs_in(days) for d in s.exec(select(Delivery).where(where))]
 
 
 class PlanningQueries:
@@ -112,22 +116,16 @@ class PlanningQueries:
         """Where each subscriber's digest of their own day (lower-case email -> day) stands,
         where one exists: what a run reads back at its end. Only these columns, a chunk at a
         time: 100,000 whole rows with their reasons took half a gigabyte at the end of a run."""
-        pairs = list(days.items())
-        pair_col = tuple_(col(Delivery.subscriber), col(Delivery.digest_date))
         with self.session() as s:
-            for start in range(0, len(pairs), CHUNK // 2):
-                yield from (
-                    FinalState(*row)
-                    for row in s.exec(
-                        select(  # type: ignore[call-overload]  # five columns: no overload
-                            Delivery.subscriber,
-                            Delivery.state,
-                            Delivery.paper_ids,
-                            Delivery.last_error,
-                            Delivery.next_attempt_at,
-                        ).where(pair_col.in_(pairs[start : start + CHUNK // 2]))
-                    )
-                )
+            for where in _pairs_in(days):
+                q = select(  # type: ignore[call-overload]  # five columns: no overload
+                    Delivery.subscriber,
+                    Delivery.state,
+                    Delivery.paper_ids,
+                    Delivery.last_error,
+                    Delivery.next_attempt_at,
+                ).where(where)
+                yield from (FinalState(*row) for row in s.exec(q))
 
     def prune_messages(self, before: date) -> int:
         """Drop the stored messages of digests older than ``before`` that are settled (not
