@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -626,3 +626,30 @@ def test_A2_a_digest_resent_after_its_sender_died_is_reported_as_a_possible_dupl
     clock.advance(seconds=121)
     report = deliver(store, cfg, clock)
     assert report.counts["sent"] == 0 and states(store) == {"ada@example.org": "ambiguous"}
+
+
+def test_C_lines_starting_with_a_dot_and_bare_line_ends_arrive_as_written(
+    store: Store, smtp_server: Any, clock: Clock, tmp_path: Path
+) -> None:
+    """Dot-stuffing and CRLF on the wire, checked by what a real server takes in: a lone "."
+    line must not end the message early, and a leading dot must not be lost."""
+    day = clock().date()
+    bodies = {
+        "crlf@example.org": b"Subject: a\r\n\r\n.first\r\nmid\r\n.\r\n..two\r\nend",
+        "bare@example.org": b"Subject: b\r\n\r\nlf only\n.dot after lf\rcr only\r\nlast\r\n",
+        "lead@example.org": b".Subject: c\r\n\r\nbody\r\n",
+        "cr@example.org": b"Subject: d\r\n\r\nbare\rcr\r\n",
+    }
+    for email, body in bodies.items():
+        store.plan_delivery(
+            email, day, f"<{email}>", [], {}, message=body, expire_at=clock() + timedelta(hours=5)
+        )
+    cfg = make_cfg(cast(Any, smtp_server), tmp_path)
+    assert deliver(store, cfg, clock).counts["sent"] == 4
+    got = {r.rcpt_tos[0]: r.data for r in smtp_server.received}
+    assert got["crlf@example.org"] == b"Subject: a\r\n\r\n.first\r\nmid\r\n.\r\n..two\r\nend\r\n"
+    assert got["bare@example.org"] == (
+        b"Subject: b\r\n\r\nlf only\r\n.dot after lf\r\ncr only\r\nlast\r\n"
+    )
+    assert got["lead@example.org"] == b".Subject: c\r\n\r\nbody\r\n"
+    assert got["cr@example.org"] == b"Subject: d\r\n\r\nbare\r\ncr\r\n"

@@ -4,13 +4,14 @@ import email
 import email.policy
 import re
 from datetime import date
+from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from digest.config import Config
-from digest.mail.compose import compose
+from digest.mail.compose import compose, header_names
 from digest.mail.render import (
     environment,
     header_text,
@@ -101,6 +102,44 @@ def test_no_name_or_title_can_add_a_header(workspace: Config, name: str) -> None
         ]
     )
     assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"From: a@b\nTo: c@d\r\n\r\n",  # a bare LF
+        b"From: a@b\rBcc: x@y\r\n\r\n",  # a bare CR
+        b"From: a@b\r\n\r\nBcc: x@y\r\n\r\n",  # an empty line: the rest is body
+        b" continued: x\r\nFrom: a@b\r\n\r\n",  # a continuation of nothing
+        b"From: a@b\r\n   \r\nTo: c@d\r\n\r\n",  # a line of blanks
+        b"From a@b\r\n\r\n",  # no colon
+        b"Fr om: a@b\r\n\r\n",  # a space in the name
+        b"From: Zo\xc3\xab <a@b>\r\n\r\n",  # raw UTF-8
+        b"From: a@b\x00\r\n\r\n",
+        b"From: a@b\r\n",  # no empty line after the block
+    ],
+)
+def test_a_header_block_that_is_not_plain_rfc_5322_fields_is_refused(head: bytes) -> None:
+    assert header_names(head) is None
+
+
+def test_header_names_agree_with_the_email_parser_on_every_composed_message(
+    workspace: Config,
+) -> None:
+    names = [
+        "Ada Lovelace",
+        "Zoë Ünïcode",
+        "=?UTF-8?Q?=0A?=Bcc: x@y",
+        "Ada\r\nBcc: x@y",
+        "a" * 300,
+        'O\'Brien, "Quoted" (Comment) <x@y>',
+        "名前 " * 40,
+    ]
+    for name in names:
+        raw = build(workspace, name=name)
+        head = raw[: raw.index(b"\r\n\r\n") + 4]
+        parsed = BytesHeaderParser(policy=email.policy.SMTP).parsebytes(head)
+        assert header_names(head) == [k.lower() for k in parsed], name
 
 
 class _Elements(HTMLParser):

@@ -59,21 +59,22 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float
 
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def wire_format(message: bytes) -> bytes:
     """The message as it goes after 354: CRLF line ends, dot-stuffed, then the final dot.
 
-    Messages built by compose.compose are CRLF already; the regexes only run when needed.
+    Messages built by compose.compose are CRLF already, so the one regex only runs for others;
+    the rest is plain byte counting and replacing (a 50 KB digest went through a multi-line
+    regex here for 0.3 ms, a tenth of what the engine spends on a message).
     """
-    if message.count(b"\n") != message.count(b"\r\n"):
+    lf = message.count(b"\n")
+    if lf != message.count(b"\r") or lf != message.count(b"\r\n"):
         message = _LINE_ENDINGS.sub(b"\r\n", message)
-    if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    return message + b".\r\n"
+    # A line that starts with a dot gets a second one (RFC 5321 4.5.2); every line but the
+    # first starts after a LF.
+    message = (b"." if message.startswith(b".") else b"") + message.replace(b"\n.", b"\n..")
+    return message + (b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 def is_tls_failure(exc: BaseException) -> bool:

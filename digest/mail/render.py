@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,10 +44,19 @@ class Rendered:
     text: str
     html: str
 
+    # The bodies as UTF-8, encoded once: the size check and the message both need them.
+    @cached_property
+    def text_bytes(self) -> bytes:
+        return self.text.encode()
+
+    @cached_property
+    def html_bytes(self) -> bytes:
+        return self.html.encode()
+
     @property
     def size(self) -> int:
         """Roughly the encoded body: quoted-printable adds about a tenth to HTML and text."""
-        return int(1.1 * (len(self.text.encode()) + len(self.html.encode())))
+        return int(1.1 * (len(self.text_bytes) + len(self.html_bytes)))
 
 
 def templates_dir(cfg: Config) -> Path:
