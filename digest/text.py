@@ -203,7 +203,10 @@ def _plain_latex(text: str) -> str:
     return " ".join(out.split()) or text
 
 
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def has_control(value: str) -> bool:
     """Whether text holds a control character (a line break, tab, NUL, DEL...): never allowed in
     a header, an address, a name or a URL that reaches one."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    return _CONTROL_CHAR.search(value) is not None

@@ -5,6 +5,7 @@ compression still goes out byte for byte."""
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,14 +41,19 @@ def test_a_digest_is_stored_compressed_and_sent_byte_for_byte(
         assert unpack(blob) == sent
 
 
-def test_a_body_stored_before_compression_still_goes_out_as_it_was(
-    workspace: Config, store: Store, smtp_server: SmtpServer
+@pytest.mark.parametrize(
+    "stored_as",
+    ["as it was (before compression)", "zlib (before zstandard)"],
+)
+def test_a_body_stored_by_an_earlier_release_still_goes_out_as_it_was(
+    workspace: Config, store: Store, smtp_server: SmtpServer, stored_as: str
 ) -> None:
     raw = b"From: a@example.org\r\nTo: ada@example.org\r\nSubject: old\r\n\r\nas planned\r\n"
+    blob = raw if stored_as.startswith("as it was") else b"\x00dz1" + zlib.compress(raw, 3)
     store.plan_delivery("ada@example.org", NOW.date(), "<old@example.org>", [], {})
-    with sqlite3.connect(store.path) as conn:  # as a release before compression stored it
+    with sqlite3.connect(store.path) as conn:  # as an earlier release stored it
         (did,) = conn.execute("SELECT id FROM delivery").fetchone()
-        conn.execute("INSERT INTO deliverymessage VALUES (?, ?)", (did, raw))
+        conn.execute("INSERT INTO deliverymessage VALUES (?, ?)", (did, blob))
     run(workspace, store, now=NOW)
     sent = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
     assert sent == raw

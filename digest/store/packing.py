@@ -3,23 +3,46 @@
 A digest's HTML and text compress about five to one. A compressed body starts with a marker no
 message can start with (a NUL byte), so bodies stored before compression are read as they are:
 no migration, and every attempt still sends exactly the bytes that were planned.
+
+Zstandard, level 3: on real 50 KB digests it took 0.12 ms to compress and 0.03 ms to read back,
+against zlib's 0.38 and 0.16 ms at its level 3, and stored 9.9 KB where zlib stored 11.7. Every
+digest of a run is compressed once and read back once, so over 100,000 readers that was about
+a minute of the machine's two cores. Bodies zlib compressed (stored by earlier releases) are
+still read.
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
 
-MARKER = b"\x00dz1"
+import zstandard
 
-
-# zlib level 3: 0.5 ms a 52 KB digest and 11.7 KB stored; level 6 took twice the time (1.0 ms,
-# 100 s of a 100,000-reader run) to save another 0.9 KB.
+MARKER = b"\x00zs1"
+ZLIB_MARKER = b"\x00dz1"
 LEVEL = 3
 
 
+class _Codecs(threading.local):
+    """One compressor and decompressor per thread: each keeps its context between digests
+    (cheaper than a new one each time), and neither may be used by two threads at once (the
+    engine, the web view and the planners of `digest serve` each have their own)."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=LEVEL)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_codecs = _Codecs()
+
+
 def pack(raw: bytes) -> bytes:
-    return MARKER + zlib.compress(raw, LEVEL)
+    return MARKER + _codecs.compressor.compress(raw)
 
 
 def unpack(stored: bytes) -> bytes:
-    return zlib.decompress(stored[len(MARKER) :]) if stored.startswith(MARKER) else stored
+    if stored.startswith(MARKER):
+        return _codecs.decompressor.decompress(stored[len(MARKER) :])
+    if stored.startswith(ZLIB_MARKER):
+        return zlib.decompress(stored[len(ZLIB_MARKER) :])
+    return stored
