@@ -88,15 +88,18 @@ def distinct(terms: Sequence[str], said: Sequence[str] = ()) -> list[str]:
     """Terms in order without repeats: a variant of an earlier term (or of one in ``said``), or
     words an earlier, longer phrase already holds, are dropped; a phrase replaces the single
     words it contains."""
-    keys = [variant_key(t) for t in said]
+    if not terms:
+        return []
+    # Keys padded with a space on each side, so that "a key holds another" is a substring test
+    # on whole words.
+    said_keys = [f" {variant_key(t)} " for t in said]
     out: list[tuple[str, str]] = []
     for term in terms:
-        key = variant_key(term)
-        padded = f" {key} "
-        if any(padded in f" {k} " for k in keys) or any(padded in f" {k} " for _, k in out):
+        padded = f" {variant_key(term)} "
+        if any(padded in k for k in said_keys) or any(padded in k for _, k in out):
             continue
-        out = [(t, k) for t, k in out if f" {k} " not in padded]
-        out.append((term, key))
+        out = [(t, k) for t, k in out if k not in padded]
+        out.append((term, padded))
     return [t for t, _ in out]
 
 
@@ -116,6 +119,7 @@ class Explainer:
             (p, "you liked") for p in liked
         ]
         self.anchor_rows = vocab.dense_rows([p for p, _ in self.anchors])
+        self.trained = model.trained  # asked for every pick
 
     def signals(
         self,
@@ -133,7 +137,7 @@ class Explainer:
         if keywords:
             label = "your keyword" if len(keywords) == 1 else "your keywords"
             out.append(f"{label}: " + ", ".join(keywords[:REASON_TERMS]))
-        if self.model.trained and contrib is not None:
+        if self.trained and contrib is not None:
             found = distinct(self.top_terms(terms, contrib), said=keywords)
             if found:
                 out.append("about: " + ", ".join(found[:REASON_TERMS]))
@@ -165,36 +169,28 @@ class Explainer:
     def contributions(
         self, terms: Sequence[tuple[np.ndarray, np.ndarray]]
     ) -> list[np.ndarray] | None:
-        """How much each of these papers' readable terms pushed its score up: for all of a
-        reader's picks in one product, rather than a small one per pick."""
-        if not terms or not self.model.trained:
+        """How much each of these papers' readable terms pushed its score up."""
+        if not terms or not self.trained:
             return None
-        cols = np.concatenate([c for c, _ in terms])
-        vals = np.concatenate([v for _, v in terms])
         # Only the papers' own terms are weighed: a weight for every term of the vocabulary
         # would cost a (terms x dimensions) product per reader.
         basis = self.vocab.basis
         direction = self.model.direction
-        if basis is not None:
-            # Each term's row of the basis once, in order: the picks share many terms, and
-            # the rows (1 KB each) read at random were most of the time of this product.
-            terms_once, where = np.unique(cols, return_inverse=True)
-            weights = (basis[terms_once] @ direction)[where]
-        else:
-            weights = np.asarray(direction)[cols]
-        ends = np.cumsum([len(c) for c, _ in terms])[:-1]
-        return list(np.split(vals * weights, ends))
+        if basis is None:
+            weights = np.asarray(direction)
+            return [vals * weights[cols] for cols, vals in terms]
+        # A small product per pick: the picks share terms, but finding which (np.unique over
+        # all of them) cost more than weighing the shared rows twice.
+        return [vals * (np.take(basis, cols, axis=0) @ direction) for cols, vals in terms]
 
     def top_terms(self, terms: tuple[np.ndarray, np.ndarray], contrib: np.ndarray) -> list[str]:
         """The paper's readable terms (`shown_terms`) that pushed its score up the most, by
         their ``contrib``utions."""
         cols, _ = terms
-        out: list[str] = []
-        for j in np.argsort(-contrib, kind="stable"):
-            if contrib[j] <= 0 or len(out) >= 2 * REASON_TERMS:
-                break
-            out.append(str(self.vocab.terms[cols[j]]))
-        return out
+        best = np.argsort(-contrib, kind="stable")[: 2 * REASON_TERMS]
+        best = best[contrib[best] > 0]  # in descending order: the positive ones lead
+        names = self.vocab.terms
+        return [str(names[cols[j]]) for j in best.tolist()]
 
 
 def shown_terms(vocab: Vocabulary, paper: RankPaper) -> tuple[np.ndarray, np.ndarray]:

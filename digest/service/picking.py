@@ -3,7 +3,9 @@ scores, the trending digest, and the digest of a stored delivery (for previews a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
+from typing import overload
 
 import numpy as np
 
@@ -56,10 +58,30 @@ def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> st
     return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
 
 
+class _AtPositions(Sequence[Paper]):
+    """The listing's papers at these positions, each looked up only when asked for: ranking
+    reads only the few a reader gets, of the hundreds of candidates."""
+
+    def __init__(self, listing: list[Paper], at: list[int]) -> None:
+        self._listing, self._at = listing, at
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    @overload
+    def __getitem__(self, i: int) -> Paper: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Paper]: ...
+    def __getitem__(self, i: int | slice) -> Paper | Sequence[Paper]:
+        if isinstance(i, slice):
+            return [self._listing[j] for j in self._at[i]]
+        return self._listing[self._at[i]]
+
+
 def rank_pool(
     ctx: Context,
     profile: Profile,
-    pool: list[Paper],
+    pool: Sequence[Paper],
     complete: bool = False,
     at: np.ndarray | None = None,
 ) -> list[Pick[Paper]]:
@@ -101,7 +123,7 @@ def pick_papers(
     at = candidate_positions(ctx, profile, standing)
     if not len(at):
         return [], _why_no_candidates(ctx, profile, standing)
-    pool = [ctx.listing[i] for i in at.tolist()]  # Python ints: numpy ones index slowly
+    pool = _AtPositions(ctx.listing, at.tolist())  # Python ints: numpy ones index slowly
     picks = rank_pool(ctx, profile, pool, at=at)
     if not picks:
         return [], f"none of {len(pool)} new papers matched the profile"
