@@ -10,7 +10,6 @@ already said.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -69,6 +68,7 @@ def variant_key(term: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=65536)
 def readable_term(term: str) -> bool:
     """A term worth showing a reader: real words, none of them stop words or filler."""
     words = term.split()
@@ -213,22 +213,27 @@ def shown_terms(vocab: Vocabulary, paper: RankPaper) -> tuple[np.ndarray, np.nda
 
 _WORD = re.compile(r"[\w-]+")
 _SIMPLE_TERM = re.compile(r"[\w-]+( [\w-]+)?")
+_PAIR = re.compile(r"([\w-]+) (?=([\w-]+))")
 
 
 def whole_terms(text: str) -> set[str]:
     """Every word of the folded text, and every two words one space apart: exactly the terms
-    of one or two words that `phrase` finds whole in it, found in one pass over the text
+    of one or two words that `phrase` finds whole in it, found in two passes over the text
     instead of one pattern per term."""
-    words = list(_WORD.finditer(text))
-    out = {m.group() for m in words}
-    for a, b in itertools.pairwise(words):
-        if b.start() == a.end() + 1 and text[a.end()] == " ":
-            out.add(f"{a.group()} {b.group()}")
+    out = set(_WORD.findall(text))
+    # A word, one space, and the next word (looked ahead at, so it starts the next pair).
+    out.update(f"{a} {b}" for a, b in _PAIR.findall(text))
     return out
 
 
+@lru_cache(maxsize=65536)
+def _folded_term(term: str) -> str:
+    """A vocabulary term, folded: the same terms come up in paper after paper."""
+    return fold(term)
+
+
 def stands_in(term: str, text: str, whole: set[str]) -> bool:
-    folded = fold(term)
+    folded = _folded_term(term)
     if _SIMPLE_TERM.fullmatch(folded):
         return folded in whole
     return phrase(term).search(text) is not None
