@@ -27,6 +27,8 @@ from digest.service.context import prepare
 from digest.service.picking import pick_papers
 from digest.service.pipeline import run
 from digest.store import Store
+from digest.text import _FOLD_EXTRA as FOLD_EXTRA
+from digest.text import fold, resolve_accents
 from tests.conftest import SHARED, SmtpServer, digest, write_profile
 
 pytestmark = pytest.mark.shared_data
@@ -209,3 +211,38 @@ def test_a_followed_authors_paper_is_picked_even_when_keyword_matches_fill_the_d
     ids = [p.paper.id for p in picks]
     assert "2411.17791" in ids, ids  # by "J. C Martínez"; ten galaxy papers compete for 10 slots
     assert len(picks) == 10 and ids[0] == "2411.17791"
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("Schrödinger", "schrodinger"),
+        ('Schr\\"odinger', "schrodinger"),
+        ("SCHRODINGER", "schrodinger"),
+        ("naïve café Ångström", "naive cafe angstrom"),
+        ("ﬁnance", "finance"),  # a ligature, split by compatibility decomposition
+        ("Straße", "strasse"),
+        ("αβγ", "αβγ"),  # letters without accents stay what they are
+        ("Ǆ", "dz"),
+    ],
+)
+def test_folding_drops_accents_case_and_tex_whatever_the_text(text: str, folded: str) -> None:
+    assert fold(text) == folded
+
+
+def test_folding_equals_decomposing_and_dropping_each_combining_mark() -> None:
+    """The quick paths (ASCII as it is, one translate table) give what the plain recipe gives,
+    over every kind of character."""
+    import random
+    import sys
+    import unicodedata
+
+    def plain(text: str) -> str:
+        decomposed = unicodedata.normalize("NFKD", resolve_accents(text))
+        bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+        return bare.casefold().translate(FOLD_EXTRA)
+
+    rng = random.Random(7)
+    texts = ["".join(chr(rng.randrange(sys.maxunicode)) for _ in range(40)) for _ in range(2000)]
+    texts += ["".join(chr(rng.randrange(0x300)) for _ in range(40)) for _ in range(2000)]
+    assert [fold(t) for t in texts] == [plain(t) for t in texts]
