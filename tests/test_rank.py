@@ -5,12 +5,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from digest.config import Config
 from digest.ingest import ingest_all
 from digest.profiles import Profile, load_profile
 from digest.rank import Ranker
 from digest.rank.match import FollowedAuthors, author_key
+from digest.rank.model import QUANTILES, _quantiles
 from digest.service.context import Context, prepare, prepare_models
 from digest.service.picking import pick_papers, rank_pool
 from digest.store import Store
@@ -308,3 +310,13 @@ def test_ranking_parameters_are_passed_in_and_a_changed_one_retrains_the_model()
     # Ranking-only parameters (boosts) do not touch the model.
     boosted = dataclasses.replace(DEFAULT, author_boost=3.0)
     assert inputs.fingerprint("v1", boosted) == inputs.fingerprint("v1")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 2000])
+def test_calibration_quantiles_are_numpys_to_the_bit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    rows = rng.standard_normal((64, n)).astype(np.float32)
+    rows[::4] = np.round(rows[::4], 1)  # ties
+    grid = np.linspace(0.0, 1.0, QUANTILES)
+    expected = np.quantile(rows, grid, axis=1).T.astype(np.float32)
+    assert np.array_equal(_quantiles(rows, grid), expected)

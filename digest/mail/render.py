@@ -124,9 +124,13 @@ def _wordwrap(
     )
 
 
-def environment(cfg: Config) -> jinja2.Environment:
+def environment(cfg: Config, auto_reload: bool = True) -> jinja2.Environment:
+    """The templates' environment. A run passes ``auto_reload=False``: it renders every digest
+    with the templates as they were when it started, instead of asking the file system for
+    each template's date three times a digest."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir(cfg)),
+        auto_reload=auto_reload,
         autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

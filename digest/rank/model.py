@@ -146,8 +146,7 @@ def train_many(
             background = directions @ sample.T
         else:
             background = np.zeros((len(trained), 1), np.float32)
-        grid = np.linspace(0.0, 1.0, QUANTILES)
-        quantiles = np.quantile(background, grid, axis=1).T.astype(np.float32)
+        quantiles = _quantiles(background, np.linspace(0.0, 1.0, QUANTILES))
         at = {i: row for row, i in enumerate(trained)}
         for i in part:
             fingerprint = batch[i][0].fingerprint(vocab.version, params)
@@ -158,6 +157,22 @@ def train_many(
                 q = np.zeros(QUANTILES, np.float32)
             out.append(SubscriberModel(direction, q, fingerprint, vocab.version))
     return out
+
+
+def _quantiles(rows: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """`np.quantile(rows, grid, axis=1).T` as float32, to the bit, from one sort per row:
+    numpy selects each of the 101 quantiles apart, which took a fifth of the models stage.
+    Its default ("linear") interpolation, including how it rounds past the midpoint."""
+    ordered = np.sort(rows, axis=1)
+    n = ordered.shape[1]
+    at = grid * (n - 1)
+    below = np.floor(at).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    frac = at - below
+    low, high = ordered[:, below], ordered[:, above]
+    step = high - low
+    out = np.where(frac >= 0.5, high - step * (1 - frac), low + step * frac)
+    return out.astype(np.float32)
 
 
 def _first_direction(

@@ -122,7 +122,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         profiles=loaded.profiles,
         profile_errors=loaded.errors,
         ranker=Ranker([], vocabulary(cfg, store, ids)),
-        env=environment(cfg),
+        env=environment(cfg, auto_reload=False),
         latest=latest,
         listing=listing,
     )
