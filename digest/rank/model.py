@@ -171,7 +171,7 @@ def _quantiles(rows: np.ndarray, grid: np.ndarray) -> np.ndarray:
     frac = at - below
     low, high = ordered[:, below], ordered[:, above]
     step = high - low
-    out = np.where(frac >= 0.5, high - step * (1 - frac), low + step * frac)
+    out: np.ndarray = np.where(frac >= 0.5, high - step * (1 - frac), low + step * frac)
     return out.astype(np.float32)
 
 
