@@ -193,3 +193,19 @@ def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_r
     assert (
         cy is not None and cy.id is not None and db.message_bytes(cy.id) == b"ours cy@example.org"
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_link_refs_are_recorded_once_whoever_recorded_some_first(
+    backend: str, store: Store, request: pytest.FixtureRequest
+) -> None:
+    db: Store = store if backend == "sqlite" else request.getfixturevalue("pg_store")
+    db.remember_ref("r1", "Ann@example.org")  # recorded earlier, or by another node
+    db.remember_refs({"r1": "ann@example.org", "r2": "Bob@example.org"})
+    db.remember_refs({"r2": "bob@example.org", "r3": "cy@example.org"})
+    assert [db.ref_address(r) for r in ("r1", "r2", "r3", "r4")] == [
+        "ann@example.org",
+        "bob@example.org",
+        "cy@example.org",
+        None,
+    ]

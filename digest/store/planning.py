@@ -148,8 +148,10 @@ class PlanningQueries:
             known: set[str] = set()
             for part in _chunks(list(refs)):
                 known.update(s.exec(select(LinkRef.ref).where(col(LinkRef.ref).in_(part))))
-            s.add_all(LinkRef(ref=r, email=e.lower()) for r, e in refs.items() if r not in known)
+            new = [{"ref": r, "email": e.lower()} for r, e in refs.items() if r not in known]
             try:
+                if new:  # a plain insert: a row object for each cost more than writing it
+                    s.connection().execute(insert(LinkRef), new)
                 s.commit()
             except IntegrityError:
                 s.rollback()  # another node recorded some of the same pairs: one at a time
