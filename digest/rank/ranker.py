@@ -158,8 +158,10 @@ class Ranker:
         if not len(keep):
             return []
         at = at[keep]
-        dense = listing.dense[at]
-        raw = dense @ model.direction if raw is None else np.asarray(raw)[keep]
+        # The listing's rows, read through `at`: gathering every candidate's row for each
+        # reader (a megabyte) cost more than the few rows ranking reads.
+        rows = listing.dense
+        raw = rows[at] @ model.direction if raw is None else np.asarray(raw)[keep]
         # Every term below in float64, in the order the per-paper formula always added them,
         # so the arrays give the very scores (and ties) of a paper-by-paper loop.
         raw64 = np.asarray(raw, dtype=np.float64)
@@ -196,7 +198,7 @@ class Ranker:
         ranked = chosen[np.argsort(-score[chosen], kind="stable")]
         shown = limit or profile.max_papers
         order = _hold_back_duplicates(
-            ranked, dense, params.near_duplicate, None if complete else shown
+            ranked, rows, at, params.near_duplicate, None if complete else shown
         )
         explain = Explainer(self.vocab, model, examples, fb.liked)
         cats = set(interests.categories)
@@ -211,9 +213,8 @@ class Ranker:
                 hit_kw = [k for k in interests.keywords if listing.matches(k)[at[i]]]
                 hit_auth = followed.hits(paper.authors) if by_author[i] else []
                 hit_cat = [c for c in paper.categories if c in cats or c.split(".")[0] in cats]
-                signals = explain.signals(
-                    terms[n], dense[i], hit_kw, hit_auth, hit_cat, contrib[n] if contrib else None
-                )
+                weights = contrib[n] if contrib else None
+                signals = explain.signals(terms[n], rows[at[i]], hit_kw, hit_auth, hit_cat, weights)
             picks.append(Pick(paper, float(score[i]), " · ".join(signals), signals))
         return picks
 
@@ -236,16 +237,17 @@ class Ranker:
 
 
 def _hold_back_duplicates(
-    ranked: np.ndarray, dense: np.ndarray, threshold: float, wanted: int | None
+    ranked: np.ndarray, rows: np.ndarray, at: np.ndarray, threshold: float, wanted: int | None
 ) -> list[int]:
     """Keep the order, but move a paper that nearly repeats an earlier pick behind the rest.
+    ``ranked`` are candidates, each candidate i the row ``at[i]`` of ``rows``.
 
     With ``wanted``, stop once that many are kept: whether a paper is kept depends only on
     the papers kept before it, so the first ``wanted`` of the full order are the same."""
     kept: list[int] = []
     held: list[int] = []
     for i in ranked.tolist():
-        if kept and float(np.max(dense[kept] @ dense[i])) >= threshold:
+        if kept and float(np.max(rows[at[kept]] @ rows[at[i]])) >= threshold:
             held.append(i)
         else:
             kept.append(i)
