@@ -15,6 +15,7 @@ from digest.config import Config, DigestConfig
 from digest.service.pipeline import run
 from digest.store import Store
 from digest.store.packing import MARKER, unpack
+from digest.store.schema import RankModel
 from tests.conftest import NOW, SmtpServer, digest
 from tests.test_postgres import pg_store  # noqa: F401 (fixture)
 from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
@@ -174,10 +175,16 @@ def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_r
             who, day, f"<{who}>", ["2", "3"], {"2": "why"}, pack(b"ours " + who.encode()), None
         )
 
-    assert db.plan_deliveries([planned("ann@example.org"), planned("Bob@example.org")]) == [
+    # With the batch go its trained models and link refs: stored even though a row conflicted.
+    model = RankModel(subscriber="bob@example.org", fingerprint="f", vocabulary="v", blob=b"m")
+    assert db.plan_deliveries(
+        [planned("ann@example.org"), planned("Bob@example.org")], [model], {"rb": "Bob@x.org"}
+    ) == [
         ("ann@example.org", day),
         ("bob@example.org", day),
     ]
+    assert db.rank_models(["bob@example.org"])["bob@example.org"].blob == b"m"
+    assert db.ref_address("rb") == "bob@x.org"
     ann, bob = db.delivery("ann@example.org", day), db.delivery("bob@example.org", day)
     assert ann is not None and ann.message_id == "<theirs@x>" and ann.paper_ids == ["1"]
     assert bob is not None and (bob.state, bob.attempts, bob.paper_ids) == (
@@ -188,7 +195,12 @@ def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_r
     assert bob.reasons == {"2": "why"} and bob.created_at is not None
     assert bob.id is not None and db.message_bytes(bob.id) == b"ours Bob@example.org"
     # A batch with no conflict goes in whole, in one statement each for rows and messages.
-    assert db.plan_deliveries([planned("cy@example.org")]) == [("cy@example.org", day)]
+    again = RankModel(subscriber="bob@example.org", fingerprint="g", vocabulary="v", blob=b"n")
+    assert db.plan_deliveries([planned("cy@example.org")], [again], {"rc": "cy@x.org"}) == [
+        ("cy@example.org", day)
+    ]
+    assert db.rank_models(["bob@example.org"])["bob@example.org"].fingerprint == "g"
+    assert db.ref_address("rc") == "cy@x.org"
     cy = db.delivery("cy@example.org", day)
     assert (
         cy is not None and cy.id is not None and db.message_bytes(cy.id) == b"ours cy@example.org"

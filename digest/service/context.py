@@ -180,9 +180,10 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     return fitted
 
 
-def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
+def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> list[RankModel]:
     """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
-    and the listing scored for all of them at once."""
+    and the listing scored for all of them at once. Returns the models (re)trained, which are
+    stored here unless ``save`` is False (a run stores them with the batch's digests)."""
     emails = [p.email.lower() for p in profiles]
     verdicts = ctx.store.feedback_all(emails)
     wanted = {pid for p in profiles for pid in p.interests.papers}
@@ -211,12 +212,14 @@ def prepare_models(ctx: Context, profiles: list[Profile]) -> None:
                 )
             )
         ctx.models[email] = model
-    ctx.store.save_rank_models(fresh)
+    if save:
+        ctx.store.save_rank_models(fresh)
     ctx.retrained += len(fresh)
     if ctx.listing:
         matrix = ctx.ranker.score_all([ctx.models[e] for e in emails], ctx.listing)
         for email, row in zip(emails, matrix, strict=True):
             ctx.scores[email] = row
+    return fresh
 
 
 def from_sources(paper: Paper, allowed: set[str] | None) -> bool:

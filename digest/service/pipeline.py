@@ -259,7 +259,7 @@ def _plan_batch(
     each reader's digest; then the new rows in one transaction. Returns the (subscriber, day)
     of each digest due."""
     with report.timed("models"):
-        prepare_models(ctx, batch)
+        trained = prepare_models(ctx, batch, save=False)  # stored with the batch, below
     with report.timed("storing"):
         standings = ctx.store.standings({p.email.lower(): digest_day(p, now) for p in batch})
     due: list[Due] = []
@@ -278,9 +278,8 @@ def _plan_batch(
         else:
             due.append((outcome.subscriber, outcome.digest_date))
     with report.timed("storing"):
-        ctx.store.remember_refs(ctx.refs)
+        due += ctx.store.plan_deliveries(ready, trained, ctx.refs)
         ctx.refs.clear()
-        due += ctx.store.plan_deliveries(ready)
     return due
 
 

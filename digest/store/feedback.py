@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
@@ -17,6 +17,21 @@ from digest.states import Verdict
 from digest.store.schema import Feedback, RankModel, utcnow
 
 VERDICTS = tuple(Verdict)
+
+
+def upsert_rank_models(conn: Connection, models: Sequence[RankModel]) -> None:
+    """Write these models in the connection's transaction, each replacing the subscriber's
+    stored one (`save_rank_models`; a run writes them with the batch, `plan_deliveries`)."""
+    if not models:
+        return
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    fields = [k for k in RankModel.model_fields]
+    stmt = insert(RankModel).values([{k: getattr(m, k) for k in fields} for m in models])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["subscriber"],
+        set_={k: stmt.excluded[k] for k in fields if k != "subscriber"},
+    )
+    conn.execute(stmt)
 
 
 class FeedbackQueries:
@@ -101,14 +116,8 @@ class FeedbackQueries:
         """
         if not models:
             return
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(RankModel).values([m.model_dump() for m in models])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["subscriber"],
-            set_={k: stmt.excluded[k] for k in RankModel.model_fields if k != "subscriber"},
-        )
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            upsert_rank_models(conn, models)
 
     def prune_rank_models(self, keep: Sequence[str]) -> int:
         """Drop the models of subscribers whose profiles are gone; returns how many.
