@@ -8,6 +8,7 @@ import sqlite3
 import zlib
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +222,37 @@ def test_link_refs_are_recorded_once_whoever_recorded_some_first(
         "cy@example.org",
         None,
     ]
+
+
+def test_planning_finds_each_readers_digests_through_an_index_not_a_scan(store: Store) -> None:
+    """A run asks for a batch's deliveries before planning it and for every reader's at its
+    end: read as SQLite plans them, each query must search an index. (A row-value IN of the
+    (subscriber, day) pairs, or the states in the query, made SQLite scan every digest ever
+    made, a batch at a time: quadratic over a run.)"""
+    from sqlalchemy import event
+
+    day = NOW.date()
+    readers = [f"reader{i}@example.org" for i in range(40)]
+    for i, who in enumerate(readers):
+        store.plan_delivery(who, day - timedelta(days=i % 3), f"<{i}@x>", ["p1"], {}, b"m")
+    asked: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        asked.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", grab)
+    try:
+        days = {who: day for who in readers}
+        standings = store.standings(days)
+        outcomes = list(store.outcomes_on(days))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", grab)
+    assert sum(1 for s in standings.values() if s.today is not None) == 14
+    assert sum(1 for s in standings.values() if s.sent == {"p1"}) == 40
+    assert len(outcomes) == 14
+    read = [(sql, params) for sql, params in asked if "FROM delivery" in sql]
+    assert len(read) >= 3
+    with sqlite3.connect(store.path) as db:
+        for sql, params in read:
+            plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+            assert not any(step.startswith("SCAN delivery") for step in plan), (sql, plan)
