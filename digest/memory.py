@@ -9,8 +9,8 @@ resident for the rest of the run (about 300 MB at 20,000 papers). A fixed thresh
 large blocks on mmap, so freed means returned.
 
 The threshold is 1 MB rather than glibc's starting 128 KB: below it sit the many short-lived
-mid-sized blocks of a run (zlib's 256 KB state for every signed link and stored message, the
-per-reader score rows), which an mmap and munmap each would make several times slower.
+mid-sized blocks of a run (a compressor's state, the per-reader score rows), which an mmap and
+munmap each would make several times slower.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_FROM = 1 << 20
 # Free memory at the top of the heap is given back beyond this much (glibc's default, 128 KB,
-# would have the heap shrink and grow again for every zlib state).
+# would have the heap shrink and grow again for every compressor's state).
 TRIM_ABOVE = 16 << 20
 
 
