@@ -653,3 +653,34 @@ def test_C_lines_starting_with_a_dot_and_bare_line_ends_arrive_as_written(
     )
     assert got["lead@example.org"] == b".Subject: c\r\n\r\nbody\r\n"
     assert got["cr@example.org"] == b"Subject: d\r\n\r\nbare\r\ncr\r\n"
+
+
+def test_A2_digests_a_dead_runner_claimed_but_never_tried_are_sent_not_held(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    """Two runs die in turn while holding claims. Only the digest that may have been on the
+    wire (the lowest id still `sending` under a dead worker's claim: a worker tries its rows in
+    order and commits each outcome first) counts as possibly sent; the rest were never tried
+    and go out once, without being held for the operator."""
+    cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=30)
+    rows = plan(store, emails(6), clock)
+    ids = [r.id for r in rows]
+    lease = timedelta(seconds=60)
+    # Run 1: a worker claims all six, sends the first (committed), dies during the second.
+    assert [c.id for c in store.claim_batch(clock(), lease, 6, "run1-0")] == ids
+    store.mark_sent([ids[0]], clock())
+    clock.advance(seconds=61)
+    # Run 2 sweeps, then a worker claims what is due and dies before trying any of it.
+    store.sweep(clock(), cfg.delivery.max_attempts, cfg.delivery.resends)
+    claimed = store.claim_batch(clock(), lease, 6, "run2-0")
+    assert sorted(c.id for c in claimed) == ids[1:]
+    clock.advance(seconds=61)
+    report = deliver(store, cfg, clock)
+    final = {d.id: d for d in store.deliveries()}
+    # The second digest may have arrived in run 1: taken over once (then it was run 2's first
+    # row, so possibly on the wire again), and held now. The other four go out once each.
+    assert final[ids[1]].state == "ambiguous" and final[ids[1]].ambiguous_count >= 1
+    assert [final[i].state for i in ids[2:]] == ["sent"] * 4
+    assert all(final[i].ambiguous_count == 0 and final[i].attempts == 1 for i in ids[2:])
+    assert report.counts["sent"] == 4 and report.possible_duplicates == 0
+    assert sorted(s.rcpt for s in fault.stored) == sorted(emails(6)[2:])

@@ -35,6 +35,37 @@ _MARK_SENT = (
 )
 
 
+def _release_untried(s: Session, now: datetime) -> int:
+    """Give back to the queue the digests a runner that died had claimed but never tried.
+
+    An engine worker claims a few rows under its own token and tries them one at a time in id
+    order, and each outcome is committed before it starts the next (`Engine._record_sent`,
+    `Engine._apply`). So of a dead worker's rows still `sending`, only the lowest id can have
+    been on the wire; the others never left. Counted as possibly sent all the same, a digest
+    claimed by two runs that both died was held for the operator without ever being tried
+    (`bench/kill_test.py`: 96 of 500 readers once runs got fast enough for kills to land while
+    sending). The attempt the claim counted is taken back. Rows claimed without a token (by
+    an earlier release) are left to the rules that follow."""
+    dead = and_(
+        col(Delivery.state) == DS.SENDING,
+        col(Delivery.lease_until) < now,
+        col(Delivery.claim_token).is_not(None),
+    )
+    first_of_each = sa_select(func.min(Delivery.id)).where(dead).group_by(col(Delivery.claim_token))
+    released = s.exec(  # type: ignore[call-overload]
+        update(Delivery)
+        .where(dead, col(Delivery.id).not_in(first_of_each))
+        .values(
+            state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
+            attempts=case((col(Delivery.attempts) > 0, Delivery.attempts - 1), else_=0),
+            next_attempt_at=now,
+            lease_until=None,
+            claim_token=None,
+        )
+    ).rowcount
+    return int(released or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A delivery taken for sending: what the engine needs, and the bytes to send."""
@@ -74,6 +105,7 @@ class DeliveryQueries:
         ``resends`` times in all (`ambiguous_count`), then held as `ambiguous` for the operator.
         """
         with self.session() as s:
+            _release_untried(s, now)
             held = s.exec(  # type: ignore[call-overload]
                 update(Delivery)
                 .where(col(Delivery.state) == DS.SENDING, col(Delivery.lease_until) < now)
