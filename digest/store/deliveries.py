@@ -44,8 +44,8 @@ def _release_untried(s: Session, now: datetime) -> int:
     been on the wire; the others never left. Counted as possibly sent all the same, a digest
     claimed by two runs that both died was held for the operator without ever being tried
     (`bench/kill_test.py`: 96 of 500 readers once runs got fast enough for kills to land while
-    sending). The attempt the claim counted is taken back. Rows claimed without a token (by
-    an earlier release) are left to the rules that follow."""
+    sending). The attempt the claim counted is taken back. Rows `sending` without a claim
+    token (not made by a worker that claims) are left to the rules that follow."""
     dead = and_(
         col(Delivery.state) == DS.SENDING,
         col(Delivery.lease_until) < now,

@@ -25,7 +25,7 @@ def upsert_rank_models(conn: Connection, models: Sequence[RankModel]) -> None:
     if not models:
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    fields = [k for k in RankModel.model_fields]
+    fields = list(RankModel.model_fields)
     stmt = insert(RankModel).values([{k: getattr(m, k) for k in fields} for m in models])
     stmt = stmt.on_conflict_do_update(
         index_elements=["subscriber"],
