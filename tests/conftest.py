@@ -4,7 +4,10 @@ personas (ada, bob), and the real data in ../shared/data when it is there."""
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -386,3 +389,23 @@ def run_bench(script: str, *args: str, timeout: float = 600) -> str:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
+
+
+_CHAR_REF = re.compile(r"&#([0-9]+);")
+
+
+def bodies(raw: bytes) -> tuple[str, str]:
+    """The plain text and the HTML of a message as a reader's mail client shows them. The HTML
+    part goes out as 7-bit ASCII, its other characters as references (`&#252;`) that the
+    client's HTML parser turns back into characters; only those are resolved here, so an
+    escaped `&lt;` stays as the client receives it (a feed cannot forge a reference: its "&"
+    arrives as `&amp;`)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+    def char(m: re.Match[str]) -> str:
+        code = int(m.group(1))
+        return chr(code) if code > 127 else m.group(0)
+
+    return str(text), _CHAR_REF.sub(char, str(html))

@@ -7,8 +7,6 @@ do, through a real run into a real SMTP server, and read what comes out.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ from digest.service.pipeline import run
 from digest.store import Store
 from digest.text import _FOLD_EXTRA as FOLD_EXTRA
 from digest.text import fold, resolve_accents
-from tests.conftest import SHARED, SmtpServer, digest, write_profile
+from tests.conftest import SHARED, SmtpServer, bodies, digest, write_profile
 
 pytestmark = pytest.mark.shared_data
 
@@ -77,13 +75,6 @@ def picks_for(tmp_path: Path, store: Store) -> Picker:
     return picks
 
 
-def parts(raw: bytes) -> tuple[str, str]:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    return text, html
-
-
 @pytest.mark.parametrize("spelling", ["Martin Günther", "Martin Gunther"])
 def test_a_followed_author_written_with_or_without_the_umlaut_gets_his_paper_by_name(
     tmp_path: Path, smtp_server: SmtpServer, store: Store, spelling: str
@@ -98,7 +89,7 @@ def test_a_followed_author_written_with_or_without_the_umlaut_gets_his_paper_by_
     sent = store.delivery("reader@example.org", NOW.date())
     assert sent is not None and GUENTHER_PAPER in sent.paper_ids
     raw = smtp_server.received[0].data
-    text, html = parts(raw)
+    text, html = bodies(raw)
     for part in (text, html):
         assert "Martin Günther" in part
         assert 'G\\"unther' not in part and 'G\\"unther' not in part

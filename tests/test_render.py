@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 from datetime import date
 from email.parser import BytesHeaderParser
@@ -13,6 +14,7 @@ import pytest
 from digest.config import Config
 from digest.mail.compose import compose, header_names
 from digest.mail.render import (
+    Rendered,
     environment,
     header_text,
     message_id_for,
@@ -22,7 +24,7 @@ from digest.profiles import Profile
 from digest.rank import Pick
 from digest.store import Store
 from digest.store.schema import Paper
-from tests.conftest import NOW, SmtpServer
+from tests.conftest import NOW, SmtpServer, bodies
 
 HOSTILE = Paper(
     id="2611.99999",
@@ -246,9 +248,7 @@ def test_the_message_id_is_fixed_per_subscriber_and_day() -> None:
 
 
 def _parts(raw: bytes) -> tuple[str, str]:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text, html = bodies(raw)
     return html, text
 
 
@@ -264,6 +264,68 @@ def test_latex_reads_as_text_in_both_parts(workspace: Config) -> None:
         assert "μ-Parametrization for 50% of α-Stable Laws" in part
         assert "We bound ζ(s) by O(n²) for Schrödinger operators." in part
         assert "$" not in part.split("Why", 1)[0].split("Hello", 1)[1]
+
+
+ACCENTED = HOSTILE.model_copy(
+    update={
+        "title": r"Schr\"odinger bridges for $\alpha$-stable laws — “in context”",
+        "authors": ['Martin G\\"unther', "Zoë Ünïcode", "李 雷"],
+    }
+)
+
+
+def _html_part(raw: bytes) -> tuple[str, bytes]:
+    """The HTML part's Content-Transfer-Encoding and its bytes exactly as they left."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    part = msg.get_body(("html",))
+    assert part is not None
+    payload = part.get_payload()
+    assert isinstance(payload, str)
+    return str(part["Content-Transfer-Encoding"]), payload.encode("ascii")
+
+
+def test_the_html_leaves_as_7bit_ascii_that_a_browser_reads_as_the_rendered_page(
+    workspace: Config,
+) -> None:
+    profile = Profile.model_construct(email="ada@example.org", name="Zoë")
+    picks = [Pick(ACCENTED, 1.0, "close to “Über alles” (you liked)")]
+    rendered = render_digest(environment(workspace), workspace, profile, picks, date(2026, 11, 23))
+    assert not rendered.html.isascii()  # accents, CJK, TeX, curly quotes, a dash
+    raw = compose(workspace, profile, rendered, "<m@papers.example.org>", NOW)
+    encoding, sent = _html_part(raw)
+    assert encoding == "7bit"
+    assert sent.isascii() and b"=3D" not in sent
+    lines = sent.split(b"\r\n")
+    assert max(map(len, lines)) <= 998 and b"\n" not in sent.replace(b"\r\n", b"")
+    # What an HTML parser makes of it is exactly the page that was rendered (the line end
+    # before the boundary belongs to the boundary).
+    got = html.unescape(sent.decode().replace("\r\n", "\n"))
+    assert got == html.unescape(rendered.html).rstrip("\n")
+    _, shown = bodies(raw)
+    assert "Martin Günther" in shown and "Zoë Ünïcode" in shown and "李 雷" in shown
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        # CSS knows no character references: a non-ASCII character in it must arrive as is.
+        '<html><head><style>p::before { content: "→"; }</style></head><body><p>é</p></body></html>',
+        # A line longer than a mail line may be.
+        "<html><body><p>" + "é" * 1200 + "</p></body></html>",
+        "<html><body><p>" + "x" * 1000 + "</p></body></html>",
+    ],
+)
+def test_html_that_7bit_ascii_would_change_leaves_as_quoted_printable(
+    workspace: Config, page: str
+) -> None:
+    profile = Profile.model_construct(email="ada@example.org", name="Ada")
+    rendered = Rendered(subject="Your digest", text="Hello\n", html=page)
+    raw = compose(workspace, profile, rendered, "<m@papers.example.org>", NOW)
+    encoding, sent = _html_part(raw)
+    assert encoding == "quoted-printable"
+    assert max(map(len, sent.split(b"\r\n"))) <= 76
+    _, shown = bodies(raw)
+    assert shown.rstrip("\n") == page
 
 
 def test_the_html_has_its_css_inlined_and_keeps_dark_mode_rules(workspace: Config) -> None:

@@ -2,8 +2,10 @@
 
 Built as bytes directly, once per message: the email package's generator took most of the time
 of a 100,000-reader run. Only the three headers that carry untrusted text (From, To, Subject)
-go through the email library's folding and RFC 2047 encoding; the bodies are quoted-printable
-(binascii); the headers that carry URLs and ids are written exactly as given. Then the header
+go through the email library's folding and RFC 2047 encoding; the plain text is quoted-printable
+(binascii), the HTML plain 7-bit ASCII with its other characters as character references
+(quoted-printable where it cannot be); the headers that carry URLs and ids are written exactly
+as given. Then the header
 block of these very bytes is read back by RFC 5322's grammar and must hold exactly the headers
 written: the last line of defence against header injection, whatever slipped past the escaping.
 """
@@ -92,23 +94,52 @@ def _raw(name: str, value: str) -> bytes:
     return f"{name}: {value}".encode() + CRLF
 
 
+def _lf_lines(body: bytes) -> bytes:
+    """The body with LF line ends and a final one (CR and LF bytes never occur inside a
+    multi-byte UTF-8 sequence, so line ends are found in the bytes)."""
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body if body.endswith(b"\n") else body + b"\n"
+
+
 def _qp(body: bytes) -> bytes:
-    """A UTF-8 body as quoted-printable with CRLF line ends (CR and LF bytes never occur
-    inside a multi-byte UTF-8 sequence, so line ends are found in the bytes)."""
-    lines = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if not lines.endswith(b"\n"):
-        lines += b"\n"
-    encoded = binascii.b2a_qp(lines, quotetabs=False, istext=True)
+    """A UTF-8 body as quoted-printable with CRLF line ends."""
+    encoded = binascii.b2a_qp(_lf_lines(body), quotetabs=False, istext=True)
     return encoded.replace(b"\n", CRLF)
 
 
-def _part(subtype: str, body: bytes) -> bytes:
+_STYLE_END = re.compile(r"</style", re.I)
+
+
+def _ascii_html(html: str) -> bytes | None:
+    """The HTML as 7-bit text, every other character written as a character reference
+    (`&#8230;`), which every HTML parser reads back as the character; None where that would
+    change the document: a non-ASCII character in CSS (which knows no character references),
+    a NUL, or a line over RFC 5322's limit.
+
+    Quoted-printable cost a third of a millisecond per 35 KB digest and writes each of the
+    HTML's many "=" as "=3D"; this is a tenth of the time and a smaller message.
+    """
+    last_style = max((m.end() for m in _STYLE_END.finditer(html)), default=0)
+    if not html[:last_style].isascii():
+        return None
+    body = _lf_lines(html.encode("ascii", "xmlcharrefreplace"))
+    if b"\x00" in body or max(map(len, body.split(b"\n"))) > MAX_LINE:
+        return None
+    return body.replace(b"\n", CRLF)
+
+
+def _part(subtype: str, body: bytes, ascii_body: bytes | None = None) -> bytes:
+    """One alternative: ``ascii_body`` as it is (7bit) when given, else ``body`` as
+    quoted-printable."""
+    encoding = b"7bit" if ascii_body is not None else b"quoted-printable"
     return (
         f'Content-Type: text/{subtype}; charset="utf-8"'.encode()
         + CRLF
-        + b"Content-Transfer-Encoding: quoted-printable"
+        + b"Content-Transfer-Encoding: "
+        + encoding
         + CRLF * 2
-        + _qp(body)
+        + (ascii_body if ascii_body is not None else _qp(body))
     )
 
 
@@ -167,7 +198,7 @@ def compose(
             sep + CRLF,
             _part("plain", rendered.text_bytes),
             sep + CRLF,
-            _part("html", rendered.html_bytes),
+            _part("html", rendered.html_bytes, _ascii_html(rendered.html)),
             sep + b"--" + CRLF,
         ]
     )
