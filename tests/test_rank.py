@@ -12,7 +12,7 @@ from digest.ingest import ingest_all
 from digest.profiles import Profile, load_profile
 from digest.rank import Ranker
 from digest.rank.match import FollowedAuthors, author_key
-from digest.rank.model import QUANTILES, _quantiles
+from digest.rank.model import QUANTILES, _quantiles, top_columns
 from digest.service.context import Context, prepare, prepare_models
 from digest.service.picking import pick_papers, rank_pool
 from digest.store import Store
@@ -320,3 +320,21 @@ def test_calibration_quantiles_are_numpys_to_the_bit(n: int) -> None:
     grid = np.linspace(0.0, 1.0, QUANTILES)
     expected = np.quantile(rows, grid, axis=1).T.astype(np.float32)
     assert np.array_equal(_quantiles(rows, grid), expected)
+
+
+@pytest.mark.parametrize("n", [150, 799, 800, 5000, 20000])
+def test_the_pseudo_relevance_top_columns_are_those_a_full_selection_finds(n: int) -> None:
+    rng = np.random.default_rng(n)
+    scores = rng.standard_normal((40, n)).astype(np.float32)
+    scores[1::5] = np.round(scores[1::5], 1)  # ties, at the boundary too
+    scores[2, : n // 2] = -np.inf  # a reader's own papers, left out
+    scores[3, ::3] = -np.inf
+    scores[4] = np.linspace(-1, 1, n)[::-1]  # the best in the columns the sample skips
+    for k in (1, 100):
+        found = top_columns(scores, k)
+        assert found.shape == (40, k)
+        assert (np.diff(found, axis=1) > 0).all()  # distinct columns, ascending
+        kth = -np.sort(-scores, axis=1)[:, k - 1 : k]
+        # Every column taken is at least the row's k-th largest, so it is a true top k
+        # (which of several tied columns is taken may differ).
+        assert (np.take_along_axis(scores, found, axis=1) >= kth).all()

@@ -246,12 +246,29 @@ def _hold_back_duplicates(
     the papers kept before it, so the first ``wanted`` of the full order are the same."""
     kept: list[int] = []
     held: list[int] = []
-    for i in ranked.tolist():
+    order = ranked.tolist()
+    # The first few candidates' likeness to each other in one product: a digest is nearly
+    # always filled from them, and a product per candidate cost a tenth of ranking.
+    head = order[: 2 * wanted] if wanted else []
+    if head:
+        block = rows[at[head]]
+        near = (block @ block.T >= threshold).tolist()
+        kept_at: list[int] = []
+        for j, i in enumerate(head):
+            row = near[j]
+            if any(row[k] for k in kept_at):
+                held.append(i)
+            else:
+                kept_at.append(j)
+                kept.append(i)
+                if len(kept) == wanted:
+                    return kept
+    for i in order[len(head) :]:
         if kept and float(np.max(rows[at[kept]] @ rows[at[i]])) >= threshold:
             held.append(i)
         else:
             kept.append(i)
             if wanted is not None and len(kept) >= wanted:
                 break
-    order = kept + held
-    return order if wanted is None else order[:wanted]
+    out = kept + held
+    return out if wanted is None else out[:wanted]
