@@ -88,6 +88,8 @@ def _greedy_lines(s: str, width: int) -> list[str]:
     """textwrap's greedy fill, for one line of printable text (its only whitespace plain
     spaces) with long words kept whole: the lines textwrap.wrap gives, at a fraction of the cost
     (tests/test_render.py holds the two side by side). Every reason in a run is wrapped anew."""
+    if "  " not in s and not s.startswith(" ") and not s.endswith(" "):
+        return _single_spaced_lines(s, width)
     chunks = [c for c in _SPACES.split(s) if c]
     chunks.reverse()
     lines: list[str] = []
@@ -105,6 +107,24 @@ def _greedy_lines(s: str, width: int) -> list[str]:
             del line[-1]
         if line:
             lines.append("".join(line))
+    return lines
+
+
+def _single_spaced_lines(s: str, width: int) -> list[str]:
+    """`_greedy_lines` for words one space apart (nearly every reason, title and author list),
+    by finding the last space that fits instead of splitting into chunks: each line is the
+    longest run of whole words that fits, or one word longer than a line."""
+    lines: list[str] = []
+    while len(s) > width:
+        cut = s.rfind(" ", 0, width + 1)
+        if cut < 0:
+            cut = s.find(" ")
+            if cut < 0:
+                break
+        lines.append(s[:cut])
+        s = s[cut + 1 :]
+    if s:
+        lines.append(s)
     return lines
 
 

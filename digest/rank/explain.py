@@ -90,6 +90,13 @@ def distinct(terms: Sequence[str], said: Sequence[str] = ()) -> list[str]:
     words it contains."""
     if not terms:
         return []
+    return list(_distinct(tuple(terms), tuple(said)))
+
+
+@lru_cache(maxsize=65536)
+def _distinct(terms: tuple[str, ...], said: tuple[str, ...]) -> tuple[str, ...]:
+    """`distinct`, remembered: readers of one paper with like interests are shown the same
+    few terms of it, and the comparisons cost a tenth of ranking."""
     # Keys padded with a space on each side, so that "a key holds another" is a substring test
     # on whole words.
     said_keys = [f" {variant_key(t)} " for t in said]
@@ -100,7 +107,7 @@ def distinct(terms: Sequence[str], said: Sequence[str] = ()) -> list[str]:
             continue
         out = [(t, k) for t, k in out if k not in padded]
         out.append((term, padded))
-    return [t for t, _ in out]
+    return tuple(t for t, _ in out)
 
 
 class Explainer:
