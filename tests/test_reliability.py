@@ -655,6 +655,35 @@ def test_C_lines_starting_with_a_dot_and_bare_line_ends_arrive_as_written(
     assert got["cr@example.org"] == b"Subject: d\r\n\r\nbare\r\ncr\r\n"
 
 
+def test_A2_a_runner_that_dies_during_another_runs_pass_has_only_its_row_in_flight_held(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    """The same when a runner dies while another is already sending (its claims expire
+    mid-pass, after that pass's sweep): the survivor takes over only the row that may have
+    been on the wire as possibly sent; the dead runner's other rows go out once, each with
+    one attempt counted."""
+    cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=30)
+    rows = plan(store, emails(5), clock)
+    ids = [r.id for r in rows]
+    lease = timedelta(seconds=60)
+    # The runner that dies: claims all five, sends the first, dies during the second.
+    assert [c.id for c in store.claim_batch(clock(), lease, 5, "dead-0")] == ids
+    store.mark_sent([ids[0]], clock())
+    clock.advance(seconds=61)
+    # The survivor, mid-pass (no sweep first): its next claim finds the expired claim.
+    taken = {c.id: c for c in store.claim_batch(clock(), lease, 5, "alive-0")}
+    assert sorted(taken) == ids[1:]
+    assert taken[ids[1]].ambiguous_count == 1 and taken[ids[1]].attempts == 2
+    assert all(taken[i].ambiguous_count == 0 and taken[i].attempts == 1 for i in ids[2:])
+    store.release(ids[1:])  # the survivor gives them back untried; a pass sends them now
+    report = deliver(store, cfg, clock)
+    final = {d.id: d for d in store.deliveries()}
+    assert [final[i].state for i in ids[2:]] == ["sent"] * 3
+    assert all(final[i].attempts == 1 and final[i].ambiguous_count == 0 for i in ids[2:])
+    assert report.possible_duplicates <= 1
+    assert sorted(s.rcpt for s in fault.stored).count(emails(5)[2]) == 1
+
+
 def test_A2_digests_a_dead_runner_claimed_but_never_tried_are_sent_not_held(
     store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
 ) -> None:

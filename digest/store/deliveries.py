@@ -155,6 +155,11 @@ class DeliveryQueries:
             .order_by(col(Delivery.id)),
         ]
         with self.session() as s:
+            # A runner that died since this pass began: only the row it may have had on the
+            # wire is taken over as possibly sent; the rest of its claim goes back untried, as
+            # the sweep at the start of a pass does (an indexed look-up first: rarely any).
+            if s.exec(lookups[2].limit(1)).first() is not None:
+                _release_untried(s, now)
             ids: list[int] = []
             for q in lookups:
                 if len(ids) >= limit:
