@@ -655,6 +655,37 @@ def test_C_lines_starting_with_a_dot_and_bare_line_ends_arrive_as_written(
     assert got["cr@example.org"] == b"Subject: d\r\n\r\nbare\r\ncr\r\n"
 
 
+def test_A2_a_slow_worker_starts_nothing_once_its_lease_is_over_so_no_row_goes_out_twice(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    """A worker still alive but slow (a rate limit, a slow relay) outlives its claim's lease.
+    Another runner then takes its rows for a dead runner's; the slow worker must not send
+    them too. Here each message takes 25 s of the clock, the lease is 60 s, and a second
+    runner claims as soon as the third message is in."""
+    cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=30, connections=1)
+    rows = plan(store, emails(5), clock)
+    ids = [r.id for r in rows]
+    taken: list[int] = []
+
+    def slow_relay() -> None:
+        clock.advance(seconds=25)
+        if len(fault.stored) == 3:  # the lease ran out at 60 s: another runner claims
+            claimed = store.claim_batch(clock(), timedelta(seconds=60), 5, "other-0")
+            taken.extend(c.id for c in claimed)
+
+    fault.on_store.append(slow_relay)
+    deliver(store, cfg, clock)
+    # The other runner took the third as possibly sent (it was on the wire: its 250 had not
+    # come back) and the last two as never tried. The slow worker sent three and then, its
+    # lease nearly over, none of the rest: they are the other runner's, to send once.
+    assert taken == ids[2:]
+    assert sorted(s.rcpt for s in fault.stored) == sorted(emails(5)[:3])
+    final = {d.id: d for d in store.deliveries()}
+    assert final[ids[2]].ambiguous_count == 1
+    assert all(final[i].state == "sending" and final[i].claim_token == "other-0" for i in ids[3:])
+    assert all(final[i].ambiguous_count == 0 for i in ids[3:])  # never tried: not held
+
+
 def test_A2_a_runner_that_dies_during_another_runs_pass_has_only_its_row_in_flight_held(
     store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
 ) -> None:

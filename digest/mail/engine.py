@@ -109,6 +109,10 @@ class Engine:
         self._pause_checked = 0.0
         self._mail_from = f"MAIL FROM:<{cfg.smtp.from_address}>".encode()
         self._sent_ids: list[int] = []
+        self._lease = timedelta(seconds=self.policy.lease_seconds)
+        # Room for clocks that differ between nodes: a worker stops starting digests this long
+        # before its claim's lease runs out (by its own clock).
+        self._lease_margin = min(self._lease / 10, timedelta(seconds=60))
         self._sent_done: asyncio.Future[None] | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> EngineReport:
@@ -134,6 +138,7 @@ class Engine:
         used = 0
         batch: list[Claim] = []
         token = f"{uuid.uuid4().hex}-{n}"
+        deadline = self.clock()  # set with each claim
         try:
             while not (self.stop.is_set() or self.halt.is_set()) and self.report.paused is None:
                 self._check_pause()
@@ -145,6 +150,7 @@ class Engine:
                     batch = self._claim(token)
                     if not batch:
                         return
+                    deadline = self.clock() + self._lease - self._lease_margin
                 row = batch.pop(0)
                 await self._rate_gate()
                 worn = used >= self.policy.messages_per_connection
@@ -159,6 +165,13 @@ class Engine:
                         decision = decide("connect", code, f"{where}: {_text(exc)}")
                         self._apply(row, decision, counted=False)
                         continue
+                if self.clock() >= deadline:
+                    # The claim's lease is (nearly) over, and then another runner takes these
+                    # rows for a dead runner's: all but the one in flight as never tried. So
+                    # none is started past it: they go back, and are claimed again.
+                    self.store.release([row.id, *(r.id for r in batch)], token)
+                    batch = []
+                    continue
                 used += 1
                 decision = await self._attempt(smtp, row)
                 if decision.state == DS.SENT:
@@ -175,7 +188,7 @@ class Engine:
         finally:
             # Claimed but not attempted (pause, stop, relay backoff): back in the queue at once,
             # so a shutdown leaves nothing in `sending`.
-            self.store.release([r.id for r in batch])
+            self.store.release([r.id for r in batch], token)
             await _close(smtp)
 
     async def _record_sent(self, delivery_id: int) -> None:
@@ -209,9 +222,8 @@ class Engine:
     def _claim(self, token: str) -> list[Claim]:
         """The next few due digests for this worker, minus subscribers who opted out since."""
         size = max(1, min(BATCH, self.policy.messages_per_connection))
-        lease = timedelta(seconds=self.policy.lease_seconds)
         while True:
-            rows = self.store.claim_batch(self.clock(), lease, size, token)
+            rows = self.store.claim_batch(self.clock(), self._lease, size, token)
             if not rows:
                 return []
             blocked = self.store.blocked([r.subscriber for r in rows])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, update
+from sqlalchemy import and_, bindparam, case, or_, true, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -157,7 +157,10 @@ class DeliveryQueries:
         with self.session() as s:
             # A runner that died since this pass began: only the row it may have had on the
             # wire is taken over as possibly sent; the rest of its claim goes back untried, as
-            # the sweep at the start of a pass does (an indexed look-up first: rarely any).
+            # the sweep at the start of a pass does. (A live worker starts nothing once its
+            # lease is nearly over, `Engine._worker`.) An indexed look-up first: until the
+            # row in flight is taken over (when nothing else is due), each claim repeats the
+            # release, which then finds nothing.
             if s.exec(lookups[2].limit(1)).first() is not None:
                 _release_untried(s, now)
             ids: list[int] = []
@@ -212,14 +215,17 @@ class DeliveryQueries:
                 for r in rows
             ]
 
-    def release(self, ids: Sequence[int]) -> None:
-        """Give back claimed rows that were not attempted (pause, shutdown): not `sending`."""
+    def release(self, ids: Sequence[int], token: str | None = None) -> None:
+        """Give back claimed rows that were not attempted (pause, shutdown, a lease running
+        out): not `sending`. With ``token``, only rows still under that claim: a row another
+        runner has taken since is theirs."""
         if not ids:
             return
+        mine = col(Delivery.claim_token) == token if token is not None else true()
         with self.session() as s:
             s.exec(  # type: ignore[call-overload]
                 update(Delivery)
-                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == DS.SENDING)
+                .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == DS.SENDING, mine)
                 .values(
                     state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
                     attempts=Delivery.attempts - 1,
