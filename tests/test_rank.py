@@ -338,3 +338,13 @@ def test_the_pseudo_relevance_top_columns_are_those_a_full_selection_finds(n: in
         # Every column taken is at least the row's k-th largest, so it is a true top k
         # (which of several tied columns is taken may differ).
         assert (np.take_along_axis(scores, found, axis=1) >= kth).all()
+    assert top_columns(scores, 0).shape == (40, 0)
+
+
+@pytest.mark.parametrize("n", [300, 5000])
+def test_a_nan_score_is_never_among_the_pseudo_relevance_top_columns(n: int) -> None:
+    scores = np.random.default_rng(n).standard_normal((4, n)).astype(np.float32)
+    scores[:, ::7] = np.nan  # in the sampled columns too
+    for k in (1, 20):
+        found = top_columns(scores, k)
+        assert not np.isnan(np.take_along_axis(scores, found, axis=1)).any()

@@ -232,17 +232,19 @@ def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     Sorted, so that what is taken from them (a mean) is summed in one order, however found.
     """
     rows, n = scores.shape
+    if k <= 0:
+        return np.zeros((rows, 0), np.intp)
     if n // _SAMPLE_STRIDE < k:
-        top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-        return np.sort(top, axis=1)
+        # Of the negated scores the k smallest: a NaN sorts last either way, so never taken.
+        return np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
     floor = np.partition(scores[:, ::_SAMPLE_STRIDE], -k, axis=1)[:, -k]
     out = np.empty((rows, k), np.intp)
     for r in range(rows):
         row = scores[r]
         candidates = np.flatnonzero(row >= floor[r])
-        if len(candidates) < k:  # only with NaN scores, which compare false
+        if len(candidates) < k:  # a NaN among the sampled scores (NaN compares false)
             candidates = np.arange(n)
-        best = np.argpartition(row[candidates], len(candidates) - k)[len(candidates) - k :]
+        best = np.argpartition(-row[candidates], k - 1)[:k]
         out[r] = np.sort(candidates[best])
     return out
 

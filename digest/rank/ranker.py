@@ -243,7 +243,9 @@ def _hold_back_duplicates(
     ``ranked`` are candidates, each candidate i the row ``at[i]`` of ``rows``.
 
     With ``wanted``, stop once that many are kept: whether a paper is kept depends only on
-    the papers kept before it, so the first ``wanted`` of the full order are the same."""
+    the papers kept before it, so the first ``wanted`` of the full order are the same (up to
+    the rounding of a likeness within a float's last bits of the threshold: the first
+    candidates are compared in one product, the full order one paper at a time)."""
     kept: list[int] = []
     held: list[int] = []
     order = ranked.tolist()

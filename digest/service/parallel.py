@@ -318,9 +318,10 @@ def _planner(
             conn.send(("batch", i, *result))
             # What outlives a batch (the run's caches: paper blocks, reasons, wrapped text)
             # leaves the collector's reach, as before the fork: each full collection walked
-            # all of it again, 6 % of a planner's time. The batch's young cycles are collected
-            # first, so none is kept for good; refcounting still frees what is frozen.
-            gc.collect(1)
+            # all of it again, 6 % of a planner's time. The batch's garbage cycles are
+            # collected first (a full collection walks only what is not frozen yet), so none
+            # is kept for good; refcounting still frees what is frozen.
+            gc.collect()
             gc.freeze()
         conn.send(("done",))
     except Exception as exc:  # reported to the parent, which plans the rest itself
