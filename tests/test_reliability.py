@@ -686,6 +686,22 @@ def test_A2_a_slow_worker_starts_nothing_once_its_lease_is_over_so_no_row_goes_o
     assert all(final[i].ambiguous_count == 0 for i in ids[3:])  # never tried: not held
 
 
+def test_A2_a_row_given_back_after_several_take_overs_is_claimed_again(
+    store: Store, clock: Clock
+) -> None:
+    """Taken over by three runners in turn, then given back untried by the last (its lease
+    ran short): it goes back as `retry`, due now, not as a retry with no time that no claim
+    would ever find."""
+    (row,) = plan(store, emails(1), clock)
+    lease = timedelta(seconds=60)
+    for k in range(3):
+        assert [c.id for c in store.claim_batch(clock(), lease, 1, f"run{k}-0")] == [row.id]
+        if k < 2:
+            clock.advance(seconds=61)
+    store.release([row.id], "run2-0", clock())
+    assert [c.id for c in store.claim_batch(clock(), lease, 1, "again-0")] == [row.id]
+
+
 def test_A2_a_runner_that_dies_during_another_runs_pass_has_only_its_row_in_flight_held(
     store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
 ) -> None:

@@ -232,3 +232,15 @@ def test_a_plain_http_base_url_is_warned_about(
     with caplog.at_level("WARNING", logger="digest.service.pipeline"):
         run(workspace.model_copy(update={"web": web}), store, now=NOW, dry_run=False)
     assert any("is not https" in r.getMessage() for r in caplog.records)
+
+
+def test_a_catch_up_plans_for_the_day_given_but_sends_by_the_real_clock(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    """`digest serve`'s catch-up fixes the day it plans for, not the engine's clock: claims'
+    leases must follow real time, which other nodes read. Planned for a day long past, the
+    digests are past their retry window by the real clock, and are not sent late."""
+    report = run(workspace, store, now=NOW, real_clock_delivery=True)
+    assert smtp_server.received == []
+    assert {d.state for d in store.deliveries()} == {"expired"}
+    assert report.count("sent") == 0

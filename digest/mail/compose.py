@@ -108,9 +108,9 @@ def _qp(body: bytes) -> bytes:
     return encoded.replace(b"\n", CRLF)
 
 
-# CSS and scripts know no character references: non-ASCII must not come before the last of
-# these elements has closed.
-_RAW_TEXT = re.compile(r"<(/?)(?:style|script)\b", re.I)
+# Elements whose text an HTML parser takes as it is, character references included (CSS,
+# scripts, and a few obsolete ones): non-ASCII must not come before the last has closed.
+_RAW_TEXT = re.compile(r"<(/?)(?:style|script|xmp|iframe|noembed|noframes|plaintext)\b", re.I)
 # A reference to a C1 control (U+0080-U+009F) reads as a Windows-1252 character in HTML.
 _C1_REF = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")
 # Below RFC 5322's 998: some older relays (Postfix before 2.9, sendmail's default mailer)
@@ -122,7 +122,8 @@ def _ascii_html(html: str) -> bytes | None:
     """The HTML as 7-bit text, every other character written as a character reference
     (`&#8230;`), which an HTML parser reads back as the character anywhere but in CSS or a
     script; None where that would change the document: a non-ASCII character before the last
-    `<style>` or `<script>` has closed, a C1 control, a NUL, or a line over MAX_7BIT_LINE.
+    `<style>`, `<script>` (or such) has closed, a C1 control, a NUL, or a line over
+    MAX_7BIT_LINE.
 
     Quoted-printable cost a third of a millisecond per 35 KB digest and writes each of the
     HTML's many "=" as "=3D"; this is a third of the time and a smaller message.

@@ -147,10 +147,11 @@ class Engine:
                     self.report.relay_until = self._relay_until
                     return
                 if not batch:
+                    # From before the claim: its lease is counted from no earlier than this.
+                    deadline = self.clock() + self._lease - self._lease_margin
                     batch = self._claim(token)
                     if not batch:
                         return
-                    deadline = self.clock() + self._lease - self._lease_margin
                 row = batch.pop(0)
                 await self._rate_gate()
                 worn = used >= self.policy.messages_per_connection
@@ -169,7 +170,7 @@ class Engine:
                     # The claim's lease is (nearly) over, and then another runner takes these
                     # rows for a dead runner's: all but the one in flight as never tried. So
                     # none is started past it: they go back, and are claimed again.
-                    self.store.release([row.id, *(r.id for r in batch)], token)
+                    self.store.release([row.id, *(r.id for r in batch)], token, self.clock())
                     batch = []
                     continue
                 used += 1
@@ -188,7 +189,7 @@ class Engine:
         finally:
             # Claimed but not attempted (pause, stop, relay backoff): back in the queue at once,
             # so a shutdown leaves nothing in `sending`.
-            self.store.release([r.id for r in batch], token)
+            self.store.release([r.id for r in batch], token, self.clock())
             await _close(smtp)
 
     async def _record_sent(self, delivery_id: int) -> None:

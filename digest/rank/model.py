@@ -235,7 +235,8 @@ def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.zeros((rows, 0), np.intp)
     if n // _SAMPLE_STRIDE < k:
-        # Of the negated scores the k smallest: a NaN sorts last either way, so never taken.
+        # Of the negated scores the k smallest: a NaN sorts last either way, so it is taken
+        # only when a row has fewer than k other scores.
         return np.sort(np.argpartition(-scores, k - 1, axis=1)[:, :k], axis=1)
     floor = np.partition(scores[:, ::_SAMPLE_STRIDE], -k, axis=1)[:, -k]
     out = np.empty((rows, k), np.intp)

@@ -100,6 +100,7 @@ def run(
     progress: Callable[[str, int, int], None] | None = None,
     only: set[str] | None = None,
     halt: threading.Event | None = None,
+    real_clock_delivery: bool = False,
 ) -> RunReport:
     """One full cycle. Safe to repeat: a subscriber already sent today gets nothing more.
 
@@ -114,7 +115,10 @@ def run(
         if progress:
             progress(stage, done, total)
 
-    fixed_clock = now is not None
+    # A given `now` is the engine's clock too (tests, benches moving the clock), unless the
+    # caller only fixes the day planned for (`digest serve`'s catch-up): leases must follow
+    # real time, or another node reads a long pass's claims as a dead runner's.
+    fixed_clock = now is not None and not real_clock_delivery
     now = now or datetime.now(UTC)
     report = RunReport(day=now.date())
     if not dry_run:

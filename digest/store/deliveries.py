@@ -215,13 +215,18 @@ class DeliveryQueries:
                 for r in rows
             ]
 
-    def release(self, ids: Sequence[int], token: str | None = None) -> None:
+    def release(
+        self, ids: Sequence[int], token: str | None = None, now: datetime | None = None
+    ) -> None:
         """Give back claimed rows that were not attempted (pause, shutdown, a lease running
         out): not `sending`. With ``token``, only rows still under that claim: a row another
-        runner has taken since is theirs."""
+        runner has taken since is theirs. A row that goes back as `retry` without a time for
+        its next attempt (taken over more than once) is due at ``now``, else no claim would
+        find it."""
         if not ids:
             return
         mine = col(Delivery.claim_token) == token if token is not None else true()
+        when = func.coalesce(col(Delivery.next_attempt_at), now or utcnow())
         with self.session() as s:
             s.exec(  # type: ignore[call-overload]
                 update(Delivery)
@@ -229,6 +234,7 @@ class DeliveryQueries:
                 .values(
                     state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
                     attempts=Delivery.attempts - 1,
+                    next_attempt_at=when,
                     lease_until=None,
                     claim_token=None,
                 )
