@@ -3,9 +3,10 @@ gets exactly one digest, also when a planner dies half-way through its share."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -188,3 +189,40 @@ def test_a_planner_that_goes_silent_is_stopped_and_its_share_planned_by_the_pare
     )
     assert sorted(results) == [f"b{i}" for i in range(6)]  # b1 by the parent, b3 and b5 too
     assert time.monotonic() - t0 < 30
+
+
+class _RunsOutBetweenLooks:
+    """Claims as a node sees them when another node's claim on batch 1 runs out just after
+    this node asked for a batch and just before it asked whether anyone is still planning."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.finished: list[int] = []
+
+    def next(self, take_own: bool = False) -> int | None:
+        self.asked += 1
+        return {1: 0, 3: 1}.get(self.asked)  # batch 0; none yet; ran out, so batch 1
+
+    def others_planning(self) -> bool:
+        return False  # the other node's claim has run out: nobody is planning
+
+    @contextlib.contextmanager
+    def holding(self, batch: int) -> Iterator[None]:
+        yield
+
+    def done(self, batch: int) -> None:
+        self.finished.append(batch)
+
+
+def test_a_batch_whose_claim_runs_out_between_two_looks_is_still_planned() -> None:
+    from digest.service.parallel import plan_claimed
+
+    claims = _RunsOutBetweenLooks()
+    planned: list[object] = []
+
+    def plan(batch: object) -> tuple[list[object], dict[str, float], list[object]]:
+        planned.append(batch)
+        return [], {}, []
+
+    plan_claimed(plan, [["a"], ["b"]], claims, lambda: True)  # type: ignore[arg-type]
+    assert planned == [["a"], ["b"]] and claims.finished == [0, 1]

@@ -139,9 +139,13 @@ def plan_claimed(
     going, planned = True, 0
     while not halted():
         batch = claims.next(take_own=True)
-        if batch is None:
-            if not claims.others_planning():
+        if batch is None and not claims.others_planning():
+            # Another node's claim may have run out between the two looks: free to take now,
+            # and no longer "in progress". Leaving here would leave its batch unplanned.
+            batch = claims.next(take_own=True)
+            if batch is None:
                 break
+        if batch is None:
             t0 = time.monotonic()
             if going:
                 going = meanwhile()
