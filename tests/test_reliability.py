@@ -686,6 +686,29 @@ def test_A2_a_slow_worker_starts_nothing_once_its_lease_is_over_so_no_row_goes_o
     assert all(final[i].ambiguous_count == 0 for i in ids[3:])  # never tried: not held
 
 
+def test_A2_a_late_failure_does_not_undo_what_the_runner_that_took_the_row_over_recorded(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
+) -> None:
+    """An attempt outlives its lease: while the relay sits on the final dot, another runner
+    takes the row over and sends it. The first attempt then times out; its "possibly sent"
+    must not turn the other runner's `sent` back into a digest to send a third time."""
+    cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=0.5, connections=1)
+    (row,) = plan(store, emails(1), clock)
+    fault.plan(emails(1)[0], "stall-final:1.5")  # longer than data_timeout: no reply in time
+
+    def taken_over_and_sent() -> None:
+        clock.advance(seconds=61)
+        claimed = store.claim_batch(clock(), timedelta(seconds=60), 1, "other-0")
+        assert [c.id for c in claimed] == [row.id]
+        store.mark_sent([row.id], clock())
+
+    fault.on_store.append(taken_over_and_sent)
+    report = deliver(store, cfg, clock)
+    assert report.counts["ambiguous"] == 1  # the first attempt's own view
+    (final,) = store.deliveries()
+    assert final.state == "sent" and final.next_attempt_at is None
+
+
 def test_A2_a_row_given_back_after_several_take_overs_is_claimed_again(
     store: Store, clock: Clock
 ) -> None:

@@ -230,11 +230,11 @@ class Engine:
             blocked = self.store.blocked([r.subscriber for r in rows])
             for r in rows:
                 if r.subscriber in blocked:
-                    self.store.mark_cancelled(r.id, blocked[r.subscriber])
+                    self.store.mark_cancelled(r.id, blocked[r.subscriber], token)
                     self._count(r, DS.CANCELLED, blocked[r.subscriber])
             for r in rows:
                 if r.message is None and r.subscriber not in blocked:
-                    self.store.mark_dead(r.id, "no message stored")
+                    self.store.mark_dead(r.id, "no message stored", token)
                     self._count(r, DS.DEAD, "no message stored")
             wanted = [r for r in rows if r.subscriber not in blocked and r.message is not None]
             if wanted:
@@ -327,7 +327,7 @@ class Engine:
         if d.state == DS.SENT:
             pass  # recorded by _record_sent, before this worker sends again
         elif d.state == DS.BOUNCED:
-            self.store.mark_bounced(row.id, d.detail)
+            self.store.mark_bounced(row.id, d.detail, row.token)
             if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
                 log.warning("subscriber %s disabled after repeated bounces", row.subscriber)
         elif d.state == DS.AMBIGUOUS:
@@ -335,14 +335,16 @@ class Engine:
             # stores every copy and never answers must not get one per retry.
             resend = row.ambiguous_count < pol.resends
             nxt = now + timedelta(seconds=pol.retry_base) if resend else None
-            self.store.mark_ambiguous(row.id, row.ambiguous_count + 1, nxt, d.detail)
+            self.store.mark_ambiguous(row.id, row.ambiguous_count + 1, nxt, d.detail, row.token)
             self.report.possible_duplicates += 1
         elif d.state == "relay":
             self._relay_until = now + timedelta(seconds=pol.relay_backoff)
             self.store.set_control(RELAY_KEY, self._relay_until.isoformat())
-            self.store.mark_retry(row.id, max(0, row.attempts - 1), self._relay_until, d.detail)
+            self.store.mark_retry(
+                row.id, max(0, row.attempts - 1), self._relay_until, d.detail, row.token
+            )
         elif d.state == "systemic":
-            self.store.mark_retry(row.id, max(0, row.attempts - 1), now, d.detail)
+            self.store.mark_retry(row.id, max(0, row.attempts - 1), now, d.detail, row.token)
             self._count(row, "systemic", d.detail)
             self._pause(f"relay refused the service: {d.detail}")
         else:  # retry
@@ -352,11 +354,11 @@ class Engine:
             # Temporary failures are bounded by the deadline, not by a count: a relay that defers
             # for an hour should still get the digest out before the next one.
             if expire_at is not None and as_utc_naive(nxt) > as_utc_naive(expire_at):
-                self.store.mark_expired(row.id, attempts, d.detail)
+                self.store.mark_expired(row.id, attempts, d.detail, row.token)
                 self.store.record_bounce(row.subscriber, False, pol.bounce_threshold, now.date())
                 d = Decision(DS.EXPIRED, d.detail)
             else:
-                self.store.mark_retry(row.id, attempts, nxt, d.detail)
+                self.store.mark_retry(row.id, attempts, nxt, d.detail, row.token)
         self._count(row, d.state, d.detail)
         if counted and d.state != "systemic":
             self._watch_error_rate(d.state == DS.SENT)

@@ -7,6 +7,7 @@ on PostgreSQL, and `sent` is committed before a worker sends anything else.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from sqlmodel import Session, col, func, select
 from digest.states import Delivery as DS
 from digest.store.packing import unpack
 from digest.store.schema import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
+
+log = logging.getLogger("digest.send")  # the engine's log: where operators look for delivery
 
 # Built once: the per-message statement would otherwise be rebuilt and re-coerced each call.
 _MARK_SENT = (
@@ -76,6 +79,7 @@ class Claim:
     ambiguous_count: int
     expire_at: datetime | None
     message: bytes | None  # None only for a row planned without one (never by the pipeline)
+    token: str | None = None  # the claim it was taken under
 
 
 class DeliveryQueries:
@@ -210,7 +214,13 @@ class DeliveryQueries:
             ).all()
             return [
                 Claim(
-                    r[0], r[1], r[2], r[3], r[4], unpack(bytes(r[5])) if r[5] is not None else None
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    unpack(bytes(r[5])) if r[5] is not None else None,
+                    token,
                 )
                 for r in rows
             ]
@@ -283,11 +293,17 @@ class DeliveryQueries:
     # -- the transitions out of `sending`, one each (see digest.mail.engine for when) -------------
 
     def mark_retry(
-        self, delivery_id: int, attempts: int, next_attempt_at: datetime, why: str
-    ) -> None:
+        self,
+        delivery_id: int,
+        attempts: int,
+        next_attempt_at: datetime,
+        why: str,
+        token: str | None = None,
+    ) -> bool:
         """A temporary failure: tried again at ``next_attempt_at``."""
-        self._settle(
+        return self._settle(
             delivery_id,
+            token,
             state=DS.RETRY,
             attempts=attempts,
             next_attempt_at=next_attempt_at,
@@ -295,31 +311,45 @@ class DeliveryQueries:
         )
 
     def mark_ambiguous(
-        self, delivery_id: int, ambiguous_count: int, next_attempt_at: datetime | None, why: str
-    ) -> None:
+        self,
+        delivery_id: int,
+        ambiguous_count: int,
+        next_attempt_at: datetime | None,
+        why: str,
+        token: str | None = None,
+    ) -> bool:
         """Lost after the message was handed over; resent at ``next_attempt_at``, or held."""
-        self._settle(
+        return self._settle(
             delivery_id,
+            token,
             state=DS.AMBIGUOUS,
             ambiguous_count=ambiguous_count,
             next_attempt_at=next_attempt_at,
             last_error=why,
         )
 
-    def mark_bounced(self, delivery_id: int, why: str) -> None:
-        self._settle(delivery_id, state=DS.BOUNCED, last_error=why)
+    def mark_bounced(self, delivery_id: int, why: str, token: str | None = None) -> bool:
+        return self._settle(delivery_id, token, state=DS.BOUNCED, last_error=why)
 
-    def mark_expired(self, delivery_id: int, attempts: int, why: str) -> None:
-        self._settle(delivery_id, state=DS.EXPIRED, attempts=attempts, last_error=why)
+    def mark_expired(
+        self, delivery_id: int, attempts: int, why: str, token: str | None = None
+    ) -> bool:
+        return self._settle(delivery_id, token, state=DS.EXPIRED, attempts=attempts, last_error=why)
 
-    def mark_dead(self, delivery_id: int, why: str) -> None:
-        self._settle(delivery_id, state=DS.DEAD, last_error=why)
+    def mark_dead(self, delivery_id: int, why: str, token: str | None = None) -> bool:
+        return self._settle(delivery_id, token, state=DS.DEAD, last_error=why)
 
-    def mark_cancelled(self, delivery_id: int, why: str) -> None:
-        self._settle(delivery_id, state=DS.CANCELLED, last_error=why)
+    def mark_cancelled(self, delivery_id: int, why: str, token: str | None = None) -> bool:
+        return self._settle(delivery_id, token, state=DS.CANCELLED, last_error=why)
 
-    def _settle(self, delivery_id: int, **values: Any) -> None:
-        """Record an attempt's outcome durably before anything else is sent (A11).
+    def _settle(self, delivery_id: int, token: str | None = None, **values: Any) -> bool:
+        """Record an attempt's outcome durably before anything else is sent (A11); False if
+        the row was no longer this claim's.
+
+        With ``token``, only while the row is still `sending` under that claim: an attempt
+        that outlived its lease may end after another runner took the row over (and perhaps
+        sent it), and its late failure must not undo what that runner recorded. (A `sent` is
+        recorded whatever the claim, `mark_sent`: a 250 is proof of delivery.)
 
         SQLite's busy timeout absorbs short locks; a longer one is retried here rather than
         lost, because a `sent` that is not recorded is a duplicate waiting to happen.
@@ -328,19 +358,29 @@ class DeliveryQueries:
         if values.get("state") == DS.SENT:
             values.setdefault("sent_at", utcnow())
         values.setdefault("claim_token", None)
-        stmt = update(Delivery).where(col(Delivery.id) == delivery_id).values(**values)
+        stmt = update(Delivery).where(col(Delivery.id) == delivery_id)
+        if token is not None:
+            stmt = stmt.where(col(Delivery.claim_token) == token, col(Delivery.state) == DS.SENDING)
+        stmt = stmt.values(**values)
         delay = 0.05
         for attempt in range(12):
             try:
                 # Core, not the ORM: this runs once per message on the hot path.
                 with self.engine.begin() as conn:
-                    conn.execute(stmt)
-                return
+                    done = conn.execute(stmt).rowcount
+                if not done:
+                    log.warning(
+                        "delivery=%s outcome %s not recorded: another runner holds it now",
+                        delivery_id,
+                        values.get("state"),
+                    )
+                return bool(done)
             except OperationalError:
                 if attempt == 11:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def record_bounce(self, email: str, hard: bool, threshold: int, today: date) -> bool:
         """Count a bounce; True if the subscriber is now disabled."""
