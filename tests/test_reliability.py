@@ -725,6 +725,18 @@ def test_A2_a_row_given_back_after_several_take_overs_is_claimed_again(
     assert [c.id for c in store.claim_batch(clock(), lease, 1, "again-0")] == [row.id]
 
 
+def _claimed_by_a_worker_that_died_after_the_first(
+    store: Store, clock: Clock, n: int, token: str
+) -> list[int]:
+    """n digests planned; a worker claims them all (lease 60 s), sends the first, and dies
+    during the second; the clock is then past its lease. Returns their ids, in order."""
+    ids = [r.id for r in plan(store, emails(n), clock)]
+    assert [c.id for c in store.claim_batch(clock(), timedelta(seconds=60), n, token)] == ids
+    store.mark_sent([ids[0]], clock())
+    clock.advance(seconds=61)
+    return ids
+
+
 def test_A2_a_runner_that_dies_during_another_runs_pass_has_only_its_row_in_flight_held(
     store: Store, fault: FaultServer, clock: Clock, tmp_path: Path
 ) -> None:
@@ -733,13 +745,8 @@ def test_A2_a_runner_that_dies_during_another_runs_pass_has_only_its_row_in_flig
     been on the wire as possibly sent; the dead runner's other rows go out once, each with
     one attempt counted."""
     cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=30)
-    rows = plan(store, emails(5), clock)
-    ids = [r.id for r in rows]
     lease = timedelta(seconds=60)
-    # The runner that dies: claims all five, sends the first, dies during the second.
-    assert [c.id for c in store.claim_batch(clock(), lease, 5, "dead-0")] == ids
-    store.mark_sent([ids[0]], clock())
-    clock.advance(seconds=61)
+    ids = _claimed_by_a_worker_that_died_after_the_first(store, clock, 5, "dead-0")
     # The survivor, mid-pass (no sweep first): its next claim finds the expired claim.
     taken = {c.id: c for c in store.claim_batch(clock(), lease, 5, "alive-0")}
     assert sorted(taken) == ids[1:]
@@ -762,13 +769,9 @@ def test_A2_digests_a_dead_runner_claimed_but_never_tried_are_sent_not_held(
     order and commits each outcome first) counts as possibly sent; the rest were never tried
     and go out once, without being held for the operator."""
     cfg = make_cfg(fault, tmp_path, lease_seconds=60, data_timeout=30)
-    rows = plan(store, emails(6), clock)
-    ids = [r.id for r in rows]
     lease = timedelta(seconds=60)
     # Run 1: a worker claims all six, sends the first (committed), dies during the second.
-    assert [c.id for c in store.claim_batch(clock(), lease, 6, "run1-0")] == ids
-    store.mark_sent([ids[0]], clock())
-    clock.advance(seconds=61)
+    ids = _claimed_by_a_worker_that_died_after_the_first(store, clock, 6, "run1-0")
     # Run 2 sweeps, then a worker claims what is due and dies before trying any of it.
     store.sweep(clock(), cfg.delivery.max_attempts, cfg.delivery.resends)
     claimed = store.claim_batch(clock(), lease, 6, "run2-0")

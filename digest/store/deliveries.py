@@ -58,15 +58,22 @@ def _release_untried(s: Session, now: datetime) -> int:
     released = s.exec(  # type: ignore[call-overload]
         update(Delivery)
         .where(dead, col(Delivery.id).not_in(first_of_each))
-        .values(
-            state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
-            attempts=case((col(Delivery.attempts) > 0, Delivery.attempts - 1), else_=0),
-            next_attempt_at=now,
-            lease_until=None,
-            claim_token=None,
-        )
+        .values(**_back_in_queue(now))
     ).rowcount
     return int(released or 0)
+
+
+def _back_in_queue(now: datetime) -> dict[str, Any]:
+    """A claimed row given back untried: the attempt its claim counted taken back, due at
+    once (a row taken over more than once goes back as `retry`, which needs a time, or no
+    claim would find it)."""
+    return {
+        "state": case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
+        "attempts": case((col(Delivery.attempts) > 0, Delivery.attempts - 1), else_=0),
+        "next_attempt_at": func.coalesce(col(Delivery.next_attempt_at), now),
+        "lease_until": None,
+        "claim_token": None,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,25 +236,16 @@ class DeliveryQueries:
         self, ids: Sequence[int], token: str | None = None, now: datetime | None = None
     ) -> None:
         """Give back claimed rows that were not attempted (pause, shutdown, a lease running
-        out): not `sending`. With ``token``, only rows still under that claim: a row another
-        runner has taken since is theirs. A row that goes back as `retry` without a time for
-        its next attempt (taken over more than once) is due at ``now``, else no claim would
-        find it."""
+        out): not `sending`, due at ``now``. With ``token``, only rows still under that claim:
+        a row another runner has taken since is theirs."""
         if not ids:
             return
         mine = col(Delivery.claim_token) == token if token is not None else true()
-        when = func.coalesce(col(Delivery.next_attempt_at), now or utcnow())
         with self.session() as s:
             s.exec(  # type: ignore[call-overload]
                 update(Delivery)
                 .where(col(Delivery.id).in_(list(ids)), col(Delivery.state) == DS.SENDING, mine)
-                .values(
-                    state=case((col(Delivery.attempts) <= 1, DS.PENDING), else_=DS.RETRY),
-                    attempts=Delivery.attempts - 1,
-                    next_attempt_at=when,
-                    lease_until=None,
-                    claim_token=None,
-                )
+                .values(**_back_in_queue(now or utcnow()))
             )
             s.commit()
 
@@ -299,9 +297,9 @@ class DeliveryQueries:
         next_attempt_at: datetime,
         why: str,
         token: str | None = None,
-    ) -> bool:
+    ) -> None:
         """A temporary failure: tried again at ``next_attempt_at``."""
-        return self._settle(
+        self._settle(
             delivery_id,
             token,
             state=DS.RETRY,
@@ -317,9 +315,9 @@ class DeliveryQueries:
         next_attempt_at: datetime | None,
         why: str,
         token: str | None = None,
-    ) -> bool:
+    ) -> None:
         """Lost after the message was handed over; resent at ``next_attempt_at``, or held."""
-        return self._settle(
+        self._settle(
             delivery_id,
             token,
             state=DS.AMBIGUOUS,
@@ -328,23 +326,22 @@ class DeliveryQueries:
             last_error=why,
         )
 
-    def mark_bounced(self, delivery_id: int, why: str, token: str | None = None) -> bool:
-        return self._settle(delivery_id, token, state=DS.BOUNCED, last_error=why)
+    def mark_bounced(self, delivery_id: int, why: str, token: str | None = None) -> None:
+        self._settle(delivery_id, token, state=DS.BOUNCED, last_error=why)
 
     def mark_expired(
         self, delivery_id: int, attempts: int, why: str, token: str | None = None
-    ) -> bool:
-        return self._settle(delivery_id, token, state=DS.EXPIRED, attempts=attempts, last_error=why)
+    ) -> None:
+        self._settle(delivery_id, token, state=DS.EXPIRED, attempts=attempts, last_error=why)
 
-    def mark_dead(self, delivery_id: int, why: str, token: str | None = None) -> bool:
-        return self._settle(delivery_id, token, state=DS.DEAD, last_error=why)
+    def mark_dead(self, delivery_id: int, why: str, token: str | None = None) -> None:
+        self._settle(delivery_id, token, state=DS.DEAD, last_error=why)
 
-    def mark_cancelled(self, delivery_id: int, why: str, token: str | None = None) -> bool:
-        return self._settle(delivery_id, token, state=DS.CANCELLED, last_error=why)
+    def mark_cancelled(self, delivery_id: int, why: str, token: str | None = None) -> None:
+        self._settle(delivery_id, token, state=DS.CANCELLED, last_error=why)
 
-    def _settle(self, delivery_id: int, token: str | None = None, **values: Any) -> bool:
-        """Record an attempt's outcome durably before anything else is sent (A11); False if
-        the row was no longer this claim's.
+    def _settle(self, delivery_id: int, token: str | None = None, **values: Any) -> None:
+        """Record an attempt's outcome durably before anything else is sent (A11).
 
         With ``token``, only while the row is still `sending` under that claim: an attempt
         that outlived its lease may end after another runner took the row over (and perhaps
@@ -374,13 +371,12 @@ class DeliveryQueries:
                         delivery_id,
                         values.get("state"),
                     )
-                return bool(done)
+                return
             except OperationalError:
                 if attempt == 11:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable: the last try returns or raises")
 
     def record_bounce(self, email: str, hard: bool, threshold: int, today: date) -> bool:
         """Count a bounce; True if the subscriber is now disabled."""
