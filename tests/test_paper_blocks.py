@@ -13,6 +13,7 @@ from pathlib import Path
 from digest.config import Config
 from digest.mail import blocks as paper_blocks
 from digest.mail.blocks import PaperBlocks
+from digest.mail.frames import Frames
 from digest.mail.render import Rendered, environment, render_digest
 from digest.profiles import Profile
 from digest.rank import Pick
@@ -102,13 +103,17 @@ def whole_message_templates(tmp_path: Path) -> Path:
 
 
 def render(
-    cfg: Config, order: list[int], name: str, trending: bool, blocks: PaperBlocks | None
+    cfg: Config,
+    order: list[int],
+    name: str,
+    trending: bool,
+    blocks: PaperBlocks | None,
+    frames: Frames | None = None,
 ) -> Rendered:
-    profile = Profile.model_construct(
-        email=f"{name.lower()}@example.org", name=name, trending=trending
-    )
+    local = "".join(c for c in name.lower() if c.isalnum()) or "reader"
+    profile = Profile.model_construct(email=f"{local}@example.org", name=name, trending=trending)
     picks = [Pick(PAPERS[i], 1.0, REASONS[(i + len(name)) % 3]) for i in order]
-    return render_digest(environment(cfg), cfg, profile, picks, DAY, blocks=blocks)
+    return render_digest(environment(cfg), cfg, profile, picks, DAY, blocks=blocks, frames=frames)
 
 
 READERS = [

@@ -37,7 +37,7 @@ def _stand_ins(token: str) -> dict[str, str]:
 
 _MINE, _OTHER = _stand_ins(_TOKEN), _stand_ins(_CHECK)
 _STAND_INS = re.compile("(" + "|".join(_MINE.values()) + ")")
-_MARKER = re.compile(f"<!--dgst{_TOKEN}paper([0-9]+)-->")
+MARKER = re.compile(f"<!--dgst{_TOKEN}paper([0-9]+)-->")
 START, END = f"<!--dgst{_TOKEN}start-->", f"<!--dgst{_TOKEN}end-->"
 # Selectors whose match depends on an element's siblings: a block inlined apart from the
 # others, or a frame inlined without its papers, would take other styles than in the message.
@@ -220,7 +220,7 @@ def inline_frame(frame: str, blocks: list[str]) -> str | None:
     if by_position(frame):
         return None
     out = inline(frame)
-    found = [int(i) for i in _MARKER.findall(out)]
+    found = [int(i) for i in MARKER.findall(out)]
     if sorted(found) != list(range(len(blocks))):
         return None
-    return _MARKER.sub(lambda m: blocks[int(m.group(1))], out)
+    return MARKER.sub(lambda m: blocks[int(m.group(1))], out)

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from digest import PACKAGE
 from digest.config import Config
 from digest.mail.blocks import PaperBlocks, inline, inline_frame, marker
+from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
@@ -270,9 +271,11 @@ def render_digest(
     day: date,
     signer: Signer | None = None,
     blocks: PaperBlocks | None = None,
+    frames: Frames | None = None,
 ) -> Rendered:
-    """The digest's subject, text and HTML. ``signer`` and ``blocks`` are the run's: the link
-    keys read once, and each paper's reader-independent part made once."""
+    """The digest's subject, text and HTML. ``signer``, ``blocks`` and ``frames`` are the
+    run's: the link keys read once, each paper's reader-independent part made once, and the
+    HTML frame inlined once per shape."""
     signer, hosts = signer or Signer(cfg), link_hosts(cfg)
     blocks = PaperBlocks() if blocks is None else blocks
     ctx: dict[str, Any] = {
@@ -292,20 +295,24 @@ def render_digest(
     }
     subject = header_text(env.get_template("digest_subject.txt").render(ctx))
     papers: list[dict[str, Any]] = ctx["papers"]
-    rendered = _render_parts(env, ctx, subject, blocks)
+    rendered = _render_parts(env, ctx, subject, blocks, frames)
     if rendered.size > MAX_MESSAGE_BYTES:
         # Too long for Gmail's clipping: abstracts go first, then papers from the bottom.
         for paper in papers:
             paper["excerpt"] = ""
-        rendered = _render_parts(env, ctx, subject, blocks)
+        rendered = _render_parts(env, ctx, subject, blocks, frames)
     while rendered.size > MAX_MESSAGE_BYTES and len(papers) > 1:
         papers.pop()
-        rendered = _render_parts(env, ctx, subject, blocks)
+        rendered = _render_parts(env, ctx, subject, blocks, frames)
     return rendered
 
 
 def _render_parts(
-    env: jinja2.Environment, ctx: dict[str, Any], subject: str, blocks: PaperBlocks
+    env: jinja2.Environment,
+    ctx: dict[str, Any],
+    subject: str,
+    blocks: PaperBlocks,
+    frames: Frames | None = None,
 ) -> Rendered:
     """The frame per reader, each paper's block from the run's `blocks` (see digest.mail.blocks);
     templates without paper blocks render and inline the whole message."""
@@ -317,11 +324,17 @@ def _render_parts(
     texts = [blocks.text(env, p, i, trending) for i, p in enumerate(papers)]
     with_text = [{**p, "text": t} for p, t in zip(papers, texts, strict=True)]
     text = text_frame.render({**ctx, "papers": with_text})
-    with_markers = [{**p, "html": marker(i)} for i, p in enumerate(papers)]
-    probe = html_frame.render({**ctx, "papers": with_markers})
+    frame = frames.get(env, ctx) if frames is not None else None
+    if frame is not None:
+        probe = frame.probe
+    else:
+        with_markers = [{**p, "html": marker(i)} for i, p in enumerate(papers)]
+        probe = html_frame.render({**ctx, "papers": with_markers})
     parts = [blocks.html(env, p, i, trending, probe) for i, p in enumerate(papers)]
     inlined = [part for part in parts if part is not None]
-    html = inline_frame(probe, inlined) if len(inlined) == len(parts) else None
+    html = None
+    if len(inlined) == len(parts):
+        html = frame.fill(ctx, inlined) if frame is not None else inline_frame(probe, inlined)
     if html is None:  # a template that moved a marker: the whole message inlined at once
         raw = [blocks.raw_html(env, p, i, trending) for i, p in enumerate(papers)]
         whole = [{**p, "html": Markup(r)} for p, r in zip(papers, raw, strict=True)]

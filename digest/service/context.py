@@ -16,6 +16,7 @@ from digest.config import Config
 from digest.errors import ProfileError
 from digest.ingest.run import lookup_papers
 from digest.mail.blocks import PaperBlocks
+from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.mail.render import environment
 from digest.packed import Profiles
@@ -56,6 +57,8 @@ class Context:
     refs: dict[str, str] = field(default_factory=dict)
     # Each paper's reader-independent part of the template context, made once per run.
     blocks: PaperBlocks = field(default_factory=PaperBlocks)
+    # The HTML frame, inlined once per shape (number of papers, trending, day) in a run.
+    frames: Frames = field(default_factory=Frames)
 
     def __post_init__(self) -> None:
         self.position = {p.id: j for j, p in enumerate(self.listing)}

@@ -183,4 +183,4 @@ def render_for(ctx: Context, profile: Profile, picks: list[Pick[Paper]], day: da
     # The links name the reader by an opaque ref; `digest web` maps it back through the store
     # (recorded with the batch, before anything is sent).
     ctx.refs[ctx.signer.ref(profile.email)] = profile.email
-    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer, ctx.blocks)
+    return render_digest(ctx.env, ctx.cfg, profile, picks, day, ctx.signer, ctx.blocks, ctx.frames)
