@@ -202,3 +202,23 @@ def test_css_that_depends_on_a_papers_place_is_inlined_with_the_whole_message(
         got = render(cfg, order, name, trending, shared)
         assert dom(got.html) == dom(render(whole_cfg, order, name, trending, None).html)
     assert "background: #fafafa" in render(cfg, [0, 1, 2], "Ada", False, shared).html
+
+
+def test_a_paper_template_that_tests_a_readers_reason_gets_each_readers_own_values(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = copied_templates(tmp_path)
+    for name in ("digest_paper.html", "digest_paper.txt"):
+        block = (changed / name).read_text()
+        assert "Why:" in block
+        (changed / name).write_text(
+            block.replace("Why:", '{% if "keyword" in p.reason %}[KW] {% endif %}Why:')
+        )
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(cfg, order, name, trending, shared)
+        reasons = [REASONS[(i + len(name)) % 3] for i in order]
+        flagged = sum("keyword" in r for r in reasons)
+        assert got.text.count("[KW] Why:") == flagged, name
+        assert got.html.count("[KW] ") == flagged, name

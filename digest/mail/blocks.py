@@ -9,11 +9,14 @@ frame so that selectors naming the frame still apply. Per reader the frame (`dig
 inlined, and the markers and stand-ins are replaced by plain string substitution.
 
 The stand-ins carry a random token of this process, so no feed text can forge one. A block is
-rendered with a second set of stand-ins too: a template that changes what it is given (a filter
-on the reason, a test of a link) renders differently, and that paper is rendered for each
-reader with their own values. Where the inlined output does not hold each marker and stand-in
-exactly as often as expected, or the CSS depends on an element's place among its siblings
-(`:nth-child`, `+`, ...), the message is inlined whole: slower, never wrong.
+shared only where its template writes the reader's values out as they are (`{{ p.reason }}`, or
+the reason handed to the template's own `why` macro, which runs per reader): a test, filter or
+macro of its own on one (`{% if "author" in p.reason %}`) could not be told from a stand-in.
+It is also rendered with a second set of stand-ins, and must differ only by them. Otherwise the
+paper is rendered for each reader with their own values. Where the inlined output does not
+hold each marker and stand-in exactly as often as expected, or the CSS depends on an element's
+place among its siblings (`:nth-child`, `+`, ...), the message is inlined whole: slower, never
+wrong.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from markupsafe import Markup
 
 _TOKEN, _CHECK = secrets.token_hex(8), secrets.token_hex(8)
@@ -110,6 +114,8 @@ class PaperBlocks:
     _text: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
+    # Per template: whether it writes the reader's values out as they are (`written_out`).
+    _plain: dict[str, bool] = field(default_factory=dict)
 
     def available(self, env: jinja2.Environment) -> bool:
         """Whether the templates have paper blocks (templates copied before they had them do
@@ -127,6 +133,8 @@ class PaperBlocks:
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
         key = (paper["id"], trending, bool(paper["excerpt"]))
+        if key not in self._text and not self._written_out(env, "digest_paper.txt"):
+            self._text[key] = None
         if key not in self._text:
             template = env.get_template("digest_paper.txt")
             # As a module, so that its `why` macro (how a reason is laid out) can be called
@@ -153,6 +161,8 @@ class PaperBlocks:
         done apart from the frame. ``probe`` is this reader's frame, rendered with
         `marker(position)` where the block goes."""
         key = (paper["id"], trending, bool(paper["excerpt"]))
+        if key not in self._html and not self._written_out(env, "digest_paper.html"):
+            self._html[key] = None
         if key not in self._html:
             template = env.get_template("digest_paper.html")
             raw = template.render(_context(paper, trending, _MINE))
@@ -163,6 +173,15 @@ class PaperBlocks:
         if block is None:
             return None
         return block.filled(paper, position, str(paper["reason"]), html_escaped)
+
+    def _written_out(self, env: jinja2.Environment, name: str) -> bool:
+        if name not in self._plain:
+            try:
+                source = env.loader.get_source(env, name)[0] if env.loader else ""
+                self._plain[name] = written_out(env.parse(source))
+            except jinja2.TemplateError:
+                self._plain[name] = False  # rendering it per reader reports the error
+        return self._plain[name]
 
     def raw_html(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
@@ -191,6 +210,33 @@ def _context(
         "less_url": stand_ins["less"],
     }
     return {"p": {**paper, **mine}, "index": stand_ins["index"], "trending": trending}
+
+
+_OWN_ATTRS = {"why": "reason", "more": "more_url", "less": "less_url"}
+
+
+def _own_value(node: nodes.Node) -> bool:
+    """Whether the node reads one of the reader's values: `p.reason` (or `p["reason"]`), a
+    link, or `index`."""
+    if isinstance(node, nodes.Name):
+        return node.name == "index"
+    if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
+        key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        return node.node.name == "p" and key in _OWN_ATTRS.values()
+    return False
+
+
+def written_out(node: nodes.Node) -> bool:
+    """Whether every read of a reader's own value is written out on its own (`{{ p.reason }}`)
+    or handed to the template's `why` macro, which is called per reader."""
+    for child in node.iter_child_nodes():
+        if _own_value(child):
+            by_why = isinstance(node, nodes.Call) and getattr(node.node, "name", "") == "why"
+            if not (isinstance(node, nodes.Output) or by_why):
+                return False
+        elif not written_out(child):
+            return False
+    return True
 
 
 def _same(mine: str, other: str) -> bool:
