@@ -358,6 +358,27 @@ def test_html_that_7bit_ascii_would_change_leaves_as_quoted_printable(
     assert shown.rstrip("\n") == page
 
 
+@pytest.mark.parametrize(
+    "text, html",
+    [
+        ("bare LF\nbare CR\rCRLF\r\nCR LF apart\r\r\n", "<p>a\rb\nc\r\nd</p>"),
+        ("\r\n\r\n", "<p>é\r</p><style>p{}</style>\n"),  # the HTML as quoted-printable
+        ("no line end at all", "<p>" + "é" * 150 + "\r</p>"),
+    ],
+)
+def test_every_composed_message_has_crlf_line_ends_only(
+    workspace: Config, text: str, html: str
+) -> None:
+    """The planner stores each message as it goes after DATA, trusting compose's line ends
+    (digest.store.packing): a bare CR or LF from a feed or profile must never reach them."""
+    profile = Profile.model_construct(email="ada@example.org", name="Ada\r\nBcc: x@y\rz\n")
+    for raw in (
+        compose(workspace, profile, Rendered("Digest", text, html), "<m@x.org>", NOW),
+        build(workspace, name="Ada\rB\nC"),
+    ):
+        assert raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r"), raw[:200]
+
+
 def test_the_html_has_its_css_inlined_and_keeps_dark_mode_rules(workspace: Config) -> None:
     html, _ = _parts(build(workspace))
     assert re.search(r'<h1 style="margin: 0;', html)

@@ -15,7 +15,7 @@ import pytest
 from digest.config import Config, DigestConfig
 from digest.service.pipeline import run
 from digest.store import Store
-from digest.store.packing import MARKER, unpack
+from digest.store.packing import WIRE_MARKER, pack_to_send, unpack, unpack_to_send
 from digest.store.schema import RankModel
 from tests.conftest import NOW, SmtpServer, digest
 from tests.test_postgres import pg_store  # noqa: F401 (fixture)
@@ -39,8 +39,10 @@ def test_a_digest_is_stored_compressed_and_sent_byte_for_byte(
     assert set(blobs) == {"ada@example.org", "bob@example.org"}
     for who, blob in blobs.items():
         sent = next(m.data for m in smtp_server.received if m.rcpt_tos == [who])
-        assert blob.startswith(MARKER) and len(blob) * 2.5 < len(sent)
+        assert blob.startswith(WIRE_MARKER) and len(blob) * 2.5 < len(sent)
         assert unpack(blob) == sent
+        # Stored as it goes after DATA: the style block's lines start with a dot, doubled.
+        assert b"\r\n..card {" in unpack_to_send(blob) and b"\r\n.card {" in sent
 
 
 @pytest.mark.parametrize(
@@ -59,6 +61,31 @@ def test_a_body_stored_by_an_earlier_release_still_goes_out_as_it_was(
     run(workspace, store, now=NOW)
     sent = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
     assert sent == raw
+
+
+DOTTED = [
+    b".Subject: lead\r\n\r\nbody\r\n",
+    b"Subject: a\r\n\r\n.first\r\nmid\r\n.\r\n..two\r\n...\r\nend\r\n",
+    b"Subject: b\r\n\r\nno dots at all\r\n",
+    b"Subject: c\r\n\r\nends on a dot line\r\n.\r\n",
+]
+
+
+@pytest.mark.parametrize("message", DOTTED)
+def test_a_message_stored_to_be_sent_reads_back_as_planned_and_goes_out_as_planned(
+    workspace: Config, store: Store, smtp_server: SmtpServer, message: bytes
+) -> None:
+    blob = pack_to_send(message)
+    assert unpack(blob) == message
+    sent_form = unpack_to_send(blob)
+    assert b"\r\n.\r\n" not in b"\r\n" + sent_form  # no line that would end DATA early
+    store.plan_delivery("ada@example.org", NOW.date(), "<dots@example.org>", [], {})
+    with sqlite3.connect(store.path) as conn:  # as the pipeline stores it
+        (did,) = conn.execute("SELECT id FROM delivery").fetchone()
+        conn.execute("INSERT INTO deliverymessage VALUES (?, ?)", (did, blob))
+    run(workspace, store, now=NOW)
+    sent = next(m.data for m in smtp_server.received if m.rcpt_tos == ["ada@example.org"])
+    assert sent == message
 
 
 def test_bodies_past_keep_days_are_dropped_and_the_web_view_says_expired(

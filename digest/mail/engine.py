@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 import aiosmtplib
 
 from digest.config import Config
-from digest.mail.policy import Decision, backoff, decide, is_tls_failure, wire_format
+from digest.mail.policy import Decision, backoff, decide, is_tls_failure
 from digest.states import Delivery as DS
 from digest.store.deliveries import Claim
 from digest.store.papers import Store
@@ -300,7 +300,7 @@ class Engine:
                 return decide("rcpt", reply.code, reply.message)
             # The DATA phase by hand (aiosmtplib's data() re-normalises and re-scans all 30 KB
             # of every message with regexes, the largest cost per message): DATA, then the
-            # message as stored, already CRLF, dot-stuffed only if a line starts with a dot.
+            # message as stored for sending (digest.store.packing), then the final dot.
             start = await smtp.execute_command(b"DATA")
             if start.code != 354:
                 return decide("rcpt", start.code, start.message)
@@ -309,7 +309,8 @@ class Engine:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost after 354")
             phase = "data"
             assert row.message is not None  # _claim hands out only rows with a message
-            protocol.write(wire_format(row.message))
+            protocol.write(row.message)
+            protocol.write(b".\r\n")
             reply = await protocol.read_response(timeout=self.policy.data_timeout)
             return decide("data", reply.code, reply.message)
         except aiosmtplib.SMTPResponseException as exc:

@@ -34,7 +34,7 @@ from digest.service.picking import find_profile, pick_papers, picks_of, render_f
 from digest.service.schedule import digest_day
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
-from digest.store.packing import pack
+from digest.store.packing import pack_to_send
 from digest.store.papers import Store
 from digest.store.planning import FinalState, Planned, Standing
 from digest.store.schema import Delivery, Paper
@@ -319,7 +319,7 @@ def _plan_one(
         rendered = render_for(ctx, profile, picks, day)
         message = compose(ctx.cfg, profile, rendered, message_id, now, ctx.signer)
     with report.timed("storing"):
-        packed = pack(message)  # compressed as it is stored, now rather than with the batch
+        packed = pack_to_send(message)  # compressed now rather than with the batch
     return Planned(
         email,
         day,

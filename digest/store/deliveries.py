@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, func, select
 
 from digest.states import Delivery as DS
-from digest.store.packing import unpack
+from digest.store.packing import unpack_to_send
 from digest.store.schema import Control, Delivery, DeliveryMessage, SubscriberState, utcnow
 
 log = logging.getLogger("digest.send")  # the engine's log: where operators look for delivery
@@ -85,7 +85,9 @@ class Claim:
     attempts: int
     ambiguous_count: int
     expire_at: datetime | None
-    message: bytes | None  # None only for a row planned without one (never by the pipeline)
+    # As it goes after DATA but for the final dot (digest.store.packing.unpack_to_send). None
+    # only for a row planned without a message (never by the pipeline).
+    message: bytes | None
     token: str | None = None  # the claim it was taken under
 
 
@@ -226,7 +228,7 @@ class DeliveryQueries:
                     r[2],
                     r[3],
                     r[4],
-                    unpack(bytes(r[5])) if r[5] is not None else None,
+                    unpack_to_send(bytes(r[5])) if r[5] is not None else None,
                     token,
                 )
                 for r in rows

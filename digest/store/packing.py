@@ -9,10 +9,18 @@ against zlib's 0.38 and 0.16 ms at its level 3, and 9.4 KB stored where zlib sto
 stores 3 % less, but in a run, where each digest is compressed with the caches full of other
 work, it took 0.13-0.23 ms to level 1's 0.07-0.09. Bodies zlib compressed (stored by earlier
 releases) are still read.
+
+A digest the pipeline plans is stored as it goes over SMTP after DATA (dot-stuffed, RFC 5321
+4.5.2), but for the final dot: the engine sends it as read. Making that form from a message of
+unknown line ends took the engine 0.22 ms a 50 KB digest (three counts and a replace over all
+of it), on the core that sends; the planner makes it from the message it has just built, whose
+line ends are CRLF by construction, with the replace alone. `unpack` gives the message itself
+back, whichever way it was stored.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 
@@ -20,6 +28,9 @@ import zstandard
 
 MARKER = b"\x00zs1"
 ZLIB_MARKER = b"\x00dz1"
+# Zstandard, and the message in its SMTP form (`as_sent`).
+WIRE_MARKER = b"\x00zw1"
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 LEVEL = 1
 
 
@@ -40,9 +51,46 @@ def pack(raw: bytes) -> bytes:
     return MARKER + _codecs.compressor.compress(raw)
 
 
+def pack_to_send(message: bytes) -> bytes:
+    """A message whose line ends are all CRLF (as digest.mail.compose builds them), stored as
+    it is sent."""
+    return WIRE_MARKER + _codecs.compressor.compress(dot_stuffed(message))
+
+
 def unpack(stored: bytes) -> bytes:
+    """The message as it was planned, whichever way it was stored."""
+    if stored.startswith(WIRE_MARKER):
+        return _unstuffed(_codecs.decompressor.decompress(stored[len(WIRE_MARKER) :]))
     if stored.startswith(MARKER):
         return _codecs.decompressor.decompress(stored[len(MARKER) :])
     if stored.startswith(ZLIB_MARKER):
         return zlib.decompress(stored[len(ZLIB_MARKER) :])
     return stored
+
+
+def unpack_to_send(stored: bytes) -> bytes:
+    """The message as it goes after 354 but for the final ".\r\n": CRLF line ends, dot-stuffed,
+    ending with CRLF."""
+    if stored.startswith(WIRE_MARKER):
+        return _codecs.decompressor.decompress(stored[len(WIRE_MARKER) :])
+    return as_sent(unpack(stored))
+
+
+def as_sent(message: bytes) -> bytes:
+    """Any message in its SMTP form (`unpack_to_send`): stray CR or LF line ends made CRLF."""
+    lf = message.count(b"\n")
+    if lf != message.count(b"\r") or lf != message.count(b"\r\n"):
+        message = _LINE_ENDS.sub(b"\r\n", message)
+    return dot_stuffed(message)
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """A message with CRLF line ends only, each line that starts with a dot given a second one
+    (every line but the first starts after a LF), ending with CRLF."""
+    out = (b"." if message.startswith(b".") else b"") + message.replace(b"\n.", b"\n..")
+    return out if out.endswith(b"\r\n") else out + b"\r\n"
+
+
+def _unstuffed(sent: bytes) -> bytes:
+    """`dot_stuffed` undone: one dot off each line that starts with one."""
+    return (sent[1:] if sent.startswith(b".") else sent).replace(b"\n..", b"\n.")
