@@ -10,6 +10,7 @@ from pathlib import Path
 from digest.config import Config
 from digest.mail import frames as shared_frames
 from digest.mail.blocks import PaperBlocks
+from digest.mail.compose import _ascii_html
 from digest.mail.frames import Frames
 from tests.test_paper_blocks import READERS, copied_templates, dom, render, whole_message_templates
 
@@ -82,3 +83,49 @@ def test_a_frame_that_reads_the_profile_is_never_shared(workspace: Config, tmp_p
     frames = Frames()
     render(cfg, [1], "Ada", False, PaperBlocks(), frames)
     assert frames._shapes == {} and frames._shareable is False
+
+
+def test_a_shared_frame_vouches_for_its_style_block_only_when_it_closes_first_in_ascii(
+    workspace: Config, tmp_path: Path
+) -> None:
+    blocks, frames = PaperBlocks(), Frames()
+    for order, name, trending in READERS + [([0, 1, 2], n, False) for n in NAMES]:
+        got = render(workspace, order, name, trending, blocks, frames)
+        assert got.raw_text_checked
+        # What compose makes of the HTML is the same whether it looks for itself or not.
+        assert _ascii_html(got.html, True) == _ascii_html(got.html, False) is not None
+    late_style = "</td></tr>\n</table>\n</body>"
+    changed = {
+        "a style block after the papers": (late_style, "<style>p{}</style>" + late_style),
+        "a script left open at the end": ("</body>", "<script>\n</body>"),
+        "non-ASCII before the style block closes": ("</style>", "/* é */</style>"),
+    }
+    for n, (why, (old, new)) in enumerate(changed.items()):
+        cfg = shaped_like(workspace, tmp_path / str(n), old, new)
+        got = render(cfg, [0, 1], "Zoë", False, PaperBlocks(), Frames())
+        assert not got.raw_text_checked, why
+        assert _ascii_html(got.html) is None, why  # such HTML leaves as quoted-printable
+
+
+def test_a_paper_block_with_a_style_element_is_looked_through_in_every_message(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = copied_templates(tmp_path)
+    block = (changed / "digest_paper.html").read_text()
+    (changed / "digest_paper.html").write_text(block + "<style>.why{}</style>\n")
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    got = render(cfg, [0, 1], "Ada", False, PaperBlocks(), Frames())
+    assert not got.raw_text_checked
+
+
+def test_a_readers_non_ascii_name_before_the_style_block_closes_is_looked_through(
+    workspace: Config, tmp_path: Path
+) -> None:
+    cfg = shaped_like(workspace, tmp_path, "<title>", "<title>{{ name }}: ")
+    frames = Frames()
+    ascii_reader = render(cfg, [0, 1], "Ada", False, PaperBlocks(), frames)
+    accented = render(cfg, [0, 1], "Zoë", False, PaperBlocks(), frames)
+    assert ascii_reader.raw_text_checked and not accented.raw_text_checked
+    # Non-ASCII before the style block closes: the HTML leaves as quoted-printable, as ever.
+    assert _ascii_html(accented.html) is None
+    assert _ascii_html(ascii_reader.html, True) == _ascii_html(ascii_reader.html) is not None

@@ -47,6 +47,10 @@ START, END = f"<!--dgst{_TOKEN}start-->", f"<!--dgst{_TOKEN}end-->"
 # others, or a frame inlined without its papers, would take other styles than in the message.
 _BY_POSITION = re.compile(r":(nth-|first-|last-|only-)|[+~]")
 _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
+# Elements whose text an HTML parser takes as it is, character references included (CSS,
+# scripts, and a few obsolete ones): digest.mail.compose writes no reference before the last
+# has closed.
+RAW_TEXT = re.compile(r"<(/?)(?:style|script|xmp|iframe|noembed|noframes|plaintext)\b", re.I)
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
@@ -114,6 +118,9 @@ class PaperBlocks:
     _text: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
+    # Whether a shared HTML block holds a raw-text element (`RAW_TEXT`): then where each
+    # message's last one closes is looked for in the whole message.
+    raw_text: bool = False
     # Per template: whether it writes the reader's values out as they are (`written_out`).
     _plain: dict[str, bool] = field(default_factory=dict)
 
@@ -169,6 +176,7 @@ class PaperBlocks:
             check = template.render(_context(paper, trending, _OTHER))
             inlined = _inlined_block(raw, probe, marker(position)) if _same(raw, check) else None
             self._html[key] = None if inlined is None else _Pieces(inlined)
+            self.raw_text = self.raw_text or bool(inlined and RAW_TEXT.search(inlined))
         block = self._html[key]
         if block is None:
             return None

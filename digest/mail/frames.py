@@ -29,7 +29,7 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import Markup
 
-from digest.mail.blocks import MARKER, by_position, html_escaped, inline, marker
+from digest.mail.blocks import MARKER, RAW_TEXT, by_position, html_escaped, inline, marker
 
 FRAME = "digest.html"
 # The reader's own strings, filled in per reader.
@@ -69,6 +69,15 @@ class Frame:
     parts: list[str]
     # For each odd part: a field name, or the position of a paper.
     slots: list[str | int]
+    # Whether every raw-text element of the frame (`<style>`, ...) closes before any paper,
+    # with only ASCII in the frame before it closes: then, where the reader's strings before
+    # that point (`before_close`) are ASCII too, compose need not look for them in each
+    # message (`vouches`).
+    raw_text_first: bool = False
+    before_close: tuple[str, ...] = ()
+
+    def vouches(self, values: Mapping[str, Any]) -> bool:
+        return self.raw_text_first and all(str(values[f]).isascii() for f in self.before_close)
 
     def fill(self, values: Mapping[str, str], papers: list[str]) -> str:
         parts = self.parts.copy()
@@ -157,7 +166,30 @@ def _make(env: jinja2.Environment, ctx: Mapping[str, Any], n: int) -> Frame | No
     positions = sorted(s for s in slots if isinstance(s, int))
     if positions != list(range(n)):
         return None
-    return Frame(probe, parts, slots)
+    return Frame(probe, parts, slots, *_raw_text_first(out, pieces))
+
+
+def _raw_text_first(out: str, pieces: list[str]) -> tuple[bool, tuple[str, ...]]:
+    """Whether the frame's raw-text elements all close before its first paper, in ASCII, and
+    the reader's strings that come before the last one closes."""
+    last = max(RAW_TEXT.finditer(out), key=lambda m: m.start(), default=None)
+    if last is None:
+        return True, ()
+    if not last.group(1) or not out[: last.end()].isascii():
+        return False, ()  # left open, or non-ASCII before it closes
+    field_of = {v: k for k, v in _MINE.items()}
+    before: list[str] = []
+    at = 0
+    for k in range(0, len(pieces), 3):
+        at += len(pieces[k])
+        if k + 1 >= len(pieces) or at >= last.end():
+            break
+        whole, position = pieces[k + 1], pieces[k + 2]
+        if position is not None:
+            return False, ()  # a paper before it closes
+        before.append(field_of[whole])
+        at += len(whole)
+    return True, tuple(before)
 
 
 def _swapped(mine: str) -> str:

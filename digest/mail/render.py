@@ -44,6 +44,9 @@ class Rendered:
     subject: str
     text: str
     html: str
+    # Set where the HTML is known to open and close every raw-text element (`<style>`, ...)
+    # in a first stretch of ASCII (digest.mail.frames), for compose's 7-bit check.
+    raw_text_checked: bool = False
 
     # The bodies as UTF-8, encoded once: the size check and the message both need them.
     @cached_property
@@ -332,11 +335,14 @@ def _render_parts(
         probe = html_frame.render({**ctx, "papers": with_markers})
     parts = [blocks.html(env, p, i, trending, probe) for i, p in enumerate(papers)]
     inlined = [part for part in parts if part is not None]
-    html = None
+    html, checked = None, False
     if len(inlined) == len(parts):
         html = frame.fill(ctx, inlined) if frame is not None else inline_frame(probe, inlined)
+        # The values filled in are escaped text (no "<"): only the frame and blocks can hold
+        # a raw-text element.
+        checked = frame is not None and frame.vouches(ctx) and not blocks.raw_text
     if html is None:  # a template that moved a marker: the whole message inlined at once
         raw = [blocks.raw_html(env, p, i, trending) for i, p in enumerate(papers)]
         whole = [{**p, "html": Markup(r)} for p, r in zip(papers, raw, strict=True)]
         html = inline(html_frame.render({**ctx, "papers": whole}))
-    return Rendered(subject=subject, text=text, html=html)
+    return Rendered(subject=subject, text=text, html=html, raw_text_checked=checked)
