@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 
 from digest.config import Config, DeliveryConfig, SmtpConfig, WebConfig
+from digest.mail import engine as engine_module
 from digest.mail.engine import PAUSE_KEY, Engine, EngineReport
 from digest.mail.policy import Decision, decide
 from digest.service.pipeline import run
@@ -786,3 +787,28 @@ def test_A2_digests_a_dead_runner_claimed_but_never_tried_are_sent_not_held(
     assert all(final[i].ambiguous_count == 0 and final[i].attempts == 1 for i in ids[2:])
     assert report.counts["sent"] == 4 and report.possible_duplicates == 0
     assert sorted(s.rcpt for s in fault.stored) == sorted(emails(6)[2:])
+
+
+def test_connections_whose_250s_arrive_together_share_one_commit_of_sent(
+    store: Store, smtp_server: Any, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server answers in milliseconds, not smtp-sink's tenths of one: a longer wait.
+    monkeypatch.setattr(engine_module, "GROUP_WAIT", 0.05)
+    day = clock().date()
+    for i in range(200):  # a claim of 50 for each of four connections
+        store.plan_delivery(
+            f"r{i}@example.org", day, f"<g{i}@x.org>", [], {}, message=b"Subject: g\r\n\r\nb\r\n"
+        )
+    commits: list[int] = []
+    mark_sent = store.mark_sent
+
+    def counted(ids: list[int], when: Any) -> None:
+        commits.append(len(ids))
+        mark_sent(ids, when)
+
+    store.mark_sent = counted  # type: ignore[method-assign]
+    cfg = make_cfg(cast(Any, smtp_server), tmp_path, connections=4)
+    assert deliver(store, cfg, clock).counts["sent"] == 200
+    assert sum(commits) == 200 and len(smtp_server.received) == 200
+    assert len(commits) < 150 and max(commits) > 1
+    assert set(states(store).values()) == {"sent"}

@@ -51,6 +51,10 @@ _NETWORK_ERRORS = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
 # Rows a worker claims at once: few enough that an unsubscribe is seen within seconds,
 # enough to keep the database out of the way of the sending.
 BATCH = 50
+# How long (seconds) a recorded 250 waits for the other connections' to share its commit,
+# unless every connection is already waiting: a commit per message was a sixth of the
+# engine's time. Each connection still sends nothing more until its own row is committed.
+GROUP_WAIT = 0.002
 
 
 @dataclass
@@ -109,6 +113,8 @@ class Engine:
         self._pause_checked = 0.0
         self._mail_from = f"MAIL FROM:<{cfg.smtp.from_address}>".encode()
         self._sent_ids: list[int] = []
+        self._workers = 0  # connections' loops still running (`_record_sent` waits for them)
+        self._flush_at: asyncio.TimerHandle | None = None
         self._lease = timedelta(seconds=self.policy.lease_seconds)
         # Room for clocks that differ between nodes: a worker stops starting digests this long
         # before its claim's lease runs out (by its own clock).
@@ -134,6 +140,14 @@ class Engine:
     # -- one connection's loop ----------------------------------------------------------------
 
     async def _worker(self, n: int) -> None:
+        self._workers += 1
+        try:
+            await self._work(n)
+        finally:
+            self._workers -= 1
+            self._flush_if_all_wait()
+
+    async def _work(self, n: int) -> None:
         smtp: aiosmtplib.SMTP | None = None
         used = 0
         batch: list[Claim] = []
@@ -195,19 +209,26 @@ class Engine:
     async def _record_sent(self, delivery_id: int) -> None:
         """Commit `sent` before this worker sends again (group commit).
 
-        Workers whose 250 arrived in the same turn of the event loop share one UPDATE and one
-        commit; each waits until its row is durable.
+        Workers whose 250 arrives within `GROUP_WAIT` of the first share one UPDATE and one
+        commit (at once when every worker is waiting); each waits until its row is durable.
         """
         self._sent_ids.append(delivery_id)
         if self._sent_done is None:
             loop = asyncio.get_running_loop()
             self._sent_done = loop.create_future()
-            loop.call_soon(self._flush_sent)
-        await asyncio.shield(self._sent_done)
+            self._flush_at = loop.call_later(GROUP_WAIT, self._flush_sent)
+        done = self._sent_done
+        self._flush_if_all_wait()
+        await asyncio.shield(done)
+
+    def _flush_if_all_wait(self) -> None:
+        if self._flush_at is not None and len(self._sent_ids) >= self._workers:
+            self._flush_at.cancel()
+            self._flush_sent()
 
     def _flush_sent(self) -> None:
         ids, done = self._sent_ids, self._sent_done
-        self._sent_ids, self._sent_done = [], None
+        self._sent_ids, self._sent_done, self._flush_at = [], None, None
         assert done is not None
         try:
             self.store.mark_sent(ids, utcnow())
