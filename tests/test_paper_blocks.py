@@ -10,6 +10,8 @@ from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from digest.config import Config
 from digest.mail import blocks as paper_blocks
 from digest.mail.blocks import PaperBlocks
@@ -221,4 +223,53 @@ def test_a_paper_template_that_tests_a_readers_reason_gets_each_readers_own_valu
         reasons = [REASONS[(i + len(name)) % 3] for i in order]
         flagged = sum("keyword" in r for r in reasons)
         assert got.text.count("[KW] Why:") == flagged, name
+        assert got.html.count("[KW] ") == flagged, name
+
+
+@pytest.mark.parametrize(
+    "template, hook",
+    [
+        (
+            "digest_paper.html",
+            '{% set r %}{{ p.reason }}{% endset %}{% if "keyword" in r %}[KW] {% endif %}Why:',
+        ),
+        ("digest_paper.html", '{% if "keyword" in p.get("reason") %}[KW] {% endif %}Why:'),
+        ("digest_paper.txt", '{% if "keyword" in p.get("reason") %}[KW] {% endif %}Why:'),
+        (
+            "digest_paper.html",
+            '{% macro why2(r) %}{% if "keyword" in r %}[KW] {% endif %}{% endmacro %}'
+            "{{ why2(p.reason) }}Why:",
+        ),
+    ],
+)
+def test_a_paper_template_that_reads_a_reason_another_way_gets_each_readers_own_values(
+    workspace: Config, tmp_path: Path, template: str, hook: str
+) -> None:
+    changed = copied_templates(tmp_path)
+    block = (changed / template).read_text()
+    (changed / template).write_text(block.replace("Why:", hook))
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(cfg, order, name, trending, shared)
+        flagged = sum("keyword" in REASONS[(i + len(name)) % 3] for i in order)
+        shown = got.html if template.endswith(".html") else got.text
+        assert shown.count("[KW] ") == flagged, name
+
+
+def test_an_html_block_whose_why_macro_tests_the_reason_gets_each_readers_own_values(
+    workspace: Config, tmp_path: Path
+) -> None:
+    changed = copied_templates(tmp_path)
+    block = (changed / "digest_paper.html").read_text()
+    assert "{{ p.reason }}" in block
+    (changed / "digest_paper.html").write_text(
+        '{% macro why(r) %}{% if "keyword" in r %}[KW] {% endif %}{{ r }}{% endmacro %}'
+        + block.replace("{{ p.reason }}", "{{ why(p.reason) }}")
+    )
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    shared = PaperBlocks()
+    for order, name, trending in READERS:
+        got = render(cfg, order, name, trending, shared)
+        flagged = sum("keyword" in REASONS[(i + len(name)) % 3] for i in order)
         assert got.html.count("[KW] ") == flagged, name

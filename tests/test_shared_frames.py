@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from digest.config import Config
 from digest.mail import frames as shared_frames
 from digest.mail.blocks import PaperBlocks
@@ -129,3 +131,52 @@ def test_a_readers_non_ascii_name_before_the_style_block_closes_is_looked_throug
     # Non-ASCII before the style block closes: the HTML leaves as quoted-printable, as ever.
     assert _ascii_html(accented.html) is None
     assert _ascii_html(ascii_reader.html, True) == _ascii_html(ascii_reader.html) is not None
+
+
+ALTERED = {
+    "a filter block": [("Hello {{ name }}:", "{% filter lower %}Hello {{ name }}:{% endfilter %}")],
+    "autoescape off": [
+        ("Hello {{ name }}:", "{% autoescape false %}Hello {{ name }}:{% endautoescape %}")
+    ],
+    "a captured set tested": [
+        ("<body>", "<body>{% set g %}{{ name }}{% endset %}"),
+        ("Hello {{ name }}:", "Hello{% if 'Ada' in g %} you{% endif %} {{ name }}:"),
+    ],
+    "a macro": [
+        ("<body>", "<body>{% macro hi() %}{{ name }}{% endmacro %}"),
+        ("Hello {{ name }}:", "Hello {{ hi()|upper }}:"),
+    ],
+    "an attribute selector on the links": [
+        (".foot a {", 'a[href^="http"] { font-weight: bold; }\n.foot a {')
+    ],
+}
+
+
+@pytest.mark.parametrize("why", list(ALTERED))
+def test_a_frame_that_alters_a_value_around_it_reads_as_rendered_for_the_reader(
+    workspace: Config, tmp_path: Path, why: str
+) -> None:
+    changed = copied_templates(tmp_path)
+    frame = (changed / "digest.html").read_text()
+    for old, new in ALTERED[why]:
+        assert old in frame
+        frame = frame.replace(old, new)
+    (changed / "digest.html").write_text(frame)
+    cfg = workspace.model_copy(update={"templates_dir": changed})
+    frames = Frames()
+    render(cfg, [1], "Bob", False, PaperBlocks(), frames)
+    for name in ("Ada", "Ada <i>x</i>"):
+        shared = render(cfg, [1], name, False, PaperBlocks(), frames)
+        alone = render(cfg, [1], name, False, PaperBlocks(), None)
+        assert dom(shared.html) == dom(alone.html), name
+
+
+@pytest.mark.parametrize("name", ["Ada\x00Byron", "Ada\rByron", "Ada\r\nByron", "A\x01B"])
+def test_a_name_with_a_control_character_gets_a_frame_of_its_own(
+    workspace: Config, tmp_path: Path, name: str
+) -> None:
+    whole = workspace.model_copy(update={"templates_dir": whole_message_templates(tmp_path)})
+    frames = Frames()
+    render(workspace, [0, 1], "Bob", False, PaperBlocks(), frames)
+    got = render(workspace, [0, 1], name, False, PaperBlocks(), frames)
+    assert dom(got.html) == dom(render(whole, [0, 1], name, False, None).html)

@@ -31,6 +31,8 @@ import jinja2
 from jinja2 import nodes
 from markupsafe import Markup
 
+from digest.text import has_control
+
 _TOKEN, _CHECK = secrets.token_hex(8), secrets.token_hex(8)
 FIELDS = ("why", "more", "less", "index")
 
@@ -43,9 +45,10 @@ _MINE, _OTHER = _stand_ins(_TOKEN), _stand_ins(_CHECK)
 _STAND_INS = re.compile("(" + "|".join(_MINE.values()) + ")")
 MARKER = re.compile(f"<!--dgst{_TOKEN}paper([0-9]+)-->")
 START, END = f"<!--dgst{_TOKEN}start-->", f"<!--dgst{_TOKEN}end-->"
-# Selectors whose match depends on an element's siblings: a block inlined apart from the
-# others, or a frame inlined without its papers, would take other styles than in the message.
-_BY_POSITION = re.compile(r":(nth-|first-|last-|only-)|[+~]")
+# Selectors whose match depends on an element's siblings (a block inlined apart from the
+# others, or a frame inlined without its papers, would take other styles than in the
+# message), or on its attributes (`a[href^="https"]`: the stand-ins stand where links go).
+_BY_POSITION = re.compile(r":(nth-|first-|last-|only-)|[+~\[]")
 _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S | re.I)
 # Elements whose text an HTML parser takes as it is, character references included (CSS,
 # scripts, and a few obsolete ones): digest.mail.compose writes no reference before the last
@@ -151,7 +154,7 @@ class PaperBlocks:
             check = str(template.make_module(_context(paper, trending, _OTHER)))
             self._text[key] = _Pieces(str(module)) if _same(str(module), check) else None
         block = self._text[key]
-        if block is None:  # a template that changes what it is given: this reader's own values
+        if block is None or _odd(paper):  # this reader's own values, rendered
             return _own(env, "digest_paper.txt", paper, position, trending)
         reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
         return block.filled(paper, position, reason, str)
@@ -178,7 +181,7 @@ class PaperBlocks:
             self._html[key] = None if inlined is None else _Pieces(inlined)
             self.raw_text = self.raw_text or bool(inlined and RAW_TEXT.search(inlined))
         block = self._html[key]
-        if block is None:
+        if block is None or _odd(paper):
             return None
         return block.filled(paper, position, str(paper["reason"]), html_escaped)
 
@@ -186,7 +189,8 @@ class PaperBlocks:
         if name not in self._plain:
             try:
                 source = env.loader.get_source(env, name)[0] if env.loader else ""
-                self._plain[name] = written_out(env.parse(source))
+                tree = env.parse(source)
+                self._plain[name] = written_out(tree, why=name.endswith(".txt"))
             except jinja2.TemplateError:
                 self._plain[name] = False  # rendering it per reader reports the error
         return self._plain[name]
@@ -196,6 +200,12 @@ class PaperBlocks:
     ) -> str:
         """The block as the template renders it for this reader, for a message inlined whole."""
         return _own(env, "digest_paper.html", paper, position, trending)
+
+
+def _odd(paper: dict[str, Any]) -> bool:
+    """A reason or link with a control character: the inliner's parser would change a CR or
+    drop a NUL that the escaping of a filled-in value keeps."""
+    return any(has_control(str(paper[k])) for k in ("reason", "more_url", "less_url"))
 
 
 def _own(
@@ -221,6 +231,16 @@ def _context(
 
 
 _OWN_ATTRS = {"why": "reason", "more": "more_url", "less": "less_url"}
+# Nodes under which a value written out is not what reaches the message: a filter block, a
+# captured `set`, a macro or call block, a change of autoescaping.
+_ALTERING = (
+    nodes.FilterBlock,
+    nodes.AssignBlock,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.ScopedEvalContextModifier,
+    nodes.EvalContextModifier,
+)
 
 
 def _own_value(node: nodes.Node) -> bool:
@@ -234,17 +254,67 @@ def _own_value(node: nodes.Node) -> bool:
     return False
 
 
-def written_out(node: nodes.Node) -> bool:
-    """Whether every read of a reader's own value is written out on its own (`{{ p.reason }}`)
-    or handed to the template's `why` macro, which is called per reader."""
+def written_out(
+    tree: nodes.Node,
+    own: Callable[[nodes.Node], bool] = _own_value,
+    why: bool = False,
+    whole: str = "p",
+) -> bool:
+    """Whether every read of a reader's own value (``own``) is written out on its own
+    (`{{ p.reason }}`), under no filter block, captured `set`, macro or autoescape change;
+    with ``why``, also as the argument of the template's `why` macro written out on its own
+    (the text block calls it per reader). ``whole``, the name holding the values, may only be
+    read a field at a time (`p.title`, `p["title"]`): `p.get("reason")`, `p|dictsort` or a
+    loop over it would see the stand-ins unnoticed."""
+    return _walk(tree, [], own, why, whole)
+
+
+def _walk(
+    node: nodes.Node,
+    above: list[nodes.Node],
+    own: Callable[[nodes.Node], bool],
+    why: bool,
+    whole: str,
+) -> bool:
+    path = [*above, node]
     for child in node.iter_child_nodes():
-        if _own_value(child):
-            by_why = isinstance(node, nodes.Call) and getattr(node.node, "name", "") == "why"
-            if not (isinstance(node, nodes.Output) or by_why):
+        if own(child):
+            if not _plainly_out(child, path, why):
                 return False
-        elif not written_out(child):
+        elif isinstance(child, nodes.Name) and child.name == whole and child.ctx == "load":
+            if not _one_field(child, path):
+                return False
+        elif not _walk(child, path, own, why, whole):
             return False
     return True
+
+
+def _plainly_out(value: nodes.Node, path: list[nodes.Node], why: bool) -> bool:
+    if any(isinstance(n, _ALTERING) for n in path):
+        return False
+    parent = path[-1]
+    if isinstance(parent, nodes.Output):
+        return True
+    by_why = (
+        why
+        and isinstance(parent, nodes.Call)
+        and isinstance(parent.node, nodes.Name)
+        and parent.node.name == "why"
+        and value in parent.args
+    )
+    return bool(by_why and len(path) > 1 and isinstance(path[-2], nodes.Output))
+
+
+def _one_field(name: nodes.Name, path: list[nodes.Node]) -> bool:
+    parent = path[-1]
+    if isinstance(parent, nodes.Getattr) and parent.node is name:
+        field_ok = not hasattr(dict, parent.attr)  # `p.get`, `p.items`: the dict's methods
+    elif isinstance(parent, nodes.Getitem) and parent.node is name:
+        field_ok = isinstance(parent.arg, nodes.Const)
+    else:
+        return False
+    called = len(path) > 1 and isinstance(path[-2], nodes.Call) and path[-2].node is parent
+    return field_ok and not called
 
 
 def _same(mine: str, other: str) -> bool:

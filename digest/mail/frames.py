@@ -29,7 +29,16 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import Markup
 
-from digest.mail.blocks import MARKER, RAW_TEXT, by_position, html_escaped, inline, marker
+from digest.mail.blocks import (
+    MARKER,
+    RAW_TEXT,
+    by_position,
+    html_escaped,
+    inline,
+    marker,
+    written_out,
+)
+from digest.text import has_control
 
 FRAME = "digest.html"
 # The reader's own strings, filled in per reader.
@@ -99,6 +108,8 @@ class Frames:
             return None
         if not all(isinstance(ctx.get(f), str) and ctx[f] for f in FIELDS):
             return None  # an empty value may be what the frame tests for
+        if any(has_control(ctx[f]) for f in FIELDS):
+            return None  # a CR or NUL the inliner's parser would change, unlike escaping
         day = ctx.get("day")
         if not isinstance(day, date):
             return None
@@ -118,21 +129,9 @@ class Frames:
                 self._shareable = (
                     not list(meta.find_referenced_templates(tree))
                     and meta.find_undeclared_variables(tree) <= {*FIELDS, *SHAPE}
-                    and _only_written_out(tree)
+                    and written_out(tree, lambda n: isinstance(n, nodes.Name) and n.name in FIELDS)
                 )
         return self._shareable
-
-
-def _only_written_out(node: nodes.Node) -> bool:
-    """Whether every use of a reader's string is `{{ value }}`, on its own: a stand-in tells
-    nothing of what a test (`name == "Ada"`), a filter or a macro would make of the value."""
-    for child in node.iter_child_nodes():
-        if isinstance(child, nodes.Name) and child.name in FIELDS:
-            if not isinstance(node, nodes.Output):
-                return False
-        elif not _only_written_out(child):
-            return False
-    return True
 
 
 def _make(env: jinja2.Environment, ctx: Mapping[str, Any], n: int) -> Frame | None:
