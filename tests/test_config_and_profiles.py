@@ -121,6 +121,30 @@ def test_a_broken_profile_does_not_hide_the_others(tmp_path: Path) -> None:
     assert sorted(e.key for e in loaded.errors) == ["email", "timezone"]
 
 
+@pytest.mark.parametrize("ends", ["\r\n", "\r", "\n"])
+def test_a_profile_saved_with_any_line_ends_loads_the_same(tmp_path: Path, ends: str) -> None:
+    path = tmp_path / "ada.toml"
+    path.write_bytes(
+        ("\ufeff" if ends == "\r\n" else "").encode() + ADA.replace("\n", ends).encode()
+    )
+    if ends == "\r\n":  # a byte-order mark, as Notepad writes: TOML refuses it, and says so
+        with pytest.raises(ProfileError, match="not valid TOML"):
+            load_profile(path)
+        path.write_bytes(ADA.replace("\n", ends).encode())
+    assert (
+        load_profile(path).model_dump()
+        == load_profile(write_profile(tmp_path, "b", ADA)).model_dump()
+    )
+
+
+def test_a_profile_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ada.toml"
+    path.write_bytes(ADA.encode().replace(b"Ada", b"Ad\xe9"))
+    with pytest.raises(ProfileError, match="cannot read") as err:
+        load_profile(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
 def test_a_profile_naming_an_unknown_source_is_an_error(tmp_path: Path) -> None:
     path = write_profile(
         tmp_path, "bob", 'email = "bob@example.org"\nsources = ["arxiv", "nope"]\n'
