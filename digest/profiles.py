@@ -163,7 +163,7 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     """Load one profile file; raise ProfileError naming the file and key on the first mistake."""
     shown = str(path)
     try:
-        raw = tomllib.loads(_read_text(path))
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(shown, "", f"not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -184,16 +184,6 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
                 raise ProfileError(shown, f"sources[{i}]", f"no source named {name!r} ({allowed})")
     profile._path = path
     return profile
-
-
-def _read_text(path: Path) -> str:
-    """The file as `Path.read_text` gives it (UTF-8, universal newlines), at a third of its
-    cost: 100,000 profiles read that way took 1.6 s of a cold load, against 0.5 s."""
-    with open(path, "rb") as f:
-        text = f.read().decode("utf-8")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text
 
 
 def cache_file(data_dir: Path) -> Path:

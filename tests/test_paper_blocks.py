@@ -85,6 +85,31 @@ def copied_templates(tmp_path: Path) -> Path:
     return out
 
 
+def edited(cfg: Config, tmp_path: Path, name: str, *edits: tuple[str, str]) -> Config:
+    """The config with a copy of the templates (made once per tmp_path) in which template
+    ``name`` has each (old, new) replaced; every old must be there."""
+    out = tmp_path / "templates"
+    if not out.exists():
+        copied_templates(tmp_path)
+    text = (out / name).read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    (out / name).write_text(text)
+    return cfg.model_copy(update={"templates_dir": out})
+
+
+def flagged_per_reader(cfg: Config) -> list[tuple[str, int, Rendered]]:
+    """Each reader's name, how many of their papers' reasons hold "keyword", and their digest,
+    rendered with one shared set of blocks."""
+    shared = PaperBlocks()
+    out = []
+    for order, name, trending in READERS:
+        flagged = sum("keyword" in REASONS[(i + len(name)) % 3] for i in order)
+        out.append((name, flagged, render(cfg, order, name, trending, shared)))
+    return out
+
+
 def whole_message_templates(tmp_path: Path) -> Path:
     """The templates as they were before paper blocks: each paper written out in the frame's
     loop. Operators' copies look like this, and must go on working."""
@@ -209,19 +234,10 @@ def test_css_that_depends_on_a_papers_place_is_inlined_with_the_whole_message(
 def test_a_paper_template_that_tests_a_readers_reason_gets_each_readers_own_values(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = copied_templates(tmp_path)
-    for name in ("digest_paper.html", "digest_paper.txt"):
-        block = (changed / name).read_text()
-        assert "Why:" in block
-        (changed / name).write_text(
-            block.replace("Why:", '{% if "keyword" in p.reason %}[KW] {% endif %}Why:')
-        )
-    cfg = workspace.model_copy(update={"templates_dir": changed})
-    shared = PaperBlocks()
-    for order, name, trending in READERS:
-        got = render(cfg, order, name, trending, shared)
-        reasons = [REASONS[(i + len(name)) % 3] for i in order]
-        flagged = sum("keyword" in r for r in reasons)
+    hook = ("Why:", '{% if "keyword" in p.reason %}[KW] {% endif %}Why:')
+    cfg = edited(workspace, tmp_path, "digest_paper.html", hook)
+    cfg = edited(workspace, tmp_path, "digest_paper.txt", hook)
+    for name, flagged, got in flagged_per_reader(cfg):
         assert got.text.count("[KW] Why:") == flagged, name
         assert got.html.count("[KW] ") == flagged, name
 
@@ -245,14 +261,8 @@ def test_a_paper_template_that_tests_a_readers_reason_gets_each_readers_own_valu
 def test_a_paper_template_that_reads_a_reason_another_way_gets_each_readers_own_values(
     workspace: Config, tmp_path: Path, template: str, hook: str
 ) -> None:
-    changed = copied_templates(tmp_path)
-    block = (changed / template).read_text()
-    (changed / template).write_text(block.replace("Why:", hook))
-    cfg = workspace.model_copy(update={"templates_dir": changed})
-    shared = PaperBlocks()
-    for order, name, trending in READERS:
-        got = render(cfg, order, name, trending, shared)
-        flagged = sum("keyword" in REASONS[(i + len(name)) % 3] for i in order)
+    cfg = edited(workspace, tmp_path, template, ("Why:", hook))
+    for name, flagged, got in flagged_per_reader(cfg):
         shown = got.html if template.endswith(".html") else got.text
         assert shown.count("[KW] ") == flagged, name
 
@@ -260,16 +270,13 @@ def test_a_paper_template_that_reads_a_reason_another_way_gets_each_readers_own_
 def test_an_html_block_whose_why_macro_tests_the_reason_gets_each_readers_own_values(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = copied_templates(tmp_path)
-    block = (changed / "digest_paper.html").read_text()
-    assert "{{ p.reason }}" in block
-    (changed / "digest_paper.html").write_text(
-        '{% macro why(r) %}{% if "keyword" in r %}[KW] {% endif %}{{ r }}{% endmacro %}'
-        + block.replace("{{ p.reason }}", "{{ why(p.reason) }}")
+    macro = '{% macro why(r) %}{% if "keyword" in r %}[KW] {% endif %}{{ r }}{% endmacro %}'
+    cfg = edited(
+        workspace,
+        tmp_path,
+        "digest_paper.html",
+        ("{{ p.reason }}", "{{ why(p.reason) }}"),
+        ("{#-", macro + "{#-"),
     )
-    cfg = workspace.model_copy(update={"templates_dir": changed})
-    shared = PaperBlocks()
-    for order, name, trending in READERS:
-        got = render(cfg, order, name, trending, shared)
-        flagged = sum("keyword" in REASONS[(i + len(name)) % 3] for i in order)
+    for name, flagged, got in flagged_per_reader(cfg):
         assert got.html.count("[KW] ") == flagged, name

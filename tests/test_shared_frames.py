@@ -14,18 +14,14 @@ from digest.mail import frames as shared_frames
 from digest.mail.blocks import PaperBlocks
 from digest.mail.compose import _ascii_html
 from digest.mail.frames import Frames
-from tests.test_paper_blocks import READERS, copied_templates, dom, render, whole_message_templates
+from tests.test_paper_blocks import READERS, dom, edited, render, whole_message_templates
 
 # Names a profile may carry: markup, quotes, an ampersand, a no-break space, accents.
 NAMES = ['Ada <b>Byron</b> & "Co"', "O'Brien\xa0Zoë", "Bob"]
 
 
-def shaped_like(cfg: Config, tmp_path: Path, old: str, new: str) -> Config:
-    changed = copied_templates(tmp_path)
-    frame = (changed / "digest.html").read_text()
-    assert old in frame
-    (changed / "digest.html").write_text(frame.replace(old, new))
-    return cfg.model_copy(update={"templates_dir": changed})
+def shaped_like(cfg: Config, tmp_path: Path, *edits: tuple[str, str]) -> Config:
+    return edited(cfg, tmp_path, "digest.html", *edits)
 
 
 def test_readers_sharing_a_frame_read_as_messages_inlined_whole(
@@ -55,7 +51,7 @@ def test_a_readers_name_is_escaped_in_the_shared_frame(workspace: Config) -> Non
 def test_a_frame_that_reads_a_papers_fields_is_made_for_each_reader(
     workspace: Config, tmp_path: Path
 ) -> None:
-    cfg = shaped_like(workspace, tmp_path, "{{ p.html }}", "{{ p.html }}<!-- {{ p.id }} -->")
+    cfg = shaped_like(workspace, tmp_path, ("{{ p.html }}", "{{ p.html }}<!-- {{ p.id }} -->"))
     frames = Frames()
     got = render(cfg, [1, 2], "Ada", False, PaperBlocks(), frames)
     assert "<!-- 2611.10001 -->" in got.html and "<!-- 2611.10002 -->" in got.html
@@ -72,7 +68,7 @@ def test_a_frame_that_filters_tests_or_measures_a_value_is_made_for_each_reader(
             ("Hello {{ name }}:", "Hello{% if name == 'Ada' %} you{% endif %}:", "Hello you:"),
         ]
     ):
-        cfg = shaped_like(workspace, tmp_path / str(n), old, new)
+        cfg = shaped_like(workspace, tmp_path / str(n), (old, new))
         frames = Frames()
         got = render(cfg, [1], "Ada", False, PaperBlocks(), frames)
         assert shown in got.html
@@ -81,7 +77,7 @@ def test_a_frame_that_filters_tests_or_measures_a_value_is_made_for_each_reader(
 
 def test_a_frame_that_reads_the_profile_is_never_shared(workspace: Config, tmp_path: Path) -> None:
     keywords = "Hello {{ name }} ({{ interests.keywords|length }}):"
-    cfg = shaped_like(workspace, tmp_path, "Hello {{ name }}:", keywords)
+    cfg = shaped_like(workspace, tmp_path, ("Hello {{ name }}:", keywords))
     frames = Frames()
     render(cfg, [1], "Ada", False, PaperBlocks(), frames)
     assert frames._shapes == {} and frames._shareable is False
@@ -103,7 +99,7 @@ def test_a_shared_frame_vouches_for_its_style_block_only_when_it_closes_first_in
         "non-ASCII before the style block closes": ("</style>", "/* é */</style>"),
     }
     for n, (why, (old, new)) in enumerate(changed.items()):
-        cfg = shaped_like(workspace, tmp_path / str(n), old, new)
+        cfg = shaped_like(workspace, tmp_path / str(n), (old, new))
         got = render(cfg, [0, 1], "Zoë", False, PaperBlocks(), Frames())
         assert not got.raw_text_checked, why
         assert _ascii_html(got.html) is None, why  # such HTML leaves as quoted-printable
@@ -112,10 +108,8 @@ def test_a_shared_frame_vouches_for_its_style_block_only_when_it_closes_first_in
 def test_a_paper_block_with_a_style_element_is_looked_through_in_every_message(
     workspace: Config, tmp_path: Path
 ) -> None:
-    changed = copied_templates(tmp_path)
-    block = (changed / "digest_paper.html").read_text()
-    (changed / "digest_paper.html").write_text(block + "<style>.why{}</style>\n")
-    cfg = workspace.model_copy(update={"templates_dir": changed})
+    style = "<style>.why{}</style>\n</td></tr>"
+    cfg = edited(workspace, tmp_path, "digest_paper.html", ("</td></tr>", style))
     got = render(cfg, [0, 1], "Ada", False, PaperBlocks(), Frames())
     assert not got.raw_text_checked
 
@@ -123,7 +117,7 @@ def test_a_paper_block_with_a_style_element_is_looked_through_in_every_message(
 def test_a_readers_non_ascii_name_before_the_style_block_closes_is_looked_through(
     workspace: Config, tmp_path: Path
 ) -> None:
-    cfg = shaped_like(workspace, tmp_path, "<title>", "<title>{{ name }}: ")
+    cfg = shaped_like(workspace, tmp_path, ("<title>", "<title>{{ name }}: "))
     frames = Frames()
     ascii_reader = render(cfg, [0, 1], "Ada", False, PaperBlocks(), frames)
     accented = render(cfg, [0, 1], "Zoë", False, PaperBlocks(), frames)
@@ -156,13 +150,7 @@ ALTERED = {
 def test_a_frame_that_alters_a_value_around_it_reads_as_rendered_for_the_reader(
     workspace: Config, tmp_path: Path, why: str
 ) -> None:
-    changed = copied_templates(tmp_path)
-    frame = (changed / "digest.html").read_text()
-    for old, new in ALTERED[why]:
-        assert old in frame
-        frame = frame.replace(old, new)
-    (changed / "digest.html").write_text(frame)
-    cfg = workspace.model_copy(update={"templates_dir": changed})
+    cfg = shaped_like(workspace, tmp_path, *ALTERED[why])
     frames = Frames()
     render(cfg, [1], "Bob", False, PaperBlocks(), frames)
     for name in ("Ada", "Ada <i>x</i>"):

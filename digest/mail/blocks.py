@@ -187,12 +187,8 @@ class PaperBlocks:
 
     def _written_out(self, env: jinja2.Environment, name: str) -> bool:
         if name not in self._plain:
-            try:
-                source = env.loader.get_source(env, name)[0] if env.loader else ""
-                tree = env.parse(source)
-                self._plain[name] = written_out(tree, why=name.endswith(".txt"))
-            except jinja2.TemplateError:
-                self._plain[name] = False  # rendering it per reader reports the error
+            tree = template_tree(env, name)
+            self._plain[name] = tree is not None and written_out(tree, why=name.endswith(".txt"))
         return self._plain[name]
 
     def raw_html(
@@ -200,6 +196,15 @@ class PaperBlocks:
     ) -> str:
         """The block as the template renders it for this reader, for a message inlined whole."""
         return _own(env, "digest_paper.html", paper, position, trending)
+
+
+def template_tree(env: jinja2.Environment, name: str) -> nodes.Template | None:
+    """A template's source, parsed; None where it cannot be (rendering it per reader reports
+    the error)."""
+    try:
+        return env.parse(env.loader.get_source(env, name)[0] if env.loader else "")
+    except jinja2.TemplateError:
+        return None
 
 
 def _odd(paper: dict[str, Any]) -> bool:

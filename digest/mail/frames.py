@@ -36,6 +36,7 @@ from digest.mail.blocks import (
     html_escaped,
     inline,
     marker,
+    template_tree,
     written_out,
 )
 from digest.text import has_control
@@ -48,6 +49,7 @@ SHAPE = ("papers", "trending", "day")
 # Two sets of stand-ins of different lengths: `|length` or `|wordwrap` on a value gives itself away.
 _MINE = {f: f"dgfr{secrets.token_hex(8)}{f}" for f in FIELDS}
 _OTHER = {f: f"dgfr{secrets.token_hex(13)}{f}" for f in FIELDS}
+_FIELD_OF = {v: k for k, v in _MINE.items()}
 
 
 class _Paper:
@@ -120,17 +122,13 @@ class Frames:
 
     def _reads_only_shape(self, env: jinja2.Environment) -> bool:
         if self._shareable is None:
-            try:
-                source = env.loader.get_source(env, FRAME)[0] if env.loader else ""
-                tree = env.parse(source)
-            except jinja2.TemplateError:
-                self._shareable = False  # the per-reader render reports it
-            else:
-                self._shareable = (
-                    not list(meta.find_referenced_templates(tree))
-                    and meta.find_undeclared_variables(tree) <= {*FIELDS, *SHAPE}
-                    and written_out(tree, lambda n: isinstance(n, nodes.Name) and n.name in FIELDS)
-                )
+            tree = template_tree(env, FRAME)
+            self._shareable = (
+                tree is not None
+                and not list(meta.find_referenced_templates(tree))
+                and meta.find_undeclared_variables(tree) <= {*FIELDS, *SHAPE}
+                and written_out(tree, lambda n: isinstance(n, nodes.Name) and n.name in FIELDS)
+            )
         return self._shareable
 
 
@@ -153,14 +151,13 @@ def _make(env: jinja2.Environment, ctx: Mapping[str, Any], n: int) -> Frame | No
         return None
     # Text, then (a stand-in, or a marker and its paper's position), then text, and so on.
     pieces = re.split("(" + "|".join([*_MINE.values(), MARKER.pattern]) + ")", out)
-    field_of = {v: k for k, v in _MINE.items()}
     parts: list[str] = []
     slots: list[str | int] = []
     for k in range(0, len(pieces), 3):
         parts.append(pieces[k])
         if k + 1 < len(pieces):
             whole, position = pieces[k + 1], pieces[k + 2]
-            slots.append(field_of[whole] if position is None else int(position))
+            slots.append(_FIELD_OF[whole] if position is None else int(position))
             parts.append("")
     positions = sorted(s for s in slots if isinstance(s, int))
     if positions != list(range(n)):
@@ -176,7 +173,6 @@ def _raw_text_first(out: str, pieces: list[str]) -> tuple[bool, tuple[str, ...]]
         return True, ()
     if not last.group(1) or not out[: last.end()].isascii():
         return False, ()  # left open, or non-ASCII before it closes
-    field_of = {v: k for k, v in _MINE.items()}
     before: list[str] = []
     at = 0
     for k in range(0, len(pieces), 3):
@@ -186,7 +182,7 @@ def _raw_text_first(out: str, pieces: list[str]) -> tuple[bool, tuple[str, ...]]
         whole, position = pieces[k + 1], pieces[k + 2]
         if position is not None:
             return False, ()  # a paper before it closes
-        before.append(field_of[whole])
+        before.append(_FIELD_OF[whole])
         at += len(whole)
     return True, tuple(before)
 

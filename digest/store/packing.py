@@ -60,7 +60,7 @@ def pack_to_send(message: bytes) -> bytes:
 def unpack(stored: bytes) -> bytes:
     """The message as it was planned, whichever way it was stored."""
     if stored.startswith(WIRE_MARKER):
-        return _unstuffed(_codecs.decompressor.decompress(stored[len(WIRE_MARKER) :]))
+        return _unstuffed(unpack_to_send(stored))
     if stored.startswith(MARKER):
         return _codecs.decompressor.decompress(stored[len(MARKER) :])
     if stored.startswith(ZLIB_MARKER):
