@@ -136,8 +136,10 @@ def test_a_database_made_before_refs_is_upgraded_to_have_their_table_and_keeps_i
     db = site / "data" / "digest.db"
     with sqlite3.connect(db) as conn:  # as the release before refs (and migrations) left it
         conn.execute("DROP TABLE linkref")
-        conn.execute("DROP TABLE planclaim")  # later revisions' (0003, 0004)
+        conn.execute("DROP TABLE planclaim")  # later revisions' (0003, 0004, 0005)
         conn.execute("DROP TABLE plaintext")
+        conn.execute("DROP INDEX ix_delivery_day_states")
+        conn.execute("CREATE INDEX ix_delivery_digest_date ON delivery (digest_date)")
         conn.execute("DROP TABLE alembic_version")
         sent = conn.execute("SELECT count(*) FROM delivery WHERE state = 'sent'").fetchone()[0]
     assert sent == 2
@@ -145,7 +147,7 @@ def test_a_database_made_before_refs_is_upgraded_to_have_their_table_and_keeps_i
     assert refused.returncode == 1 and "digest db upgrade" in refused.stderr
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0001 -> 0004" in upgraded.stdout and "copied" in upgraded.stdout
+    assert "0001 -> 0005" in upgraded.stdout and "copied" in upgraded.stdout
     status = digest("status", cwd=site)
     assert status.returncode == 0, status.stderr
     assert "2 sent" in status.stdout

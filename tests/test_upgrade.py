@@ -121,7 +121,7 @@ def test_a_populated_database_from_before_migrations_upgrades_and_the_cycle_goes
     assert "matches 0001" in current.stdout
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0001 -> 0004" in upgraded.stdout
+    assert "0001 -> 0005" in upgraded.stdout
     # SQLite: a copy is kept beside the file first; PostgreSQL: the operator is told to dump.
     assert "copied" in upgraded.stdout or "pg_dump" in upgraded.stdout
     assert "current" in digest("db", "current", cwd=site).stdout
@@ -153,7 +153,7 @@ def test_a_database_made_after_link_refs_but_before_versions_is_stamped_then_upg
     assert "predates schema versions and matches revision 0002" in refused.stderr
     upgraded = digest("db", "upgrade", cwd=site)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "0002 -> 0004" in upgraded.stdout
+    assert "0002 -> 0005" in upgraded.stdout
     again = digest("db", "upgrade", cwd=site)
     assert "nothing to do" in again.stdout
     assert digest("status", cwd=site).returncode == 0
@@ -185,7 +185,7 @@ def test_a_versioned_database_at_link_refs_gains_plan_claims_with_its_rows_kept(
     url = versioned_at(site, "0002")
     populate(site)
     upgraded = digest("db", "upgrade", cwd=site)
-    assert upgraded.returncode == 0 and "0002 -> 0004" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and "0002 -> 0005" in upgraded.stdout, upgraded.stderr
     ran = digest("run", "--no-ingest", cwd=site)
     assert ran.returncode in (0, 2), ran.stdout + ran.stderr
     assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
@@ -205,7 +205,7 @@ def test_a_versioned_database_at_plan_claims_gains_plain_texts_filled_by_the_nex
     url = versioned_at(site, "0003")
     populate(site)  # the papers are stored with no plain texts: the table did not exist
     upgraded = digest("db", "upgrade", cwd=site)
-    assert upgraded.returncode == 0 and "0003 -> 0004" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and "0003 -> 0005" in upgraded.stdout, upgraded.stderr
     engine = create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM plaintext")).scalar() == 0
@@ -219,6 +219,56 @@ def test_a_versioned_database_at_plan_claims_gains_plain_texts_filled_by_the_nex
     with_latex = [t for row in papers for t in row if "$" in t or "\\" in t]
     assert with_latex and stored  # the demo listing has LaTeX, and its readings were kept
     assert all("$" not in plain for plain in stored.values())
+
+
+def test_a_versioned_database_at_plain_texts_gains_the_day_states_index_with_its_rows_kept(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    """0004 -> 0005 on a populated, versioned database: `digest status` then reads today's
+    states from the new index alone (SQLite's own query plan says so), the old one-column
+    index is gone, and the digest planned before the upgrade goes out as planned."""
+    url = versioned_at(site, "0004")
+    populate(site)
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0 and "0004 -> 0005" in upgraded.stdout, upgraded.stderr
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        plan = conn.execute(
+            text(
+                "EXPLAIN QUERY PLAN SELECT subscriber, digest_date, state, ambiguous_count "
+                "FROM delivery WHERE digest_date IN ('2026-01-01', '2026-01-02')"
+            )
+        ).all()
+        assert conn.execute(text("SELECT COUNT(*) FROM delivery")).scalar() == 2
+    assert "ix_delivery_day_states" in names and "ix_delivery_digest_date" not in names
+    assert "COVERING INDEX ix_delivery_day_states" in " ".join(str(r[-1]) for r in plan)
+    status = digest("status", cwd=site)
+    assert status.returncode == 0 and "1 pending" in status.stdout, status.stdout + status.stderr
+    ran = digest("run", "--no-ingest", cwd=site)
+    assert ran.returncode in (0, 2), ran.stdout + ran.stderr
+    assert f"Message-ID: {ORIGINAL_ID}".encode() in smtp_server.received[0].data
+    assert "1 sent" in digest("status", cwd=site).stdout
+    engine.dispose()
+
+
+def test_an_unversioned_database_without_the_index_is_recognised_as_the_revision_before_it(
+    site: Path,
+) -> None:
+    """0005 only adds an index, so 0004's tables are 0005's: a database without the index
+    is stamped as 0004 and upgraded, not stamped as 0005 and left without it."""
+    url = f"sqlite:///{site / 'data' / 'digest.db'}"
+    (site / "data").mkdir()
+    at_revision(url, "0004")
+    refused = digest("status", cwd=site)
+    assert "predates schema versions and matches revision 0004" in refused.stderr
+    upgraded = digest("db", "upgrade", cwd=site)
+    assert upgraded.returncode == 0 and "0004 -> 0005" in upgraded.stdout, upgraded.stderr
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    engine.dispose()
+    assert "ix_delivery_day_states" in names
 
 
 def test_the_newest_revision_written_in_the_code_is_the_head_alembic_finds() -> None:

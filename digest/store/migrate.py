@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # The newest revision this release ships. Written here so that opening a database that is
 # current needs no Alembic: importing it took a fifth of every `digest` command's start.
 # tests/test_upgrade.py holds it to the head Alembic finds among the revisions.
-HEAD = "0004"
+HEAD = "0005"
 
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
 UPGRADE_HINT = "run `digest db upgrade` (it keeps a copy of an SQLite file first)"
@@ -79,16 +79,25 @@ def known(revision: str) -> bool:
     return any(r == revision for r, _ in history())
 
 
-@cache
 def schema_at(revision: str) -> dict[str, frozenset[str]]:
     """Tables and their columns at a revision, as the revisions themselves make them."""
+    return _made_at(revision)[0]
+
+
+def indexes_at(revision: str) -> frozenset[str]:
+    """Names of the indexes at a revision, as the revisions themselves make them."""
+    return _made_at(revision)[1]
+
+
+@cache
+def _made_at(revision: str) -> tuple[dict[str, frozenset[str]], frozenset[str]]:
     from alembic import command
 
     engine = create_engine("sqlite://")
     try:
         with engine.begin() as conn:
             command.upgrade(_config(conn), revision)
-        return _tables(engine)
+        return _tables(engine), _indexes(engine)
     finally:
         engine.dispose()
 
@@ -116,12 +125,26 @@ def condition(engine: Engine) -> Condition:
 
 
 def recognise(engine: Engine) -> str | None:
-    """The revision whose tables and columns an unversioned database has exactly, or None."""
+    """The revision whose tables and columns an unversioned database has exactly, or None.
+
+    Revisions that only add an index (0005) leave the tables as they were: among those, the
+    newest whose indexes the database has, so a database without the index is upgraded to it
+    rather than stamped past it. Indexes break ties only: the release before migrations named
+    its own, and its tables alone must keep recognising it.
+    """
     have = _tables(engine)
-    for revision, _ in reversed(history()):
-        if schema_at(revision) == have:
-            return revision
-    return None
+    matching = [r for r, _ in reversed(history()) if schema_at(r) == have]
+    if len(matching) < 2:
+        return matching[0] if matching else None
+    indexes = _indexes(engine)
+    return next((r for r in matching if indexes_at(r) <= indexes), matching[-1])
+
+
+def _indexes(engine: Engine) -> frozenset[str]:
+    found = inspect(engine)
+    return frozenset(
+        str(i["name"]) for t in found.get_table_names() for i in found.get_indexes(t) if i["name"]
+    )
 
 
 def check(engine: Engine, where: str, state: Condition | None = None) -> None:

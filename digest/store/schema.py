@@ -96,11 +96,14 @@ class Delivery(SQLModel, table=True):
         # Claims look rows up by state: pending in id order, retries by due time.
         Index("ix_delivery_state_id", "state", "id"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
+        # `digest status`: a day's subscribers, states and repeats from the index alone
+        # (migration 0005); its leading date serves every look-up by date.
+        Index("ix_delivery_day_states", "digest_date", "subscriber", "state", "ambiguous_count"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     subscriber: str = Field(max_length=254, index=True)
-    digest_date: date = Field(index=True)
+    digest_date: date
     # Fixed when the row is made and reused on every attempt, so receivers can de-duplicate.
     message_id: str = Field(max_length=255, unique=True)
     # pending -> sending -> sent | retry | ambiguous | bounced | expired | dead | cancelled
