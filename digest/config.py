@@ -8,10 +8,10 @@ localhost:8025 without TLS), which is what `digest demo` and a first try need.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
+import tomli
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -358,10 +358,10 @@ def load_config(explicit: Path | None = None, *, missing_ok: bool = False) -> Co
             "run `digest init` to create one here, or pass --config FILE",
         )
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomli.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file", "run `digest init` to create one") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc

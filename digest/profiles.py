@@ -14,13 +14,13 @@ import os
 import pickle
 import re
 import tempfile
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import tomli
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from digest import __version__
@@ -163,8 +163,8 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     """Load one profile file; raise ProfileError naming the file and key on the first mistake."""
     shown = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomli.loads(path.read_text(encoding="utf-8"))
+    except tomli.TOMLDecodeError as exc:
         raise ProfileError(shown, "", f"not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(shown, "", f"cannot read: {exc}") from exc
