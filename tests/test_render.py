@@ -57,7 +57,7 @@ def build(
         workspace,
         profile,
         rendered,
-        message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org"),
+        message_id_for("ada@example.org", date(2026, 11, 23), "digest@papers.example.org", "k"),
         NOW,
     )
 
@@ -240,10 +240,26 @@ def test_header_text_flattens_controls() -> None:
 
 
 def test_the_message_id_is_fixed_per_subscriber_and_day() -> None:
-    a = message_id_for("Ada@Example.org", date(2026, 11, 23), "d@papers.example.org")
-    assert a == message_id_for("ada@example.org", date(2026, 11, 23), "d@papers.example.org")
-    assert a != message_id_for("ada@example.org", date(2026, 11, 24), "d@papers.example.org")
+    def mid(email: str, day: date, key: str = "key-one") -> str:
+        return message_id_for(email, day, "d@papers.example.org", key)
+
+    a = mid("Ada@Example.org", date(2026, 11, 23))
+    assert a == mid("ada@example.org", date(2026, 11, 23))
+    assert a != mid("ada@example.org", date(2026, 11, 24))
     assert a.endswith("@papers.example.org>")
+
+
+def test_the_message_id_gives_no_way_to_confirm_a_guessed_address() -> None:
+    """Keyed: under another site's key the same reader and day get another id, and it is not
+    the plain hash of the address anyone could compute."""
+    import hashlib
+
+    day = date(2026, 11, 23)
+    one = message_id_for("ada@example.org", day, "d@papers.example.org", "key-one")
+    other = message_id_for("ada@example.org", day, "d@papers.example.org", "key-two")
+    assert one != other
+    plain = hashlib.sha256(f"ada@example.org|{day.isoformat()}".encode()).hexdigest()[:20]
+    assert plain not in one and "ada" not in one
 
 
 def _parts(raw: bytes) -> tuple[str, str]:
@@ -498,3 +514,16 @@ def test_links_are_https_to_known_hosts_only() -> None:
     ):
         assert safe_link(bad) is None, bad
     assert safe_link("https://blog.example.org/p", ("example.org",)) == "https://blog.example.org/p"
+
+
+def test_a_paper_without_authors_leaves_no_blank_author_line_in_the_text_part(
+    workspace: Config,
+) -> None:
+    """A feed item with no authors: no line of spaces where they would be (it went out
+    quoted-printable as `   =20`)."""
+    raw = build(workspace, paper=HOSTILE.model_copy(update={"authors": []}))
+    assert b"=20\r\n" not in raw.split(b"text/plain", 1)[1].split(b"text/html", 1)[0]
+    text, _ = bodies(raw)
+    title_at = next(i for i, ln in enumerate(text.splitlines()) if "Attention" in ln)
+    after = text.splitlines()[title_at + 1]
+    assert after.strip(), repr(after)  # the next line says something (categories, why)

@@ -7,7 +7,7 @@ email library folds and encodes them.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -223,11 +223,17 @@ def unsubscribe_url(cfg: Config, email: str, signer: Signer | None = None) -> st
     return f"{cfg.web.base_url}/u/{(signer or Signer(cfg)).unsubscribe(email)}"
 
 
-def message_id_for(email: str, day: date, from_address: str) -> str:
-    """Fixed for (subscriber, day): every attempt at one digest carries the same Message-ID."""
-    digest_of = hashlib.sha256(f"{email.lower()}|{day.isoformat()}".encode()).hexdigest()[:20]
+def message_id_for(email: str, day: date, from_address: str, key: str) -> str:
+    """Fixed for (subscriber, day): every attempt at one digest carries the same Message-ID.
+
+    Keyed (HMAC-SHA256 under the signing key): a Message-ID travels in replies' References
+    and in forwarded mail, and a plain hash of the address would let anyone holding one
+    confirm a guessed address, as the links' ids do not."""
+    mac = hmac.new(
+        key.encode(), f"digest.message-id\0{email.lower()}|{day.isoformat()}".encode(), "sha256"
+    )
     domain = from_address.rsplit("@", 1)[-1]
-    return f"<digest.{day.isoformat()}.{digest_of}@{domain}>"
+    return f"<digest.{day.isoformat()}.{mac.hexdigest()[:20]}@{domain}>"
 
 
 def _paper_static(hosts: tuple[str, ...], p: Paper) -> dict[str, Any]:
