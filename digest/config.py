@@ -25,7 +25,7 @@ from pydantic import (
 
 from digest.errors import ConfigError
 from digest.text import has_control
-from digest.validation import problems
+from digest.validation import first_and_rest, problems, read_toml_text
 
 SourceKind = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -358,20 +358,20 @@ def load_config(explicit: Path | None = None, *, missing_ok: bool = False) -> Co
             "run `digest init` to create one here, or pass --config FILE",
         )
     try:
-        raw = tomli.loads(path.read_text(encoding="utf-8"))
+        raw = tomli.loads(read_toml_text(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file", "run `digest init` to create one") from exc
     except tomli.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {exc.reason}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        key, msg = problems(Config, exc)[0]
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{path}: {key}: {msg}{suffix}") from exc
+        key, msg = first_and_rest(problems(Config, exc))
+        raise ConfigError(f"{path}: {key}: {msg}") from exc
     # Relative paths are relative to the config file, so the service runs from any directory.
     base = path.absolute().parent
     smtp = cfg.smtp.model_copy(

@@ -28,8 +28,10 @@ from digest.errors import ProfileError
 from digest.packed import CHUNK, Packed, Packer, Profiles, Scheduled
 from digest.record import canonical_arxiv_id
 from digest.text import has_control
-from digest.validation import problems
+from digest.validation import first_and_rest, problems, read_toml_text
 
+# A double quote before a letter or brace with no backslash before it (see `_lost_backslash`).
+_LOST_UMLAUT = re.compile(r'(?<!\\)"(?=[A-Za-z{])')
 # Deliberately plain: a local part and a dotted domain, nothing that could break a header.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 
@@ -82,6 +84,14 @@ class Interests(BaseModel):
                 raise ValueError(f"{s!r} has no letter or digit to match")
             out.append(s)
         return out
+
+    @field_validator("authors")
+    @classmethod
+    def _lost_backslash(cls, v: list[str]) -> list[str]:
+        # arXiv's `G\"unther` pasted into a double-quoted TOML string reads as `G"unther`:
+        # TOML took the backslash for its own escape. A quote right before a letter in a name
+        # is that umlaut, so the backslash is put back for the name to match and read right.
+        return [_LOST_UMLAUT.sub(r'\\"', s) for s in v]
 
 
 class Profile(BaseModel):
@@ -160,21 +170,21 @@ class LoadResult:
 
 
 def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Profile:
-    """Load one profile file; raise ProfileError naming the file and key on the first mistake."""
+    """Load one profile file; raise ProfileError naming the file and the key of the first
+    mistake (the message holds every mistake)."""
     shown = str(path)
     try:
-        raw = tomli.loads(path.read_text(encoding="utf-8"))
+        raw = tomli.loads(read_toml_text(path))
     except tomli.TOMLDecodeError as exc:
         raise ProfileError(shown, "", f"not valid TOML: {exc}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(shown, "", f"cannot read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProfileError(shown, "", str(exc.reason)) from exc
+    except OSError as exc:
+        raise ProfileError(shown, "", f"cannot read: {exc.strerror or exc}") from exc
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as exc:
-        found = problems(Profile, exc)
-        key, msg = found[0]
-        if len(found) > 1:
-            msg += f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})"
+        key, msg = first_and_rest(problems(Profile, exc))
         raise ProfileError(shown, key, msg) from exc
     if known_sources is not None and profile.sources is not None:
         known = set(known_sources)
@@ -345,11 +355,16 @@ class _Cache:
         _dump(cache, (stamp, vars(self)))
 
 
+# Bump when validation reads a file differently with the same schema (2: `G"unther`), so
+# cached profiles are read again.
+READING = 2
+
+
 def _stamp(known: list[str] | None) -> object:
     """What a cache was made under: this release, the profile's shape and the configured
     sources. The shape too: the chunks are unpickled long after the cache is read (by each
     planner), where a profile class changed without a new release number could not be."""
-    return (__version__, _shape(), tuple(known) if known is not None else None)
+    return (__version__, _shape(), READING, tuple(known) if known is not None else None)
 
 
 @functools.cache

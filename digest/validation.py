@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -42,7 +44,9 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, st
         kind = err["type"]
         if kind == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
-            msg = "unknown key" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+            near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.75)
+            msg = "unknown key" + (f", did you mean {near[0]!r}?" if near else "")
+            msg += f" (allowed: {', '.join(allowed)})" if allowed else ""
         elif kind == "missing":
             msg = "required key is missing"
         else:
@@ -56,3 +60,31 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, st
                 msg += f" (got {shown})"
         out.append((key, msg))
     return out
+
+
+def read_toml_text(path: Path) -> str:
+    """A TOML file's text, as `Path.read_text` gives it (any line ends read as newlines), but
+    with the byte-order mark some Windows editors write first skipped; text in another
+    encoding is a UnicodeDecodeError whose reason says which line and what to do."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        exc.reason = f"line {line} is not UTF-8 text: save the file as UTF-8"
+        raise
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+# Mistakes of one file named in its error line; the rest are counted.
+SHOWN_PROBLEMS = 4
+
+
+def first_and_rest(found: list[tuple[str, str]]) -> tuple[str, str]:
+    """The first mistake's key, and one message with every mistake in it, so that one edit
+    fixes them all (a few at most: a file with dozens is the wrong file, as the first say)."""
+    key, msg = found[0]
+    msg += "".join(f"; also {k}: {m}" for k, m in found[1:SHOWN_PROBLEMS])
+    if len(found) > SHOWN_PROBLEMS:
+        msg += f" (and {len(found) - SHOWN_PROBLEMS} more)"
+    return key, msg

@@ -43,7 +43,10 @@ def test_the_config_is_found_through_the_environment(
             "smtp.security: Input should be 'starttls', 'tls' or 'none'",
         ),
         ("[smtp]\nport = 0\n", "smtp.port:"),
-        ('[smtp]\nhots = "x"\n', "smtp.hots: unknown key (allowed: host, port"),
+        (
+            '[smtp]\nhots = "x"\n',
+            "smtp.hots: unknown key, did you mean 'host'? (allowed: host, port",
+        ),
         ('[[sources]]\nname = "a"\nkind = "atom"\nurl = "https://x"\n', "sources[0].kind:"),
         (
             '[[sources]]\nname = "a"\nkind = "rss"\nurl = "ftp://x"\n',
@@ -122,27 +125,43 @@ def test_a_broken_profile_does_not_hide_the_others(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ends", ["\r\n", "\r", "\n"])
-def test_a_profile_saved_with_any_line_ends_loads_the_same(tmp_path: Path, ends: str) -> None:
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_a_profile_saved_with_any_line_ends_or_a_byte_order_mark_loads_the_same(
+    tmp_path: Path, ends: str, bom: bytes
+) -> None:
+    """As Windows editors save it: CRLF, and a byte-order mark first (Notepad's "UTF-8 with
+    BOM"), which TOML itself would refuse at line 1, column 1."""
     path = tmp_path / "ada.toml"
-    path.write_bytes(
-        ("\ufeff" if ends == "\r\n" else "").encode() + ADA.replace("\n", ends).encode()
-    )
-    if ends == "\r\n":  # a byte-order mark, as Notepad writes: TOML refuses it, and says so
-        with pytest.raises(ProfileError, match="not valid TOML"):
-            load_profile(path)
-        path.write_bytes(ADA.replace("\n", ends).encode())
+    path.write_bytes(bom + ADA.replace("\n", ends).encode())
     assert (
         load_profile(path).model_dump()
         == load_profile(write_profile(tmp_path, "b", ADA)).model_dump()
     )
 
 
-def test_a_profile_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+def test_a_profile_that_is_not_utf8_is_one_clear_error_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "ada.toml"
-    path.write_bytes(ADA.encode().replace(b"Ada", b"Ad\xe9"))
-    with pytest.raises(ProfileError, match="cannot read") as err:
+    path.write_bytes(ADA.encode().replace(b"Ada", b"Ad\xe9"))  # Latin-1, as an old editor saves
+    line = ADA[: ADA.index("Ada")].count("\n") + 1
+    with pytest.raises(ProfileError) as err:
         load_profile(path)
-    assert str(err.value).startswith(f"{path}: ")
+    assert str(err.value) == f"{path}: line {line} is not UTF-8 text: save the file as UTF-8"
+
+
+def test_every_mistake_of_a_profile_is_in_its_one_error_line(tmp_path: Path) -> None:
+    path = write_profile(
+        tmp_path,
+        "r",
+        'email = "r@example.org"\nmax_paper = 5\ntimezone = "Mars/Olympus"\nsend_at = "25:00"\n'
+        '[interests]\nkeywrds = ["x"]\n',
+    )
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"{path}: ")
+    for key in ("max_paper", "timezone", "send_at", "interests.keywrds"):
+        assert key in line, key
+    assert "did you mean 'max_papers'?" in line and "did you mean 'keywords'?" in line
 
 
 def test_a_profile_naming_an_unknown_source_is_an_error(tmp_path: Path) -> None:
@@ -289,3 +308,26 @@ def test_profiles_over_several_packed_chunks_load_as_the_files_say_after_every_c
     write_profile(subs, "a-first", 'email = "first@example.org"\n')
     same_as_the_files()
     assert load_profiles(subs, cache=cache).profiles[1 + CHUNK + 5].max_papers == 49
+
+
+def test_a_followed_author_pasted_from_arxiv_into_double_quotes_keeps_its_umlaut(
+    tmp_path: Path,
+) -> None:
+    """arXiv writes `G\\"unther`; inside a double-quoted TOML string the backslash is TOML's
+    own escape and the file reads `G"unther`. The name still matches Günther's papers, and the
+    reason names him as a person writes it."""
+    from digest.rank.match import FollowedAuthors
+
+    path = tmp_path / "r.toml"
+    path.write_text(
+        'email = "r@example.org"\n[interests]\n'
+        + r"""authors = ["Martin G\"unther", "G\"{u}nther, M.", "Jos\\'e Garc\\'ia"]"""
+        + "\n",
+        encoding="utf-8",
+    )
+    authors = load_profile(path).interests.authors
+    assert authors[:2] == ['Martin G\\"unther', 'G\\"{u}nther, M.']
+    followed = FollowedAuthors(authors)
+    assert followed.hits(["Martin Günther"]) == ["Martin Günther", "Günther, M."]
+    assert followed.hits(["José García"]) == ["José García"]  # shown without its TeX
+    assert followed.hits(["Martin Gunther Smith"]) == []

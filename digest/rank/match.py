@@ -62,7 +62,8 @@ class FollowedAuthors:
         for name in names:
             last, given = author_key(name)
             if last:
-                self.by_surname.setdefault(last, []).append((given, name))
+                # Shown in the reason as the reader wrote it, TeX accents resolved.
+                self.by_surname.setdefault(last, []).append((given, plain_name(name)))
 
     def hits(self, authors: Sequence[str]) -> list[str]:
         """The followed names (as the profile writes them) among a paper's authors."""
