@@ -238,3 +238,47 @@ def test_preview_open_hands_the_html_to_a_browser(site: Path) -> None:
     url = (site / "opened.txt").read_text().strip()
     assert url.startswith("file://") and url.endswith("preview.html")
     assert "More like this" in Path(url.removeprefix("file://")).read_text()
+
+
+def test_a_file_named_for_something_else_or_an_unknown_state_is_a_usage_error(
+    site: Path,
+) -> None:
+    """What `--out` and `--report` write depends on the name's ending, and a typo in a
+    monitoring script's `--state` would otherwise list nothing and exit 0."""
+    for args, says in (
+        (("preview", "ada@example.org", "--out", "p.pdf"), "name it .eml or .html"),
+        (("run", "--dry-run", "--report", "r.txt"), "name it .json or .csv"),
+        (("deliveries", "--state", "sentt"), "'sentt' is not one of"),
+    ):
+        done = digest(*args, cwd=site)
+        assert done.returncode == 1 and says in done.stderr, (args, done.stderr)
+    assert not (site / "p.pdf").exists() and not (site / "r.txt").exists()
+
+
+def test_a_place_the_operator_names_that_cannot_be_written_is_one_line_not_a_traceback(
+    site: Path, tmp_path: Path
+) -> None:
+    assert digest("ingest", cwd=site).returncode == 0
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory\n")
+    for args in (
+        ("preview", "ada@example.org", "--out", str(tmp_path / "missing" / "x.eml")),
+        ("demo", "--dir", str(blocked / "demo")),
+        ("init", "--dir", str(blocked / "site")),
+    ):
+        done = digest(*args, cwd=site)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert lines[0].startswith("Error: cannot write "), (args, lines)
+
+
+def test_a_source_that_fails_shows_its_status_as_a_word_not_as_markup(site: Path) -> None:
+    cfg = site / "digest.toml"
+    missing = (site / "nowhere.xml").as_uri()
+    cfg.write_text(
+        cfg.read_text() + f'\n[[sources]]\nname = "gone"\nkind = "rss"\nurl = "{missing}"\n'
+    )
+    done = digest("ingest", cwd=site)
+    assert done.returncode == 2, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if "gone" in line)
+    assert "error" in row and "[red]" not in row and "[/]" not in row

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest import __version__
@@ -94,6 +96,29 @@ class DigestGroup(click.Group):
             if exc.hint:
                 err_console.print(f"[dim]Hint: {escape(exc.hint)}[/]", highlight=False, markup=True)
             ctx.exit(1)
+
+
+@contextmanager
+def operator_path(path: Path) -> Iterator[None]:
+    """A path the operator gave that cannot be made or written: one line naming it, not a
+    traceback (a missing directory, a read-only place)."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or path
+        raise DigestError(f"cannot write {where}: {exc.strerror or exc}") from exc
+
+
+def suffix_in(*suffixes: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback: a file option must end in one of ``suffixes`` (what is written
+    depends on it, and a file named otherwise would hold something else than it says)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and Path(value).suffix.lower() not in suffixes:
+            raise click.BadParameter(f"{value}: name it {' or '.join(suffixes)}")
+        return value
+
+    return check
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -202,13 +227,17 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
     """
     from digest.service.workspace import init_workspace
 
-    for line in init_workspace(directory, force):
+    with operator_path(directory):
+        lines = init_workspace(directory, force)
+    for line in lines:
         console.print(line, highlight=False)
     cfg = load_config(directory / "digest.toml")
     store = Store(cfg.database_url)
     store.open()
     console.print(f"database ready: {store.safe_url}", highlight=False)
-    console.print("Next: edit digest.toml and subscribers/, then `digest subscribers check`.")
+    here = Path.cwd().resolve() == directory.resolve()
+    check = "digest subscribers check" if here else f"cd {directory} && digest subscribers check"
+    console.print(f"Next: edit digest.toml and subscribers/, then `{check}`.", highlight=False)
 
 
 @cli.command()
@@ -229,7 +258,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     table = Table("source", "status", "entries", "added", "updated", "skipped", "problems")
     for r in reports:
         skipped = ", ".join(f"{v} {k}" for k, v in sorted(r.skipped.items())) or "-"
-        status = "[red]error[/]" if r.status == "error" else r.status
+        status = Text("error", style="red") if r.status == "error" else r.status
         table.add_row(
             r.source,
             status,
@@ -264,6 +293,7 @@ def subscribers() -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, dir_okay=False),
+    callback=suffix_in(".eml", ".html", ".htm", ".txt"),
     help="Write the message: .eml for the whole message, .html or .txt for one part.",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the HTML part in a browser.")
@@ -311,10 +341,12 @@ def preview(
     if open_browser:
         _open_in_browser(rendered.html, st.cfg.data_dir)
     if out is not None:
-        if out.suffix == ".eml":
-            out.write_bytes(shown.message)
-        else:
-            out.write_text(rendered.html if out.suffix in (".html", ".htm") else rendered.text)
+        suffix = out.suffix.lower()
+        with operator_path(out):
+            if suffix == ".eml":
+                out.write_bytes(shown.message)
+            else:
+                out.write_text(rendered.html if suffix in (".html", ".htm") else rendered.text)
         console.print(f"wrote {out}", highlight=False)
     if as_text:
         click.echo(rendered.text)

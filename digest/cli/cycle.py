@@ -13,7 +13,15 @@ import click
 from rich.markup import escape
 from rich.table import Column, Table
 
-from digest.cli.app import _state, cli, console, dir_option, err_console
+from digest.cli.app import (
+    _state,
+    cli,
+    console,
+    dir_option,
+    err_console,
+    operator_path,
+    suffix_in,
+)
 from digest.errors import DigestError, ExitStatus
 
 # `digest run` lists each reader up to this many; past it, only those that need a look.
@@ -27,6 +35,7 @@ ROWS = 50
     "--report",
     "report_path",
     type=click.Path(path_type=Path, dir_okay=False),
+    callback=suffix_in(".json", ".csv"),
     help="Write each subscriber's outcome and the time of each stage to FILE (.json or .csv).",
 )
 @click.pass_context
@@ -142,6 +151,8 @@ def demo(directory: Path) -> None:
     from digest.service.demo import run_demo
 
     with console.status("running the demo (ingest, rank, render, send)..."):
+        with operator_path(directory):  # a place it cannot write: one line, before anything
+            directory.mkdir(parents=True, exist_ok=True)
         result = run_demo(directory)
     _print_report(result.report)
     if result.message is None:

@@ -151,7 +151,13 @@ def _waiting_table(store: Store, now: datetime) -> None:
 
 @cli.command()
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Digest date.")
-@click.option("--state", "state", help="Only this state (sent, retry, ambiguous, bounced, ...).")
+@click.option(
+    "--state",
+    "state",
+    # A choice, so a typo in a monitoring script is an error rather than an empty table.
+    type=click.Choice([str(s) for s in DS]),
+    help="Only this state.",
+)
 @click.pass_context
 def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> None:
     """List deliveries with their state, attempts and last error.
