@@ -258,6 +258,9 @@ def _load_profiles(
             else:
                 one = load_profile(path, known)
                 email = one.email
+                owner = before.owner(email, name, directory)
+                if owner is not None:
+                    raise ProfileError(str(path), "email", f"the same address as {owner}")
                 index[name] = (seen, email, one.timezone, one.send_at)
         except ProfileError as exc:
             errors.append(exc)
@@ -333,6 +336,29 @@ class _Cache:
     schedules: list[tuple[str, str]]
     chunks: list[bytes]
     papers: list[str]  # every profile's example papers (LoadResult.example_papers)
+    # Address -> the file it came from, made on the first new or edited file (see `owner`).
+    _owners: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def owner(self, email: str, name: str, directory: Path) -> Path | None:
+        """Another file the last load took this address from, still there and unchanged.
+
+        A new or edited file claiming it is the mistake, whichever name sorts first: a copied
+        profile saved as `a-copy.toml` must not take the reader's digest from the file they
+        have had all along. (With no cache, the first file in name order keeps it.)"""
+        if not self.files:
+            return None
+        if self._owners is None:
+            self._owners = {self.emails[i].lower(): n for n, (_, i) in self.files.items()}
+        other = self._owners.get(email.lower())
+        if other is None or other == name:
+            return None
+        try:
+            st = os.stat(directory / other)
+        except OSError:
+            return None
+        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self.files[other][0]:
+            return None
+        return directory / other
 
     @classmethod
     def read(cls, cache: Path | None, stamp: object) -> _Cache:
@@ -352,7 +378,7 @@ class _Cache:
 
     def write(self, cache: Path, stamp: object) -> None:
         """Written whole (a temporary file renamed) and private: it holds readers' addresses."""
-        _dump(cache, (stamp, vars(self)))
+        _dump(cache, (stamp, {k: v for k, v in vars(self).items() if k != "_owners"}))
 
 
 # Bump when validation reads a file differently with the same schema (2: `G"unther`), so

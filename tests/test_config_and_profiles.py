@@ -331,3 +331,24 @@ def test_a_followed_author_pasted_from_arxiv_into_double_quotes_keeps_its_umlaut
     assert followed.hits(["Martin Günther"]) == ["Martin Günther", "Günther, M."]
     assert followed.hits(["José García"]) == ["José García"]  # shown without its TeX
     assert followed.hits(["Martin Gunther Smith"]) == []
+
+
+def test_a_new_file_with_a_readers_address_does_not_take_their_digest_from_the_old_one(
+    tmp_path: Path,
+) -> None:
+    """A copy saved as `a-copy.toml` sorts before `ada.toml`: with the last load's cache, the
+    file the address came from keeps it and the newcomer is the error; with no cache, the
+    first file in name order keeps it, as before."""
+    subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
+    cache.parent.mkdir()
+    write_profile(subs, "ada", ADA)
+    write_profile(subs, "bob", BOB)
+    assert not load_profiles(subs, cache=cache).errors
+    write_profile(subs, "a-copy", 'email = "ADA@example.org"\n[interests]\nkeywords = ["x"]\n')
+    loaded = load_profiles(subs, cache=cache)
+    assert [p.name for p in loaded.profiles] == ["Ada", "Bob"]
+    [err] = loaded.errors
+    assert err.path.endswith("a-copy.toml") and err.key == "email"
+    assert str(err).endswith(f"email: the same address as {subs / 'ada.toml'}")
+    fresh = load_profiles(subs)  # no cache: name order decides
+    assert [e.path.rsplit("/", 1)[-1] for e in fresh.errors] == ["ada.toml"]
