@@ -148,7 +148,7 @@ MAX_LATEX_CHARS = 5_000
 # Bump when our own handling around the converter changes; the package's and pylatexenc's
 # versions are in the key too, so readings kept in the store by an older converter are no
 # longer found, and made again.
-PLAIN_VERSION = 1
+PLAIN_VERSION = 2  # 2: spaces in maths kept
 # Readings converted before and kept in the store (digest.store.plaintext), source -> plain:
 # a run's listing (digest.service.context.prepare starts each run afresh) or an ingest's.
 _KNOWN: dict[str, str] = {}
@@ -205,7 +205,12 @@ def _plain_latex(text: str) -> str:
     text = _SCRIPT.sub(_script, text)
     source = _BARE_TILDE.sub(r"\\textasciitilde{}", _BARE_PERCENT.sub(r"\\%", text))
     try:
-        out = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(source)
+        # LaTeX's own rule (a control word eats the spaces after it) in text, not in maths,
+        # where TeX spaces by itself and the source's spaces are all a reader gets:
+        # `$\alpha < \beta$` read "α< β" and `$n \log n$` "n logn" under the strict rule.
+        out = LatexNodes2Text(
+            math_mode="text", strict_latex_spaces="except-in-equations"
+        ).latex_to_text(source)
     except Exception:  # unparseable LaTeX: at least the accents read right
         return resolve_accents(text)
     if "%s" in out:  # a macro whose arguments were missing: pylatexenc's placeholder leaked

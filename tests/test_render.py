@@ -281,6 +281,17 @@ def test_latex_reads_as_text_in_both_parts(workspace: Config) -> None:
         assert "$" not in part.split("Why", 1)[0].split("Hello", 1)[1]
 
 
+def test_spaces_inside_maths_stay_where_the_author_put_them(workspace: Config) -> None:
+    """A control word eats the spaces after it in LaTeX's text mode; in maths TeX spaces by
+    itself, so the source's spaces are all a plain reading has."""
+    paper = HOSTILE.model_copy(
+        update={"title": r"Sorting in $O(n \log n)$ when $\alpha < \beta$ and $a \leq b$"}
+    )
+    html, text = _parts(build(workspace, paper=paper))
+    assert "Sorting in O(n log n) when α < β and a ≤ b" in text
+    assert "Sorting in O(n log n) when α &lt; β and a ≤ b" in html  # escaped, as it must be
+
+
 ACCENTED = HOSTILE.model_copy(
     update={
         "title": r"Schr\"odinger bridges for $\alpha$-stable laws — “in context”",
