@@ -162,6 +162,13 @@ def test_demo_leaves_a_complete_message_in_the_maildir(tmp_path: Path) -> None:
     assert len(list((tmp_path / "d" / "data" / "maildir" / "new").iterdir())) == 2
     trending = next(f for f in files if f != shown[0]).read_bytes()
     assert b"Subject: Trending on Hugging Face: 3 papers" in trending
+    # It says how many it stored, and leaves its site's digest.toml (private: the secret key's
+    # place is in it) for every other command to look at what it did.
+    assert "2 messages stored in the Maildir" in out.stdout
+    config = tmp_path / "d" / "digest.toml"
+    assert config.stat().st_mode & 0o777 == 0o600
+    status = digest("--config", str(config), "status", cwd=tmp_path)
+    assert status.returncode == 0 and "2 sent" in status.stdout, status.stdout + status.stderr
 
 
 def test_pause_status_resume_and_deliveries(site: Path, smtp_server: SmtpServer) -> None:

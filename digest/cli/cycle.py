@@ -148,7 +148,7 @@ def demo(directory: Path) -> None:
 
     Example: digest demo --dir /tmp/digest-demo
     """
-    from digest.service.demo import run_demo
+    from digest.service.demo import messages_in, run_demo
 
     with console.status("running the demo (ingest, rank, render, send)..."):
         with operator_path(directory):  # a place it cannot write: one line, before anything
@@ -159,7 +159,12 @@ def demo(directory: Path) -> None:
         raise DigestError("the demo sent no message", "run with -v to see why")
     msg = email.message_from_bytes(result.message.read_bytes(), policy=email.policy.default)
     text = msg.get_body(("plain",))
-    console.print(f"\nMessage stored in the Maildir at {result.maildir}", highlight=False)
+    stored = messages_in(result.maildir)
+    console.print(
+        f"\n{stored} message{'s' if stored != 1 else ''} stored in the Maildir at "
+        f"{result.maildir}; the example subscriber's:",
+        highlight=False,
+    )
     console.print(f"  {result.message}", highlight=False)
     console.print(f"  Subject: {msg['Subject']}\n  To: {msg['To']}\n", highlight=False)
     if text is not None:
@@ -167,3 +172,9 @@ def demo(directory: Path) -> None:
         click.echo("\n".join(preview_lines[:30]))
         if len(preview_lines) > 30:
             click.echo(f"... ({len(preview_lines) - 30} more lines)")
+    config = directory / "digest.toml"
+    console.print(
+        f"\nLook around: digest --config {config} status (or deliveries, subscribers list, "
+        "preview ada@example.org)",
+        highlight=False,
+    )

@@ -7,7 +7,9 @@ receives, byte for byte, in a Maildir under the data directory.
 
 from __future__ import annotations
 
+import json
 import mailbox
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,12 +21,18 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from digest import PACKAGE
-from digest.config import Config, SmtpConfig, SourceConfig, WebConfig
+from digest.config import Config, SmtpConfig, SourceConfig, SourceKind, WebConfig
 from digest.service.pipeline import RunReport, run
 from digest.service.workspace import packaged_example_profile, write_secret_key
 from digest.store.papers import Store
 
 DEMO_DATA = PACKAGE / "demo_data"
+# The shipped files standing in for each kind of source: (name, kind, file in DEMO_DATA).
+DEMO_SOURCES: tuple[tuple[str, SourceKind, str], ...] = (
+    ("arxiv", "arxiv-rss", "listing.xml"),
+    ("arxiv-api", "arxiv-api", "examples.xml"),
+    ("hf", "hf-daily", "hf_daily.json"),
+)
 
 
 class MaildirHandler:
@@ -74,11 +82,8 @@ def demo_config(directory: Path, smtp_port: int) -> Config:
         ),
         web=WebConfig(base_url="http://localhost:8000", secret_key_file=key),
         sources=[
-            SourceConfig(name="arxiv", kind="arxiv-rss", url=(DEMO_DATA / "listing.xml").as_uri()),
-            SourceConfig(
-                name="arxiv-api", kind="arxiv-api", url=(DEMO_DATA / "examples.xml").as_uri()
-            ),
-            SourceConfig(name="hf", kind="hf-daily", url=(DEMO_DATA / "hf_daily.json").as_uri()),
+            SourceConfig(name=name, kind=kind, url=(DEMO_DATA / file).as_uri())
+            for name, kind, file in DEMO_SOURCES
         ],
     )
 
@@ -115,6 +120,7 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
     maildir = directory / "data" / "maildir"
     with smtp_capture(maildir) as port:
         cfg = demo_config(directory, port)
+        write_demo_config(directory / "digest.toml", port)
         store = Store(cfg.database_url)
         try:
             store.upgrade()
@@ -122,6 +128,42 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
         finally:
             store.dispose()
     return DemoResult(report, maildir, message_to(maildir, EXAMPLE_ADDRESS))
+
+
+def write_demo_config(path: Path, smtp_port: int) -> None:
+    """The demo's site as a digest.toml beside it, so every other command can look at what the
+    demo did (`digest --config DIR/digest.toml status`). Relative paths: the directory can
+    be moved. Its mail server ran only for the demo, which the file says."""
+    sources = "".join(
+        f'\n[[sources]]\nname = "{name}"\nkind = "{kind}"\nurl = {json.dumps(url)}\n'
+        for name, kind, url in ((n, k, (DEMO_DATA / f).as_uri()) for n, k, f in DEMO_SOURCES)
+    )
+    text = f"""# Written by `digest demo`: the demo's site, for the other commands to look at.
+# Its mail server (port {smtp_port}) ran only while the demo did: a `digest run` with this
+# file finds no relay and keeps its digests to retry.
+data_dir = "data"
+subscribers_dir = "subscribers"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "digest@localhost"
+from_name = "Paper digest (demo)"
+
+[web]
+base_url = "http://localhost:8000"
+secret_key_file = "data/secret_key"
+{sources}"""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def messages_in(maildir: Path) -> int:
+    return sum(
+        1 for sub in ("new", "cur") if (maildir / sub).is_dir() for _ in (maildir / sub).iterdir()
+    )
 
 
 def message_to(maildir: Path, address: str) -> Path | None:
