@@ -165,3 +165,41 @@ def test_the_memory_bench_runs_small_and_stays_under_its_floor() -> None:
 
     out = run_bench("hostile_memory.py", "--bomb-gib", "1", "--post-mb", "20")
     assert "RESULT ingest_peak_mb=" in out and "413" in out
+
+
+def test_a_link_with_a_slash_added_is_not_redirected_to_the_host_the_client_named(
+    web_site: tuple[WebProcess, str],
+) -> None:
+    web, token = web_site
+    answer = httpx.get(f"{web.base}/u/{token}/", headers={"Host": "evil.example"})
+    assert answer.status_code == 404 and "location" not in answer.headers
+
+
+def test_a_database_locked_past_its_wait_gets_the_try_again_page_and_one_line_without_the_address(
+    web_site: tuple[WebProcess, str], site: Path
+) -> None:
+    """Another process holds the SQLite file for longer than the 10 s a connection waits: the
+    reader gets the site's page with a 503, the log one line, and no address or traceback."""
+    import sqlite3
+
+    web, token = web_site
+    lock = sqlite3.connect(site / "data" / "digest.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        answer = httpx.post(
+            f"{web.base}/u/{token}", content=b"List-Unsubscribe=One-Click", timeout=30
+        )
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert answer.status_code == 503 and "Please try again" in answer.text
+    assert "Traceback" not in answer.text
+    log = web.stop()
+    assert "request failed: path=/u/…" in log, log
+    assert "ada@example.org" not in log and "Traceback" not in log, log
+    again = WebProcess(site)  # and the link works once the lock is gone
+    try:
+        done = httpx.post(f"{again.base}/u/{token}", content=b"List-Unsubscribe=One-Click")
+        assert done.status_code == 200
+    finally:
+        again.stop()

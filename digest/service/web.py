@@ -13,6 +13,7 @@ import email.policy
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import date
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +32,7 @@ from digest.store.papers import Store
 from digest.text import plain_latex
 
 access_log = logging.getLogger("digest.web.access")
+log = logging.getLogger("digest.web")
 # Forms here are a button and a hidden field or two; anything larger is not ours.
 MAX_BODY = 4096
 HEADERS = {
@@ -296,6 +298,40 @@ class AccessLog:
             )
 
 
+class Failsafe:
+    """A handler that fails (the database locked past its wait, or gone) answers with the
+    site's own page and a 503, and leaves one line in the log: no traceback reaches the
+    reader, and none with a statement's values (a reader's address) reaches the log."""
+
+    def __init__(self, app: ASGIApp, page: Callable[[], Response]) -> None:
+        self.app = app
+        self.page = page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.error(
+                "request failed: path=%s %s: %s",
+                shown_path(str(scope.get("path", ""))),
+                type(exc).__name__,
+                first,
+            )
+            if not started:  # else the reader's connection has half a page: nothing to add
+                await self.page()(scope, receive, send)
+
+
 def create_app(cfg: Config, store: Store) -> Starlette:
     from digest.mail.render import environment
 
@@ -309,4 +345,19 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             Route(prefix + "/f/{token}", web.feedback, methods=["GET", "POST"]),
             Route(prefix + "/d/{token}", web.digest, methods=["GET"]),
         ]
-    return Starlette(routes=routes, middleware=[Middleware(AccessLog), Middleware(BodyLimit)])
+
+    def busy() -> Response:
+        # Every action behind a link can be repeated safely (feedback and unsubscribing set a
+        # state), so the reader is simply asked to try again.
+        lines = ["The service could not answer just now."]
+        note = "Try the link again in a minute; doing it twice does no harm."
+        return web.page("Please try again", lines, note=note, status=503)
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog), Middleware(Failsafe, page=busy), Middleware(BodyLimit)],
+    )
+    # A link with a slash added is not one of ours: Starlette would redirect it to the URL
+    # built from the request's Host header, which a client sets (an open redirect).
+    app.router.redirect_slashes = False
+    return app

@@ -76,7 +76,9 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries, Pla
             # Every reader's address and message lives here: private to the service's user.
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self.engine: Engine = create_engine(url)
+            # Statement values (readers' addresses) stay out of error messages, which reach
+            # logs and terminals; the statement itself is still shown.
+            self.engine: Engine = create_engine(url, hide_parameters=True)
         except Exception as exc:  # bad URL, missing driver
             raise StoreError(f"cannot open database {self.safe_url}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
