@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tomli
 from pydantic import (
@@ -26,6 +26,9 @@ from pydantic import (
 from digest.errors import ConfigError
 from digest.text import has_control
 from digest.validation import first_and_rest, problems, read_toml_text
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 SourceKind = Literal["arxiv-rss", "arxiv-api", "hf-daily", "rss"]
 CONFIG_ENV = "DIGEST_CONFIG"
@@ -94,6 +97,45 @@ class SmtpConfig(_Strict):
         return None
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    """A 5-field cron expression as cron reads it. APScheduler 3 numbers weekdays from Monday
+    = 0, so `1-5` there is Tuesday to Saturday; cron's numbers (0 or 7 Sunday, 1 Monday) are
+    turned into day names first, which both read alike."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) == 5:
+        fields[4] = _cron_weekdays(fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
+
+
+def _cron_weekdays(field: str) -> str:
+    """Cron's weekday field with its numbers as names ("1-5" -> "mon,tue,wed,thu,fri");
+    names, and anything this does not read, left for APScheduler to take or refuse."""
+    if not any(c.isdigit() for c in field) or any(c.isalpha() for c in field):
+        return field
+    days: set[int] = set()
+    try:
+        for part in field.split(","):
+            span, _, step = part.partition("/")
+            if span == "*":
+                low, high = 0, 6
+            elif "-" in span:
+                low, high = (int(x) for x in span.split("-", 1))
+            else:
+                low = int(span)
+                high = 6 if step else low
+            if not (0 <= low <= 7 and 0 <= high <= 7):
+                return field
+            days.update(d % 7 for d in range(low, high + 1, int(step) if step else 1))
+    except ValueError:
+        return field
+    return ",".join(_WEEKDAYS[d] for d in sorted(days)) or field
+
+
 class SourceConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     kind: SourceKind
@@ -119,13 +161,15 @@ class SourceConfig(_Strict):
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
         if v is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
             try:
-                CronTrigger.from_crontab(v)
+                cron_trigger(v, "UTC")
             except ValueError as exc:
                 raise ValueError(f"not a 5-field cron expression: {exc}") from None
         return v
+
+    def trigger(self) -> CronTrigger:
+        """When `digest serve` fetches this source."""
+        return cron_trigger(self.cron, self.schedule_timezone)
 
     @property
     def cron(self) -> str:

@@ -289,3 +289,10 @@ def test_a_source_that_fails_shows_its_status_as_a_word_not_as_markup(site: Path
     assert done.returncode == 2, done.stdout + done.stderr
     row = next(line for line in done.stdout.splitlines() if "gone" in line)
     assert "error" in row and "[red]" not in row and "[/]" not in row
+
+
+def test_status_lists_a_configured_source_never_fetched_as_never(site: Path) -> None:
+    done = digest_here("status", cwd=site)
+    assert done.returncode == 0, done.stdout
+    rows = [ln for ln in done.stdout.splitlines() if "never" in ln]
+    assert {ln.split()[1] for ln in rows} >= {"arxiv", "arxiv-api"}, done.stdout

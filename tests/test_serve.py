@@ -247,3 +247,40 @@ def test_a_job_failing_on_a_damaged_database_logs_one_line_and_serve_goes_on(
     lines = [r.getMessage() for r in caplog.records if r.name == "digest.serve"]
     assert len(lines) == 2 and all("event=job-failed" in ln for ln in lines), lines
     assert f"{db} is damaged" in lines[0] and "Traceback" not in caplog.text
+
+
+def test_a_service_started_after_the_fetch_time_fetches_before_it_catches_up(
+    store: Store, workspace: Config, smtp_server: SmtpServer
+) -> None:
+    """Nothing fetched yet (a first start, or a service down over its sources' fetch time):
+    each such source is fetched first, then the catch-up sends from what it brought, instead
+    of "nothing new" until the next scheduled fetch, often the next day."""
+    service = Service(workspace, store)
+    assert service.missed_fetches(NOW) == [s.name for s in workspace.sources]
+    service.start_up(now=NOW)
+    assert {f.source for f in store.feed_states()} == {s.name for s in workspace.sources}
+    assert [m.rcpt_tos for m in smtp_server.received] == [["ada@example.org"]]
+    assert service.missed_fetches(NOW) == []  # fetched since each schedule's last time
+
+
+def test_a_source_schedule_reads_weekday_numbers_as_cron_does() -> None:
+    """Cron's 1-5 is Monday to Friday; APScheduler 3 on its own reads it as Tuesday to
+    Saturday, and a Saturday fetch found no new listing while Monday's was missed."""
+    from digest.config import SourceConfig
+
+    src = SourceConfig(
+        name="arxiv", kind="arxiv-rss", url="https://rss.arxiv.org/rss/cs", schedule="30 0 * * 1-5"
+    )
+    friday_morning = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    nxt = src.trigger().get_next_fire_time(None, friday_morning)
+    assert nxt == datetime(2026, 11, 30, 5, 30, tzinfo=UTC)  # Monday 00:30 in New York
+    sunday = SourceConfig(
+        name="a",
+        kind="rss",
+        url="https://example.org/feed",
+        schedule="0 9 * * 0",
+        schedule_timezone="UTC",
+    )
+    assert sunday.trigger().get_next_fire_time(None, friday_morning) == datetime(
+        2026, 11, 29, 9, 0, tzinfo=UTC
+    )

@@ -289,7 +289,12 @@ def _feed_table(store: Store, configured: list[str]) -> None:
     """The last fetch of each configured source; a removed one gets a line, not a row."""
     table = Table("source", "last fetch", "status", "items", "error")
     states = store.feed_states()
-    for f in (f for f in states if f.source in configured):
+    by_name = {f.source: f for f in states}
+    for name in configured:
+        f = by_name.get(name)
+        if f is None:  # configured, never fetched: `digest ingest` (or serve's start) does it
+            table.add_row(name, "never", "-", "-", "")
+            continue
         when = f.last_attempt.strftime("%Y-%m-%d %H:%M") if f.last_attempt else "-"
         table.add_row(
             f.source,

@@ -102,7 +102,7 @@ class Service:
         for src in self.cfg.sources:
             self.scheduler.add_job(
                 self.ingest,
-                CronTrigger.from_crontab(src.cron, timezone=src.schedule_timezone),
+                src.trigger(),
                 args=[src.name],
                 id=f"ingest:{src.name}",
                 name=f"ingest {src.name}",
@@ -128,8 +128,8 @@ class Service:
         )
         self.reload()
         self.scheduler.start()
-        # Right away, not after the first interval: a restart sends what it missed.
-        self.scheduler.add_job(self.catch_up, id="catch-up-now", name="catch up at start")
+        # Right away, not after the first interval: a restart fetches and sends what it missed.
+        self.scheduler.add_job(self.start_up, id="start-up", name="fetch and catch up at start")
         log.info(
             "event=started sources=%d subscribers=%d", len(self.cfg.sources), len(self.profiles)
         )
@@ -241,6 +241,30 @@ class Service:
             self.retry()
         return due
 
+    def start_up(self, now: datetime | None = None) -> None:
+        """Fetch each source whose last scheduled fetch passed while the service was down (or
+        that was never fetched), then send what is due: a service started after arXiv's
+        fetch time would otherwise send "nothing new" all day. In turn, so the catch-up
+        ranks the papers just fetched."""
+        for name in self.missed_fetches(now or datetime.now(UTC)):
+            log.info("event=ingest-missed source=%s", name)
+            self.ingest(name)
+        self.catch_up(now=now)
+
+    def missed_fetches(self, now: datetime) -> list[str]:
+        """Sources not fetched since their schedule's last time before ``now``."""
+        last = {f.source: f.last_attempt for f in self.store.feed_states()}
+        out = []
+        for src in self.cfg.sources:
+            trigger = src.trigger()
+            due = previous_fire_time(trigger, now)
+            tried = last.get(src.name)
+            if tried is not None and tried.tzinfo is None:
+                tried = tried.replace(tzinfo=UTC)  # stored as UTC without a zone
+            if tried is None or (due is not None and tried < due):
+                out.append(src.name)
+        return out
+
     @one_line
     def ingest(self, name: str, attempt: int = 0, now: datetime | None = None) -> None:
         """Fetch one source; a failure is tried again later the same day, with a growing pause."""
@@ -280,6 +304,17 @@ class Service:
             report = deliver(self.store, self.cfg, halt=self.halt)
         if report.attempts:
             log.info("event=retry %s", " ".join(f"{k}={v}" for k, v in report.counts.items()))
+
+
+def previous_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The trigger's last time at or before ``now`` within the past eight days (APScheduler
+    3 only looks forward), or None for a schedule with no time in them."""
+    previous, at = None, trigger.get_next_fire_time(None, now - timedelta(days=8))
+    for _ in range(20_000):  # every minute of eight days is 11,520
+        if at is None or at > now:
+            break
+        previous, at = at, trigger.get_next_fire_time(at, at + timedelta(seconds=1))
+    return previous
 
 
 def _signature(directory: Path) -> tuple[tuple[str, float, int], ...]:
