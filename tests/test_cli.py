@@ -296,3 +296,13 @@ def test_status_lists_a_configured_source_never_fetched_as_never(site: Path) -> 
     assert done.returncode == 0, done.stdout
     rows = [ln for ln in done.stdout.splitlines() if "never" in ln]
     assert {ln.split()[1] for ln in rows} >= {"arxiv", "arxiv-api"}, done.stdout
+
+
+def test_a_second_pause_without_a_reason_keeps_the_first_ones(site: Path) -> None:
+    first = digest_here("pause", "--reason", "relay maintenance", cwd=site)
+    assert first.returncode == 0 and "delivery paused: relay maintenance" in first.stdout
+    again = digest_here("pause", cwd=site)
+    assert again.returncode == 0 and "already paused: relay maintenance" in again.stdout
+    assert "relay maintenance" in digest_here("status", cwd=site).stdout
+    other = digest_here("pause", "--reason", "new relay", cwd=site)
+    assert "delivery paused: new relay (was: relay maintenance)" in other.stdout

@@ -812,3 +812,19 @@ def test_connections_whose_250s_arrive_together_share_one_commit_of_sent(
     assert sum(commits) == 200 and len(smtp_server.received) == 200
     assert len(commits) < 150 and max(commits) > 1
     assert set(states(store).values()) == {"sent"}
+
+
+def test_a_digest_not_sent_is_logged_as_a_warning_by_its_id_and_a_sent_one_as_info(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A monitor watching WARNING and above sees a relay that refuses; the line names the
+    delivery, never the reader's address."""
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, emails(2), clock)
+    fault.plan(emails(2)[0], f"rcpt:450 4.2.1 <{emails(2)[0]}>: mailbox busy")
+    with caplog.at_level(logging.INFO, logger="digest.send"):
+        deliver(store, cfg, clock)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "digest.send"]
+    assert any(lvl == logging.WARNING and "state=retry" in msg for lvl, msg in lines), lines
+    assert any(lvl == logging.INFO and "state=sent" in msg for lvl, msg in lines), lines
+    assert all("@" not in msg for _, msg in lines)

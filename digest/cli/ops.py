@@ -229,7 +229,7 @@ def retry(ctx: click.Context, day: datetime | None, states: tuple[str, ...]) -> 
                 f"[digest] keep_days, {'its' if gone == 1 else 'their'} message is no longer "
                 "stored (the web view says expired)."
             )
-    console.print("`digest run` sends them.")
+    console.print("`digest run` (or a running `digest serve`) sends them.")
 
 
 @cli.command()
@@ -242,8 +242,15 @@ def pause(ctx: click.Context, reason: str) -> None:
     """
     from digest.mail.engine import PAUSE_KEY
 
-    _state(ctx).store().set_control(PAUSE_KEY, reason)
-    console.print(f"delivery paused: {reason}")
+    store = _state(ctx).store()
+    was = store.get_control(PAUSE_KEY)
+    given = ctx.get_parameter_source("reason") is not click.core.ParameterSource.DEFAULT
+    if was and not given:  # a second `digest pause` keeps the reason the first one gave
+        console.print(f"delivery already paused: {was}", highlight=False)
+        return
+    store.set_control(PAUSE_KEY, reason)
+    changed = f" (was: {was})" if was and was != reason else ""
+    console.print(f"delivery paused: {reason}{changed}", highlight=False)
 
 
 @cli.command()

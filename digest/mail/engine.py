@@ -25,6 +25,7 @@ import asyncio
 import logging
 import multiprocessing
 import random
+import re
 import ssl
 import threading
 import uuid
@@ -44,6 +45,8 @@ from digest.store.papers import Store
 from digest.store.schema import as_utc_naive, utcnow
 
 log = logging.getLogger("digest.send")  # log names are what operators filter on: kept
+# Something that looks like a mail address, in a relay's reply.
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"'@]+")
 PAUSE_KEY = "paused"
 # Until when the relay is left alone after a 421; shared by every run and process.
 RELAY_KEY = "relay_backoff_until"
@@ -388,7 +391,11 @@ class Engine:
     def _count(self, row: Claim, state: str, detail: str) -> None:
         self.report.counts[state] += 1
         # The delivery's id, not the reader's address: `digest deliveries` says whose it is.
-        log.info("delivery=%s state=%s %s", row.id, state, detail)
+        # Anything but a message sent is worth a look: a monitor on WARNING sees a relay down.
+        level = logging.INFO if state == DS.SENT else logging.WARNING
+        # A relay's reply often quotes the recipient ("<ada@…>: mailbox busy"): masked here
+        # (the row keeps it whole for `digest deliveries`).
+        log.log(level, "delivery=%s state=%s detail=%r", row.id, state, _ADDRESS.sub("…", detail))
         if self.on_event is not None:
             self.on_event(state, row, detail)
 
