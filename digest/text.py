@@ -225,3 +225,10 @@ def has_control(value: str) -> bool:
     """Whether text holds a control character (a line break, tab, NUL, DEL...): never allowed in
     a header, an address, a name or a URL that reaches one."""
     return _CONTROL_CHAR.search(value) is not None
+
+
+def masked(address: str) -> str:
+    """`ada@example.org` as `a…@example.org`: enough for its owner to recognise, not enough
+    for whoever a digest is forwarded to (or a web view shared with) to write to them."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}…@{domain}"

@@ -538,3 +538,16 @@ def test_a_paper_without_authors_leaves_no_blank_author_line_in_the_text_part(
     title_at = next(i for i, ln in enumerate(text.splitlines()) if "Attention" in ln)
     after = text.splitlines()[title_at + 1]
     assert after.strip(), repr(after)  # the next line says something (categories, why)
+
+
+def test_the_readers_address_is_only_in_the_envelope_headers_not_in_what_is_forwarded(
+    workspace: Config,
+) -> None:
+    """The footer names the reader as `a…@example.org`: a forwarded digest, or its web view
+    shared, does not give the whole address to whoever reads it."""
+    raw = build(workspace, paper=ACCENTED)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"ada@example.org" in head and b"ada@example.org" not in body
+    text, html = bodies(raw)
+    assert "because a…@example.org is subscribed" in text
+    assert "because a…@example.org is subscribed" in " ".join(html.split())

@@ -29,7 +29,7 @@ from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
 from digest.store.schema import Paper
-from digest.text import plain_latex, plain_name
+from digest.text import masked, plain_latex, plain_name
 
 EXCERPT_CHARS = 320
 # Gmail clips a message body at about 102 KB; stay under it with room for the headers.
@@ -289,7 +289,8 @@ def render_digest(
     blocks = PaperBlocks() if blocks is None else blocks
     ctx: dict[str, Any] = {
         "name": profile.display_name,
-        "email": profile.email,
+        # Shown in the footer, which travels with a forwarded digest and its web view.
+        "email": masked(profile.email),
         "day": day,
         "day_text": f"{day:%A} {day.day} {day:%B %Y}",
         "papers": [

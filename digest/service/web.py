@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.config import Config
 from digest.mail.links import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
 from digest.store.papers import Store
-from digest.text import plain_latex
+from digest.text import masked, plain_latex
 
 access_log = logging.getLogger("digest.web.access")
 log = logging.getLogger("digest.web")
@@ -205,12 +205,6 @@ class Web:
 
     async def health(self, request: Request) -> Response:
         return PlainTextResponse("ok", headers=HEADERS)
-
-
-def masked(address: str) -> str:
-    """`ada@example.org` as `a…@example.org`: enough for its owner to recognise."""
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}…@{domain}"
 
 
 def shown_path(path: str) -> str:
