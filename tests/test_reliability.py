@@ -828,3 +828,17 @@ def test_a_digest_not_sent_is_logged_as_a_warning_by_its_id_and_a_sent_one_as_in
     assert any(lvl == logging.WARNING and "state=retry" in msg for lvl, msg in lines), lines
     assert any(lvl == logging.INFO and "state=sent" in msg for lvl, msg in lines), lines
     assert all("@" not in msg for _, msg in lines)
+
+
+def test_a_reader_disabled_after_bounces_is_logged_by_delivery_not_by_address(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg(fault, tmp_path, connections=1, bounce_threshold=1)
+    plan(store, emails(1), clock)
+    fault.plan(emails(1)[0], f"rcpt:550 5.1.1 <{emails(1)[0]}>: no such user")
+    with caplog.at_level(logging.INFO, logger="digest.send"):
+        deliver(store, cfg, clock)
+    assert store.subscriber_state(emails(1)[0]) is not None  # disabled
+    text = caplog.text
+    assert "its reader disabled after repeated bounces" in text and "state=bounced" in text
+    assert "@" not in text, text

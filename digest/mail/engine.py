@@ -45,6 +45,8 @@ from digest.store.papers import Store
 from digest.store.schema import as_utc_naive, utcnow
 
 log = logging.getLogger("digest.send")  # log names are what operators filter on: kept
+# Outcomes that are not row states, and the state their row is left in.
+_STORED_AS = {"relay": DS.RETRY, "systemic": DS.RETRY}
 # Something that looks like a mail address, in a relay's reply.
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"'@]+")
 PAUSE_KEY = "paused"
@@ -354,7 +356,8 @@ class Engine:
         elif d.state == DS.BOUNCED:
             self.store.mark_bounced(row.id, d.detail, row.token)
             if self.store.record_bounce(row.subscriber, True, pol.bounce_threshold, now.date()):
-                log.warning("subscriber %s disabled after repeated bounces", row.subscriber)
+                # By the delivery's id: `digest deliveries` says whose (no address in a log).
+                log.warning("delivery=%s: its reader disabled after repeated bounces", row.id)
         elif d.state == DS.AMBIGUOUS:
             # Sent again (same Message-ID) at most `resends` times; then held: a relay that
             # stores every copy and never answers must not get one per retry.
@@ -395,7 +398,11 @@ class Engine:
         level = logging.INFO if state == DS.SENT else logging.WARNING
         # A relay's reply often quotes the recipient ("<ada@…>: mailbox busy"): masked here
         # (the row keeps it whole for `digest deliveries`).
-        log.log(level, "delivery=%s state=%s detail=%r", row.id, state, _ADDRESS.sub("…", detail))
+        # The state the row is left in (a refusing relay or a systemic refusal leaves it to
+        # retry or waiting), with what happened when that differs.
+        stored = _STORED_AS.get(state)
+        shown = f"{stored} outcome={state}" if stored else state
+        log.log(level, "delivery=%s state=%s detail=%r", row.id, shown, _ADDRESS.sub("…", detail))
         if self.on_event is not None:
             self.on_event(state, row, detail)
 

@@ -164,7 +164,14 @@ class Web:
             return self.page(
                 "Thank you",
                 [f"Noted: {what}.", plain_latex(paper.title)],
-                note="Your next digest is ranked with it.",
+                note=(
+                    "Your next digest is ranked with it."
+                    if link.verdict == "like"
+                    # The model learns from it; a paper matching the reader's own keywords or
+                    # followed authors is still shown, as the profile asks.
+                    else "Your next digest is ranked with it; papers matching your own "
+                    "keywords or authors are still shown."
+                ),
             )
         return self.page(
             f"{what.capitalize()}?",
