@@ -154,7 +154,11 @@ def test_serve_sends_on_start_and_sigterm_leaves_nothing_sending(tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert "event=stopped" in err
+        # "stopped" only once the message in flight has its reply and is recorded.
+        lines = err.splitlines()
+        stopped = next(i for i, ln in enumerate(lines) if "event=stopped" in ln)
+        last_send = max(i for i, ln in enumerate(lines) if "delivery=" in ln)
+        assert "event=stopping jobs_running=" in err and last_send < stopped, err
         store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
         rows = store.deliveries()
         assert "sending" not in {d.state for d in rows}

@@ -29,6 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -95,6 +102,12 @@ class Service:
                 "misfire_grace_time": MISFIRE_GRACE,
             },
         )
+        # Jobs handed to the threads and not yet finished, for `stop` to wait on.
+        self._jobs = threading.Condition()
+        self._running = 0
+        self.scheduler.add_listener(
+            self._track, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+        )
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -135,11 +148,27 @@ class Service:
         )
 
     def stop(self) -> None:
-        """Finish what is in flight, start nothing new, leave nothing `sending`."""
-        log.info("event=stopping")
+        """Finish what is in flight, start nothing new, leave nothing `sending`.
+
+        APScheduler's asyncio scheduler only posts its shutdown to the event loop and returns,
+        so "stopped" was logged while a send could still wait for its reply (up to
+        `data_timeout`): the jobs still running are counted (see `_track`) and waited for."""
+        with self._jobs:
+            running = self._running
+        log.info("event=stopping jobs_running=%d", running)
         self.halt.set()
-        self.scheduler.shutdown(wait=True)
-        log.info("event=stopped")
+        self.scheduler.shutdown(wait=False)
+        # Bounded all the same: a reply is waited for `data_timeout` at most.
+        bound = self.cfg.delivery.data_timeout + 60
+        with self._jobs:
+            self._jobs.wait_for(lambda: self._running == 0, timeout=bound)
+            left = self._running
+        log.info("event=stopped" + (f" jobs_left={left}" if left else ""))
+
+    def _track(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
+        with self._jobs:
+            self._running += 1 if event.code == EVENT_JOB_SUBMITTED else -1
+            self._jobs.notify_all()
 
     # -- jobs -----------------------------------------------------------------------------
 
