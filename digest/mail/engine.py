@@ -400,9 +400,11 @@ class Engine:
         # (the row keeps it whole for `digest deliveries`).
         # The state the row is left in (a refusing relay or a systemic refusal leaves it to
         # retry or waiting), with what happened when that differs.
-        stored = _STORED_AS.get(state)
-        shown = f"{stored} outcome={state}" if stored else state
-        log.log(level, "delivery=%s state=%s detail=%r", row.id, shown, _ADDRESS.sub("…", detail))
+        if log.isEnabledFor(level):  # 100,000 lines a run: nothing made for a silent one
+            stored = _STORED_AS.get(state)
+            shown = f"{stored} outcome={state}" if stored else state
+            masked = _ADDRESS.sub("…", detail)
+            log.log(level, "delivery=%s state=%s detail=%r", row.id, shown, masked)
         if self.on_event is not None:
             self.on_event(state, row, detail)
 
