@@ -306,3 +306,8 @@ def test_a_second_pause_without_a_reason_keeps_the_first_ones(site: Path) -> Non
     assert "relay maintenance" in digest_here("status", cwd=site).stdout
     other = digest_here("pause", "--reason", "new relay", cwd=site)
     assert "delivery paused: new relay (was: relay maintenance)" in other.stdout
+
+
+def test_deliveries_with_nothing_to_list_say_so_in_a_line(site: Path) -> None:
+    none = digest_here("deliveries", "--state", "bounced", cwd=site)
+    assert none.returncode == 0 and none.stdout.strip() == "no deliveries in state bounced"
