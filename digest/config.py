@@ -101,9 +101,11 @@ _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 
 def cron_trigger(expression: str, timezone: str) -> CronTrigger:
-    """A 5-field cron expression as cron reads it. APScheduler 3 numbers weekdays from Monday
-    = 0, so `1-5` there is Tuesday to Saturday; cron's numbers (0 or 7 Sunday, 1 Monday) are
-    turned into day names first, which both read alike."""
+    """A 5-field cron expression, its weekday numbers read as cron numbers them. APScheduler
+    3 counts from Monday = 0, so `1-5` there is Tuesday to Saturday; cron's numbers (0 or 7
+    Sunday, 1 Monday) become day names first, which both read alike. One difference stays:
+    with both a day of the month and a weekday given, cron fires on either, APScheduler on
+    days that are both (the README says so)."""
     from apscheduler.triggers.cron import CronTrigger
 
     fields = expression.split()
@@ -113,27 +115,36 @@ def cron_trigger(expression: str, timezone: str) -> CronTrigger:
 
 
 def _cron_weekdays(field: str) -> str:
-    """Cron's weekday field with its numbers as names ("1-5" -> "mon,tue,wed,thu,fri");
-    names, and anything this does not read, left for APScheduler to take or refuse."""
-    if not any(c.isdigit() for c in field) or any(c.isalpha() for c in field):
-        return field
-    days: set[int] = set()
+    """Cron's weekday field with its numbers as names ("1-5" -> "mon,tue,wed,thu,fri"), part
+    by part ("mon,3" -> "mon,wed"); names, and a part this does not read (an empty range
+    such as "5-1"), are left for APScheduler to take or refuse."""
+    parts = []
+    for part in field.split(","):
+        days = _cron_days(part)
+        parts.append(part if days is None else ",".join(_WEEKDAYS[d] for d in days))
+    return ",".join(parts)
+
+
+def _cron_days(part: str) -> list[int] | None:
+    """The weekdays (0 Sunday) of one numeric part of cron's weekday field, or None."""
+    if not any(c.isdigit() for c in part) or any(c.isalpha() for c in part):
+        return None
+    span, _, step = part.partition("/")
     try:
-        for part in field.split(","):
-            span, _, step = part.partition("/")
-            if span == "*":
-                low, high = 0, 6
-            elif "-" in span:
-                low, high = (int(x) for x in span.split("-", 1))
-            else:
-                low = int(span)
-                high = 6 if step else low
-            if not (0 <= low <= 7 and 0 <= high <= 7):
-                return field
-            days.update(d % 7 for d in range(low, high + 1, int(step) if step else 1))
+        if span == "*":
+            low, high = 0, 6
+        elif "-" in span:
+            low, high = (int(x) for x in span.split("-", 1))
+        else:
+            low = int(span)
+            high = 7 if step else low
+        every = int(step) if step else 1
     except ValueError:
-        return field
-    return ",".join(_WEEKDAYS[d] for d in sorted(days)) or field
+        return None
+    if not (0 <= low <= 7 and 0 <= high <= 7) or every < 1:
+        return None
+    days = sorted({d % 7 for d in range(low, high + 1, every)})
+    return days or None
 
 
 class SourceConfig(_Strict):

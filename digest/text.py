@@ -232,3 +232,13 @@ def masked(address: str) -> str:
     for whoever a digest is forwarded to (or a web view shared with) to write to them."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}…@{domain}"
+
+
+# Something that looks like a mail address (in a relay's reply, say).
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"'@]+")
+
+
+def mask_addresses(text: str) -> str:
+    """Every mail address in ``text`` as "…": for log lines quoting a relay's reply, which
+    often names the recipient."""
+    return _ADDRESS.sub("…", text)

@@ -70,7 +70,9 @@ def read_toml_text(path: Path) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        # The decoder's offsets start after a byte-order mark.
+        start = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, start) + 1
         exc.reason = f"line {line} is not UTF-8 text: save the file as UTF-8"
         raise
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text

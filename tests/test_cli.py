@@ -311,3 +311,12 @@ def test_a_second_pause_without_a_reason_keeps_the_first_ones(site: Path) -> Non
 def test_deliveries_with_nothing_to_list_say_so_in_a_line(site: Path) -> None:
     none = digest_here("deliveries", "--state", "bounced", cwd=site)
     assert none.returncode == 0 and none.stdout.strip() == "no deliveries in state bounced"
+
+
+def test_the_demo_run_in_a_sites_directory_keeps_that_sites_digest_toml(tmp_path: Path) -> None:
+    assert digest("init", "--dir", "site", cwd=tmp_path).returncode == 0
+    config = tmp_path / "site" / "digest.toml"
+    mine = "# MY REAL SITE\n" + config.read_text()
+    config.write_text(mine)
+    digest("demo", "--dir", "site", cwd=tmp_path)
+    assert config.read_text() == mine

@@ -143,9 +143,11 @@ def test_a_profile_that_is_not_utf8_is_one_clear_error_with_its_line(tmp_path: P
     path = tmp_path / "ada.toml"
     path.write_bytes(ADA.encode().replace(b"Ada", b"Ad\xe9"))  # Latin-1, as an old editor saves
     line = ADA[: ADA.index("Ada")].count("\n") + 1
-    with pytest.raises(ProfileError) as err:
-        load_profile(path)
-    assert str(err.value) == f"{path}: line {line} is not UTF-8 text: save the file as UTF-8"
+    for bom in (b"", b"\xef\xbb\xbf"):  # the decoder's offsets start after a BOM
+        path.write_bytes(bom + ADA.encode().replace(b"Ada", b"Ad\xe9"))
+        with pytest.raises(ProfileError) as err:
+            load_profile(path)
+        assert str(err.value) == f"{path}: line {line} is not UTF-8 text: save the file as UTF-8"
 
 
 def test_every_mistake_of_a_profile_is_in_its_one_error_line(tmp_path: Path) -> None:

@@ -842,3 +842,17 @@ def test_a_reader_disabled_after_bounces_is_logged_by_delivery_not_by_address(
     text = caplog.text
     assert "its reader disabled after repeated bounces" in text and "state=bounced" in text
     assert "@" not in text, text
+
+
+def test_a_relay_refusing_the_service_pauses_with_no_address_in_the_log(
+    store: Store, fault: FaultServer, clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Postfix's "554 5.7.1 <addr>: Relay access denied" is a refusal of the service: the
+    pause's log line masks the address the reply quotes."""
+    cfg = make_cfg(fault, tmp_path, connections=1)
+    plan(store, emails(1), clock)
+    fault.plan(emails(1)[0], f"rcpt:554 5.7.1 <{emails(1)[0]}>: Relay access denied")
+    with caplog.at_level(logging.INFO, logger="digest.send"):
+        report = deliver(store, cfg, clock)
+    assert report.paused and "Relay access denied" in caplog.text
+    assert "@" not in caplog.text, caplog.text

@@ -288,3 +288,38 @@ def test_a_source_schedule_reads_weekday_numbers_as_cron_does() -> None:
     assert sunday.trigger().get_next_fire_time(None, friday_morning) == datetime(
         2026, 11, 29, 9, 0, tzinfo=UTC
     )
+
+
+def test_a_source_whose_last_fetch_failed_is_fetched_again_at_start(
+    store: Store, workspace: Config
+) -> None:
+    """Its same-day retry was a job of the process that stopped: the start fetches it."""
+    from digest.store.schema import FeedState
+
+    service = Service(workspace, store)
+    first = workspace.sources[0].name
+    for src in workspace.sources:
+        failed = src.name == first
+        store.save_feed_state(
+            FeedState(
+                source=src.name,
+                url=src.url,
+                last_attempt=datetime.now(UTC),
+                last_status="error" if failed else "ok",
+            )
+        )
+    assert service.missed_fetches(datetime.now(UTC)) == [first]
+
+
+def test_the_last_fetch_time_is_found_across_the_autumn_clock_change() -> None:
+    """At the fall-back a local time plus a second lost the repeated hour's fold, and the
+    same fire time came back until the search gave up: the real last time is found."""
+    from digest.service.serve import previous_fire_time
+
+    daily = CronTrigger.from_crontab("30 1 * * *", timezone="America/New_York")
+    now = datetime(2025, 11, 5, 7, 0, tzinfo=UTC)
+    assert previous_fire_time(daily, now) == datetime(2025, 11, 5, 6, 30, tzinfo=UTC)
+    hourly = CronTrigger.from_crontab("0 * * * *", timezone="America/New_York")
+    assert previous_fire_time(hourly, datetime(2025, 11, 9, 12, 0, tzinfo=UTC)) == datetime(
+        2025, 11, 9, 12, 0, tzinfo=UTC
+    )

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import multiprocessing
 import random
-import re
 import ssl
 import threading
 import uuid
@@ -43,12 +42,11 @@ from digest.states import Delivery as DS
 from digest.store.deliveries import Claim
 from digest.store.papers import Store
 from digest.store.schema import as_utc_naive, utcnow
+from digest.text import mask_addresses
 
 log = logging.getLogger("digest.send")  # log names are what operators filter on: kept
 # Outcomes that are not row states, and the state their row is left in.
 _STORED_AS = {"relay": DS.RETRY, "systemic": DS.RETRY}
-# Something that looks like a mail address, in a relay's reply.
-_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"'@]+")
 PAUSE_KEY = "paused"
 # Until when the relay is left alone after a 421; shared by every run and process.
 RELAY_KEY = "relay_backoff_until"
@@ -403,7 +401,7 @@ class Engine:
         if log.isEnabledFor(level):  # 100,000 lines a run: nothing made for a silent one
             stored = _STORED_AS.get(state)
             shown = f"{stored} outcome={state}" if stored else state
-            masked = _ADDRESS.sub("…", detail)
+            masked = mask_addresses(detail)
             log.log(level, "delivery=%s state=%s detail=%r", row.id, shown, masked)
         if self.on_event is not None:
             self.on_event(state, row, detail)
@@ -418,7 +416,10 @@ class Engine:
 
     def _pause(self, reason: str) -> None:
         if self.report.paused is None:
-            log.error("pausing delivery: %s (resume with `digest resume`)", reason)
+            # The relay's reply may quote the recipient: masked in the log (the stored reason,
+            # for `digest status`, keeps it).
+            shown = mask_addresses(reason)
+            log.error("pausing delivery: %s (resume with `digest resume`)", shown)
             self.store.set_control(PAUSE_KEY, reason)
             self.report.paused = reason
         raise _Pause(reason)

@@ -89,6 +89,8 @@ def demo_config(directory: Path, smtp_port: int) -> Config:
 
 
 EXAMPLE_ADDRESS = "ada@example.org"
+# The first line of the digest.toml the demo writes; any other file there is not replaced.
+DEMO_CONFIG_MARK = "# Written by `digest demo`"
 # The Hugging Face daily email this project began from, as a profile: no interests, just the
 # day's most upvoted papers.
 TRENDING_PROFILE = """\
@@ -120,7 +122,7 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
     maildir = directory / "data" / "maildir"
     with smtp_capture(maildir) as port:
         cfg = demo_config(directory, port)
-        write_demo_config(directory / "digest.toml", port)
+        write_demo_config(directory / "digest.toml", port)  # an operator's own is kept
         store = Store(cfg.database_url)
         try:
             store.upgrade()
@@ -138,7 +140,7 @@ def write_demo_config(path: Path, smtp_port: int) -> None:
         f'\n[[sources]]\nname = "{name}"\nkind = "{kind}"\nurl = {json.dumps(url)}\n'
         for name, kind, url in ((n, k, (DEMO_DATA / f).as_uri()) for n, k, f in DEMO_SOURCES)
     )
-    text = f"""# Written by `digest demo`: the demo's site, for the other commands to look at.
+    text = f"""{DEMO_CONFIG_MARK}: the demo's site, for the other commands to look at.
 # Its mail server (port {smtp_port}) ran only while the demo did: a `digest run` with this
 # file finds no relay and keeps its digests to retry.
 data_dir = "data"
@@ -155,6 +157,10 @@ from_name = "Paper digest (demo)"
 base_url = "http://localhost:8000"
 secret_key_file = "data/secret_key"
 {sources}"""
+    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(
+        DEMO_CONFIG_MARK
+    ):
+        return  # a site's own digest.toml (the demo run in a real site's directory): kept
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

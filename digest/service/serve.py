@@ -29,13 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_SUBMITTED,
-    JobExecutionEvent,
-    JobSubmissionEvent,
-)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -56,6 +49,7 @@ from digest.service.schedule import digest_day, due_today
 from digest.store.failures import explain
 from digest.store.papers import Store
 from digest.store.schema import utcnow
+from digest.text import mask_addresses
 
 log = logging.getLogger("digest.serve")  # log names are what operators filter on: kept
 # A slot that could not start on time (busy pool, suspended machine) still runs within this.
@@ -85,6 +79,11 @@ def one_line(job: Callable[P, R]) -> Callable[P, R | None]:
     return run
 
 
+# How long a send slot waits for the start's fetches (a source's whole fetch is bounded by
+# its deadline, 180 s by default, and a few sources are fetched in turn).
+START_FETCH_WAIT = 900.0
+
+
 class Service:
     def __init__(self, cfg: Config, store: Store) -> None:
         self.cfg = cfg
@@ -93,6 +92,9 @@ class Service:
         self.profiles = Profiles.of([])
         self._signature: tuple[tuple[str, float, int], ...] | None = None
         self._lock = threading.Lock()
+        # Cleared by `start` until `start_up` has fetched what the service missed.
+        self._fetched = threading.Event()
+        self._fetched.set()
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(4)},
@@ -105,16 +107,13 @@ class Service:
         # Jobs handed to the threads and not yet finished, for `stop` to wait on.
         self._jobs = threading.Condition()
         self._running = 0
-        self.scheduler.add_listener(
-            self._track, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
-        )
 
     # -- setup ----------------------------------------------------------------------------
 
     def start(self) -> None:
         for src in self.cfg.sources:
             self.scheduler.add_job(
-                self.ingest,
+                self._counted(self.ingest),
                 src.trigger(),
                 args=[src.name],
                 id=f"ingest:{src.name}",
@@ -122,27 +121,30 @@ class Service:
             )
         serve = self.cfg.serve
         self.scheduler.add_job(
-            self.reload,
+            self._counted(self.reload),
             IntervalTrigger(seconds=serve.reload_seconds),
             id="reload",
             name="reload profiles",
         )
         self.scheduler.add_job(
-            self.catch_up,
+            self._counted(self.catch_up),
             IntervalTrigger(seconds=serve.catch_up_seconds),
             id="catch-up",
             name="catch up",
         )
         self.scheduler.add_job(
-            self.retry,
+            self._counted(self.retry),
             IntervalTrigger(seconds=serve.retry_seconds),
             id="retry",
             name="retry due digests",
         )
         self.reload()
+        self._fetched.clear()
         self.scheduler.start()
         # Right away, not after the first interval: a restart fetches and sends what it missed.
-        self.scheduler.add_job(self.start_up, id="start-up", name="fetch and catch up at start")
+        self.scheduler.add_job(
+            self._counted(self.start_up), id="start-up", name="fetch and catch up at start"
+        )
         log.info(
             "event=started sources=%d subscribers=%d", len(self.cfg.sources), len(self.profiles)
         )
@@ -158,17 +160,30 @@ class Service:
         log.info("event=stopping jobs_running=%d", running)
         self.halt.set()
         self.scheduler.shutdown(wait=False)
-        # Bounded all the same: a reply is waited for `data_timeout` at most.
-        bound = self.cfg.delivery.data_timeout + 60
+        # Bounded all the same: a reply is waited for `data_timeout` at most (and this ends
+        # before systemd's TimeoutStopSec or Compose's grace, data_timeout + 60 s, kills).
+        bound = self.cfg.delivery.data_timeout + 30
         with self._jobs:
             self._jobs.wait_for(lambda: self._running == 0, timeout=bound)
             left = self._running
         log.info("event=stopped" + (f" jobs_left={left}" if left else ""))
 
-    def _track(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
-        with self._jobs:
-            self._running += 1 if event.code == EVENT_JOB_SUBMITTED else -1
-            self._jobs.notify_all()
+    def _counted(self, job: Callable[..., Any]) -> Callable[..., Any]:
+        """``job`` counted while it runs, in its own thread (the scheduler's events come from
+        two threads in no fixed order, and a count made from them reached 0 mid-send)."""
+
+        @functools.wraps(job)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self._jobs:
+                self._running += 1
+            try:
+                return job(*args, **kwargs)
+            finally:
+                with self._jobs:
+                    self._running -= 1
+                    self._jobs.notify_all()
+
+        return run
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -196,7 +211,7 @@ class Service:
         for (tz, send_at), emails in slots.items():
             hh, mm = send_at.split(":")
             self.scheduler.add_job(
-                self.send_slot,
+                self._counted(self.send_slot),
                 CronTrigger(hour=int(hh), minute=int(mm), timezone=tz),
                 args=[emails],
                 id=f"slot:{tz}:{send_at}",
@@ -216,6 +231,8 @@ class Service:
     ) -> None:
         if self.halt.is_set():
             return
+        # Not before the start's fetches: a slot due at start would rank yesterday's papers.
+        self._fetched.wait(START_FETCH_WAIT)
         with self._lock:
             # A slot of more than one batch is planned in forked processes on every core, as
             # `digest run` plans it (one batch stays in this process): in the service's own
@@ -243,7 +260,7 @@ class Service:
             " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
         )
         if report.delivery is not None and report.delivery.paused:
-            log.error("event=paused reason=%r", report.delivery.paused)
+            log.error("event=paused reason=%r", mask_addresses(report.delivery.paused))
 
     @one_line
     def catch_up(self, now: datetime | None = None) -> list[str]:
@@ -270,27 +287,34 @@ class Service:
             self.retry()
         return due
 
+    @one_line
     def start_up(self, now: datetime | None = None) -> None:
         """Fetch each source whose last scheduled fetch passed while the service was down (or
         that was never fetched), then send what is due: a service started after arXiv's
         fetch time would otherwise send "nothing new" all day. In turn, so the catch-up
         ranks the papers just fetched."""
-        for name in self.missed_fetches(now or datetime.now(UTC)):
-            log.info("event=ingest-missed source=%s", name)
-            self.ingest(name)
+        try:
+            for name in self.missed_fetches(now or datetime.now(UTC)):
+                log.info("event=ingest-missed source=%s", name)
+                self.ingest(name)
+        finally:
+            self._fetched.set()  # slots and catch-ups wait for it (see `send_slot`)
         self.catch_up(now=now)
 
     def missed_fetches(self, now: datetime) -> list[str]:
         """Sources not fetched since their schedule's last time before ``now``."""
-        last = {f.source: f.last_attempt for f in self.store.feed_states()}
+        states = {f.source: f for f in self.store.feed_states()}
         out = []
         for src in self.cfg.sources:
-            trigger = src.trigger()
-            due = previous_fire_time(trigger, now)
-            tried = last.get(src.name)
+            due = previous_fire_time(src.trigger(), now)
+            state = states.get(src.name)
+            tried = state.last_attempt if state is not None else None
             if tried is not None and tried.tzinfo is None:
                 tried = tried.replace(tzinfo=UTC)  # stored as UTC without a zone
-            if tried is None or (due is not None and tried < due):
+            # A fetch that failed counts as not done: its same-day retry was a job of the
+            # process that stopped, and is gone.
+            failed = state is not None and state.last_status == "error"
+            if tried is None or failed or (due is not None and tried < due):
                 out.append(src.name)
         return out
 
@@ -316,7 +340,7 @@ class Service:
         with contextlib.suppress(JobLookupError):  # one pending retry per source
             self.scheduler.remove_job(f"ingest-retry:{name}")
         self.scheduler.add_job(
-            self.ingest,
+            self._counted(self.ingest),
             DateTrigger(run_date=at),
             args=[name, attempt + 1],
             id=f"ingest-retry:{name}",
@@ -342,7 +366,10 @@ def previous_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
     for _ in range(20_000):  # every minute of eight days is 11,520
         if at is None or at > now:
             break
-        previous, at = at, trigger.get_next_fire_time(at, at + timedelta(seconds=1))
+        # Stepped in UTC: a local time plus a second loses the fold of a repeated hour, and
+        # at the fall-back the same time came back again and again.
+        after = at.astimezone(UTC) + timedelta(seconds=1)
+        previous, at = at, trigger.get_next_fire_time(at, after)
     return previous
 
 

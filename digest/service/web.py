@@ -329,6 +329,7 @@ class Failsafe:
                 type(exc).__name__,
                 first,
             )
+            log.debug("request failed", exc_info=True)  # `-v`: the traceback, for a bug
             if not started:  # else the reader's connection has half a page: nothing to add
                 await self.page()(scope, receive, send)
 
