@@ -320,3 +320,12 @@ def test_the_demo_run_in_a_sites_directory_keeps_that_sites_digest_toml(tmp_path
     config.write_text(mine)
     digest("demo", "--dir", "site", cwd=tmp_path)
     assert config.read_text() == mine
+
+
+def test_the_hints_that_name_a_directory_can_be_pasted_into_a_shell(tmp_path: Path) -> None:
+    import shlex
+
+    done = digest("init", "--dir", "my site", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    hint = done.stdout.split("`")[-2]
+    assert shlex.split(hint)[:2] == ["cd", "my site"], hint

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -236,7 +237,11 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
     store.open()
     console.print(f"database ready: {store.safe_url}", highlight=False)
     here = Path.cwd().resolve() == directory.resolve()
-    check = "digest subscribers check" if here else f"cd {directory} && digest subscribers check"
+    check = (
+        "digest subscribers check"
+        if here
+        else f"cd {shlex.quote(str(directory))} && digest subscribers check"
+    )
     console.print(f"Next: edit digest.toml and subscribers/, then `{check}`.", highlight=False)
 
 

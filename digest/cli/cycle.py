@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,7 @@ def demo(directory: Path) -> None:
         click.echo("\n".join(preview_lines[:30]))
         if len(preview_lines) > 30:
             click.echo(f"... ({len(preview_lines) - 30} more lines)")
-    config = directory / "digest.toml"
+    config = shlex.quote(str(directory / "digest.toml"))  # pasted into a shell as it is
     console.print(
         f"\nLook around: digest --config {config} status (or deliveries, subscribers list, "
         "preview ada@example.org)",
