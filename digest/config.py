@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import tomli
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,7 @@ from pydantic import (
 
 from digest.errors import ConfigError
 from digest.text import has_control
-from digest.validation import first_and_rest, problems, read_toml_text
+from digest.validation import TomlError, first_and_rest, problems, read_toml
 
 if TYPE_CHECKING:
     from apscheduler.triggers.cron import CronTrigger
@@ -413,15 +412,11 @@ def load_config(explicit: Path | None = None, *, missing_ok: bool = False) -> Co
             "run `digest init` to create one here, or pass --config FILE",
         )
     try:
-        raw = tomli.loads(read_toml_text(path))
+        raw = read_toml(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file", "run `digest init` to create one") from exc
-    except tomli.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {exc.reason}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except TomlError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:

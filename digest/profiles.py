@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import tomli
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from digest import __version__
@@ -28,7 +27,7 @@ from digest.errors import ProfileError
 from digest.packed import CHUNK, Packed, Packer, Profiles, Scheduled
 from digest.record import canonical_arxiv_id
 from digest.text import has_control
-from digest.validation import first_and_rest, problems, read_toml_text
+from digest.validation import TomlError, first_and_rest, problems, read_toml
 
 # A double quote before a letter or brace with no backslash before it (see `_lost_backslash`).
 _LOST_UMLAUT = re.compile(r'(?<!\\)"(?=[A-Za-z{])')
@@ -174,12 +173,10 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     mistake (the message holds every mistake)."""
     shown = str(path)
     try:
-        raw = tomli.loads(read_toml_text(path))
-    except tomli.TOMLDecodeError as exc:
-        raise ProfileError(shown, "", f"not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ProfileError(shown, "", str(exc.reason)) from exc
-    except OSError as exc:
+        raw = read_toml(path)
+    except TomlError as exc:
+        raise ProfileError(shown, "", str(exc)) from exc
+    except OSError as exc:  # gone since it was listed
         raise ProfileError(shown, "", f"cannot read: {exc.strerror or exc}") from exc
     try:
         profile = Profile.model_validate(raw)
@@ -194,6 +191,13 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
                 raise ProfileError(shown, f"sources[{i}]", f"no source named {name!r} ({allowed})")
     profile._path = path
     return profile
+
+
+def file_key(path: Path | str) -> tuple[int, int, int, int]:
+    """What tells a file unchanged since it was read: inode, size, mtime and ctime (ctime too:
+    nobody can set it back, as an editor or `touch -d` can the mtime)."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def cache_file(data_dir: Path) -> Path:
@@ -247,9 +251,7 @@ def _load_profiles(
     for name in listed:
         path = directory / name
         try:
-            st = os.stat(path)
-            # ctime too: nobody can set it back, as an editor or `touch -d` can the mtime.
-            seen = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            seen = file_key(path)
             kept = before.files.get(name)
             one: int | Profile
             if kept is not None and kept[0] == seen:
@@ -353,12 +355,10 @@ class _Cache:
         if other is None or other == name:
             return None
         try:
-            st = os.stat(directory / other)
+            unchanged = file_key(directory / other) == self.files[other][0]
         except OSError:
             return None
-        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self.files[other][0]:
-            return None
-        return directory / other
+        return directory / other if unchanged else None
 
     @classmethod
     def read(cls, cache: Path | None, stamp: object) -> _Cache:
@@ -461,14 +461,11 @@ def load_schedules(
     out: list[Scheduled] = []
     broken = 0
     emails: set[str] = set()
-    stat, base = os.stat, str(directory) + os.sep
+    base = str(directory) + os.sep
     for name in names:
         try:
-            st = stat(base + name)
             kept = index.get(name)
-            if kept is not None and kept[0] == (
-                st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-            ):  # fmt: skip
+            if kept is not None and kept[0] == file_key(base + name):
                 one = Scheduled(kept[1], kept[2], kept[3])
             else:
                 p = load_profile(directory / name, known)

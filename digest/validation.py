@@ -6,6 +6,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+import tomli
 from pydantic import BaseModel, ValidationError
 
 
@@ -60,6 +61,25 @@ def problems(model: type[BaseModel], exc: ValidationError) -> list[tuple[str, st
                 msg += f" (got {shown})"
         out.append((key, msg))
     return out
+
+
+class TomlError(ValueError):
+    """A TOML file that cannot be read as TOML; the message says why, without the path."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file (digest.toml, a profile) parsed, or TomlError with one line of why. A
+    missing file is left as FileNotFoundError: the config says how to make one."""
+    try:
+        return tomli.loads(read_toml_text(path))
+    except tomli.TOMLDecodeError as exc:
+        raise TomlError(f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TomlError(str(exc.reason)) from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise TomlError(f"cannot read: {exc.strerror or exc}") from exc
 
 
 def read_toml_text(path: Path) -> str:

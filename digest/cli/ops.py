@@ -187,12 +187,8 @@ def deliveries(ctx: click.Context, day: datetime | None, state: str | None) -> N
             cut(d.last_error, 70),
         )
     if not table.row_count:  # a line that says so, rather than an empty table's frame
-        only = " ".join(
-            x
-            for x in (f"in state {state}" if state else "", f"of {day:%Y-%m-%d}" if day else "")
-            if x
-        )
-        console.print(f"no deliveries{' ' + only if only else ''}", highlight=False)
+        which = (f" in state {state}" if state else "") + (f" of {day:%Y-%m-%d}" if day else "")
+        console.print(f"no deliveries{which}", highlight=False)
         return
     console.print(table)
 

@@ -391,16 +391,14 @@ class Engine:
 
     def _count(self, row: Claim, state: str, detail: str) -> None:
         self.report.counts[state] += 1
-        # The delivery's id, not the reader's address: `digest deliveries` says whose it is.
         # Anything but a message sent is worth a look: a monitor on WARNING sees a relay down.
         level = logging.INFO if state == DS.SENT else logging.WARNING
-        # A relay's reply often quotes the recipient ("<ada@…>: mailbox busy"): masked here
-        # (the row keeps it whole for `digest deliveries`).
-        # The state the row is left in (a refusing relay or a systemic refusal leaves it to
-        # retry or waiting), with what happened when that differs.
         if log.isEnabledFor(level):  # 100,000 lines a run: nothing made for a silent one
+            # The state the row is left in, with what happened where that differs.
             stored = _STORED_AS.get(state)
             shown = f"{stored} outcome={state}" if stored else state
+            # By the delivery's id (`digest deliveries` says whose), and the relay's reply,
+            # which often quotes the recipient, with addresses masked (the row keeps it whole).
             masked = mask_addresses(detail)
             log.log(level, "delivery=%s state=%s detail=%r", row.id, shown, masked)
         if self.on_event is not None:

@@ -114,6 +114,11 @@ class Signer:
         self._signing = {purpose: _Signing(self._serializer(purpose)) for purpose in SALTS}
         self._last_ref = ("", "")
 
+    @property
+    def signing_key(self) -> str:
+        """The key new tokens, refs and Message-IDs are made with (the others only verify)."""
+        return self.keys[-1]
+
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         return URLSafeSerializer(self.keys, salt=SALTS[purpose])
 
@@ -123,7 +128,7 @@ class Signer:
         last = self._last_ref  # read once: serve's threads share a run's signer
         if last[0] == email:
             return last[1]
-        ref = subscriber_ref(self.keys[-1], email)
+        ref = subscriber_ref(self.signing_key, email)
         self._last_ref = (email, ref)
         return ref
 

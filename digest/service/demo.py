@@ -135,7 +135,12 @@ def run_demo(directory: Path, now: datetime | None = None) -> DemoResult:
 def write_demo_config(path: Path, smtp_port: int) -> None:
     """The demo's site as a digest.toml beside it, so every other command can look at what the
     demo did (`digest --config DIR/digest.toml status`). Relative paths: the directory can
-    be moved. Its mail server ran only for the demo, which the file says."""
+    be moved. Its mail server ran only for the demo, which the file says. A digest.toml it
+    did not write (the demo run in a real site's directory) is kept."""
+    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(
+        DEMO_CONFIG_MARK
+    ):
+        return
     sources = "".join(
         f'\n[[sources]]\nname = "{name}"\nkind = "{kind}"\nurl = {json.dumps(url)}\n'
         for name, kind, url in ((n, k, (DEMO_DATA / f).as_uri()) for n, k, f in DEMO_SOURCES)
@@ -157,26 +162,24 @@ from_name = "Paper digest (demo)"
 base_url = "http://localhost:8000"
 secret_key_file = "data/secret_key"
 {sources}"""
-    if path.exists() and not path.read_text(encoding="utf-8", errors="replace").startswith(
-        DEMO_CONFIG_MARK
-    ):
-        return  # a site's own digest.toml (the demo run in a real site's directory): kept
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
 
 
+def _messages(maildir: Path) -> list[Path]:
+    return [
+        p for sub in ("new", "cur") if (maildir / sub).is_dir() for p in (maildir / sub).iterdir()
+    ]
+
+
 def messages_in(maildir: Path) -> int:
-    return sum(
-        1 for sub in ("new", "cur") if (maildir / sub).is_dir() for _ in (maildir / sub).iterdir()
-    )
+    return len(_messages(maildir))
 
 
 def message_to(maildir: Path, address: str) -> Path | None:
     """The newest message in the Maildir addressed to ``address``."""
-    files = [
-        p for sub in ("new", "cur") if (maildir / sub).is_dir() for p in (maildir / sub).iterdir()
-    ]
+    files = _messages(maildir)
     wanted = f"<{address}>".encode()
     mine = [p for p in files if wanted in p.read_bytes().split(b"\r\n\r\n", 1)[0]]
     return max(mine, key=lambda p: p.stat().st_mtime) if mine else None

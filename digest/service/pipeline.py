@@ -313,7 +313,7 @@ def _plan_one(
         return SubscriberResult(
             email, Outcome.DRY_RUN, len(picks), f"would send the digest of {day}"
         )
-    message_id = message_id_for(email, day, ctx.cfg.smtp.from_address, ctx.signer.keys[-1])
+    message_id = message_id_for(email, day, ctx.cfg.smtp.from_address, ctx.signer.signing_key)
     # Rendered once, here: every attempt sends these exact bytes with this Message-ID.
     with report.timed("rendering"):
         rendered = render_for(ctx, profile, picks, day)
@@ -375,7 +375,9 @@ def preview(
                 else "`digest ingest` fetches new papers"
             )
             raise DigestError(f"{email}: {what}: {why_not}", hint)
-        message_id = message_id_for(profile.email, day, cfg.smtp.from_address, ctx.signer.keys[-1])
+        message_id = message_id_for(
+            profile.email, day, cfg.smtp.from_address, ctx.signer.signing_key
+        )
     rendered = render_for(ctx, profile, picks, day)
     store.remember_refs(ctx.refs)
     message = compose(cfg, profile, rendered, message_id, now, ctx.signer)

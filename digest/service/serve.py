@@ -154,7 +154,7 @@ class Service:
 
         APScheduler's asyncio scheduler only posts its shutdown to the event loop and returns,
         so "stopped" was logged while a send could still wait for its reply (up to
-        `data_timeout`): the jobs still running are counted (see `_track`) and waited for."""
+        `data_timeout`): the jobs still running are counted (see `_counted`) and waited for."""
         with self._jobs:
             running = self._running
         log.info("event=stopping jobs_running=%d", running)
