@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -255,6 +256,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     Example: digest ingest --source arxiv
     """
     from digest.ingest.run import ingest_all
+    from digest.service.context import refresh_after_ingest
 
     st = _state(ctx)
     store = st.store()
@@ -274,6 +276,12 @@ def ingest(ctx: click.Context, source: str | None) -> None:
             r.error or ("; ".join(r.problems[:2]) if r.problems else "-"),
         )
     console.print(table)
+    if any(r.added for r in reports):
+        # Fitted now rather than inside the next run: see refresh_vocabulary.
+        with console.status("fitting the vocabulary..."):
+            problem = refresh_after_ingest(st.cfg, store, datetime.now(UTC).date())
+        if problem:
+            err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
     failed = [r.source for r in reports if r.status == "error"]
     if failed:
         what = (

@@ -20,7 +20,7 @@ from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.mail.render import environment
 from digest.packed import Profiles
-from digest.profiles import Profile, cache_file, load_profiles
+from digest.profiles import LoadResult, Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
@@ -96,24 +96,13 @@ def profile_cache(cfg: Config) -> Path:
 
 
 def prepare(cfg: Config, store: Store, now: datetime) -> Context:
-    loaded = load_profiles(
-        cfg.subscribers_dir, [s.name for s in cfg.sources], cache=profile_cache(cfg)
-    )
+    loaded = _profiles(cfg)
     for err in loaded.errors:
         log.debug("%s", err)  # reported by the caller: the run report, serve's reload
-    wanted = loaded.example_papers
-    if wanted:
-        lookup_papers(store, cfg, wanted, now.date())
-    corpus = corpus_of(cfg, store, now.date())
-    listed = listing_of(corpus, cfg.digest.lookback_days)
+    listed, ids, examples = _window(cfg, store, now.date(), loaded.example_papers)
     full = store.papers([e.id for e in listed])
     listing = [full[e.id] for e in listed if e.id in full]
     latest = max((p.announced for p in listing), default=None)
-    ids = [e.id for e in corpus]
-    known = set(ids)
-    examples = store.titles(wanted)
-    # Example papers from outside the window join the vocabulary's corpus.
-    ids += [pid for pid in examples if pid not in known]
     # The LaTeX of what readers will see, read as text once here (stored at ingest; papers
     # stored before that are converted now, once): forked planners inherit the readings.
     shown = [t for p in listing for t in (p.title, p.abstract)]
@@ -129,6 +118,55 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         latest=latest,
         listing=listing,
     )
+
+
+def refresh_vocabulary(cfg: Config, store: Store, today: date) -> Vocabulary:
+    """The vocabulary of the corpus window as it stands, fitted now if the window changed.
+
+    Called once new papers are stored (`digest ingest`, serve's fetches): fitting takes
+    seconds at 20,000 papers, and done here it is over before the readers' send time rather
+    than inside the run or send slot that needs it. That run finds it on disk (and the
+    profiles in their cache); one whose profiles name other example papers fits again.
+    """
+    loaded = _profiles(cfg)
+    _, ids, _ = _window(cfg, store, today, loaded.example_papers)
+    return vocabulary(cfg, store, ids)
+
+
+def refresh_after_ingest(cfg: Config, store: Store, today: date) -> str | None:
+    """`refresh_vocabulary` once an ingest stored new papers. None, or one line saying why
+    the vocabulary could not be fitted now: the papers are stored whatever happens here, and
+    the next run fits it again (and reports whatever stops it there)."""
+    try:
+        refresh_vocabulary(cfg, store, today)
+    except Exception as exc:  # see above: nothing of the ingest is lost
+        log.debug("fitting the vocabulary after the ingest failed", exc_info=True)
+        why = f"{type(exc).__name__}: {exc}"
+        return f"the vocabulary was not fitted now ({why}); the next run fits it"
+    return None
+
+
+def _profiles(cfg: Config) -> LoadResult:
+    return load_profiles(
+        cfg.subscribers_dir, [s.name for s in cfg.sources], cache=profile_cache(cfg)
+    )
+
+
+def _window(
+    cfg: Config, store: Store, today: date, wanted: list[str]
+) -> tuple[list[Entry], list[str], dict[str, str]]:
+    """The listing's entries, the ids the vocabulary is fitted on (the corpus window and
+    every example paper) and the example papers' titles."""
+    if wanted:
+        lookup_papers(store, cfg, wanted, today)
+    corpus = corpus_of(cfg, store, today)
+    listed = listing_of(corpus, cfg.digest.lookback_days)
+    ids = [e.id for e in corpus]
+    known = set(ids)
+    examples = store.titles(wanted)
+    # Example papers from outside the window join the vocabulary's corpus.
+    ids += [pid for pid in examples if pid not in known]
+    return listed, ids, examples
 
 
 def corpus_of(cfg: Config, store: Store, today: date) -> list[Entry]:

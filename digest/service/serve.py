@@ -43,7 +43,7 @@ from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.packed import Profiles
 from digest.profiles import load_profiles
-from digest.service.context import profile_cache
+from digest.service.context import profile_cache, refresh_after_ingest
 from digest.service.pipeline import run
 from digest.service.schedule import digest_day, due_today
 from digest.store.failures import explain
@@ -332,6 +332,13 @@ class Service:
             r.updated,
             r.error,
         )
+        if r.added:
+            # Not beside a slot (both would hold a fit's memory at once); a slot due now
+            # waits the few seconds, then finds the vocabulary fitted.
+            with self._lock:
+                problem = refresh_after_ingest(self.cfg, self.store, utcnow().date())
+            if problem:
+                log.warning("event=vocabulary source=%s error=%r", name, problem)
         serve = self.cfg.serve
         if r.status != "error" or attempt >= serve.ingest_retries:
             return
