@@ -15,8 +15,9 @@ import pytest
 from digest.config import Config, DigestConfig
 from digest.service.pipeline import run
 from digest.store import Store
+from digest.store.feedback import TrainedModel
 from digest.store.packing import WIRE_MARKER, pack_to_send, unpack, unpack_to_send
-from digest.store.schema import RankModel
+from digest.store.schema import RankModel, utcnow
 from tests.conftest import NOW, SmtpServer, digest
 from tests.test_postgres import pg_store  # noqa: F401 (fixture)
 from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
@@ -223,11 +224,15 @@ def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_r
     assert bob.reasons == {"2": "why"} and bob.created_at is not None
     assert bob.id is not None and db.message_bytes(bob.id) == b"ours Bob@example.org"
     # A batch with no conflict goes in whole, in one statement each for rows and messages.
-    again = RankModel(subscriber="bob@example.org", fingerprint="g", vocabulary="v", blob=b"n")
+    # A model as a run trains it (a plain TrainedModel, not a row object) replaces the one
+    # stored, with the time it was written.
+    again = TrainedModel("bob@example.org", "g", "v", b"n")
     assert db.plan_deliveries([planned("cy@example.org")], [again], {"rc": "cy@x.org"}) == [
         ("cy@example.org", day)
     ]
-    assert db.rank_models(["bob@example.org"])["bob@example.org"].fingerprint == "g"
+    stored = db.rank_models(["bob@example.org"])["bob@example.org"]
+    assert (stored.fingerprint, stored.blob) == ("g", b"n")
+    assert stored.trained_at is not None and abs(stored.trained_at - utcnow()).total_seconds() < 60
     assert db.ref_address("rc") == "cy@x.org"
     cy = db.delivery("cy@example.org", day)
     assert (

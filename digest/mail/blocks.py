@@ -208,9 +208,10 @@ def template_tree(env: jinja2.Environment, name: str) -> nodes.Template | None:
 
 
 def _odd(paper: dict[str, Any]) -> bool:
-    """A reason or link with a control character: the inliner's parser would change a CR or
-    drop a NUL that the escaping of a filled-in value keeps."""
-    return any(has_control(str(paper[k])) for k in ("reason", "more_url", "less_url"))
+    """A reason with a control character: the inliner's parser would change a CR or drop a NUL
+    that the escaping of a filled-in value keeps. (The links cannot hold one: `base_url` is
+    refused with any at load, and a token is URL-safe base64.)"""
+    return has_control(str(paper["reason"]))
 
 
 def _own(

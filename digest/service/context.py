@@ -24,8 +24,9 @@ from digest.profiles import LoadResult, Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
+from digest.store.feedback import TrainedModel
 from digest.store.papers import Entry, Store, source_name
-from digest.store.schema import Paper, RankModel, as_utc_naive
+from digest.store.schema import Paper, as_utc_naive
 from digest.text import forget_plain
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     return fitted
 
 
-def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> list[RankModel]:
+def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> list[TrainedModel]:
     """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
     and the listing scored for all of them at once. Returns the models (re)trained, which are
     stored here unless ``save`` is False (a run stores them with the batch's digests)."""
@@ -241,17 +242,10 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
         examples = [papers[i] for i in profile.interests.papers if i in papers]
         readers.append((profile, examples, fb, stored.get(email)))
         ctx.examples[email], ctx.feedback[email] = examples, fb
-    fresh: list[RankModel] = []
+    fresh: list[TrainedModel] = []
     for email, (model, retrained) in zip(emails, ctx.ranker.models(readers), strict=True):
         if retrained:
-            fresh.append(
-                RankModel(
-                    subscriber=email,
-                    fingerprint=model.fingerprint,
-                    vocabulary=model.vocabulary,
-                    blob=model.to_bytes(),
-                )
-            )
+            fresh.append(TrainedModel(email, model.fingerprint, model.vocabulary, model.to_bytes()))
         ctx.models[email] = model
     if save:
         ctx.store.save_rank_models(fresh)

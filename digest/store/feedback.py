@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,19 +21,56 @@ from digest.store.schema import Feedback, RankModel, utcnow
 VERDICTS = tuple(Verdict)
 
 
-def upsert_rank_models(conn: Connection, models: Sequence[RankModel]) -> None:
+@dataclass(frozen=True, slots=True)
+class TrainedModel:
+    """A model just trained, as it is stored (a `RankModel` row): a plain object, since a run
+    makes one per reader and an ORM row cost more to build than to write."""
+
+    subscriber: str
+    fingerprint: str
+    vocabulary: str
+    blob: bytes
+
+
+class ModelRow(Protocol):
+    """What `upsert_rank_models` writes: a `TrainedModel`, or a `RankModel` read back."""
+
+    @property
+    def subscriber(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def vocabulary(self) -> str: ...
+    @property
+    def blob(self) -> bytes: ...
+
+
+def upsert_rank_models(conn: Connection, models: Sequence[ModelRow]) -> None:
     """Write these models in the connection's transaction, each replacing the subscriber's
-    stored one (`save_rank_models`; a run writes them with the batch, `plan_deliveries`)."""
+    stored one (`save_rank_models`; a run writes them with the batch, `plan_deliveries`).
+
+    One statement executed for many rows, not one statement holding every row's values: a
+    1,000-row VALUES list was compiled anew for each batch, 0.1 ms a reader."""
     if not models:
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    fields = list(RankModel.model_fields)
-    stmt = insert(RankModel).values([{k: getattr(m, k) for k in fields} for m in models])
+    stmt = insert(RankModel)
     stmt = stmt.on_conflict_do_update(
         index_elements=["subscriber"],
-        set_={k: stmt.excluded[k] for k in fields if k != "subscriber"},
+        set_={k: stmt.excluded[k] for k in RankModel.model_fields if k != "subscriber"},
     )
-    conn.execute(stmt)
+    now = utcnow()
+    rows = [
+        {
+            "subscriber": m.subscriber,
+            "fingerprint": m.fingerprint,
+            "vocabulary": m.vocabulary,
+            "blob": m.blob,
+            "trained_at": now,
+        }
+        for m in models
+    ]
+    conn.execute(stmt, rows)
 
 
 class FeedbackQueries:
@@ -108,7 +147,7 @@ class FeedbackQueries:
                 q = q.where(col(RankModel.subscriber).in_([e.lower() for e in emails]))
             return {m.subscriber: m for m in s.exec(q).all()}
 
-    def save_rank_models(self, models: Sequence[RankModel]) -> None:
+    def save_rank_models(self, models: Sequence[ModelRow]) -> None:
         """Keep trained models, one upsert per batch.
 
         An upsert, not read-then-write: two runners may train the same subscriber at once (a

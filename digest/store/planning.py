@@ -20,13 +20,12 @@ from sqlmodel import Session, col, delete, select
 
 from digest.states import DUE, LIVE
 from digest.states import Delivery as DS
-from digest.store.feedback import upsert_rank_models
+from digest.store.feedback import ModelRow, upsert_rank_models
 from digest.store.packing import pack, unpack
 from digest.store.schema import (
     Delivery,
     DeliveryMessage,
     LinkRef,
-    RankModel,
     SubscriberState,
     utcnow,
 )
@@ -122,7 +121,7 @@ class PlanningQueries:
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
 
-    def save_rank_models(self, models: Sequence[RankModel]) -> None:  # pragma: no cover
+    def save_rank_models(self, models: Sequence[ModelRow]) -> None:  # pragma: no cover
         raise NotImplementedError  # FeedbackQueries', ahead of this class in Store
 
     def standings(self, days: dict[str, date]) -> dict[str, Standing]:
@@ -207,7 +206,7 @@ class PlanningQueries:
     def plan_deliveries(
         self,
         planned: Sequence[Planned],
-        models: Sequence[RankModel] = (),
+        models: Sequence[ModelRow] = (),
         refs: dict[str, str] | None = None,
     ) -> list[tuple[str, date]]:
         """Many `plan_delivery` calls in one transaction: each (subscriber, day) row is made
