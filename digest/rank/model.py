@@ -19,6 +19,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -73,8 +74,7 @@ class SubscriberModel:
         """Raw cosines to the fraction of background papers scoring lower (0..1)."""
         if not self.trained:
             return np.zeros_like(raw, dtype=np.float64)
-        grid = np.linspace(0.0, 1.0, len(self.quantiles))
-        return np.asarray(np.interp(raw, self.quantiles, grid))
+        return np.asarray(np.interp(raw, self.quantiles, _grid(len(self.quantiles))))
 
     def to_bytes(self) -> bytes:
         """A marker, the number of dimensions, then both arrays as little-endian float32: read
@@ -146,7 +146,7 @@ def train_many(
             background = directions @ sample.T
         else:
             background = np.zeros((len(trained), 1), np.float32)
-        quantiles = _quantiles(background, np.linspace(0.0, 1.0, QUANTILES))
+        quantiles = _quantiles(background, _grid(QUANTILES))
         at = {i: row for row, i in enumerate(trained)}
         for i in part:
             fingerprint = batch[i][0].fingerprint(vocab.version, params)
@@ -157,6 +157,14 @@ def train_many(
                 q = np.zeros(QUANTILES, np.float32)
             out.append(SubscriberModel(direction, q, fingerprint, vocab.version))
     return out
+
+
+@lru_cache(maxsize=4)
+def _grid(n: int) -> np.ndarray:
+    """The quantiles' levels, 0 to 1: made once, not for every reader's calibration."""
+    grid = np.linspace(0.0, 1.0, n)
+    grid.flags.writeable = False
+    return grid
 
 
 def _quantiles(rows: np.ndarray, grid: np.ndarray) -> np.ndarray:
