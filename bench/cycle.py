@@ -7,8 +7,9 @@ For each N: a fresh workspace holds a corpus of `--corpus` real arXiv papers (th
 in ../shared/data/labelled, dated into the 90 days before the listing) and N subscriber profiles
 with a realistic mix: keywords only; 3-10 example papers from one area; followed authors;
 excludes; categories; max_papers 5-25. `digest ingest` reads the real 1,504-item arXiv listing
-and fits the vocabulary of the new corpus window (timed apart: the figures are for the run with
-ingest already done; the ratio of ingest and run together is printed beside), then `digest run
+and fits the vocabulary of the new corpus window, reading every profile for their example papers
+(which leaves the profile cache written): timed apart, the figures are for the run with ingest
+already done, and the ratio of ingest and run together is printed beside. Then `digest run
 --no-ingest --report` plans and sends every digest into `smtp-sink`, which writes each message
 to a file; every subscriber must be there exactly once. In the same sink, `smtp-source` then
 pushes as many 30 KB messages over as many connections, three times, for the ratio (to the

@@ -4,15 +4,20 @@ uses that file as it is."""
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from digest.config import load_config
-from digest.rank.features import Vocabulary, corpus_version
+from digest.rank.features import Vocabulary
 from digest.service import context
-from digest.service.context import corpus_of, refresh_vocabulary
+from digest.service.context import prepare, refresh_vocabulary
 from digest.service.serve import Service
 from digest.store import Store
 from tests.conftest import SmtpServer, digest, digest_here
@@ -23,60 +28,153 @@ def _vocabulary(site: Path) -> Path:
 
 
 def test_ingest_fits_the_vocabulary_and_the_run_after_it_reads_that_file(
-    site: Path, smtp_server: SmtpServer
+    site: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingested = digest("ingest", cwd=site)
     assert ingested.returncode == 0, ingested.stderr
     path = _vocabulary(site)
     assert path.is_file() and oct(path.stat().st_mode & 0o777) == "0o600"
     fitted = path.stat().st_mtime_ns
+    # The run's own window (corpus and the profiles' example papers) is the one fitted: its
+    # context takes the file as it is.
     cfg = load_config(site / "digest.toml")
     store = Store(cfg.database_url)
-    vocab = Vocabulary.load(path)
-    assert vocab is not None
-    # The window the run will rank against, and the demo profiles' example papers with it.
-    window = [e.id for e in corpus_of(cfg, store, datetime.now(UTC).date())]
-    assert set(window) <= set(vocab.ids) and vocab.version == corpus_version(vocab.ids)
+    ctx = prepare(cfg, store, datetime.now(UTC))
+    stored = Vocabulary.load(path)
+    assert stored is not None and ctx.ranker.vocab.version == stored.version
+    assert path.stat().st_mtime_ns == fitted
     store.dispose()
-    again = digest("ingest", cwd=site)  # nothing new: nothing fitted
-    assert again.returncode == 0 and path.stat().st_mtime_ns == fitted
+    # An ingest that stores nothing new does not even look.
+    calls: list[object] = []
+    monkeypatch.setattr(context, "refresh_vocabulary", lambda *a: calls.append(a))
+    again = digest_here("ingest", cwd=site)
+    assert again.returncode == 0 and calls == []
     ran = digest("run", "--no-ingest", cwd=site)
     assert ran.returncode == 0, ran.stderr
     assert len(smtp_server.received) == 2
     assert path.stat().st_mtime_ns == fitted  # read, not fitted again
 
 
-def test_a_vocabulary_that_cannot_be_fitted_leaves_the_ingest_done_with_one_line(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_fit_waits_for_one_under_way_in_another_process_and_reads_what_it_stored(
+    site: Path,
 ) -> None:
-    # The fit is the most memory an ingest asks for; a machine out of it (stood in for here:
-    # no test can run one out safely) loses none of the stored papers, and the exit status a
-    # cron job sees is the ingest's own.
-    def out_of_memory(*_: object) -> None:
-        raise MemoryError("cannot allocate 180 MB")
+    assert digest("ingest", cwd=site).returncode == 0
+    path = _vocabulary(site)
+    fitted = path.stat().st_mtime_ns
+    path.unlink()  # as if the window had moved: the next fit must run
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    # Another process (a cron `digest ingest`) holds the fit's lock while it fits.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.readline()\n",
+            str(path.with_suffix(".lock")),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "held"
+    done: list[Vocabulary] = []
+    waiting = threading.Thread(
+        target=lambda: done.append(refresh_vocabulary(cfg, store, datetime.now(UTC).date()))
+    )
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive() and not path.exists()  # waits; does not fit beside it
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait(10)
+    waiting.join(60)
+    assert done and path.is_file() and path.stat().st_mtime_ns != fitted
+    store.dispose()
 
-    monkeypatch.setattr(context, "refresh_vocabulary", out_of_memory)
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        # The fit is the most memory an ingest asks for; a machine out of it (stood in for
+        # here: no test can run one out safely).
+        (MemoryError("cannot allocate 180 MB"), "MemoryError: cannot allocate 180 MB"),
+        # A database another process holds, whose error carries the whole statement.
+        (
+            OperationalError(
+                "SELECT paper.id FROM paper WHERE paper.id IN (" + "?, " * 900 + "?)",
+                {},
+                sqlite3.OperationalError("database is locked"),
+            ),
+            "database is locked",
+        ),
+    ],
+)
+def test_a_vocabulary_that_cannot_be_fitted_leaves_the_ingest_done_with_one_line(
+    site: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, said: str
+) -> None:
+    # Nothing of the ingest is lost, and the exit status a cron job sees is the ingest's own.
+    def failing(*_: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(context, "refresh_vocabulary", failing)
     out = digest_here("ingest", cwd=site)
     assert out.returncode == 0, out.stderr
-    assert out.stderr.strip().splitlines() == [
-        "the vocabulary was not fitted now (MemoryError: cannot allocate 180 MB); "
-        "the next run fits it"
-    ]
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("the vocabulary was not fitted now (") and said in line
+    assert line.endswith("); the next run fits it") and "SELECT" not in line
     assert "arxiv" in out.stdout and "24" in out.stdout  # the table of what was stored
     assert not _vocabulary(site).exists()
 
 
-def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(site: Path) -> None:
+def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load_config(site / "digest.toml")
     store = Store(cfg.database_url)
     store.upgrade()
     service = Service(cfg, store)
+    real = context.refresh_vocabulary
+    calls: list[object] = []
+    monkeypatch.setattr(context, "refresh_vocabulary", lambda *a: calls.append(a) or real(*a))
     service.ingest("arxiv")
-    path = _vocabulary(site)
-    assert path.is_file()
-    fitted = path.stat().st_mtime_ns
-    service.ingest("arxiv")  # the same listing again: nothing new, nothing fitted
-    assert path.stat().st_mtime_ns == fitted
-    today = datetime.now(UTC).date()
-    assert refresh_vocabulary(cfg, store, today).version == Vocabulary.load(path).version  # type: ignore[union-attr]
+    assert len(calls) == 1 and _vocabulary(site).is_file()
+    service.ingest("arxiv")  # the same listing again: nothing new, no fit
+    assert len(calls) == 1
+    store.dispose()
+
+
+def test_fetches_that_finish_during_a_fit_share_one_more_fit_after_it(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    store.upgrade()
+    service = Service(cfg, store)
+    started, release = threading.Event(), threading.Event()
+    calls: list[object] = []
+
+    def slow_fit(*args: object) -> None:
+        calls.append(args)
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(context, "refresh_vocabulary", slow_fit)
+    first = threading.Thread(target=service.refit)
+    first.start()
+    assert started.wait(5)
+    # Three more fetches store papers while it fits: each returns at once.
+    others = [threading.Thread(target=service.refit) for _ in range(3)]
+    for t in others:
+        t.start()
+    for t in others:
+        t.join(5)
+        assert not t.is_alive()
+    release.set()
+    first.join(10)
+    assert len(calls) == 2  # the one under way, then one for all three
     store.dispose()

@@ -3,7 +3,11 @@ and every reader's model and scores, made per batch (digest.service.pipeline dri
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.config import Config
 from digest.errors import ProfileError
@@ -24,6 +29,7 @@ from digest.profiles import LoadResult, Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
+from digest.store.failures import explain, first_line
 from digest.store.feedback import TrainedModel
 from digest.store.papers import Entry, Store, source_name
 from digest.store.schema import Paper, as_utc_naive
@@ -97,7 +103,7 @@ def profile_cache(cfg: Config) -> Path:
 
 
 def prepare(cfg: Config, store: Store, now: datetime) -> Context:
-    loaded = _profiles(cfg)
+    loaded = load_site_profiles(cfg)
     for err in loaded.errors:
         log.debug("%s", err)  # reported by the caller: the run report, serve's reload
     listed, ids, examples = _window(cfg, store, now.date(), loaded.example_papers)
@@ -127,10 +133,12 @@ def refresh_vocabulary(cfg: Config, store: Store, today: date) -> Vocabulary:
     Called once new papers are stored (`digest ingest`, serve's fetches): fitting takes
     seconds at 20,000 papers, and done here it is over before the readers' send time rather
     than inside the run or send slot that needs it. That run finds it on disk (and the
-    profiles in their cache); one whose profiles name other example papers fits again.
+    profiles in their cache). Example papers are not looked up here (a fetch of one feed
+    should not wait on arXiv's API): the stored ones count, and a run that finds more, or
+    whose profiles name others since, fits again.
     """
-    loaded = _profiles(cfg)
-    _, ids, _ = _window(cfg, store, today, loaded.example_papers)
+    wanted = load_site_profiles(cfg).example_papers  # not the profiles: gone before the fit
+    _, ids, _ = _window(cfg, store, today, wanted, look_up=False)
     return vocabulary(cfg, store, ids)
 
 
@@ -142,23 +150,28 @@ def refresh_after_ingest(cfg: Config, store: Store, today: date) -> str | None:
         refresh_vocabulary(cfg, store, today)
     except Exception as exc:  # see above: nothing of the ingest is lost
         log.debug("fitting the vocabulary after the ingest failed", exc_info=True)
-        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (SQLAlchemyError, OSError)):
+            why = str(explain(exc, store.safe_url))  # one line, no SQL or parameters
+        else:
+            why = f"{type(exc).__name__}: {first_line(str(exc))}"
         return f"the vocabulary was not fitted now ({why}); the next run fits it"
     return None
 
 
-def _profiles(cfg: Config) -> LoadResult:
+def load_site_profiles(cfg: Config) -> LoadResult:
+    """Every profile of the site, unchanged files from the profile cache."""
     return load_profiles(
         cfg.subscribers_dir, [s.name for s in cfg.sources], cache=profile_cache(cfg)
     )
 
 
 def _window(
-    cfg: Config, store: Store, today: date, wanted: list[str]
+    cfg: Config, store: Store, today: date, wanted: list[str], look_up: bool = True
 ) -> tuple[list[Entry], list[str], dict[str, str]]:
     """The listing's entries, the ids the vocabulary is fitted on (the corpus window and
-    every example paper) and the example papers' titles."""
-    if wanted:
+    every stored example paper) and the example papers' titles. ``look_up``: fetch the
+    example papers the store lacks first."""
+    if wanted and look_up:
         lookup_papers(store, cfg, wanted, today)
     corpus = corpus_of(cfg, store, today)
     listed = listing_of(corpus, cfg.digest.lookback_days)
@@ -211,15 +224,42 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     path = cfg.data_dir / "models" / "vocabulary.npz"
     # The pickled vocabulary of earlier releases: 129 MB at 20,000 papers, never read again.
     (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
+    version = corpus_version(ids)
     stored = Vocabulary.load(path)
-    if stored is not None and stored.version == corpus_version(ids):
+    if stored is not None and stored.version == version:
         return stored
-    fitted = Vocabulary.from_texts(ids, (joined_text(*t) for t in store.texts(ids)))
-    try:
-        fitted.save(path)
-    except OSError as exc:
-        log.warning("cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc)
+    # One fit at a time in a data directory: a cron job's `digest ingest` still fitting when
+    # `digest run` starts would otherwise fit the same window beside it, twice the memory.
+    # The one that waited reads what the other stored.
+    with _fitting(path):
+        stored = Vocabulary.load(path)
+        if stored is not None and stored.version == version:
+            return stored
+        fitted = Vocabulary.from_texts(ids, (joined_text(*t) for t in store.texts(ids)))
+        try:
+            fitted.save(path)
+        except OSError as exc:
+            log.warning(
+                "cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc
+            )
     return fitted
+
+
+@contextmanager
+def _fitting(path: Path) -> Iterator[None]:
+    """An exclusive lock on a file beside the vocabulary, held while it is fitted; without
+    one (a read-only directory) the fit goes ahead alone, as before."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # lets the lock go
 
 
 def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> list[TrainedModel]:

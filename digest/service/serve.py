@@ -42,8 +42,7 @@ from digest.errors import DigestError
 from digest.ingest.run import ingest_source
 from digest.mail.engine import deliver
 from digest.packed import Profiles
-from digest.profiles import load_profiles
-from digest.service.context import profile_cache, refresh_after_ingest
+from digest.service.context import load_site_profiles, refresh_after_ingest
 from digest.service.pipeline import run
 from digest.service.schedule import digest_day, due_today
 from digest.store.failures import explain
@@ -95,6 +94,9 @@ class Service:
         # Cleared by `start` until `start_up` has fetched what the service missed.
         self._fetched = threading.Event()
         self._fetched.set()
+        # `refit`: papers stored since the last fit, and the one fit running.
+        self._stale = threading.Event()
+        self._fitting = threading.Lock()
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(4)},
@@ -194,11 +196,7 @@ class Service:
         if signature == self._signature:
             return False
         self._signature = signature
-        loaded = load_profiles(
-            self.cfg.subscribers_dir,
-            [s.name for s in self.cfg.sources],
-            cache=profile_cache(self.cfg),
-        )
+        loaded = load_site_profiles(self.cfg)
         for err in loaded.errors:
             log.error("event=profile-invalid error=%r", str(err))
         self.profiles = loaded.profiles
@@ -294,9 +292,12 @@ class Service:
         fetch time would otherwise send "nothing new" all day. In turn, so the catch-up
         ranks the papers just fetched."""
         try:
-            for name in self.missed_fetches(now or datetime.now(UTC)):
+            missed = self.missed_fetches(now or datetime.now(UTC))
+            for name in missed:
                 log.info("event=ingest-missed source=%s", name)
-                self.ingest(name)
+                self.ingest(name, fit=False)
+            if missed:
+                self.refit(now)  # once for all of them
         finally:
             self._fetched.set()  # slots and catch-ups wait for it (see `send_slot`)
         self.catch_up(now=now)
@@ -319,8 +320,11 @@ class Service:
         return out
 
     @one_line
-    def ingest(self, name: str, attempt: int = 0, now: datetime | None = None) -> None:
-        """Fetch one source; a failure is tried again later the same day, with a growing pause."""
+    def ingest(
+        self, name: str, attempt: int = 0, now: datetime | None = None, fit: bool = True
+    ) -> None:
+        """Fetch one source; a failure is tried again later the same day, with a growing pause.
+        New papers refit the vocabulary (`refit`), unless ``fit`` is False (the caller will)."""
         if self.halt.is_set():
             return
         r = ingest_source(self.store, self.cfg.source(name))
@@ -332,13 +336,8 @@ class Service:
             r.updated,
             r.error,
         )
-        if r.added:
-            # Not beside a slot (both would hold a fit's memory at once); a slot due now
-            # waits the few seconds, then finds the vocabulary fitted.
-            with self._lock:
-                problem = refresh_after_ingest(self.cfg, self.store, utcnow().date())
-            if problem:
-                log.warning("event=vocabulary source=%s error=%r", name, problem)
+        if r.added and fit:
+            self.refit(now)
         serve = self.cfg.serve
         if r.status != "error" or attempt >= serve.ingest_retries:
             return
@@ -355,6 +354,29 @@ class Service:
             replace_existing=True,
         )
         log.info("event=ingest-retry source=%s at=%s", name, at.isoformat(timespec="seconds"))
+
+    def refit(self, now: datetime | None = None) -> None:
+        """Fit the vocabulary for the papers just stored (digest.service.context's
+        `refresh_vocabulary`), once for any number of fetches that ask meanwhile: feeds
+        fetched together, or hourly, would each fit in turn and keep the slot lock (and the
+        executor's threads) busy. Not beside a slot, which would hold a fit's memory at the
+        same time; a slot due now waits the few seconds and finds it fitted."""
+        self._stale.set()
+        while self._stale.is_set():
+            if not self._fitting.acquire(blocking=False):
+                return  # the fit under way looks at the flag again once it lets go
+            try:
+                while self._stale.is_set() and not self.halt.is_set():
+                    self._stale.clear()
+                    with self._lock:
+                        today = (now or datetime.now(UTC)).date()
+                        problem = refresh_after_ingest(self.cfg, self.store, today)
+                    if problem:
+                        log.warning("event=vocabulary error=%r", problem)
+            finally:
+                self._fitting.release()
+            if self.halt.is_set():
+                return
 
     @one_line
     def retry(self) -> None:

@@ -56,8 +56,8 @@ def explain(exc: BaseException, where: str) -> StoreError:
         lowered = "disk full"
     for words, meaning, hint in _KNOWN:
         if any(w in lowered for w in words):
-            return StoreError(f"the database {where} {meaning} ({_first_line(text)})", hint)
-    return StoreError(f"database error in {where}: {_first_line(text)}")
+            return StoreError(f"the database {where} {meaning} ({first_line(text)})", hint)
+    return StoreError(f"database error in {where}: {first_line(text)}")
 
 
 def _nearly_full(where: str) -> bool:
@@ -70,6 +70,6 @@ def _nearly_full(where: str) -> bool:
         return False
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else "unknown error"
     return line if len(line) <= 200 else line[:199] + "…"
