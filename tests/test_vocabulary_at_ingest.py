@@ -4,6 +4,8 @@ uses that file as it is."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -44,11 +46,12 @@ def test_ingest_fits_the_vocabulary_and_the_run_after_it_reads_that_file(
     assert stored is not None and ctx.ranker.vocab.version == stored.version
     assert path.stat().st_mtime_ns == fitted
     store.dispose()
-    # An ingest that stores nothing new does not even look.
-    calls: list[object] = []
-    monkeypatch.setattr(context, "refresh_vocabulary", lambda *a: calls.append(a))
+    # An ingest that stores nothing new does not even look. (The fit runs in a forked child:
+    # the stand-in leaves a file where the test can see it.)
+    looked = site / "looked"
+    monkeypatch.setattr(context, "refresh_vocabulary", lambda *a: looked.touch())
     again = digest_here("ingest", cwd=site)
-    assert again.returncode == 0 and calls == []
+    assert again.returncode == 0 and not looked.exists()
     ran = digest("run", "--no-ingest", cwd=site)
     assert ran.returncode == 0, ran.stderr
     assert len(smtp_server.received) == 2
@@ -129,6 +132,24 @@ def test_a_vocabulary_that_cannot_be_fitted_leaves_the_ingest_done_with_one_line
     assert line.endswith("); the next run fits it") and "SELECT" not in line
     assert "arxiv" in out.stdout and "24" in out.stdout  # the table of what was stored
     assert not _vocabulary(site).exists()
+
+
+def test_a_fit_killed_for_memory_leaves_the_ingest_done_with_exit_0_and_one_line(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the kernel's OOM killer does to a process that asks for too much: no exception,
+    # no clean-up. The fit runs in a child, so the ingest outlives it.
+    def oom_killed(*_: object) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(context, "refresh_vocabulary", oom_killed)
+    out = digest_here("ingest", cwd=site)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "the vocabulary was not fitted now (the fit was killed by signal 9, most likely out of "
+        "memory); the next run fits it"
+    ]
+    assert "arxiv" in out.stdout and "24" in out.stdout
 
 
 def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(

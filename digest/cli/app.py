@@ -256,7 +256,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     Example: digest ingest --source arxiv
     """
     from digest.ingest.run import ingest_all
-    from digest.service.context import refresh_after_ingest
+    from digest.service.context import refresh_apart
 
     st = _state(ctx)
     store = st.store()
@@ -279,7 +279,7 @@ def ingest(ctx: click.Context, source: str | None) -> None:
     if any(r.added for r in reports):
         # Fitted now rather than inside the next run: see refresh_vocabulary.
         with console.status("fitting the vocabulary..."):
-            problem = refresh_after_ingest(st.cfg, store, datetime.now(UTC).date())
+            problem = refresh_apart(st.cfg, store, datetime.now(UTC).date())
         if problem:
             err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
     failed = [r.source for r in reports if r.status == "error"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import jinja2
@@ -156,6 +158,41 @@ def refresh_after_ingest(cfg: Config, store: Store, today: date) -> str | None:
             why = f"{type(exc).__name__}: {first_line(str(exc))}"
         return f"the vocabulary was not fitted now ({why}); the next run fits it"
     return None
+
+
+def refresh_apart(cfg: Config, store: Store, today: date) -> str | None:
+    """`refresh_after_ingest` in a forked child, for `digest ingest`: the fit is the most
+    memory an ingest asks for, and a machine running out of it does not raise MemoryError but
+    kills the process (the kernel's OOM killer; OpenBLAS aborts when an allocation fails).
+    Then the child ends, not the ingest whose papers are stored and whose exit status a cron
+    job reads: one line says so. (Not for `digest serve`: a fork from its threads could
+    inherit a lock another thread holds, and it fits under the slot lock in its own process.)
+    """
+    mp = multiprocessing.get_context("fork")
+    recv, send = mp.Pipe(duplex=False)
+    child = mp.Process(target=_refresh_child, args=(cfg, store, today, send), daemon=True)
+    child.start()
+    send.close()  # the child's end only: EOF here once it is gone
+    try:
+        said: str | None = recv.recv()
+    except EOFError:
+        child.join()
+        code = child.exitcode or 0
+        how = f"was killed by signal {-code}" if code < 0 else f"stopped with exit status {code}"
+        return (
+            f"the vocabulary was not fitted now (the fit {how}, most likely out of memory); "
+            "the next run fits it"
+        )
+    finally:
+        recv.close()
+    child.join()
+    return said
+
+
+def _refresh_child(cfg: Config, store: Store, today: date, send: Connection) -> None:
+    store.engine.dispose(close=False)  # the parent's connections stay the parent's
+    send.send(refresh_after_ingest(cfg, store, today))
+    send.close()
 
 
 def load_site_profiles(cfg: Config) -> LoadResult:
