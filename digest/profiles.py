@@ -215,7 +215,12 @@ def load_profiles(
     validated again: 100,000 profiles took about 40 s to read on every run.
     """
     if not directory.is_dir():
-        return LoadResult(Profiles.of([]), [])
+        # An error, not an empty list: a misspelt subscribers_dir (or one moved away) made a
+        # run that mailed nobody and exited 0, which a cron job reads as a good day.
+        missing = ProfileError(
+            str(directory), "", "no such directory (subscribers_dir in digest.toml)"
+        )
+        return LoadResult(Profiles.of([]), [missing])
     # The cyclic GC would walk every profile made so far each time it ran, hundreds of times
     # for 100,000 of them (none of them garbage): off for the load, it took half the time.
     was_enabled = gc.isenabled()

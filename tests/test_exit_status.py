@@ -104,6 +104,20 @@ def test_a_run_with_an_invalid_profile_serves_the_others_and_exits_2(
     assert len(smtp_server.received) == 2
 
 
+def test_a_subscribers_directory_that_is_not_there_exits_2_naming_it(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    # A misspelt subscribers_dir mailed nobody and exited 0: a good day, as cron read it.
+    (site / "subscribers").rename(site / "readers")
+    ran = digest("run", cwd=site)
+    assert ran.returncode == 2
+    (line,) = [ln for ln in ran.stderr.splitlines() if "subscribers" in ln]
+    assert "subscribers: no such directory (subscribers_dir in digest.toml)" in line
+    assert smtp_server.received == []
+    checked = digest("subscribers", "check", cwd=site)
+    assert checked.returncode == 1 and "no such directory" in checked.stderr
+
+
 def test_every_source_failing_exits_2_from_ingest(site: Path) -> None:
     text = (site / "digest.toml").read_text()
     (site / "digest.toml").write_text(text.replace("file://", "file:///nonexistent"))

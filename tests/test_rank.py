@@ -348,3 +348,33 @@ def test_a_nan_score_is_never_among_the_pseudo_relevance_top_columns(n: int) -> 
     for k in (1, 20):
         found = top_columns(scores, k)
         assert not np.isnan(np.take_along_axis(scores, found, axis=1)).any()
+
+
+def test_a_reader_who_named_no_papers_is_never_told_of_papers_in_their_profile() -> None:
+    from datetime import date
+
+    from digest.rank.explain import Explainer
+    from digest.rank.model import SubscriberModel
+
+    corpus = [
+        Paper(id=f"p{i}", title=f"topic {i} graphs", abstract="graphs", announced=date(2026, 1, 1))
+        for i in range(5)
+    ]
+    vocab = Ranker(corpus).vocab
+    model = SubscriberModel(
+        np.ones(vocab.dimensions, np.float32), np.linspace(0, 1, QUANTILES), "f", vocab.version
+    )
+    row = vocab.dense_rows([corpus[0]])[0]
+    nothing: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.intp), np.zeros(0, np.float32))
+    # A pick with no keyword, author or category of the reader's and no readable term: the
+    # last resort names what the reader did give.
+    keywords_only = Explainer(vocab, model, [], [])
+    assert keywords_only.signals(nothing, row, [], [], []) == [
+        "close to the interests in your profile"
+    ]
+    # With example papers (far from this pick) it may say so.
+    far = Paper(id="far", title="orbital mechanics", abstract="orbits", announced=date(2026, 1, 1))
+    with_papers = Explainer(vocab, model, [far], [])
+    assert with_papers.signals(nothing, np.zeros_like(row), [], [], []) == [
+        "similar to the papers in your profile"
+    ]

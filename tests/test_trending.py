@@ -86,6 +86,21 @@ def test_min_upvotes_skips_a_quiet_day_and_says_why(
     assert smtp_server.received == []
 
 
+def test_a_trending_reader_whose_configured_source_failed_is_pointed_at_its_last_fetch(
+    tmp_path: Path, smtp_server: SmtpServer, store: Store
+) -> None:
+    profile = 'email = "t@example.org"\nmode = "trending"\nmax_papers = 50\n'
+    write_profile(tmp_path / "subscribers", "t", profile)
+    run(config(tmp_path, smtp_server), store, now=NOW)  # every paper of the day sent
+    # The next day the configured source's fetch fails: nothing new, and not because no
+    # source is configured (what the reader's row used to ask).
+    gone = config(tmp_path, smtp_server, tmp_path / "gone.json")
+    report = run(gone, store, now=NOW + timedelta(days=1))
+    said = "no new Hugging Face papers (`digest status` shows the source's last fetch)"
+    assert [(r.status, r.detail) for r in report.results] == [("nothing-new", said)]
+    assert len(smtp_server.received) == 1
+
+
 def test_a_paper_that_trends_again_the_next_day_is_not_sent_again_and_upvotes_refresh(
     tmp_path: Path, smtp_server: SmtpServer, store: Store
 ) -> None:

@@ -181,7 +181,13 @@ class Explainer:
         if anchor:
             out.append(anchor)
         if not out:
-            out.append("similar to the papers in your profile")
+            # Papers are only "in your profile" when it names some (or the reader liked some):
+            # a keyword-only reader was told of papers they never gave.
+            out.append(
+                "similar to the papers in your profile"
+                if self.anchors
+                else "close to the interests in your profile"
+            )
         return out
 
     def anchor(self, row: np.ndarray) -> str:

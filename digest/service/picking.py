@@ -147,6 +147,9 @@ def trending_picks(
         if p.upvotes is not None and p.id not in sent and from_sources(p, allowed)
     ]
     if not pool:
+        if any(s.kind == "hf-daily" for s in ctx.cfg.sources):
+            # Configured, so either nothing is new or its fetch failed: status tells which.
+            return [], "no new Hugging Face papers (`digest status` shows the source's last fetch)"
         return [], "no new Hugging Face papers (is an hf-daily source configured?)"
     loud = [p for p in pool if (p.upvotes or 0) >= profile.min_upvotes]
     if not loud:
