@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -150,6 +151,31 @@ def test_a_fit_killed_for_memory_leaves_the_ingest_done_with_exit_0_and_one_line
         "memory); the next run fits it"
     ]
     assert "arxiv" in out.stdout and "24" in out.stdout
+
+
+def test_a_fit_that_hangs_is_stopped_and_the_ingest_ends(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(context, "FIT_TIMEOUT", 1)
+    monkeypatch.setattr(context, "refresh_vocabulary", lambda *_: time.sleep(60))
+    started = time.monotonic()
+    out = digest_here("ingest", cwd=site)
+    assert out.returncode == 0 and time.monotonic() - started < 30
+    assert out.stderr.strip().splitlines() == [
+        "the vocabulary was not fitted now (the fit took over 1 s and was stopped); "
+        "the next run fits it"
+    ]
+
+
+def test_a_vocabulary_that_cannot_be_kept_is_said_once_by_a_real_ingest(site: Path) -> None:
+    # data/models is a file: neither the lock nor the vocabulary can be written there. The
+    # fit's child says so through the log and the ingest ends as usual.
+    (site / "data").mkdir(exist_ok=True)
+    (site / "data" / "models").write_text("not a directory\n")
+    out = digest("ingest", cwd=site)
+    assert out.returncode == 0, out.stderr
+    assert "cannot keep the vocabulary" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(

@@ -277,9 +277,12 @@ def ingest(ctx: click.Context, source: str | None) -> None:
         )
     console.print(table)
     if any(r.added for r in reports):
-        # Fitted now rather than inside the next run: see refresh_vocabulary.
-        with console.status("fitting the vocabulary..."):
-            problem = refresh_apart(st.cfg, store, datetime.now(UTC).date())
+        # Fitted now rather than inside the next run: see refresh_vocabulary. No spinner: its
+        # thread may hold the console's lock at the fork, and the child would then wait on it
+        # for ever to log a line.
+        if console.is_terminal:
+            console.print("[dim]fitting the vocabulary...[/]", highlight=False)
+        problem = refresh_apart(st.cfg, store, datetime.now(UTC).date())
         if problem:
             err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
     failed = [r.source for r in reports if r.status == "error"]

@@ -3,6 +3,7 @@ and every reader's model and scores, made per batch (digest.service.pipeline dri
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import multiprocessing
@@ -38,6 +39,8 @@ from digest.store.schema import Paper, as_utc_naive
 from digest.text import forget_plain
 
 log = logging.getLogger(__name__)
+# How long `refresh_apart` waits for the fit's child process.
+FIT_TIMEOUT = 1800
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -152,8 +155,10 @@ def refresh_after_ingest(cfg: Config, store: Store, today: date) -> str | None:
         refresh_vocabulary(cfg, store, today)
     except Exception as exc:  # see above: nothing of the ingest is lost
         log.debug("fitting the vocabulary after the ingest failed", exc_info=True)
-        if isinstance(exc, (SQLAlchemyError, OSError)):
+        if isinstance(exc, SQLAlchemyError):
             why = str(explain(exc, store.safe_url))  # one line, no SQL or parameters
+        elif isinstance(exc, OSError) and exc.filename:
+            why = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
         else:
             why = f"{type(exc).__name__}: {first_line(str(exc))}"
         return f"the vocabulary was not fitted now ({why}); the next run fits it"
@@ -174,6 +179,15 @@ def refresh_apart(cfg: Config, store: Store, today: date) -> str | None:
     child.start()
     send.close()  # the child's end only: EOF here once it is gone
     try:
+        # Bounded: a child that hangs (a lock inherited in a held state) must not hold a cron
+        # job for ever. A fit of 20,000 papers takes seconds.
+        if not recv.poll(FIT_TIMEOUT):
+            child.kill()
+            child.join()
+            return (
+                f"the vocabulary was not fitted now (the fit took over {FIT_TIMEOUT} s and was "
+                "stopped); the next run fits it"
+            )
         said: str | None = recv.recv()
     except EOFError:
         child.join()
@@ -260,7 +274,8 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     The papers' texts are read only to fit it again."""
     path = cfg.data_dir / "models" / "vocabulary.npz"
     # The pickled vocabulary of earlier releases: 129 MB at 20,000 papers, never read again.
-    (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # models not a directory: said when saving, below
+        (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
     version = corpus_version(ids)
     stored = Vocabulary.load(path)
     if stored is not None and stored.version == version:
