@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,13 +179,19 @@ def test_a_vocabulary_that_cannot_be_kept_is_said_once_by_a_real_ingest(site: Pa
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
-def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(
-    site: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def service(site: Path) -> Iterator[Service]:
+    """`digest serve`'s service on the site, not started: its jobs are called directly."""
     cfg = load_config(site / "digest.toml")
     store = Store(cfg.database_url)
     store.upgrade()
-    service = Service(cfg, store)
+    yield Service(cfg, store)
+    store.dispose()
+
+
+def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(
+    site: Path, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = context.refresh_vocabulary
     calls: list[object] = []
     monkeypatch.setattr(context, "refresh_vocabulary", lambda *a: calls.append(a) or real(*a))
@@ -192,16 +199,11 @@ def test_serve_fits_the_vocabulary_after_a_fetch_that_stored_papers(
     assert len(calls) == 1 and _vocabulary(site).is_file()
     service.ingest("arxiv")  # the same listing again: nothing new, no fit
     assert len(calls) == 1
-    store.dispose()
 
 
 def test_fetches_that_finish_during_a_fit_share_one_more_fit_after_it(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = load_config(site / "digest.toml")
-    store = Store(cfg.database_url)
-    store.upgrade()
-    service = Service(cfg, store)
     started, release = threading.Event(), threading.Event()
     calls: list[object] = []
 
@@ -224,4 +226,3 @@ def test_fetches_that_finish_during_a_fit_share_one_more_fit_after_it(
     release.set()
     first.join(10)
     assert len(calls) == 2  # the one under way, then one for all three
-    store.dispose()
