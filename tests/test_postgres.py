@@ -108,7 +108,7 @@ def test_two_runners_saving_the_same_model_at_once_do_not_fail(pg_store: Store) 
     """Both processes of a slot train the same subscriber; the second insert must not fail."""
     import threading
 
-    from digest.store.schema import RankModel
+    from digest.store.feedback import TrainedModel
 
     store = pg_store
     barrier = threading.Barrier(4)
@@ -119,7 +119,7 @@ def test_two_runners_saving_the_same_model_at_once_do_not_fail(pg_store: Store) 
             barrier.wait()
             store.save_rank_models(
                 [
-                    RankModel(
+                    TrainedModel(
                         subscriber="race@example.org",
                         fingerprint=f"f{n}",
                         vocabulary="v",

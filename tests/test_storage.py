@@ -17,7 +17,7 @@ from digest.service.pipeline import run
 from digest.store import Store
 from digest.store.feedback import TrainedModel
 from digest.store.packing import WIRE_MARKER, pack_to_send, unpack, unpack_to_send
-from digest.store.schema import RankModel, utcnow
+from digest.store.schema import utcnow
 from tests.conftest import NOW, SmtpServer, digest
 from tests.test_postgres import pg_store  # noqa: F401 (fixture)
 from tests.test_web import WebServer, delivered, text_links, web  # noqa: F401 (fixture)
@@ -139,14 +139,13 @@ def test_forgetting_models_of_removed_readers_works_for_100000_profiles(
 ) -> None:
     """`NOT IN` 100,000 addresses was more bound parameters than PostgreSQL (65,535) and many
     SQLite builds (32,766) take in one statement."""
-    from digest.store.schema import RankModel
 
     store: Store = request.getfixturevalue("store" if db == "sqlite" else "pg_store")
 
     keep = [f"r{i:06d}@example.org" for i in range(100_000)]
     store.save_rank_models(
         [
-            RankModel(subscriber=e, fingerprint="f", vocabulary="v", blob=b"x")
+            TrainedModel(subscriber=e, fingerprint="f", vocabulary="v", blob=b"x")
             for e in (keep[0], keep[-1], "gone@example.org", "left@example.org")
         ]
     )
@@ -205,7 +204,7 @@ def test_planning_a_batch_keeps_a_row_another_runner_made_first_and_stores_the_r
         )
 
     # With the batch go its trained models and link refs: stored even though a row conflicted.
-    model = RankModel(subscriber="bob@example.org", fingerprint="f", vocabulary="v", blob=b"m")
+    model = TrainedModel("bob@example.org", "f", "v", b"m")
     assert db.plan_deliveries(
         [planned("ann@example.org"), planned("Bob@example.org")], [model], {"rb": "Bob@x.org"}
     ) == [

@@ -277,15 +277,15 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     with contextlib.suppress(OSError):  # models not a directory: said when saving, below
         (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
     version = corpus_version(ids)
-    stored = Vocabulary.load(path)
-    if stored is not None and stored.version == version:
+    stored = _stored(path, version)
+    if stored is not None:
         return stored
     # One fit at a time in a data directory: a cron job's `digest ingest` still fitting when
     # `digest run` starts would otherwise fit the same window beside it, twice the memory.
     # The one that waited reads what the other stored.
     with _fitting(path):
-        stored = Vocabulary.load(path)
-        if stored is not None and stored.version == version:
+        stored = _stored(path, version)
+        if stored is not None:
             return stored
         fitted = Vocabulary.from_texts(ids, (joined_text(*t) for t in store.texts(ids)))
         try:
@@ -295,6 +295,14 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
                 "cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc
             )
     return fitted
+
+
+def _stored(path: Path, version: str) -> Vocabulary | None:
+    """The stored vocabulary if it is of this window (only its version read otherwise)."""
+    if Vocabulary.stored_version(path) != version:
+        return None
+    stored = Vocabulary.load(path)
+    return stored if stored is not None and stored.version == version else None
 
 
 @contextmanager

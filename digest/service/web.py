@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
 from digest.mail.links import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
+from digest.store.failures import first_line
 from digest.store.papers import Store
 from digest.text import masked, plain_latex
 
@@ -322,12 +323,11 @@ class Failsafe:
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             log.error(
                 "request failed: path=%s %s: %s",
                 shown_path(str(scope.get("path", ""))),
                 type(exc).__name__,
-                first,
+                first_line(str(exc)),
             )
             log.debug("request failed", exc_info=True)  # `-v`: the traceback, for a bug
             if not started:  # else the reader's connection has half a page: nothing to add

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -32,20 +31,7 @@ class TrainedModel:
     blob: bytes
 
 
-class ModelRow(Protocol):
-    """What `upsert_rank_models` writes: a `TrainedModel`, or a `RankModel` read back."""
-
-    @property
-    def subscriber(self) -> str: ...
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def vocabulary(self) -> str: ...
-    @property
-    def blob(self) -> bytes: ...
-
-
-def upsert_rank_models(conn: Connection, models: Sequence[ModelRow]) -> None:
+def upsert_rank_models(conn: Connection, models: Sequence[TrainedModel]) -> None:
     """Write these models in the connection's transaction, each replacing the subscriber's
     stored one (`save_rank_models`; a run writes them with the batch, `plan_deliveries`).
 
@@ -147,7 +133,7 @@ class FeedbackQueries:
                 q = q.where(col(RankModel.subscriber).in_([e.lower() for e in emails]))
             return {m.subscriber: m for m in s.exec(q).all()}
 
-    def save_rank_models(self, models: Sequence[ModelRow]) -> None:
+    def save_rank_models(self, models: Sequence[TrainedModel]) -> None:
         """Keep trained models, one upsert per batch.
 
         An upsert, not read-then-write: two runners may train the same subscriber at once (a

@@ -20,7 +20,7 @@ from sqlmodel import Session, col, delete, select
 
 from digest.states import DUE, LIVE
 from digest.states import Delivery as DS
-from digest.store.feedback import ModelRow, upsert_rank_models
+from digest.store.feedback import TrainedModel, upsert_rank_models
 from digest.store.packing import pack, unpack
 from digest.store.schema import (
     Delivery,
@@ -121,7 +121,7 @@ class PlanningQueries:
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - Store's
         raise NotImplementedError
 
-    def save_rank_models(self, models: Sequence[ModelRow]) -> None:  # pragma: no cover
+    def save_rank_models(self, models: Sequence[TrainedModel]) -> None:  # pragma: no cover
         raise NotImplementedError  # FeedbackQueries', ahead of this class in Store
 
     def standings(self, days: dict[str, date]) -> dict[str, Standing]:
@@ -206,7 +206,7 @@ class PlanningQueries:
     def plan_deliveries(
         self,
         planned: Sequence[Planned],
-        models: Sequence[ModelRow] = (),
+        models: Sequence[TrainedModel] = (),
         refs: dict[str, str] | None = None,
     ) -> list[tuple[str, date]]:
         """Many `plan_delivery` calls in one transaction: each (subscriber, day) row is made
