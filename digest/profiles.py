@@ -111,6 +111,9 @@ class Profile(BaseModel):
     mode: Literal["personal", "trending"] = "personal"
     # Trending papers with fewer upvotes are left out; on a quiet day nothing is sent.
     min_upvotes: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    # A personal digest can end with this many of the day's most upvoted Hugging Face papers,
+    # in a section of their own, never repeating a personal pick.
+    trending_section: Annotated[int, Field(ge=0, le=20)] = 0
     sources: list[str] | None = None
     interests: Interests = Interests()
     # Set by the loader, not by the file.

@@ -63,3 +63,26 @@ def test_every_test_the_docs_name_exists() -> None:
         assert (ROOT / "tests" / file).exists(), file
     for script in set(re.findall(r"`bench/(\w+\.py)`", text)):
         assert (ROOT / "bench" / script).exists(), script
+
+
+def test_every_profile_key_is_in_the_readme_and_the_example_profile() -> None:
+    from pydantic import BaseModel
+
+    from digest.profiles import Profile
+
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "subscribers" / "example.toml").read_text()
+
+    def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+        out = []
+        for name, f in model.model_fields.items():
+            inner = f.annotation
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                out += keys(inner, f"[{name}] ")
+            else:
+                out.append(prefix + name)
+        return out
+
+    for key in keys(Profile):
+        assert f"`{key}`" in readme, key
+        assert key.split()[-1] in example, key

@@ -110,15 +110,24 @@ class _Pieces:
         return "".join(parts)
 
 
+# A block is made per paper, trending or not, with or without its excerpt, and per heading
+# (the section it opens, if any).
+_Key = tuple[str, bool, bool, str]
+
+
+def _key(paper: dict[str, Any], trending: bool) -> _Key:
+    return (paper["id"], trending, bool(paper["excerpt"]), str(paper.get("heading", "")))
+
+
 @dataclass
 class PaperBlocks:
     """One run's paper parts, for one Jinja environment: each paper's reader-independent
     context (LaTeX to text, checked links, the author line) and its rendered blocks."""
 
     static: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Per (paper, trending, with excerpt); None where the paper is rendered for each reader.
-    _html: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
-    _text: dict[tuple[str, bool, bool], _Pieces | None] = field(default_factory=dict)
+    # Per `_key`; None where the paper is rendered for each reader.
+    _html: dict[_Key, _Pieces | None] = field(default_factory=dict)
+    _text: dict[_Key, _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
     # Whether a shared HTML block holds a raw-text element (`RAW_TEXT`): then where each
@@ -142,7 +151,7 @@ class PaperBlocks:
     def text(
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
-        key = (paper["id"], trending, bool(paper["excerpt"]))
+        key = _key(paper, trending)
         if key not in self._text and not self._written_out(env, "digest_paper.txt"):
             self._text[key] = None
         if key not in self._text:
@@ -170,7 +179,7 @@ class PaperBlocks:
         """The paper's HTML block for this reader, CSS-inlined; None where that could not be
         done apart from the frame. ``probe`` is this reader's frame, rendered with
         `marker(position)` where the block goes."""
-        key = (paper["id"], trending, bool(paper["excerpt"]))
+        key = _key(paper, trending)
         if key not in self._html and not self._written_out(env, "digest_paper.html"):
             self._html[key] = None
         if key not in self._html:

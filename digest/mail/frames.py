@@ -45,7 +45,7 @@ FRAME = "digest.html"
 # The reader's own strings, filled in per reader.
 FIELDS = ("name", "email", "day_text", "digest_url", "profile_file", "unsubscribe_url", "base_url")
 # What else the frame may read: the shape, part of the cache key.
-SHAPE = ("papers", "trending", "day")
+SHAPE = ("papers", "trending", "day", "picked")
 # Two sets of stand-ins of different lengths: `|length` or `|wordwrap` on a value gives itself away.
 _MINE = {f: f"dgfr{secrets.token_hex(8)}{f}" for f in FIELDS}
 _OTHER = {f: f"dgfr{secrets.token_hex(13)}{f}" for f in FIELDS}
@@ -102,7 +102,7 @@ class Frames:
     """One run's frames, for one Jinja environment; None per shape where a frame cannot be
     shared (see the module's notes)."""
 
-    _shapes: dict[tuple[int, bool, date], Frame | None] = field(default_factory=dict)
+    _shapes: dict[tuple[int, bool, date, int], Frame | None] = field(default_factory=dict)
     _shareable: bool | None = None
 
     def get(self, env: jinja2.Environment, ctx: Mapping[str, Any]) -> Frame | None:
@@ -115,7 +115,7 @@ class Frames:
         day = ctx.get("day")
         if not isinstance(day, date):
             return None
-        key = (len(ctx["papers"]), bool(ctx["trending"]), day)
+        key = (len(ctx["papers"]), bool(ctx["trending"]), day, int(ctx.get("picked", 0)))
         if key not in self._shapes:
             self._shapes[key] = _make(env, ctx, len(ctx["papers"]))
         return self._shapes[key]

@@ -177,6 +177,15 @@ def header_text(value: str, limit: int = 200) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
+# A pick's section (`Pick.section`): "" the reader's own picks, TRENDING the trending section of
+# a personal digest.
+TRENDING = "trending"
+
+
+def section_heading(section: str) -> str:
+    return "Trending on Hugging Face" if section == TRENDING else "Picked for you"
+
+
 # Where a link in a digest may point: the paper sites, plus the hosts of configured feeds.
 KNOWN_HOSTS = ("arxiv.org", "huggingface.co", "doi.org")
 
@@ -258,6 +267,7 @@ def _paper_context(
     day: date,
     pick: Pick[Paper],
     blocks: PaperBlocks,
+    heading: str = "",
 ) -> dict[str, Any]:
     p = pick.paper
     static = blocks.static.get(p.id)
@@ -269,7 +279,19 @@ def _paper_context(
         "more_url": feedback + signer.feedback(email, p.id, day, "like"),
         "less_url": feedback + signer.feedback(email, p.id, day, "dislike"),
         "reason": pick.reason,
+        "heading": heading,
     }
+
+
+def headings(picks: list[Pick[Paper]]) -> list[str]:
+    """Each pick's section heading where a section starts, else "": none at all when every
+    pick is the reader's own (a digest without sections reads as it always has)."""
+    if not any(p.section for p in picks):
+        return [""] * len(picks)
+    return [
+        section_heading(p.section) if i == 0 or p.section != picks[i - 1].section else ""
+        for i, p in enumerate(picks)
+    ]
 
 
 def render_digest(
@@ -294,8 +316,11 @@ def render_digest(
         "day": day,
         "day_text": f"{day:%A} {day.day} {day:%B %Y}",
         "papers": [
-            _paper_context(cfg, signer, hosts, profile.email, day, p, blocks) for p in picks
+            _paper_context(cfg, signer, hosts, profile.email, day, p, blocks, h)
+            for p, h in zip(picks, headings(picks), strict=True)
         ],
+        # The reader's own picks, not those of the trending section.
+        "picked": sum(1 for p in picks if p.section != TRENDING),
         "digest_url": f"{cfg.web.base_url}/d/{signer.digest(profile.email, day)}",
         "profile_file": profile.path.name if profile.path else "your profile",
         "unsubscribe_url": unsubscribe_url(cfg, profile.email, signer),

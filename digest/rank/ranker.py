@@ -38,6 +38,9 @@ class Pick(Generic[P]):
     score: float
     reason: str
     signals: list[str] = field(default_factory=list)
+    # Where the email shows it: "" for the reader's own picks, or a section of its own
+    # (digest.mail.render.SECTIONS).
+    section: str = ""
 
 
 @dataclass
@@ -151,9 +154,7 @@ class Ranker:
         if model is None:
             model, _ = self.model(profile, examples, fb)
         listing, at = self._listing_of(candidates, at)
-        excluded = np.zeros(len(at), dtype=bool)
-        for term in interests.exclude:
-            excluded |= listing.matches(term)[at]
+        excluded = _matching_any(listing, at, interests.exclude)
         keep = np.flatnonzero(~excluded)
         if not len(keep):
             return []
@@ -218,6 +219,12 @@ class Ranker:
             picks.append(Pick(paper, float(score[i]), " · ".join(signals), signals))
         return picks
 
+    def excluded(self, profile: Profile, papers: Sequence[RankPaper]) -> np.ndarray:
+        """Which of these papers the profile's `exclude` drops: papers shown outside its
+        ranking (a trending section) honour it too."""
+        listing, at = self._listing_of(papers)
+        return _matching_any(listing, at, profile.interests.exclude)
+
     def use_listing(self, papers: Sequence[RankPaper]) -> None:
         """Lay out the run's listing once: every later `rank` of papers within it reads it."""
         self._listing = Listing(papers, self.vocab)
@@ -234,6 +241,13 @@ class Ranker:
             if at is not None:
                 return self._listing, at
         return Listing(candidates, self.vocab), np.arange(len(candidates), dtype=np.intp)
+
+
+def _matching_any(listing: Listing[RankPaper], at: np.ndarray, terms: list[str]) -> np.ndarray:
+    found = np.zeros(len(at), dtype=bool)
+    for term in terms:
+        found |= listing.matches(term)[at]
+    return found
 
 
 def _hold_back_duplicates(

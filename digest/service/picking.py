@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 
 from digest.errors import NotFound
 from digest.mail.render import (
+    TRENDING,
     Rendered,
     render_digest,
 )
@@ -123,11 +124,18 @@ def pick_papers(
     at = candidate_positions(ctx, profile, standing)
     if not len(at):
         return [], _why_no_candidates(ctx, profile, standing)
-    pool = _AtPositions(ctx.listing, at.tolist())  # Python ints: numpy ones index slowly
+    positions = at.tolist()  # Python ints: numpy ones index slowly
+    pool = _AtPositions(ctx.listing, positions)
     picks = rank_pool(ctx, profile, pool, at=at)
+    extra = trending_section(ctx, profile, standing, picks)
     if not picks:
-        return [], f"none of {len(pool)} new papers matched the profile"
-    return picks, ""
+        why = f"none of {len(pool)} new papers matched the profile"
+        # The section alone makes a digest only with papers new since the last one: else the
+        # same runners-up would come back every quiet day.
+        fresh = set(positions)
+        if not any(ctx.position[p.paper.id] in fresh for p in extra):
+            return [], why
+    return picks + extra, ""
 
 
 def trending_picks(
@@ -139,13 +147,7 @@ def trending_picks(
     again: upvotes grow through the day and the next, and what trends tomorrow may have been
     quiet today. A paper sent once is never sent again.
     """
-    sent = standing.sent
-    allowed = set(profile.sources) if profile.sources is not None else None
-    pool = [
-        p
-        for p in ctx.listing
-        if p.upvotes is not None and p.id not in sent and from_sources(p, allowed)
-    ]
+    pool = _upvoted(ctx, profile, standing.sent)
     if not pool:
         if any(s.kind == "hf-daily" for s in ctx.cfg.sources):
             # Configured, so either nothing is new or its fetch failed: status tells which.
@@ -154,21 +156,65 @@ def trending_picks(
     loud = [p for p in pool if (p.upvotes or 0) >= profile.min_upvotes]
     if not loud:
         return [], f"none of {len(pool)} Hugging Face papers has {profile.min_upvotes} upvotes"
-    # Among equal upvotes the newer paper (the larger arXiv id) first: the same order on
-    # every node and every retry.
-    loud.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
-    picks = []
-    for p in loud[: profile.max_papers]:
-        why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
-        picks.append(Pick(p, float(p.upvotes or 0), why, [why]))
-    return picks, ""
+    return [_trending_pick(p) for p in loud[: profile.max_papers]], ""
+
+
+def trending_section(
+    ctx: Context, profile: Profile, standing: Standing, picked: list[Pick[Paper]]
+) -> list[Pick[Paper]]:
+    """The `trending_section` of a personal digest: the most upvoted papers not among its own
+    picks, nor sent before, nor the reader's examples, nor dropped by their `exclude`."""
+    if not profile.trending_section or profile.trending:
+        return []
+    taken = standing.sent | {p.paper.id for p in picked} | set(profile.interests.papers)
+    pool = _upvoted(ctx, profile, taken)
+    if pool and profile.interests.exclude:
+        dropped = ctx.ranker.excluded(profile, pool)
+        pool = [p for p, out in zip(pool, dropped, strict=True) if not out]
+    return [_trending_pick(p, TRENDING) for p in pool[: profile.trending_section]]
+
+
+def _upvoted(ctx: Context, profile: Profile, taken: set[str]) -> list[Paper]:
+    """The listing's Hugging Face papers from the reader's sources, leaving out ``taken``,
+    most upvoted first; among equal upvotes the newer paper (the larger arXiv id) first: the
+    same order on every node and every retry."""
+    allowed = set(profile.sources) if profile.sources is not None else None
+    pool = [
+        p
+        for p in ctx.listing
+        if p.upvotes is not None and p.id not in taken and from_sources(p, allowed)
+    ]
+    pool.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
+    return pool
+
+
+def _trending_pick(p: Paper, section: str = "") -> Pick[Paper]:
+    why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
+    return Pick(p, float(p.upvotes or 0), why, [why], section)
+
+
+# In a delivery's `reasons` (paper id -> reason): each paper's section, where a digest has
+# sections. "#" starts no paper id (arXiv ids, "doi:…", URLs).
+SECTIONS_KEY = "#sections"
+
+
+def stored_reasons(picks: list[Pick[Paper]]) -> dict[str, Any]:
+    """What a delivery row keeps of the picks beside their ids: reasons, and sections."""
+    reasons: dict[str, Any] = {p.paper.id: p.reason for p in picks}
+    sections = {p.paper.id: p.section for p in picks if p.section}
+    if sections:
+        reasons[SECTIONS_KEY] = sections
+    return reasons
 
 
 def picks_of(ctx: Context, delivery: Delivery) -> list[Pick[Paper]]:
     """The picks stored on a planned delivery, so a retry sends the very same digest."""
     papers = ctx.store.papers(delivery.paper_ids)
+    sections = delivery.reasons.get(SECTIONS_KEY)
+    if not isinstance(sections, dict):
+        sections = {}
     return [
-        Pick(papers[pid], 0.0, str(delivery.reasons.get(pid, "")))
+        Pick(papers[pid], 0.0, str(delivery.reasons.get(pid, "")), [], str(sections.get(pid, "")))
         for pid in delivery.paper_ids
         if pid in papers
     ]

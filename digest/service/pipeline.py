@@ -30,7 +30,13 @@ from digest.profiles import Profile
 from digest.rank.ranker import Pick
 from digest.service.context import Context, prepare, prepare_models
 from digest.service.parallel import Claims, Due, plan_claimed, plan_in_processes
-from digest.service.picking import find_profile, pick_papers, picks_of, render_for
+from digest.service.picking import (
+    find_profile,
+    pick_papers,
+    picks_of,
+    render_for,
+    stored_reasons,
+)
 from digest.service.schedule import digest_day
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
@@ -325,7 +331,7 @@ def _plan_one(
         day,
         message_id,
         [p.paper.id for p in picks],
-        {p.paper.id: p.reason for p in picks},
+        stored_reasons(picks),
         packed,
         now + timedelta(hours=ctx.cfg.delivery.retry_window_hours),
     )
