@@ -14,7 +14,7 @@ from datetime import date
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import jinja2
 from jinja2.filters import do_wordwrap
@@ -28,6 +28,7 @@ from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.profiles import Profile
 from digest.rank.ranker import Pick
+from digest.record import canonical_arxiv_id
 from digest.store.schema import Paper
 from digest.text import masked, plain_latex, plain_name
 
@@ -245,9 +246,26 @@ def message_id_for(email: str, day: date, from_address: str, key: str) -> str:
     return f"<digest.{day.isoformat()}.{mac.hexdigest()[:20]}@{domain}>"
 
 
+def keep_links(p: Paper) -> tuple[str | None, str | None]:
+    """Where a reader keeps a citation: arXiv's BibTeX for an arXiv paper, else the DOI's page
+    (its resolver also answers a reference manager asking for BibTeX)."""
+    if canonical_arxiv_id(p.id) == p.id:
+        return f"https://arxiv.org/bibtex/{p.id}", None
+    doi = (p.doi or "").strip()
+    if doi.lower().startswith(("https://doi.org/", "http://doi.org/", "doi:")):
+        doi = doi.split(":", 1)[1].removeprefix("//doi.org/")
+    if not re.fullmatch(r"10\.\d{4,9}/\S+", doi):
+        return None, None
+    # Quoted whole but for the characters DOIs use, so no feed text can end the attribute.
+    return None, safe_link("https://doi.org/" + quote(doi, safe="/:;()._-"))
+
+
 def _paper_static(hosts: tuple[str, ...], p: Paper) -> dict[str, Any]:
+    bibtex_url, doi_url = keep_links(p)
     return {
         "id": p.id,
+        "bibtex_url": bibtex_url,
+        "doi_url": doi_url,
         "title": plain_latex(p.title),
         "url": safe_link(p.abs_url, hosts),
         "pdf_url": safe_link(p.pdf_url, hosts),
