@@ -43,7 +43,16 @@ from digest.text import has_control
 
 FRAME = "digest.html"
 # The reader's own strings, filled in per reader.
-FIELDS = ("name", "email", "day_text", "digest_url", "profile_file", "unsubscribe_url", "base_url")
+FIELDS = (
+    "name",
+    "email",
+    "day_text",
+    "digest_url",
+    "profile_file",
+    "unsubscribe_url",
+    "base_url",
+    "feed_url",
+)
 # What else the frame may read: the shape, part of the cache key.
 SHAPE = ("papers", "trending", "day", "picked")
 # Two sets of stand-ins of different lengths: `|length` or `|wordwrap` on a value gives itself away.

@@ -1,4 +1,5 @@
-"""Signed tokens in the email's links: unsubscribe, feedback on one paper, the digest as a page.
+"""Signed tokens in the email's links: unsubscribe, feedback on one paper, the digest as a page,
+the reader's digests as an Atom feed.
 
 A token names the reader by an opaque ref (a keyed hash of the address, see `subscriber_ref`),
 never by the address: a forwarded email or a shared digest page leaks no address. The store
@@ -30,6 +31,7 @@ SALTS = {
     "unsubscribe": "digest.unsubscribe",
     "feedback": "digest.feedback",
     "digest": "digest.view",
+    "feed": "digest.feed",
 }
 
 
@@ -147,6 +149,10 @@ class Signer:
     def digest(self, email: str, day: date) -> str:
         return self._signing["digest"]([self.ref(email), day.isoformat()])
 
+    def feed(self, email: str) -> str:
+        """The reader's Atom feed of their digests: one link for good, like unsubscribing."""
+        return self._signing["feed"]([self.ref(email)])
+
     def load(self, purpose: str, token: str) -> object:
         try:
             return self._serializer(purpose).loads(token)
@@ -189,3 +195,9 @@ def read_digest(cfg: Config, token: str) -> tuple[str, date]:
         return who, date.fromisoformat(day)
     except ValueError as exc:
         raise BadToken("digest") from exc
+
+
+def read_feed(cfg: Config, token: str) -> str:
+    """The reader a feed link names: a ref."""
+    (who,) = _strings(Signer(cfg).load("feed", token), 1, "feed")
+    return who

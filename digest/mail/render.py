@@ -342,6 +342,8 @@ def render_digest(
         "digest_url": f"{cfg.web.base_url}/d/{signer.digest(profile.email, day)}",
         "profile_file": profile.path.name if profile.path else "your profile",
         "unsubscribe_url": unsubscribe_url(cfg, profile.email, signer),
+        # The reader's digests as an Atom feed, for a feed reader.
+        "feed_url": f"{cfg.web.base_url}/a/{signer.feed(profile.email)}",
         "base_url": cfg.web.base_url,
         "interests": profile.interests,
         "trending": profile.trending,

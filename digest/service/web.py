@@ -1,4 +1,5 @@
-"""The links in the email: unsubscribe, "more / less like this", and the digest as a web page.
+"""The links in the email: unsubscribe, "more / less like this", the digest as a web page, and
+the reader's digests as an Atom feed.
 
 A small Starlette app, run by `digest web` (uvicorn). Every GET only shows a page with a
 button, because mail scanners follow links. The change happens on POST. The unsubscribe POST also
@@ -27,7 +28,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.config import Config
-from digest.mail.links import BadToken, is_address, read_digest, read_feedback, read_unsubscribe
+from digest.mail.links import (
+    BadToken,
+    is_address,
+    read_digest,
+    read_feed,
+    read_feedback,
+    read_unsubscribe,
+)
+from digest.service.feed import atom_feed, etag
 from digest.store.failures import first_line
 from digest.store.papers import Store
 from digest.text import masked, plain_latex
@@ -50,7 +59,7 @@ DIGEST_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-_TOKEN_SEGMENT = re.compile(r"(/[ufd]/)[^/?]+")
+_TOKEN_SEGMENT = re.compile(r"(/[ufda]/)[^/?]+")
 VERDICT_TEXT = {"like": "more like this", "dislike": "less like this"}
 
 
@@ -211,6 +220,27 @@ class Web:
         part = msg.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
         return None if part is None else str(part.get_content())
 
+    # -- /a/<token> ------------------------------------------------------------------------
+
+    async def feed(self, request: Request) -> Response:
+        """The reader's digests as an Atom feed. Feed readers poll: an unchanged feed is a 304
+        to a request that names its ETag."""
+        token = request.path_params["token"]
+        try:
+            who = read_feed(self.cfg, token)
+        except BadToken:
+            return self.bad_link()
+        address = await run_in_threadpool(self.address, who)
+        if address is None:
+            return self.gone()
+        self_url = f"{self.cfg.web.base_url}/a/{token}"
+        body = await run_in_threadpool(atom_feed, self.cfg, self.store, address, who, self_url)
+        tag = etag(body)
+        headers = {**HEADERS, "ETag": tag, "Cache-Control": "private, max-age=900"}
+        if tag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/atom+xml; charset=utf-8", headers=headers)
+
     async def health(self, request: Request) -> Response:
         return PlainTextResponse("ok", headers=HEADERS)
 
@@ -346,6 +376,7 @@ def create_app(cfg: Config, store: Store) -> Starlette:
             Route(prefix + "/u/{token}", web.unsubscribe, methods=["GET", "POST"]),
             Route(prefix + "/f/{token}", web.feedback, methods=["GET", "POST"]),
             Route(prefix + "/d/{token}", web.digest, methods=["GET"]),
+            Route(prefix + "/a/{token}", web.feed, methods=["GET"]),
         ]
 
     def busy() -> Response:

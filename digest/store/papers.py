@@ -22,6 +22,7 @@ from sqlmodel import Session, col, create_engine, select
 
 from digest.errors import StoreError
 from digest.record import PaperRecord
+from digest.states import Delivery as DS
 from digest.store import migrate
 from digest.store.claims import ClaimQueries
 from digest.store.deliveries import DeliveryQueries
@@ -343,6 +344,17 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries, Pla
             q = select(Delivery).order_by(col(Delivery.digest_date), col(Delivery.subscriber))
             if day is not None:
                 q = q.where(Delivery.digest_date == day)
+            return list(s.exec(q).all())
+
+    def sent_to(self, email: str, limit: int) -> list[Delivery]:
+        """The reader's last ``limit`` digests that went out, newest first (their Atom feed)."""
+        with self.session() as s:
+            q = (
+                select(Delivery)
+                .where(Delivery.subscriber == email.lower(), Delivery.state == DS.SENT)
+                .order_by(col(Delivery.digest_date).desc())
+                .limit(limit)
+            )
             return list(s.exec(q).all())
 
     # -- the delivery engine ----------------------------------------------------------------
