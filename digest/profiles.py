@@ -96,8 +96,12 @@ class Interests(BaseModel):
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    email: str
+    # Where the digest goes; a lab list gives `recipients` instead (one of the two is required).
+    email: str = ""
     name: Annotated[str, Field(max_length=200)] = ""
+    # A lab list: one ranked digest, sent to each of these addresses as a digest of its own
+    # (its own unsubscribe link and delivery row); everyone's feedback trains the one model.
+    recipients: Annotated[list[str], Field(max_length=200)] = []
     timezone: str = "UTC"
     send_at: str = "07:00"
     max_papers: Annotated[int, Field(ge=1, le=50)] = 10
@@ -118,8 +122,25 @@ class Profile(BaseModel):
     interests: Interests = Interests()
     # Set by the loader, not by the file.
     _path: Path | None = PrivateAttr(default=None)
+    # A lab list's recipients, lower case, on each recipient's copy of the profile (`expand`).
+    _members: tuple[str, ...] = PrivateAttr(default=())
 
-    _email = field_validator("email")(classmethod(lambda cls, v: check_email(v)))
+    _email = field_validator("email")(classmethod(lambda cls, v: check_email(v) if v else v))
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for i, address in enumerate(v):
+            try:
+                check_email(address)
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {address!r}: {exc}") from None
+            if address.lower() in seen:
+                raise ValueError(f"[{i}] {address!r} is in the list twice")
+            seen.add(address.lower())
+        return v
+
     _name = field_validator("name")(classmethod(lambda cls, v: _no_controls(v)))
 
     @field_validator("timezone")
@@ -162,6 +183,30 @@ class Profile(BaseModel):
     def display_name(self) -> str:
         return self.name or self.email.split("@", 1)[0]
 
+    @property
+    def model_key(self) -> str:
+        """Whose model ranks this reader's digest: their own, or for a lab list the list's
+        (kept under its first recipient's address, so it is pruned with the list)."""
+        return self._members[0] if self._members else self.email.lower()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The addresses whose feedback trains this reader's model: theirs, or the list's."""
+        return self._members or (self.email.lower(),)
+
+
+def expand(profile: Profile) -> list[Profile]:
+    """A profile per address: itself, or for a lab list a copy per recipient."""
+    if not profile.recipients:
+        return [profile]
+    members = tuple(r.lower() for r in profile.recipients)
+    copies = []
+    for address in profile.recipients:
+        one = profile.model_copy(update={"email": address})
+        one._members = members
+        copies.append(one)
+    return copies
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -186,6 +231,15 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     except ValidationError as exc:
         key, msg = first_and_rest(problems(Profile, exc))
         raise ProfileError(shown, key, msg) from exc
+    if bool(profile.email) == bool(profile.recipients):
+        # Checked here rather than by the model, so the line names a key.
+        key = "email" if not profile.email else "recipients"
+        why = (
+            "required key is missing (or `recipients` for a lab list)"
+            if not profile.email
+            else "give `email` or `recipients`, not both (put the address in the list)"
+        )
+        raise ProfileError(shown, key, why)
     if known_sources is not None and profile.sources is not None:
         known = set(known_sources)
         for i, name in enumerate(profile.sources):
@@ -261,36 +315,45 @@ def _load_profiles(
         try:
             seen = file_key(path)
             kept = before.files.get(name)
-            one: int | Profile
+            ones: list[tuple[int | Profile, str]]
             if kept is not None and kept[0] == seen:
-                one, email = kept[1], before.emails[kept[1]]
-                index[name] = (seen, email, *before.schedules[kept[1]])
+                ones = [(i, before.emails[i]) for i in kept[1]]
+                index[name] = (seen, tuple(e for _, e in ones), *before.schedules[kept[1][0]])
             else:
-                one = load_profile(path, known)
-                email = one.email
-                owner = before.owner(email, name, directory)
-                if owner is not None:
-                    raise ProfileError(str(path), "email", f"the same address as {owner}")
-                index[name] = (seen, email, one.timezone, one.send_at)
+                profile = load_profile(path, known)
+                ones = [(one, one.email) for one in expand(profile)]
+                for k, (_, email) in enumerate(ones):
+                    owner = before.owner(email, name, directory)
+                    if owner is not None:
+                        key = f"recipients[{k}]" if profile.recipients else "email"
+                        raise ProfileError(str(path), key, f"the same address as {owner}")
+                emails_here = tuple(e for _, e in ones)
+                index[name] = (seen, emails_here, profile.timezone, profile.send_at)
         except ProfileError as exc:
             errors.append(exc)
             continue
         except OSError as exc:  # gone between listing and reading
             errors.append(ProfileError(str(path), "", f"cannot read: {exc}"))
             continue
-        key = email.lower()
-        if key in by_email:
-            errors.append(ProfileError(str(path), "email", f"the same address as {by_email[key]}"))
-            continue
-        by_email[key] = str(path)
-        stream.add(one)
-        names.append(name)
-        emails.append(email)
+        for k, (one, email) in enumerate(ones):
+            key = email.lower()
+            if key in by_email:
+                where = f"recipients[{k}]" if len(ones) > 1 else "email"
+                errors.append(
+                    ProfileError(str(path), where, f"the same address as {by_email[key]}")
+                )
+                continue
+            by_email[key] = str(path)
+            stream.add(one)
+            names.append(name)
+            emails.append(email)
     chunks, papers = stream.done()
     schedules = [index[name][2:] for name in names]
     packed = Packed(chunks, emails, names, directory, schedules)
     if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
-        files = {name: (index[name][0], i) for i, name in enumerate(names)}
+        files: dict[str, tuple[tuple[int, int, int, int], list[int]]] = {}
+        for i, name in enumerate(names):
+            files.setdefault(name, (index[name][0], []))[1].append(i)
         _Cache(files, emails, schedules, chunks, papers).write(cache, stamp)
         _dump(index_file(cache), (stamp, index))
     return LoadResult(Profiles(packed), errors, papers)
@@ -332,8 +395,8 @@ class _Stream:
             self.packer.add(self.old.get(i))
 
 
-# Per file: what was stat'ed, the address, time zone and send time.
-_Index = dict[str, tuple[tuple[int, int, int, int], str, str, str]]
+# Per file: what was stat'ed, the addresses (one, or a lab list's), time zone and send time.
+_Index = dict[str, tuple[tuple[int, int, int, int], tuple[str, ...], str, str]]
 
 
 @dataclass
@@ -341,7 +404,8 @@ class _Cache:
     """The last load: per file its stat and place; per profile its address and schedule; the
     profiles themselves in packed chunks (digest.packed)."""
 
-    files: dict[str, tuple[tuple[int, int, int, int], int]]
+    # Per file: its stat and the places of its profiles (several for a lab list).
+    files: dict[str, tuple[tuple[int, int, int, int], list[int]]]
     emails: list[str]
     schedules: list[tuple[str, str]]
     chunks: list[bytes]
@@ -358,7 +422,9 @@ class _Cache:
         if not self.files:
             return None
         if self._owners is None:
-            self._owners = {self.emails[i].lower(): n for n, (_, i) in self.files.items()}
+            self._owners = {
+                self.emails[i].lower(): n for n, (_, at) in self.files.items() for i in at
+            }
         other = self._owners.get(email.lower())
         if other is None or other == name:
             return None
@@ -377,7 +443,7 @@ class _Cache:
             if (
                 len(kept.schedules) == n
                 and len(kept.chunks) == -(-n // CHUNK)
-                and all(0 <= i < n for _, i in kept.files.values())
+                and all(at and all(0 <= i < n for i in at) for _, at in kept.files.values())
             ):
                 return kept
         except (TypeError, ValueError, AttributeError):  # made by another layout
@@ -389,9 +455,9 @@ class _Cache:
         _dump(cache, (stamp, {k: v for k, v in vars(self).items() if k != "_owners"}))
 
 
-# Bump when validation reads a file differently with the same schema (2: `G"unther`), so
-# cached profiles are read again.
-READING = 2
+# Bump when validation reads a file differently with the same schema (2: `G"unther`; 3: a
+# file may hold a lab list, several profiles), so cached profiles are read again.
+READING = 3
 
 
 def _stamp(known: list[str] | None) -> object:
@@ -474,17 +540,18 @@ def load_schedules(
         try:
             kept = index.get(name)
             if kept is not None and kept[0] == file_key(base + name):
-                one = Scheduled(kept[1], kept[2], kept[3])
+                ones = [Scheduled(e, kept[2], kept[3]) for e in kept[1]]
             else:
                 p = load_profile(directory / name, known)
-                one = Scheduled(p.email, p.timezone, p.send_at)
+                ones = [Scheduled(e.email, p.timezone, p.send_at) for e in expand(p)]
         except (ProfileError, OSError):
             broken += 1
             continue
-        key = one.email.lower()
-        if key in emails:  # as `load_profiles`: the second file is an error
-            broken += 1
-            continue
-        emails.add(key)
-        out.append(one)
+        for one in ones:
+            key = one.email.lower()
+            if key in emails:  # as `load_profiles`: the second address is an error
+                broken += 1
+                continue
+            emails.add(key)
+            out.append(one)
     return out, broken

@@ -56,8 +56,9 @@ class Context:
     latest: date | None
     # The listing papers of the lookback window, loaded once per run for every subscriber.
     listing: list[Paper]
-    # Per subscriber (lower-case email), filled by `prepare_models`: model, examples, feedback,
-    # and the model's raw scores of the listing (one product for everyone).
+    # Per model (`Profile.model_key`: the lower-case address, or a lab list's), filled by
+    # `prepare_models`: model, examples, feedback, and the model's raw scores of the listing
+    # (one product for everyone).
     models: dict[str, SubscriberModel] = field(default_factory=dict)
     examples: dict[str, list[Paper]] = field(default_factory=dict)
     feedback: dict[str, Ratings] = field(default_factory=dict)
@@ -91,9 +92,9 @@ class Context:
     def forget(self, profiles: list[Profile]) -> None:
         """Drop a planned batch's models and scores: memory stays flat however many readers."""
         for p in profiles:
-            email = p.email.lower()
+            key = p.model_key
             for per_reader in (self.models, self.examples, self.feedback, self.scores):
-                per_reader.pop(email, None)
+                per_reader.pop(key, None)
 
     @cached_property
     def signer(self) -> Signer:
@@ -326,35 +327,53 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
     """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
     and the listing scored for all of them at once. Returns the models (re)trained, which are
     stored here unless ``save`` is False (a run stores them with the batch's digests)."""
-    emails = [p.email.lower() for p in profiles]
-    verdicts = ctx.store.feedback_all(emails)
-    wanted = {pid for p in profiles for pid in p.interests.papers}
+    # A lab list's recipients share one model: made once, under the list's key.
+    keys = list(dict.fromkeys(p.model_key for p in profiles))
+    one_each = {p.model_key: p for p in profiles}
+    members = {k: one_each[k].members for k in keys}
+    verdicts = ctx.store.feedback_all(sorted({m for ms in members.values() for m in ms}))
+    wanted = {pid for p in one_each.values() for pid in p.interests.papers}
     wanted |= {pid for fb in verdicts.values() for pid in fb}
     papers = ctx.store.papers(sorted(wanted))
-    stored = ctx.store.rank_models(emails)
+    stored = ctx.store.rank_models(keys)
     readers = []
-    for profile, email in zip(profiles, emails, strict=True):
-        given = verdicts.get(email, {})
+    for key in keys:
+        profile = one_each[key]
+        given = _pooled([verdicts.get(m, {}) for m in members[key]])
         fb = Ratings(
             liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
             disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
         )
         examples = [papers[i] for i in profile.interests.papers if i in papers]
-        readers.append((profile, examples, fb, stored.get(email)))
-        ctx.examples[email], ctx.feedback[email] = examples, fb
+        readers.append((profile, examples, fb, stored.get(key)))
+        ctx.examples[key], ctx.feedback[key] = examples, fb
     fresh: list[TrainedModel] = []
-    for email, (model, retrained) in zip(emails, ctx.ranker.models(readers), strict=True):
+    for key, (model, retrained) in zip(keys, ctx.ranker.models(readers), strict=True):
         if retrained:
-            fresh.append(TrainedModel(email, model.fingerprint, model.vocabulary, model.to_bytes()))
-        ctx.models[email] = model
+            fresh.append(TrainedModel(key, model.fingerprint, model.vocabulary, model.to_bytes()))
+        ctx.models[key] = model
     if save:
         ctx.store.save_rank_models(fresh)
     ctx.retrained += len(fresh)
     if ctx.listing:
-        matrix = ctx.ranker.score_all([ctx.models[e] for e in emails], ctx.listing)
-        for email, row in zip(emails, matrix, strict=True):
-            ctx.scores[email] = row
+        matrix = ctx.ranker.score_all([ctx.models[k] for k in keys], ctx.listing)
+        for key, row in zip(keys, matrix, strict=True):
+            ctx.scores[key] = row
     return fresh
+
+
+def _pooled(each: list[dict[str, str]]) -> dict[str, str]:
+    """One reader's verdicts as they are; a lab list's pooled: a paper one recipient liked and
+    another disliked counts as neither."""
+    if len(each) == 1:
+        return each[0]
+    out: dict[str, str] = {}
+    split: set[str] = set()
+    for given in each:
+        for pid, verdict in given.items():
+            if out.setdefault(pid, verdict) != verdict:
+                split.add(pid)
+    return {pid: v for pid, v in out.items() if pid not in split}
 
 
 def from_sources(paper: Paper, allowed: set[str] | None) -> bool:

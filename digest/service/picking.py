@@ -91,18 +91,18 @@ def rank_pool(
     ``complete`` returns every paper of the pool in order (bench/eval_ranking.py uses it).
     ``at`` are the pool's positions in the listing when the caller has them.
     """
-    email = profile.email.lower()
-    if email not in ctx.models:
+    key = profile.model_key
+    if key not in ctx.models:
         prepare_models(ctx, [profile])
     if at is None:
         at = np.array([ctx.position[p.id] for p in pool], dtype=np.intp)
-    row = ctx.scores.get(email)
+    row = ctx.scores.get(key)
     return ctx.ranker.rank(
         profile,
         pool,
-        ctx.examples[email],
-        ctx.feedback[email],
-        model=ctx.models[email],
+        ctx.examples[key],
+        ctx.feedback[key],
+        model=ctx.models[key],
         raw=row[at] if row is not None else None,
         complete=complete,
         at=at,
