@@ -29,15 +29,20 @@ class Timed(Protocol):
     def timezone(self) -> str: ...
     @property
     def send_at(self) -> str: ...
+    @property
+    def send_days(self) -> str: ...
 
 
 class Scheduled(NamedTuple):
-    """A reader as a schedule sees them: the address, time zone and send time of a profile.
-    (A tuple: made 100,000 times in a `digest status`, a frozen dataclass cost a third of it.)"""
+    """A reader as a schedule sees them: the address, time zone, send time and send days of a
+    profile. (A tuple: made 100,000 times in a `digest status`, a frozen dataclass cost a third
+    of it.)"""
 
     email: str
     timezone: str
     send_at: str
+    # The weekdays a digest may go out, as digits (0 Monday … 6 Sunday); "" every day.
+    send_days: str = ""
 
 
 class Packed:
@@ -49,10 +54,10 @@ class Packed:
         emails: list[str],
         names: list[str],
         directory: Path,
-        schedules: list[tuple[str, str]],
+        schedules: list[tuple[str, str, str]],
     ):
         self.chunks, self.emails, self.names, self.directory = chunks, emails, names, directory
-        self.schedules = schedules  # each profile's (time zone, send_at)
+        self.schedules = schedules  # each profile's (time zone, send_at, send_days)
         # The chunk unpacked last: consecutive profiles come from the same chunk. One tuple,
         # replaced whole, so threads reading at once see a consistent pair.
         self._last: tuple[int, list[Profile]] = (-1, [])
@@ -124,7 +129,7 @@ class Profiles(Sequence["Profile"]):
         names = [p.path.name if p.path else "" for p in profiles]
         parent = directory or next((p.path.parent for p in profiles if p.path), Path())
         emails = [p.email for p in profiles]
-        schedules = [(p.timezone, p.send_at) for p in profiles]
+        schedules = [(p.timezone, p.send_at, p.send_days) for p in profiles]
         return cls(Packed(packer.done(), emails, names, parent, schedules))
 
     def __len__(self) -> int:

@@ -35,6 +35,21 @@ _LOST_UMLAUT = re.compile(r'(?<!\\)"(?=[A-Za-z{])')
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _day_number(written: str) -> int:
+    """A weekday as people write it ("mon", "Monday", "MON") as 0 (Monday) to 6 (Sunday)."""
+    low = written.strip().lower()
+    for n, day in enumerate(DAYS):
+        if low in (day, _FULL_DAYS[n]):
+            return n
+    raise ValueError(f"{written!r} is not a weekday; use mon, tue, wed, thu, fri, sat or sun")
+
+
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def check_email(value: str) -> str:
     if len(value) > 254 or not _EMAIL.match(value):
         raise ValueError("must be a plain address like ada@example.org")
@@ -119,6 +134,11 @@ class Profile(BaseModel):
     # in a section of their own, never repeating a personal pick.
     trending_section: Annotated[int, Field(ge=0, le=20)] = 0
     sources: list[str] | None = None
+    # "daily": a digest on each send day with new papers; "weekly": one on `weekday`, ranking
+    # everything that arrived since the last one.
+    frequency: Literal["daily", "weekly"] = "daily"
+    weekday: str | None = None  # weekly: the day (default Monday)
+    days: list[str] | None = None  # daily: only on these days
     interests: Interests = Interests()
     # Set by the loader, not by the file.
     _path: Path | None = PrivateAttr(default=None)
@@ -154,6 +174,20 @@ class Profile(BaseModel):
             ) from None
         return v
 
+    @field_validator("weekday")
+    @classmethod
+    def _weekday(cls, v: str | None) -> str | None:
+        return None if v is None else DAYS[_day_number(v)]
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError('must name at least one day, like ["mon", "thu"]')
+        return [DAYS[n] for n in sorted({_day_number(d) for d in v})]
+
     @field_validator("send_at")
     @classmethod
     def _send_at(cls, v: str) -> str:
@@ -182,6 +216,15 @@ class Profile(BaseModel):
     @property
     def display_name(self) -> str:
         return self.name or self.email.split("@", 1)[0]
+
+    @property
+    def send_days(self) -> str:
+        """The weekdays a digest may go out, as digits (0 Monday … 6 Sunday); "" every day."""
+        if self.frequency == "weekly":
+            return str(DAYS.index(self.weekday or "mon"))
+        if self.days is None or len(self.days) == 7:
+            return ""
+        return "".join(str(DAYS.index(d)) for d in self.days)
 
     @property
     def model_key(self) -> str:
@@ -240,6 +283,19 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
             else "give `email` or `recipients`, not both (put the address in the list)"
         )
         raise ProfileError(shown, key, why)
+    if profile.frequency == "weekly" and profile.days is not None:
+        raise ProfileError(
+            shown,
+            "days",
+            'with frequency = "weekly" give one `weekday`; `days` is for a daily digest on '
+            "some days only",
+        )
+    if profile.frequency == "daily" and profile.weekday is not None:
+        raise ProfileError(
+            shown,
+            "weekday",
+            'only with frequency = "weekly"; for a daily digest on some days use days = [...]',
+        )
     if known_sources is not None and profile.sources is not None:
         known = set(known_sources)
         for i, name in enumerate(profile.sources):
@@ -328,7 +384,13 @@ def _load_profiles(
                         key = f"recipients[{k}]" if profile.recipients else "email"
                         raise ProfileError(str(path), key, f"the same address as {owner}")
                 emails_here = tuple(e for _, e in ones)
-                index[name] = (seen, emails_here, profile.timezone, profile.send_at)
+                index[name] = (
+                    seen,
+                    emails_here,
+                    profile.timezone,
+                    profile.send_at,
+                    profile.send_days,
+                )
         except ProfileError as exc:
             errors.append(exc)
             continue
@@ -395,8 +457,9 @@ class _Stream:
             self.packer.add(self.old.get(i))
 
 
-# Per file: what was stat'ed, the addresses (one, or a lab list's), time zone and send time.
-_Index = dict[str, tuple[tuple[int, int, int, int], tuple[str, ...], str, str]]
+# Per file: what was stat'ed, the addresses (one, or a lab list's), time zone, send time and
+# send days.
+_Index = dict[str, tuple[tuple[int, int, int, int], tuple[str, ...], str, str, str]]
 
 
 @dataclass
@@ -407,7 +470,7 @@ class _Cache:
     # Per file: its stat and the places of its profiles (several for a lab list).
     files: dict[str, tuple[tuple[int, int, int, int], list[int]]]
     emails: list[str]
-    schedules: list[tuple[str, str]]
+    schedules: list[tuple[str, str, str]]
     chunks: list[bytes]
     papers: list[str]  # every profile's example papers (LoadResult.example_papers)
     # Address -> the file it came from, made on the first new or edited file (see `owner`).
@@ -540,10 +603,10 @@ def load_schedules(
         try:
             kept = index.get(name)
             if kept is not None and kept[0] == file_key(base + name):
-                ones = [Scheduled(e, kept[2], kept[3]) for e in kept[1]]
+                ones = [Scheduled(e, kept[2], kept[3], kept[4]) for e in kept[1]]
             else:
                 p = load_profile(directory / name, known)
-                ones = [Scheduled(e.email, p.timezone, p.send_at) for e in expand(p)]
+                ones = [Scheduled(e.email, p.timezone, p.send_at, p.send_days) for e in expand(p)]
         except (ProfileError, OSError):
             broken += 1
             continue

@@ -38,6 +38,7 @@ class Outcome(StrEnum):
 
     ALREADY_SENT = "already-sent"
     NOTHING_NEW = "nothing-new"
+    NOT_DUE = "not-due"  # not one of the reader's send days (a weekly digest, say)
     UNSUBSCRIBED = "unsubscribed"
     DRY_RUN = "dry-run"
     ERROR = "error"
@@ -51,6 +52,7 @@ SETTLED_OK = frozenset(
         Delivery.SENT,
         Outcome.ALREADY_SENT,
         Outcome.NOTHING_NEW,
+        Outcome.NOT_DUE,
         Outcome.UNSUBSCRIBED,
         Outcome.DRY_RUN,
         Delivery.SENDING,

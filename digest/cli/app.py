@@ -354,6 +354,8 @@ def preview(
             f"The next digest ({shown.day}) as a run would make it now, with the feedback so far.",
             highlight=False,
         )
+    if shown.note:
+        err_console.print(f"[yellow]{escape(shown.note)}[/]", highlight=False, markup=True)
     if open_browser:
         _open_in_browser(rendered.html, st.cfg.data_dir)
     if out is not None:

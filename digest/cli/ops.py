@@ -79,6 +79,7 @@ def _status(ctx: click.Context) -> None:
         + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries"),
         highlight=False,
     )
+    _listing_line(store, dates[0])
     _waiting_table(store, now)
     _feed_table(store, [s.name for s in st.cfg.sources])
     held = held_back(store)
@@ -104,6 +105,22 @@ def _status(ctx: click.Context) -> None:
             f"[red]{broken} invalid profile(s):[/] run `digest subscribers check`",
             highlight=False,
             markup=True,
+        )
+
+
+def _listing_line(store: Store, today: date) -> None:
+    """Why a day may bring no digests: arXiv makes no announcement on weekends and holidays,
+    and a reader with nothing new gets no email."""
+    from digest.service.context import NOT_LISTED
+
+    newest = store.latest_announced(exclude_types=NOT_LISTED, until=today + timedelta(days=1))
+    if newest is None:
+        console.print("no listing stored yet: `digest ingest` fetches one", highlight=False)
+    elif newest < today:
+        console.print(
+            f"no new listing since {newest:%A %-d %B %Y}: readers with nothing new since "
+            "their last digest get none until the next listing",
+            highlight=False,
         )
 
 

@@ -32,6 +32,7 @@ from digest.profiles import LoadResult, Profile, cache_file, load_profiles
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
+from digest.service.schedule import longest_gap
 from digest.store.failures import explain, first_line
 from digest.store.feedback import TrainedModel
 from digest.store.papers import Entry, Store, source_name
@@ -78,6 +79,18 @@ class Context:
         self.ranker.use_listing(self.listing)
         self.first_seen = np.array([_micros(p.first_seen) for p in self.listing], dtype=np.int64)
         self._by_sources: dict[frozenset[str] | None, np.ndarray] = {}
+        self.age = _ages(self.listing)
+        self._within: dict[int, np.ndarray] = {}
+
+    def within(self, profile: Profile) -> np.ndarray:
+        """The listing papers inside this reader's own lookback: `lookback_days`, and as many
+        days more as they wait between send days (the listing reaches back for the reader
+        who waits longest)."""
+        days = self.cfg.digest.lookback_days + longest_gap(profile.send_days) - 1
+        mask = self._within.get(days)
+        if mask is None:
+            mask = self._within[days] = self.age < days
+        return mask
 
     def from_sources(self, sources: list[str] | None) -> np.ndarray:
         """Which listing papers came through one of these sources (None: any), per run."""
@@ -112,7 +125,11 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     loaded = load_site_profiles(cfg)
     for err in loaded.errors:
         log.debug("%s", err)  # reported by the caller: the run report, serve's reload
-    listed, ids, examples = _window(cfg, store, now.date(), loaded.example_papers)
+    # A reader with send days (a weekly digest) ranks what arrived since their last digest:
+    # the listing reaches back as far as the longest wait between two of anyone's send days.
+    gap = max((longest_gap(p.send_days) for p in loaded.profiles.schedules), default=1)
+    lookback = cfg.digest.lookback_days + gap - 1
+    listed, ids, examples = _window(cfg, store, now.date(), loaded.example_papers, lookback)
     full = store.papers([e.id for e in listed])
     listing = [full[e.id] for e in listed if e.id in full]
     latest = max((p.announced for p in listing), default=None)
@@ -218,15 +235,20 @@ def load_site_profiles(cfg: Config) -> LoadResult:
 
 
 def _window(
-    cfg: Config, store: Store, today: date, wanted: list[str], look_up: bool = True
+    cfg: Config,
+    store: Store,
+    today: date,
+    wanted: list[str],
+    lookback: int | None = None,
+    look_up: bool = True,
 ) -> tuple[list[Entry], list[str], dict[str, str]]:
-    """The listing's entries, the ids the vocabulary is fitted on (the corpus window and
-    every stored example paper) and the example papers' titles. ``look_up``: fetch the
-    example papers the store lacks first."""
+    """The listing's entries (of ``lookback`` days, else `lookback_days`), the ids the
+    vocabulary is fitted on (the corpus window and every stored example paper) and the
+    example papers' titles. ``look_up``: fetch the example papers the store lacks first."""
     if wanted and look_up:
         lookup_papers(store, cfg, wanted, today)
     corpus = corpus_of(cfg, store, today)
-    listed = listing_of(corpus, cfg.digest.lookback_days)
+    listed = listing_of(corpus, lookback or cfg.digest.lookback_days)
     ids = [e.id for e in corpus]
     known = set(ids)
     examples = store.titles(wanted)
@@ -374,6 +396,19 @@ def _pooled(each: list[dict[str, str]]) -> dict[str, str]:
             if out.setdefault(pid, verdict) != verdict:
                 split.add(pid)
     return {pid: v for pid, v in out.items() if pid not in split}
+
+
+def _ages(listing: list[Paper]) -> np.ndarray:
+    """Each listing paper's days before its own source's newest day (as `listing_of` counts)."""
+    newest: dict[str, date] = {}
+    for p in listing:
+        for tag in p.sources or [""]:
+            if p.announced > newest.get(tag, date.min):
+                newest[tag] = p.announced
+    return np.array(
+        [min((newest[t] - p.announced).days for t in p.sources or [""]) for p in listing],
+        dtype=np.int64,
+    )
 
 
 def from_sources(paper: Paper, allowed: set[str] | None) -> bool:

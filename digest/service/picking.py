@@ -34,7 +34,7 @@ def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper
 def candidate_positions(ctx: Context, profile: Profile, standing: Standing) -> np.ndarray:
     """`candidates` as positions in the listing, from per-run arrays: no loop over the listing
     per reader."""
-    mask = ctx.from_sources(profile.sources).copy()
+    mask = ctx.from_sources(profile.sources) & ctx.within(profile)
     since = standing.last_digest_at
     if since is not None:
         mask &= ctx.first_seen > _micros(since)
@@ -55,7 +55,10 @@ def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> st
         )
     since = standing.last_digest_at
     if since is not None:
-        return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC)"
+        # Named with its day: on a weekend or an arXiv holiday, "no new listing since Friday"
+        # is the whole answer.
+        newest = f"; no new listing since {ctx.latest:%A %-d %B}" if ctx.latest else ""
+        return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC){newest}"
     return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
 
 
@@ -179,10 +182,11 @@ def _upvoted(ctx: Context, profile: Profile, taken: set[str]) -> list[Paper]:
     most upvoted first; among equal upvotes the newer paper (the larger arXiv id) first: the
     same order on every node and every retry."""
     allowed = set(profile.sources) if profile.sources is not None else None
+    within = ctx.within(profile)
     pool = [
         p
-        for p in ctx.listing
-        if p.upvotes is not None and p.id not in taken and from_sources(p, allowed)
+        for j, p in enumerate(ctx.listing)
+        if p.upvotes is not None and p.id not in taken and within[j] and from_sources(p, allowed)
     ]
     pool.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
     return pool

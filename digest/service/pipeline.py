@@ -37,7 +37,7 @@ from digest.service.picking import (
     render_for,
     stored_reasons,
 )
-from digest.service.schedule import digest_day
+from digest.service.schedule import cadence, digest_day, due_on, is_send_day, next_send
 from digest.states import DUE, SETTLED_OK, Outcome
 from digest.states import Delivery as DS
 from digest.store.packing import pack_to_send
@@ -311,6 +311,11 @@ def _plan_one(
             return existing  # planned earlier, not (known to be) sent: the engine takes it
         status = Outcome.ALREADY_SENT if existing.state == DS.SENT else existing.state
         return SubscriberResult(email, status, len(existing.paper_ids), f"digest of {day}")
+    if not due_on(profile, now, standing.last_digest_day):
+        when = next_send(profile, now)
+        return SubscriberResult(
+            email, Outcome.NOT_DUE, detail=f"{cadence(profile)}; next {when:%Y-%m-%d %H:%M} UTC"
+        )
     with report.timed("ranking"):
         picks, why_not = pick_papers(ctx, profile, standing)
     if not picks:
@@ -345,6 +350,8 @@ class Preview:
     day: date
     # The stored digest shown (sent, or queued to be sent); None for one made up now.
     stored: Delivery | None = None
+    # For a reader not due today (a weekly digest): when theirs goes out.
+    note: str = ""
 
 
 def preview(
@@ -388,4 +395,11 @@ def preview(
     store.remember_refs(ctx.refs)
     message = compose(cfg, profile, rendered, message_id, now, ctx.signer)
     shown = existing if existing is not None and not next_digest else None
-    return Preview(rendered, message, picks, day, shown)
+    note = ""
+    if shown is None and not is_send_day(profile, day):
+        when = next_send(profile, now)
+        note = (
+            f"{profile.email} is {cadence(profile)}: the next digest goes out "
+            f"{when:%Y-%m-%d %H:%M} UTC; this is what it would hold now"
+        )
+    return Preview(rendered, message, picks, day, shown, note)

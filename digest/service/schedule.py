@@ -43,20 +43,63 @@ def local_send_time(profile: Timed, day: date) -> datetime:
     raise AssertionError(f"no valid local time after {naive} in {tz}")  # pragma: no cover
 
 
+def is_send_day(profile: Timed, day: date) -> bool:
+    """Whether a digest may go out on this local day (a weekly reader's day, say)."""
+    return not profile.send_days or str(day.weekday()) in profile.send_days
+
+
 def next_send(profile: Timed, now: datetime) -> datetime:
-    """The next `send_at` at or after ``now`` (UTC)."""
+    """The next `send_at` on a send day at or after ``now`` (UTC)."""
     today = digest_day(profile, now)
-    for offset in range(3):
-        at = local_send_time(profile, today + timedelta(days=offset))
-        if at >= now:
-            return at
-    raise AssertionError("unreachable: a send time exists within three days")  # pragma: no cover
+    for offset in range(9):
+        day = today + timedelta(days=offset)
+        if is_send_day(profile, day):
+            at = local_send_time(profile, day)
+            if at >= now:
+                return at
+    raise AssertionError("unreachable: a send day comes within a week")  # pragma: no cover
 
 
 def due_today(profile: Timed, now: datetime) -> bool:
-    """Whether today's (local) send time has come."""
+    """Whether today is a send day and its (local) send time has come."""
     today = digest_day(profile, now)
-    return now >= local_send_time(profile, today)
+    return is_send_day(profile, today) and now >= local_send_time(profile, today)
+
+
+def last_send_day(profile: Timed, now: datetime) -> date:
+    """The latest send day whose send time has come by ``now`` (today's, if it has)."""
+    today = digest_day(profile, now)
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if is_send_day(profile, day) and now >= local_send_time(profile, day):
+            return day
+    raise AssertionError("unreachable: a send day came within a week")  # pragma: no cover
+
+
+def due_on(profile: Timed, now: datetime, last_digest_day: date | None) -> bool:
+    """Whether a run now makes this reader's digest, whatever their send time (`digest run`):
+    on each of their send days, and on another day only when a send day passed since their
+    last digest without one (a weekly reader whose Monday was missed gets it on Tuesday; a new
+    reader waits for their day)."""
+    if is_send_day(profile, digest_day(profile, now)):
+        return True
+    return last_digest_day is not None and last_digest_day < last_send_day(profile, now)
+
+
+def longest_gap(send_days: str) -> int:
+    """The most days from one send day to the next (1 for every day, 7 for weekly)."""
+    if not send_days:
+        return 1
+    days = sorted(int(d) for d in send_days)
+    return max((b - a) % 7 or 7 for a, b in zip(days, days[1:] + days[:1], strict=True))
+
+
+def cadence(profile: Timed) -> str:
+    """The reader's send days in words, for status lines: "" for every day."""
+    if not profile.send_days:
+        return ""
+    names = [f"{date(2024, 1, 1 + int(d)):%A}" for d in profile.send_days]  # 2024-01-01: Monday
+    return ("weekly on " if len(names) == 1 else "on ") + ", ".join(names)
 
 
 def slots(
@@ -72,9 +115,9 @@ def slots(
     grouped: dict[datetime, list[str]] = defaultdict(list)
     # Readers share a few (zone, send_at) pairs: each pair's next two slots are worked out once
     # (zoneinfo arithmetic for each of 100,000 readers took seconds of `digest status`).
-    pairs: dict[tuple[str, str], tuple[datetime, date, datetime]] = {}
+    pairs: dict[tuple[str, str, str], tuple[datetime, date, datetime]] = {}
     for p in profiles:
-        key = (p.timezone, p.send_at)
+        key = (p.timezone, p.send_at, p.send_days)
         pair = pairs.get(key)
         if pair is None:
             first = next_send(p, now)

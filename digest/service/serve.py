@@ -44,7 +44,7 @@ from digest.mail.engine import deliver
 from digest.packed import Profiles
 from digest.service.context import load_site_profiles, refresh_after_ingest
 from digest.service.pipeline import run
-from digest.service.schedule import digest_day, due_today
+from digest.service.schedule import digest_day, due_on, due_today, is_send_day
 from digest.store.failures import explain
 from digest.store.papers import Store
 from digest.store.schema import utcnow
@@ -200,20 +200,22 @@ class Service:
         for err in loaded.errors:
             log.error("event=profile-invalid error=%r", str(err))
         self.profiles = loaded.profiles
-        slots: dict[tuple[str, str], list[str]] = defaultdict(list)
+        slots: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for p in loaded.profiles.schedules:
-            slots[(p.timezone, p.send_at)].append(p.email.lower())
+            slots[(p.timezone, p.send_at, p.send_days)].append(p.email.lower())
         for job in self.scheduler.get_jobs():
             if job.id.startswith("slot:"):
                 job.remove()
-        for (tz, send_at), emails in slots.items():
+        for (tz, send_at, days), emails in slots.items():
             hh, mm = send_at.split(":")
+            # apscheduler's weekday numbers are ours: 0 Monday … 6 Sunday.
+            weekdays = ",".join(days) if days else "*"
             self.scheduler.add_job(
                 self._counted(self.send_slot),
-                CronTrigger(hour=int(hh), minute=int(mm), timezone=tz),
+                CronTrigger(hour=int(hh), minute=int(mm), day_of_week=weekdays, timezone=tz),
                 args=[emails],
-                id=f"slot:{tz}:{send_at}",
-                name=f"send {send_at} {tz}",
+                id=f"slot:{tz}:{send_at}" + (f":{days}" if days else ""),
+                name=f"send {send_at} {tz}" + (f" days {days}" if days else ""),
             )
         log.info(
             "event=profiles-loaded valid=%d invalid=%d slots=%d",
@@ -266,11 +268,21 @@ class Service:
         moved = now is not None  # a clock moved by a test or a bench: the engine's clock too
         now = now or utcnow()
         self.reload()
-        late = {
-            p.email.lower(): digest_day(p, now)
-            for p in self.profiles.schedules
-            if due_today(p, now)
+        schedules = self.profiles.schedules
+        late = {p.email.lower(): digest_day(p, now) for p in schedules if due_today(p, now)}
+        # A reader with send days whose last send day passed with no digest (the service was
+        # down on a weekly reader's Monday) gets it now, as a daily reader gets a missed day.
+        waiting = {
+            p.email.lower(): p
+            for p in schedules
+            if p.send_days and not is_send_day(p, digest_day(p, now))
         }
+        if waiting:
+            last = self.store.last_digest_days(list(waiting))
+            for email, d in last.items():
+                if not due_on(waiting[email], now, d):
+                    continue
+                late[email] = digest_day(waiting[email], now)
         # One query per chunk of readers, not one per reader (100,000 of them every few minutes).
         have = {d.subscriber for d in self.store.outcomes_on(late)}
         due = [email for email in late if email not in have]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, insert
+from sqlalchemy import ColumnElement, and_, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
@@ -80,6 +80,7 @@ class Standing:
     today: Delivery | None = None  # the delivery of their digest day, if planned already
     sent: set[str] = field(default_factory=set)  # papers in digests that went out or may
     last_digest_at: datetime | None = None
+    last_digest_day: date | None = None  # the date of their latest digest
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -139,15 +140,35 @@ class PlanningQueries:
                 # Every digest of these subscribers, the live ones kept here: with the states
                 # in the query, SQLite chose the index on state and read every digest ever
                 # sent, once a chunk.
-                q = select(  # type: ignore[call-overload]  # four columns: no overload
-                    Delivery.subscriber, Delivery.state, Delivery.paper_ids, Delivery.created_at
+                q = select(  # type: ignore[call-overload]  # five columns: no overload
+                    Delivery.subscriber,
+                    Delivery.state,
+                    Delivery.paper_ids,
+                    Delivery.created_at,
+                    Delivery.digest_date,
                 ).where(col(Delivery.subscriber).in_(part))
-                for email, state, ids, created in s.exec(q):
+                for email, state, ids, created, day in s.exec(q):
                     if state in LIVE:
                         standing = out[email]
                         standing.sent.update(ids)
                         last = standing.last_digest_at
                         standing.last_digest_at = created if last is None else max(last, created)
+                        before = standing.last_digest_day
+                        standing.last_digest_day = day if before is None else max(before, day)
+        return out
+
+    def last_digest_days(self, emails: Sequence[str]) -> dict[str, date]:
+        """The date of each subscriber's latest digest that went out (or may yet), for those
+        that have one: whether a weekly reader missed their day (`digest serve`'s catch-up)."""
+        out: dict[str, date] = {}
+        with self.session() as s:
+            for part in _chunks(list(emails)):
+                q = (
+                    select(Delivery.subscriber, func.max(Delivery.digest_date))
+                    .where(col(Delivery.subscriber).in_(part), col(Delivery.state).in_(LIVE))
+                    .group_by(Delivery.subscriber)
+                )
+                out.update({email: day for email, day in s.exec(q) if day is not None})
         return out
 
     def outcomes_on(self, days: dict[str, date]) -> Iterator[FinalState]:
