@@ -86,6 +86,8 @@ class Packer:
 
     def add(self, profile: Profile) -> None:
         self.papers.update(dict.fromkeys(profile.interests.papers))
+        for topic in profile.topics:
+            self.papers.update(dict.fromkeys(topic.papers))
         self._open.append(profile)
         if len(self._open) == CHUNK:
             self._close()

@@ -108,6 +108,26 @@ class Interests(BaseModel):
         return [_LOST_UMLAUT.sub(r'\\"', s) for s in v]
 
 
+class Topic(Interests):
+    """One of several separate interests in one digest: a section of its own, a model of its
+    own. The profile's own `exclude` applies to every topic too."""
+
+    name: Annotated[str, Field(min_length=1, max_length=80)]
+    max_papers: Annotated[int, Field(ge=1, le=50)] = 5
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = _no_controls(v.strip())
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+
+# Topics one profile may hold.
+MAX_TOPICS = 10
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -140,10 +160,14 @@ class Profile(BaseModel):
     weekday: str | None = None  # weekly: the day (default Monday)
     days: list[str] | None = None  # daily: only on these days
     interests: Interests = Interests()
+    # Several separate interests, each its own section and model (`topics_of`).
+    topics: Annotated[list[Topic], Field(max_length=MAX_TOPICS)] = []
     # Set by the loader, not by the file.
     _path: Path | None = PrivateAttr(default=None)
     # A lab list's recipients, lower case, on each recipient's copy of the profile (`expand`).
     _members: tuple[str, ...] = PrivateAttr(default=())
+    # On a topic's profile (`topics_of`): its place among the profile's topics.
+    _topic: int | None = PrivateAttr(default=None)
 
     _email = field_validator("email")(classmethod(lambda cls, v: check_email(v) if v else v))
 
@@ -210,7 +234,7 @@ class Profile(BaseModel):
     def trending(self) -> bool:
         """Only the most upvoted papers, no personal ranking."""
         i = self.interests
-        has_interests = bool(i.keywords or i.authors or i.categories or i.papers)
+        has_interests = bool(i.keywords or i.authors or i.categories or i.papers or self.topics)
         return self.mode == "trending" or (self.trending_weight >= 1.0 and not has_interests)
 
     @property
@@ -229,13 +253,48 @@ class Profile(BaseModel):
     @property
     def model_key(self) -> str:
         """Whose model ranks this reader's digest: their own, or for a lab list the list's
-        (kept under its first recipient's address, so it is pruned with the list)."""
-        return self._members[0] if self._members else self.email.lower()
+        (kept under its first recipient's address, so it is pruned with the list); a topic's
+        is that followed by ":" and the topic's place (no address holds a ":")."""
+        owner = self._members[0] if self._members else self.email.lower()
+        return owner if self._topic is None else f"{owner}:{self._topic}"
+
+    @property
+    def section(self) -> str:
+        """The email section a topic's picks go in ("topic:" and its name); "" otherwise."""
+        return f"topic:{self.topics[0].name}" if self._topic is not None else ""
 
     @property
     def members(self) -> tuple[str, ...]:
         """The addresses whose feedback trains this reader's model: theirs, or the list's."""
         return self._members or (self.email.lower(),)
+
+    @property
+    def own_papers(self) -> set[str]:
+        """Every example paper the profile names, its topics' included."""
+        return {*self.interests.papers, *(pid for t in self.topics for pid in t.papers)}
+
+
+def topics_of(profile: Profile) -> list[Profile]:
+    """A profile per topic, each ranked with its own model: the topic's interests (with the
+    profile's excludes) and its `max_papers`. A topic's profile keeps that one topic in
+    `topics`, for its name. A profile without topics is its own one."""
+    if not profile.topics or profile._topic is not None:
+        return [profile]
+    out = []
+    for n, topic in enumerate(profile.topics):
+        interests = Interests(
+            keywords=topic.keywords,
+            exclude=list(dict.fromkeys([*profile.interests.exclude, *topic.exclude])),
+            authors=topic.authors,
+            categories=topic.categories,
+            papers=topic.papers,
+        )
+        one = profile.model_copy(
+            update={"interests": interests, "max_papers": topic.max_papers, "topics": [topic]}
+        )
+        one._topic = n
+        out.append(one)
+    return out
 
 
 def expand(profile: Profile) -> list[Profile]:
@@ -283,6 +342,24 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
             else "give `email` or `recipients`, not both (put the address in the list)"
         )
         raise ProfileError(shown, key, why)
+    if profile.topics:
+        names: dict[str, int] = {}
+        for n, topic in enumerate(profile.topics):
+            if topic.name.lower() in names:
+                raise ProfileError(
+                    shown,
+                    f"topics[{n}].name",
+                    f"{topic.name!r} is the name of topics[{names[topic.name.lower()]}] too",
+                )
+            names[topic.name.lower()] = n
+        top = profile.interests
+        for key in ("keywords", "authors", "categories", "papers"):
+            if getattr(top, key):
+                raise ProfileError(
+                    shown,
+                    f"interests.{key}",
+                    f"with [[topics]], put {key} in a topic (only `exclude` applies to all)",
+                )
     if profile.frequency == "weekly" and profile.days is not None:
         raise ProfileError(
             shown,

@@ -77,8 +77,11 @@ def test_every_profile_key_is_in_the_readme_and_the_example_profile() -> None:
         out = []
         for name, f in model.model_fields.items():
             inner = f.annotation
+            args = getattr(inner, "__args__", ())
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 out += keys(inner, f"[{name}] ")
+            elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                out.append(f"[[{name}]]")  # an array of tables
             else:
                 out.append(prefix + name)
         return out

@@ -48,6 +48,8 @@ def _interests(r: Reader) -> str:
     ]
     if i.papers:
         parts.append(f"{len(i.papers)} example{'s' if len(i.papers) > 1 else ''}")
+    if p.topics:
+        parts.insert(0, "topics: " + ", ".join(t.name for t in p.topics))
     return "; ".join(parts) or "(no interests)"
 
 

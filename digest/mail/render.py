@@ -179,11 +179,15 @@ def header_text(value: str, limit: int = 200) -> str:
 
 
 # A pick's section (`Pick.section`): "" the reader's own picks, TRENDING the trending section of
-# a personal digest.
+# a personal digest, "topic:<name>" one of the profile's topics.
 TRENDING = "trending"
 
 
 def section_heading(section: str) -> str:
+    """A section's heading: a topic's name ("topic:<name>"), the trending section's, or the
+    reader's own picks'."""
+    if section.startswith("topic:"):
+        return section[len("topic:") :]
     return "Trending on Hugging Face" if section == TRENDING else "Picked for you"
 
 

@@ -14,7 +14,7 @@ from datetime import date
 from digest.arxiv_taxonomy import CATEGORIES, unknown_category
 from digest.config import Config
 from digest.ingest.run import lookup_papers
-from digest.profiles import Profile
+from digest.profiles import Interests, Profile
 from digest.store.papers import Store
 
 
@@ -32,20 +32,19 @@ def profile_warnings(
     cfg: Config, store: Store, profiles: Sequence[Profile], today: date
 ) -> list[ProfileWarning]:
     """Unknown example papers (after looking them up) and unknown categories, in file order."""
-    wanted = [pid for p in profiles for pid in p.interests.papers]
+    # Each profile's interests, and each topic's, with the key they are written under.
+    parts = [(p, key, i) for p in profiles for key, i in _interests(p)]
+    wanted = [pid for _, _, i in parts for pid in i.papers]
     looked = lookup_papers(store, cfg, wanted, today)
     missing = set(looked.missing)
     # A category outside the taxonomy is fine when some stored paper carries it (a feed's own).
     seen = {
-        c: store.has_category(c)
-        for p in profiles
-        for c in p.interests.categories
-        if c not in CATEGORIES
+        c: store.has_category(c) for _, _, i in parts for c in i.categories if c not in CATEGORIES
     }
     out: list[ProfileWarning] = []
-    for p in profiles:
+    for p, key, interests in parts:
         path = str(p.path) if p.path else p.email
-        for i, pid in enumerate(p.interests.papers):
+        for n, pid in enumerate(interests.papers):
             if pid not in missing:
                 continue
             problem = (
@@ -53,9 +52,15 @@ def profile_warnings(
                 if looked.error
                 else f"{pid!r} was not found on arXiv (source {looked.source}); is the id right?"
             )
-            out.append(ProfileWarning(path, f"interests.papers[{i}]", problem))
-        for i, cat in enumerate(p.interests.categories):
+            out.append(ProfileWarning(path, f"{key}.papers[{n}]", problem))
+        for n, cat in enumerate(interests.categories):
             unknown = unknown_category(cat) if cat in seen and not seen[cat] else None
             if unknown:
-                out.append(ProfileWarning(path, f"interests.categories[{i}]", unknown))
+                out.append(ProfileWarning(path, f"{key}.categories[{n}]", unknown))
     return out
+
+
+def _interests(profile: Profile) -> list[tuple[str, Interests]]:
+    return [("interests", profile.interests)] + [
+        (f"topics[{n}]", t) for n, t in enumerate(profile.topics)
+    ]

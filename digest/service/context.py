@@ -28,7 +28,7 @@ from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.mail.render import environment
 from digest.packed import Profiles
-from digest.profiles import LoadResult, Profile, cache_file, load_profiles
+from digest.profiles import LoadResult, Profile, cache_file, load_profiles, topics_of
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
@@ -105,9 +105,9 @@ class Context:
     def forget(self, profiles: list[Profile]) -> None:
         """Drop a planned batch's models and scores: memory stays flat however many readers."""
         for p in profiles:
-            key = p.model_key
-            for per_reader in (self.models, self.examples, self.feedback, self.scores):
-                per_reader.pop(key, None)
+            for key in (t.model_key for t in topics_of(p)):
+                for per_reader in (self.models, self.examples, self.feedback, self.scores):
+                    per_reader.pop(key, None)
 
     @cached_property
     def signer(self) -> Signer:
@@ -349,19 +349,26 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
     """Every subscriber's model, retrained only where profile, feedback or vocabulary changed,
     and the listing scored for all of them at once. Returns the models (re)trained, which are
     stored here unless ``save`` is False (a run stores them with the batch's digests)."""
-    # A lab list's recipients share one model: made once, under the list's key.
-    keys = list(dict.fromkeys(p.model_key for p in profiles))
-    one_each = {p.model_key: p for p in profiles}
+    # A lab list's recipients share one model: made once, under the list's key. A profile
+    # with topics has one per topic.
+    each = [t for p in profiles for t in topics_of(p)]
+    keys = list(dict.fromkeys(p.model_key for p in each))
+    one_each = {p.model_key: p for p in each}
     members = {k: one_each[k].members for k in keys}
     verdicts = ctx.store.feedback_all(sorted({m for ms in members.values() for m in ms}))
     wanted = {pid for p in one_each.values() for pid in p.interests.papers}
     wanted |= {pid for fb in verdicts.values() for pid in fb}
     papers = ctx.store.papers(sorted(wanted))
     stored = ctx.store.rank_models(keys)
+    topical = {m for p in profiles if p.topics for m in p.members if m in verdicts}
+    shown = ctx.store.shown_sections(sorted(topical)) if topical else {}
+    sections = {p.model_key: {f"topic:{t.name}" for t in p.topics} for p in profiles}
     readers = []
     for key in keys:
         profile = one_each[key]
         given = _pooled([verdicts.get(m, {}) for m in members[key]])
+        if profile.section:
+            given = _under(given, profile, members[key], shown, sections)
         fb = Ratings(
             liked=[papers[i] for i, v in given.items() if v == "like" and i in papers],
             disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
@@ -382,6 +389,26 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
         for key, row in zip(keys, matrix, strict=True):
             ctx.scores[key] = row
     return fresh
+
+
+def _under(
+    given: dict[str, str],
+    topic: Profile,
+    members: tuple[str, ...],
+    shown: dict[str, dict[str, str]],
+    sections: dict[str, set[str]],
+) -> dict[str, str]:
+    """The verdicts that train this topic: on papers shown under it, and on papers shown under
+    no topic the profile has now (a trending section, a topic renamed since, a verdict given
+    with `digest feedback`), which train every topic."""
+    owner = topic.model_key.rsplit(":", 1)[0]
+    current = sections.get(owner, set())
+    where = {pid: sec for m in members for pid, sec in shown.get(m, {}).items()}
+    return {
+        pid: v
+        for pid, v in given.items()
+        if where.get(pid) not in current or where[pid] == topic.section
+    }
 
 
 def _pooled(each: list[dict[str, str]]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from digest.mail.render import (
     Rendered,
     render_digest,
 )
-from digest.profiles import Profile
+from digest.profiles import Profile, topics_of
 from digest.rank.ranker import Pick
 from digest.service.context import Context, _micros, from_sources, prepare_models
 from digest.store.planning import Standing
@@ -38,7 +38,7 @@ def candidate_positions(ctx: Context, profile: Profile, standing: Standing) -> n
     since = standing.last_digest_at
     if since is not None:
         mask &= ctx.first_seen > _micros(since)
-    for pid in standing.sent | set(profile.interests.papers):
+    for pid in standing.sent | profile.own_papers:
         j = ctx.position.get(pid)
         if j is not None:
             mask[j] = False
@@ -88,6 +88,7 @@ def rank_pool(
     pool: Sequence[Paper],
     complete: bool = False,
     at: np.ndarray | None = None,
+    limit: int | None = None,
 ) -> list[Pick[Paper]]:
     """Rank listing papers for one subscriber with their stored model, examples and feedback.
 
@@ -109,7 +110,31 @@ def rank_pool(
         raw=row[at] if row is not None else None,
         complete=complete,
         at=at,
+        limit=limit,
     )
+
+
+def topic_picks(
+    ctx: Context, profile: Profile, pool: Sequence[Paper], at: np.ndarray
+) -> list[Pick[Paper]]:
+    """A profile's topics, each ranked with its own model, in the profile's order: a paper
+    goes under the topic that scored it highest, and each topic then shows its best
+    `max_papers` of the rest (so it ranks past its own length: papers it loses to others)."""
+    topics = topics_of(profile)
+    reach = sum(t.max_papers for t in topics)
+    ranked = [rank_pool(ctx, t, pool, at=at, limit=reach) for t in topics]
+    owner: dict[str, tuple[float, int]] = {}
+    for n, picks in enumerate(ranked):
+        for pick in picks:
+            if pick.paper.id not in owner or pick.score > owner[pick.paper.id][0]:
+                owner[pick.paper.id] = (pick.score, n)
+    out: list[Pick[Paper]] = []
+    for n, (topic, picks) in enumerate(zip(topics, ranked, strict=True)):
+        mine = [p for p in picks if owner[p.paper.id][1] == n][: topic.max_papers]
+        for pick in mine:
+            pick.section = topic.section
+        out += mine
+    return out
 
 
 def pick_papers(
@@ -129,10 +154,14 @@ def pick_papers(
         return [], _why_no_candidates(ctx, profile, standing)
     positions = at.tolist()  # Python ints: numpy ones index slowly
     pool = _AtPositions(ctx.listing, positions)
-    picks = rank_pool(ctx, profile, pool, at=at)
+    if profile.topics:
+        picks = topic_picks(ctx, profile, pool, at)
+    else:
+        picks = rank_pool(ctx, profile, pool, at=at)
     extra = trending_section(ctx, profile, standing, picks)
     if not picks:
-        why = f"none of {len(pool)} new papers matched the profile"
+        what = "any of its topics" if profile.topics else "the profile"
+        why = f"none of {len(pool)} new papers matched {what}"
         # The section alone makes a digest only with papers new since the last one: else the
         # same runners-up would come back every quiet day.
         fresh = set(positions)
@@ -169,7 +198,7 @@ def trending_section(
     picks, nor sent before, nor the reader's examples, nor dropped by their `exclude`."""
     if not profile.trending_section or profile.trending:
         return []
-    taken = standing.sent | {p.paper.id for p in picked} | set(profile.interests.papers)
+    taken = standing.sent | {p.paper.id for p in picked} | profile.own_papers
     pool = _upvoted(ctx, profile, taken)
     if pool and profile.interests.exclude:
         dropped = ctx.ranker.excluded(profile, pool)

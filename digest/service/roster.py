@@ -49,6 +49,7 @@ class Reader:
             "categories": list(i.categories) if i else [],
             "exclude": list(i.exclude) if i else [],
             "papers": list(i.papers) if i else [],
+            "topics": [t.name for t in p.topics] if p else [],
             "file": str(p.path) if p and p.path else "",
         }
 

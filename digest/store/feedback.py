@@ -14,8 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
-from digest.states import Verdict
-from digest.store.schema import Feedback, RankModel, utcnow
+from digest.states import LIVE, Verdict
+from digest.store.schema import Delivery, Feedback, RankModel, utcnow
 
 VERDICTS = tuple(Verdict)
 
@@ -125,6 +125,22 @@ class FeedbackQueries:
                 out[email][pid] = verdict
         return dict(out)
 
+    def shown_sections(self, emails: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per subscriber, the email section each paper of their digests was shown in, where
+        a digest had sections: a verdict trains the topic its paper was shown under."""
+        out: dict[str, dict[str, str]] = defaultdict(dict)
+        with self.session() as s:
+            for start in range(0, len(emails), 500):
+                part = [e.lower() for e in emails[start : start + 500]]
+                q = select(Delivery.subscriber, Delivery.reasons).where(
+                    col(Delivery.subscriber).in_(part), col(Delivery.state).in_(LIVE)
+                )
+                for email, reasons in s.exec(q):
+                    sections = reasons.get("#sections") if isinstance(reasons, dict) else None
+                    if isinstance(sections, dict):
+                        out[email].update({k: str(v) for k, v in sections.items()})
+        return dict(out)
+
     def rank_models(self, emails: Sequence[str] | None = None) -> dict[str, RankModel]:
         """Stored models, of these subscribers only when given (a slot, a preview)."""
         with self.session() as s:
@@ -152,7 +168,8 @@ class FeedbackQueries:
         wanted = {e.lower() for e in keep}
         with self.engine.begin() as conn:
             stored = conn.execute(select(RankModel.subscriber)).scalars().all()
-            gone = [e for e in stored if e not in wanted]
+            # A topic's model is kept under its owner's address, ":" and a number.
+            gone = [e for e in stored if e.split(":", 1)[0] not in wanted]
             for start in range(0, len(gone), 500):
                 part = gone[start : start + 500]
                 conn.execute(delete(RankModel).where(col(RankModel.subscriber).in_(part)))
