@@ -106,7 +106,10 @@ def test_a_300_mb_post_to_a_valid_link_is_refused_with_413_before_its_body_is_re
             f"POST /u/{token} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         )
         for _ in range(5):
-            sock.sendall(b"800\r\n" + b"a" * 0x800 + b"\r\n")
+            try:
+                sock.sendall(b"800\r\n" + b"a" * 0x800 + b"\r\n")
+            except BrokenPipeError:
+                break  # the server answered and closed before the rest arrived: as it should
         assert _answer(sock).startswith(b"HTTP/1.1 413")
     store = Store(f"sqlite:///{site / 'data' / 'digest.db'}")
     try:
