@@ -88,6 +88,7 @@ class Packer:
         self.papers.update(dict.fromkeys(profile.interests.papers))
         for topic in profile.topics:
             self.papers.update(dict.fromkeys(topic.papers))
+        self.papers.update(dict.fromkeys(e.arxiv_id for e in profile.library if e.arxiv_id))
         self._open.append(profile)
         if len(self._open) == CHUNK:
             self._close()

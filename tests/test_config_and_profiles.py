@@ -7,7 +7,8 @@ import pytest
 
 from digest.config import load_config
 from digest.errors import ConfigError, ProfileError
-from digest.profiles import load_profile, load_profiles
+from digest.profile_files import load_profiles
+from digest.profiles import load_profile
 from tests.conftest import ADA, BOB, ROOT, write_profile
 
 
@@ -186,8 +187,8 @@ def test_example_paper_ids_are_normalised(tmp_path: Path) -> None:
 def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import digest.profiles as profiles_module
-    from digest.profiles import load_profiles
+    import digest.profile_files as profiles_module
+    from digest.profile_files import load_profiles
 
     parsed: list[str] = []
     real = profiles_module.load_profile
@@ -227,7 +228,7 @@ def test_unchanged_profiles_come_from_the_cache_and_a_changed_one_is_read_again(
 
 
 def test_schedules_come_from_the_index_and_changed_files_are_read_again(tmp_path: Path) -> None:
-    from digest.profiles import index_file, load_schedules
+    from digest.profile_files import index_file, load_schedules
 
     subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
     for i in range(5):
@@ -252,7 +253,7 @@ def test_schedules_come_from_the_index_and_changed_files_are_read_again(tmp_path
 
 
 def test_schedules_without_an_index_are_read_in_full_once_and_indexed(tmp_path: Path) -> None:
-    from digest.profiles import index_file, load_schedules
+    from digest.profile_files import index_file, load_schedules
 
     subs, cache = tmp_path / "subscribers", tmp_path / "data" / "profiles.pkl"
     write_profile(subs, "ada", ADA)

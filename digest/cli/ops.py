@@ -41,7 +41,7 @@ def _status(ctx: click.Context) -> None:
 
     from digest.mail.engine import PAUSE_KEY
     from digest.packed import Scheduled
-    from digest.profiles import cache_file, load_schedules
+    from digest.profile_files import cache_file, load_schedules
     from digest.service.roster import held_back
     from digest.service.schedule import digest_day, slots
 
@@ -354,7 +354,7 @@ def feedback(ctx: click.Context, address: str, paper: str | None, verdict: str |
     Examples: digest feedback ada@example.org 2411.01234 like;
     digest feedback ada@example.org (lists Ada's feedback)
     """
-    from digest.profiles import cache_file, load_profiles
+    from digest.profile_files import cache_file, load_profiles
     from digest.record import canonical_arxiv_id
 
     st = _state(ctx)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from digest.cli.app import _state, console, err_console, subscribers
 from digest.errors import DigestError
-from digest.profiles import LoadResult, load_profiles
+from digest.profile_files import LoadResult, load_profiles
 from digest.service.roster import STATES, Reader, find_reader, roster
 from digest.store.papers import Store
 
@@ -133,6 +133,13 @@ def subscribers_check(ctx: click.Context) -> None:
     loaded = _profiles(ctx)
     for e in loaded.errors:
         err_console.print(f"[red]{escape(str(e))}[/]", highlight=False, markup=True)
+    # What each reference library gave (a lab list's copies share one file: said once).
+    said: set[str] = set()
+    for p in loaded.profiles:
+        if p.library_note and str(p.path) not in said:
+            said.add(str(p.path))
+            line = f"{p.path}: papers_file: {p.library_note}"
+            console.print(escape(line), highlight=False, markup=False)
     warnings = profile_warnings(st.cfg, st.store(), loaded.profiles, datetime.now(UTC).date())
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, markup=True)

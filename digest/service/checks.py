@@ -32,9 +32,12 @@ def profile_warnings(
     cfg: Config, store: Store, profiles: Sequence[Profile], today: date
 ) -> list[ProfileWarning]:
     """Unknown example papers (after looking them up) and unknown categories, in file order."""
+    # Once per file: a lab list's recipients share theirs.
+    profiles = list({(str(p.path) if p.path else p.email): p for p in profiles}.values())
     # Each profile's interests, and each topic's, with the key they are written under.
     parts = [(p, key, i) for p in profiles for key, i in _interests(p)]
     wanted = [pid for _, _, i in parts for pid in i.papers]
+    wanted += [e.arxiv_id for p in profiles for e in p.library if e.arxiv_id]
     looked = lookup_papers(store, cfg, wanted, today)
     missing = set(looked.missing)
     # A category outside the taxonomy is fine when some stored paper carries it (a feed's own).
@@ -42,6 +45,24 @@ def profile_warnings(
         c: store.has_category(c) for _, _, i in parts for c in i.categories if c not in CATEGORIES
     }
     out: list[ProfileWarning] = []
+    for p in profiles:
+        gone = [e for e in p.library if e.arxiv_id in missing]
+        if gone:
+            untitled = sum(1 for e in gone if not e.title)
+            out.append(
+                ProfileWarning(
+                    str(p.path) if p.path else p.email,
+                    "papers_file",
+                    f"{len(gone)} arXiv id(s) of the library could not be looked up "
+                    f"({', '.join(str(e.arxiv_id) for e in gone[:3])}"
+                    f"{', …' if len(gone) > 3 else ''}): "
+                    + (
+                        f"{untitled} of them have no title in the file and are not used"
+                        if untitled
+                        else "their titles and abstracts in the file are used"
+                    ),
+                )
+            )
     for p, key, interests in parts:
         path = str(p.path) if p.path else p.email
         for n, pid in enumerate(interests.papers):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -28,7 +29,8 @@ from digest.mail.frames import Frames
 from digest.mail.links import Signer
 from digest.mail.render import environment
 from digest.packed import Profiles
-from digest.profiles import LoadResult, Profile, cache_file, load_profiles, topics_of
+from digest.profile_files import LoadResult, cache_file, load_profiles
+from digest.profiles import Profile, topics_of
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
@@ -357,6 +359,7 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
     members = {k: one_each[k].members for k in keys}
     verdicts = ctx.store.feedback_all(sorted({m for ms in members.values() for m in ms}))
     wanted = {pid for p in one_each.values() for pid in p.interests.papers}
+    wanted |= {e.arxiv_id for p in one_each.values() for e in p.library if e.arxiv_id}
     wanted |= {pid for fb in verdicts.values() for pid in fb}
     papers = ctx.store.papers(sorted(wanted))
     stored = ctx.store.rank_models(keys)
@@ -374,6 +377,8 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
             disliked=[papers[i] for i, v in given.items() if v == "dislike" and i in papers],
         )
         examples = [papers[i] for i in profile.interests.papers if i in papers]
+        if profile.library:
+            examples += _library_examples(profile, papers, {p.id for p in examples})
         readers.append((profile, examples, fb, stored.get(key)))
         ctx.examples[key], ctx.feedback[key] = examples, fb
     fresh: list[TrainedModel] = []
@@ -389,6 +394,30 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
         for key, row in zip(keys, matrix, strict=True):
             ctx.scores[key] = row
     return fresh
+
+
+def _library_examples(profile: Profile, papers: dict[str, Paper], have: set[str]) -> list[Paper]:
+    """The `papers_file` entries as example papers: the stored paper where the entry has an
+    arXiv id the store knows (looked up like `papers`), else the entry's own title and
+    abstract, as a paper that is never stored (its id a hash of its text)."""
+    out = []
+    for entry in profile.library:
+        found = papers.get(entry.arxiv_id) if entry.arxiv_id else None
+        if found is not None:
+            if found.id not in have:
+                have.add(found.id)
+                out.append(found)
+            continue
+        if not entry.title:
+            continue  # an arXiv id the look-up did not find, and no text of its own
+        digest = hashlib.sha256(f"{entry.title}\0{entry.abstract}".encode()).hexdigest()[:24]
+        pid = f"library:{digest}"
+        if pid not in have:
+            have.add(pid)
+            out.append(
+                Paper(id=pid, title=entry.title, abstract=entry.abstract, announced=date.min)
+            )
+    return out
 
 
 def _under(
