@@ -36,6 +36,7 @@ MAX_ENTRIES = 10_000
 MAX_BIBTEX_FIELDS = 500_000
 MAX_JSON_CONTAINERS = 1_000_000
 MAX_KEY = 80  # a citation key or CSL id, only ever shown in messages
+_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls
 FORMATS = "BibTeX (.bib), RIS (.ris) or CSL-JSON (.json)"
 
 
@@ -127,7 +128,9 @@ def _gather(items: list[_Item], total: int) -> Library:
     skipped: list[str] = []
     seen: dict[str, tuple[int, str | None]] = {}  # identity -> (entry number, its arXiv id)
     for n, (raw_key, read) in enumerate(items[:MAX_ENTRIES], 1):
-        key = normalise_ws(raw_key)[:MAX_KEY]  # the file's own text, going into messages
+        # The file's own text, going into messages on the operator's terminal: no control
+        # character (an escape sequence in a citation key would reach the terminal).
+        key = _PRINTABLE.sub("", normalise_ws(raw_key))[:MAX_KEY]
         label = f"entry {n} ({key})" if key else f"entry {n}"
         try:
             entry = read(key or f"entry {n}")

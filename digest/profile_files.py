@@ -93,29 +93,26 @@ def _load_profiles(
         listed = sorted(
             e.name for e in it if e.name.endswith(".toml") and not e.name.startswith(".")
         )
+    partial: set[str] = set()  # files with an address refused: read again next time
     for name in listed:
         path = directory / name
         try:
             seen = file_key(path)
             kept = before.files.get(name)
-            ones: list[tuple[int | Profile, str]]
+            # Each profile of the file (several for a lab list), with its place in the file.
+            ones: list[tuple[int, int | Profile, str]]
             if kept is not None and before.unchanged(name, seen):
-                ones = [(i, before.emails[i]) for i in kept[1]]
+                ones = [(k, i, before.emails[i]) for k, i in enumerate(kept[1])]
                 if name in before.libraries:
                     libraries[name] = before.libraries[name]
-                index[name] = (seen, tuple(e for _, e in ones), *before.schedules[kept[1][0]])
+                index[name] = (seen, tuple(e for *_, e in ones), *before.schedules[kept[1][0]])
             else:
                 profile = load_profile(path, known)
                 if profile._library_file is not None:
                     lib = profile._library_file
                     libraries[name] = (str(lib), file_key(lib))
-                ones = [(one, one.email) for one in expand(profile)]
-                for k, (_, email) in enumerate(ones):
-                    owner = before.owner(email, name, directory)
-                    if owner is not None:
-                        key = f"recipients[{k}]" if profile.recipients else "email"
-                        raise ProfileError(str(path), key, f"the same address as {owner}")
-                emails_here = tuple(e for _, e in ones)
+                ones = [(k, one, one.email) for k, one in enumerate(expand(profile))]
+                emails_here = tuple(e for *_, e in ones)
                 index[name] = (
                     seen,
                     emails_here,
@@ -123,19 +120,32 @@ def _load_profiles(
                     profile.send_at,
                     profile.send_days,
                 )
+                for k, _, email in list(ones):
+                    owner = before.owner(email, name, directory)
+                    if owner is None:
+                        continue
+                    if not profile.recipients:
+                        raise ProfileError(str(path), "email", f"the same address as {owner}")
+                    # One recipient of a list is refused; the others are served.
+                    errors.append(
+                        ProfileError(str(path), f"recipients[{k}]", f"the same address as {owner}")
+                    )
+                    ones = [o for o in ones if o[0] != k]
+                    partial.add(name)
         except ProfileError as exc:
             errors.append(exc)
             continue
         except OSError as exc:  # gone between listing and reading
             errors.append(ProfileError(str(path), "", f"cannot read: {exc}"))
             continue
-        for k, (one, email) in enumerate(ones):
+        for k, one, email in ones:
             key = email.lower()
             if key in by_email:
-                where = f"recipients[{k}]" if len(ones) > 1 else "email"
+                where = f"recipients[{k}]" if len(index[name][1]) > 1 else "email"
                 errors.append(
                     ProfileError(str(path), where, f"the same address as {by_email[key]}")
                 )
+                partial.add(name)
                 continue
             by_email[key] = str(path)
             stream.add(one)
@@ -147,7 +157,8 @@ def _load_profiles(
     if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
         files: dict[str, tuple[tuple[int, int, int, int], list[int]]] = {}
         for i, name in enumerate(names):
-            files.setdefault(name, (index[name][0], []))[1].append(i)
+            if name not in partial:  # else its refused address would go unreported
+                files.setdefault(name, (index[name][0], []))[1].append(i)
         _Cache(files, emails, schedules, chunks, papers, libraries).write(cache, stamp)
         _dump(index_file(cache), (stamp, index))
     return LoadResult(Profiles(packed), errors, papers)

@@ -35,7 +35,7 @@ def _day_number(written: str) -> int:
     for n, day in enumerate(DAYS):
         if low in (day, _FULL_DAYS[n]):
             return n
-    raise ValueError(f"{written!r} is not a weekday; use mon, tue, wed, thu, fri, sat or sun")
+    raise ValueError("not a weekday; use mon, tue, wed, thu, fri, sat or sun")
 
 
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -196,6 +196,18 @@ class Profile(BaseModel):
             ) from None
         return v
 
+    @field_validator("frequency", mode="before")
+    @classmethod
+    def _frequency(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _topic_tables(cls, v: object) -> object:
+        if isinstance(v, dict):
+            raise ValueError("write each topic as a [[topics]] table, with two brackets")
+        return v
+
     @field_validator("weekday")
     @classmethod
     def _weekday(cls, v: str | None) -> str | None:
@@ -251,9 +263,10 @@ class Profile(BaseModel):
     @property
     def model_key(self) -> str:
         """Whose model ranks this reader's digest: their own, or for a lab list the list's
-        (kept under its first recipient's address, so it is pruned with the list); a topic's
-        is that followed by ":" and the topic's place (no address holds a ":")."""
-        owner = self._members[0] if self._members else self.email.lower()
+        (kept under its first recipient's address and ":list", so it is pruned with the list);
+        a topic's is that followed by ":" and the topic's place (no address holds a ":")."""
+        # A list's is its first address followed by ":list": never a reader's own model.
+        owner = f"{self._members[0]}:list" if self._members else self.email.lower()
         return owner if self._topic is None else f"{owner}:{self._topic}"
 
     @property
@@ -332,7 +345,13 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as exc:
-        key, msg = first_and_rest(problems(Profile, exc))
+        found = problems(Profile, exc)
+        for i, (key, msg) in enumerate(found):
+            # A key appended at the end of the file lands in the last table ([interests]).
+            last = key.rsplit(".", 1)[-1]
+            if key.startswith("interests.") and last in Profile.model_fields:
+                found[i] = (key, f"{msg}; `{last}` belongs above [interests], with `email`")
+        key, msg = first_and_rest(found)
         raise ProfileError(shown, key, msg) from exc
     if bool(profile.email) == bool(profile.recipients):
         # Checked here rather than by the model, so the line names a key.
@@ -347,7 +366,14 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
         if profile.topics:
             raise ProfileError(shown, "papers_file", "not with [[topics]]: give each its papers")
         _read_library(profile, path)
+    if profile.topics and profile.trending:
+        raise ProfileError(shown, "topics", 'not with mode = "trending", which ranks nothing')
     if profile.topics:
+        for n, topic in enumerate(profile.topics):
+            if not (topic.keywords or topic.papers or topic.authors or topic.categories):
+                raise ProfileError(
+                    shown, f"topics[{n}]", "give it keywords, papers, authors or categories"
+                )
         names: dict[str, int] = {}
         for n, topic in enumerate(profile.topics):
             if topic.name.lower() in names:
@@ -391,6 +417,8 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
 # Library entries one profile trains on: a few hundred say all a centroid can; thousands would
 # be looked up on arXiv's API for nothing.
 MAX_LIBRARY = 200
+# Entries with an abstract or an arXiv id that make title-only entries unneeded.
+RICH_ENOUGH = 5
 LIBRARY_SUFFIXES = (".bib", ".bibtex", ".ris", ".json", ".csljson")
 
 
@@ -415,18 +443,29 @@ def _read_library(profile: Profile, path: Path) -> None:
     try:
         library = read_library(target)
     except LibraryError as exc:
-        raise ProfileError(shown, "papers_file", f"{written}: {exc}") from exc
-    used = tuple(library.entries[:MAX_LIBRARY])
+        raise ProfileError(shown, "papers_file", f"{written!r}: {exc}") from exc
+    entries = library.entries
+    # A title alone ("Deep Learning", a 1926 classic) says little and, being short, lands
+    # close to many papers: such entries count only where the library has few others.
+    rich = [e for e in entries if e.arxiv_id or e.abstract]
+    bare = len(entries) - len(rich)
+    if bare and len(rich) >= RICH_ENOUGH:
+        entries = rich
+    used = tuple(entries[:MAX_LIBRARY])
     with_id = sum(1 for e in used if e.arxiv_id)
     note = (
         f"{written}: {len(library.entries)} of {library.total} entries usable "
         f"({sum(1 for e in library.entries if e.arxiv_id)} with an arXiv id, the rest by "
         "title and abstract)"
     )
-    if len(library.entries) > MAX_LIBRARY:
+    if entries is rich and bare:
+        note += f"; {bare} with a title alone left out (the others say more)"
+    if len(entries) > MAX_LIBRARY:
         note += f"; the first {MAX_LIBRARY} are used ({with_id} with an arXiv id)"
     if library.skipped:
         note += f"; not used: {'; '.join(library.skipped[:5])}"
         if len(library.skipped) > 5:
             note += f" (and {len(library.skipped) - 5} more)"
+    # Shown on the operator's terminal: no control character from the file (or its name).
+    note = re.sub(r"[\x00-\x1f\x7f-\x9f]", "", note)
     profile._library, profile._library_file, profile._library_note = used, target, note

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import feedparser
 import pytest
 from sqlmodel import select
 
-from digest.config import Config
+from digest.config import Config, load_config
 from digest.mail.links import Signer, unsubscribe_token
 from digest.service.pipeline import run
 from digest.service.web import shown_path
 from digest.store import Store
 from digest.store.schema import Paper
-from tests.conftest import NOW, SmtpServer
+from tests.conftest import NOW, SmtpServer, digest_here
 from tests.test_web import WebServer, delivered, text_links
 
 
@@ -118,3 +119,26 @@ def test_forged_and_other_purpose_tokens_are_refused_and_a_forgotten_reader_is_n
     # A genuine token for a reader the database never heard of.
     stranger = base + "/" + Signer(workspace).feed("nobody@example.org")
     assert web.client.get(stranger).status_code == 404
+
+
+def test_after_a_real_digest_run_the_feed_link_in_the_email_validates(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    done = digest_here("run", cwd=site)
+    assert done.returncode == 0, done.stdout
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    server = WebServer(cfg, store)
+    try:
+        for rcpt in ("ada@example.org", "bob@example.org"):
+            answer = server.client.get(feed_url(smtp_server, server, rcpt))
+            parsed = feedparser.parse(answer.content)
+            assert answer.status_code == 200 and parsed.bozo == 0
+            sent = store.delivery(
+                rcpt, next(d.digest_date for d in store.deliveries() if d.subscriber == rcpt)
+            )
+            assert sent is not None
+            assert [e.link.rsplit("/", 1)[-1] for e in parsed.entries] == sent.paper_ids
+    finally:
+        server.close()
+        store.dispose()

@@ -89,7 +89,8 @@ def test_one_recipient_leaving_stops_only_theirs_and_any_recipients_feedback_tra
 ) -> None:
     run(workspace, store, now=NOW)
     assert len(smtp_server.received) == 3
-    before = store.rank_models([LAB[0].lower()])[LAB[0].lower()].fingerprint
+    key = LAB[0].lower() + ":list"
+    before = store.rank_models([key])[key].fingerprint
     # Bea unsubscribes with one click, from the header of her own message.
     bea = delivered(smtp_server, LAB[1].lower())
     url = lab.local(str(bea["List-Unsubscribe"]).strip("<>"))
@@ -115,9 +116,9 @@ def test_one_recipient_leaving_stops_only_theirs_and_any_recipients_feedback_tra
     assert by[LAB[1].lower()] == "unsubscribed"
     assert sorted(m.rcpt_tos[0] for m in smtp_server.received) == [LAB[0], LAB[2]]  # lower case
     # One model for the list, under its first address, retrained with Cy's verdict.
-    models = store.rank_models([a.lower() for a in LAB])
-    assert list(models) == [LAB[0].lower()]
-    assert models[LAB[0].lower()].fingerprint != before
+    models = store.rank_models()
+    assert list(models) == [key]  # not the first recipient's own model: that is theirs alone
+    assert models[key].fingerprint != before
 
 
 def test_mistakes_in_a_lab_list_are_one_line_naming_the_file_and_the_key(site: Path) -> None:
@@ -150,3 +151,21 @@ def test_a_lab_list_message_leaves_with_one_recipient_in_the_envelope_and_header
         msg = email.message_from_bytes(m.data, policy=email.policy.default)
         assert msg["Cc"] is None and msg["Bcc"] is None
         assert str(msg["To"]).lower() == f"vision lab <{m.rcpt_tos[0]}>"
+
+
+def test_a_new_list_naming_a_readers_address_takes_nothing_from_them(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    # Ada has her own profile; a lab list added later names her too (and sorts first).
+    checked = digest_here("subscribers", "check", cwd=site)  # the cache now knows ada.toml
+    assert checked.returncode == 0
+    subs = site / "subscribers"
+    write_profile(subs, "aaa-lab", 'recipients = ["new@lab.example.org", "ada@example.org"]\n')
+    for _ in range(2):  # and again from the cache: the refusal is said every time
+        again = digest_here("subscribers", "check", cwd=site)
+        lines = [x for x in (again.stdout + again.stderr).splitlines() if ".toml: " in x]
+        assert len(lines) == 1 and "aaa-lab.toml: recipients[1]: the same address as" in lines[0]
+    listed = digest_here("subscribers", "list", "--format", "csv", cwd=site)
+    rows = {line.split(",")[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "ada.toml" in rows["ada@example.org"]  # still her own profile
+    assert "aaa-lab.toml" in rows["new@lab.example.org"]  # the rest of the list is served

@@ -86,6 +86,7 @@ def test_a_zotero_bibtex_library_trains_a_model_and_check_says_what_it_gave(
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     line = next(x for x in checked.stdout.splitlines() if "papers_file" in x)
+    assert line.startswith("note: ")  # information, not an error
     assert "lib.toml: papers_file: library.bib: 3 of 4 entries usable (1 with an arXiv id" in line
     assert "entry 4 (untitled_2025): no title and no arXiv id" in line
     done = digest_here("run", cwd=site)
@@ -164,7 +165,7 @@ def test_a_papers_file_outside_the_profile_directory_or_not_a_library_is_refused
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 1
     said = {
-        Path(x.split(": ")[0]).name: x
+        Path(x.removeprefix("note: ").split(": ")[0]).name: x
         for x in (checked.stdout + checked.stderr).splitlines()
         if ".toml: papers_file: " in x
     }
@@ -173,6 +174,37 @@ def test_a_papers_file_outside_the_profile_directory_or_not_a_library_is_refused
     assert "pipe.bib': no such file" in said["pipe.toml"]  # not a regular file: never opened
     assert "export the library as .bib, .ris or .json" in said["txt.toml"]
     assert "'missing.bib': no such file" in said["none.toml"]
-    assert "broken.bib: not UTF-8 text (line 1): save it as UTF-8" in said["latin.toml"]
+    assert "'broken.bib': not UTF-8 text (line 1): save it as UTF-8" in said["latin.toml"]
     assert "3 of 4 entries usable" in said["lib.toml"]  # the good one is fine
     assert "secret" not in checked.stdout.replace("secret.bib", "")  # no file content shown
+
+
+def test_control_characters_in_a_library_never_reach_the_operators_terminal(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    evil = "@misc{evil\x1b]0;pwned\x07\x1b[2J,\n  title = {A title},\n}\n" + ZOTERO_BIB
+    library_site(site, evil.replace("@misc{untitled_2025", "@misc{bad\x1b[31m"))
+    checked = digest_here("subscribers", "check", cwd=site)
+    out = checked.stdout + checked.stderr
+    assert "\x1b" not in out and "\x07" not in out
+    assert "papers_file: library.bib: 4 of 5 entries usable" in out
+
+
+def test_title_only_entries_are_left_out_where_the_library_has_enough_with_abstracts(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    rich = "".join(
+        f"@article{{a{n}, title = {{State space paper {n}}}, abstract = {{Selective state space "
+        f"models, part {n}.}}, doi = {{10.5555/ssm.{n}}}}}\n"
+        for n in range(5)
+    )
+    bare = "@book{goodfellow_deep_2016, title = {Deep {Learning}}, year = {2016}}\n"
+    bare += "@article{schrodinger_1926, title = {An Undulatory Theory of the Mechanics of Atoms and Molecules}, doi = {10.1103/PhysRev.28.1049}}\n"
+    library_site(site, rich + bare)
+    checked = digest_here("subscribers", "check", cwd=site)
+    assert "7 of 7 entries usable" in checked.stdout
+    assert "2 with a title alone left out (the others say more)" in checked.stdout
+    digest_here("run", cwd=site)
+    [message] = smtp_server.received
+    text, _ = bodies(message.data)
+    assert "Deep Learning" not in text and "Undulatory" not in text

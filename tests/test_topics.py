@@ -130,12 +130,14 @@ def test_topic_mistakes_are_one_line_naming_the_file_and_the_key(site: Path) -> 
     write_profile(
         subs,
         "a",
-        'email = "a@example.org"\n[interests]\nkeywords = ["x"]\n[[topics]]\nname = "T"\n',
+        'email = "a@example.org"\n[interests]\nkeywords = ["x"]\n'
+        '[[topics]]\nname = "T"\nkeywords = ["y"]\n',
     )
     write_profile(
         subs,
         "b",
-        'email = "b@example.org"\n[[topics]]\nname = "Same"\n[[topics]]\nname = "same"\n',
+        'email = "b@example.org"\n[[topics]]\nname = "Same"\nkeywords = ["x"]\n'
+        '[[topics]]\nname = "same"\nkeywords = ["y"]\n',
     )
     write_profile(subs, "c", 'email = "c@example.org"\n[[topics]]\nkeywords = ["x"]\n')
     write_profile(subs, "d", 'email = "d@example.org"\n[[topics]]\nname = "T"\ncolour = "red"\n')
@@ -150,3 +152,31 @@ def test_topic_mistakes_are_one_line_naming_the_file_and_the_key(site: Path) -> 
     assert "b.toml: topics[1].name: 'same' is the name of topics[0] too" in said["b.toml"]
     assert "c.toml: topics[0].name: required key is missing" in said["c.toml"]
     assert "d.toml: topics[0].colour: unknown key" in said["d.toml"]
+
+
+def test_topic_combinations_that_would_do_nothing_are_refused_with_a_hint(site: Path) -> None:
+    subs = site / "subscribers"
+    write_profile(
+        subs,
+        "t1",
+        'email = "t1@example.org"\nmode = "trending"\n[[topics]]\nname = "A"\nkeywords = ["x"]\n',
+    )
+    write_profile(subs, "t2", 'email = "t2@example.org"\n[[topics]]\nname = "Only a name"\n')
+    write_profile(subs, "t3", 'email = "t3@example.org"\n[topics]\nname = "A"\nkeywords = ["x"]\n')
+    write_profile(
+        subs,
+        "t4",
+        'email = "t4@example.org"\n[interests]\nkeywords = ["x"]\nfrequency = "weekly"\n',
+    )
+    write_profile(subs, "t5", 'email = "t5@example.org"\nfrequency = "Weekly"\n')
+    checked = digest_here("subscribers", "check", cwd=site)
+    said = {
+        Path(x.split(": ")[0]).name: x
+        for x in (checked.stdout + checked.stderr).splitlines()
+        if ".toml: " in x
+    }
+    assert 't1.toml: topics: not with mode = "trending"' in said["t1.toml"]
+    assert "t2.toml: topics[0]: give it keywords, papers, authors or categories" in said["t2.toml"]
+    assert "t3.toml: topics: write each topic as a [[topics]] table" in said["t3.toml"]
+    assert "`frequency` belongs above [interests]" in said["t4.toml"]
+    assert "t5.toml" not in said  # "Weekly" is weekly

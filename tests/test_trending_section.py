@@ -158,3 +158,15 @@ def test_a_trending_section_out_of_range_is_one_line_naming_the_file_and_key(
     assert checked.returncode == 1
     [line] = [x for x in checked.stdout.splitlines() + checked.stderr.splitlines() if "ada" in x]
     assert "ada.toml" in line and "trending_section" in line and "20" in line
+
+
+def test_check_warns_when_no_hugging_face_source_can_fill_the_section(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    root = site(tmp_path, smtp_server)
+    write_profile(
+        root / "subscribers", "ada", PROFILE.replace("timezone", "sources = []\ntimezone")
+    )
+    checked = digest_here("subscribers", "check", cwd=root)
+    assert checked.returncode == 0
+    assert "ada.toml: trending_section: no hf-daily source among its sources" in checked.stderr

@@ -14,14 +14,18 @@ from rich.table import Table
 
 from digest.cli.app import _state, console, err_console, subscribers
 from digest.errors import DigestError
-from digest.profile_files import LoadResult, load_profiles
+from digest.profile_files import LoadResult
 from digest.service.roster import STATES, Reader, find_reader, roster
+from digest.service.schedule import cadence
 from digest.store.papers import Store
 
 
 def _profiles(ctx: click.Context) -> LoadResult:
-    cfg = _state(ctx).cfg
-    return load_profiles(cfg.subscribers_dir, [s.name for s in cfg.sources])
+    """The profiles as a run reads them, through the same cache: which of two files with one
+    address is refused depends on which the last load knew, and check must say what run does."""
+    from digest.service.context import load_site_profiles
+
+    return load_site_profiles(_state(ctx).cfg)
 
 
 def _reader(ctx: click.Context, address: str) -> tuple[Store, Reader]:
@@ -50,6 +54,10 @@ def _interests(r: Reader) -> str:
         parts.append(f"{len(i.papers)} example{'s' if len(i.papers) > 1 else ''}")
     if p.topics:
         parts.insert(0, "topics: " + ", ".join(t.name for t in p.topics))
+    if p.papers_file:
+        parts.append(f"library {p.papers_file} ({len(p.library)} used)")
+    if p.trending_section:
+        parts.append(f"+{p.trending_section} trending")
     return "; ".join(parts) or "(no interests)"
 
 
@@ -105,7 +113,9 @@ def subscribers_list(ctx: click.Context, state: str | None, fmt: str) -> None:
                 r.email,
                 p.display_name if p else "",
                 _state_text(r),
-                f"{p.send_at} {p.timezone}" if p else "",
+                f"{p.send_at} {p.timezone}" + (f", {cadence(p)}" if p.send_days else "")
+                if p
+                else "",
                 _interests(r),
                 p.path.name if p and p.path else "",
             )
@@ -138,8 +148,8 @@ def subscribers_check(ctx: click.Context) -> None:
     for p in loaded.profiles:
         if p.library_note and str(p.path) not in said:
             said.add(str(p.path))
-            line = f"{p.path}: papers_file: {p.library_note}"
-            console.print(escape(line), highlight=False, markup=False)
+            line = f"note: {p.path}: papers_file: {p.library_note}"
+            console.print(line, highlight=False, markup=False)
     warnings = profile_warnings(st.cfg, st.store(), loaded.profiles, datetime.now(UTC).date())
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, markup=True)

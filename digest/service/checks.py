@@ -45,7 +45,18 @@ def profile_warnings(
         c: store.has_category(c) for _, _, i in parts for c in i.categories if c not in CATEGORIES
     }
     out: list[ProfileWarning] = []
+    hf = {s.name for s in cfg.sources if s.kind == "hf-daily"}
     for p in profiles:
+        if p.trending_section and not (hf & set(p.sources) if p.sources is not None else hf):
+            out.append(
+                ProfileWarning(
+                    str(p.path) if p.path else p.email,
+                    "trending_section",
+                    "no hf-daily source among "
+                    + ("its sources" if p.sources is not None else "the configured sources")
+                    + ": the section stays empty",
+                )
+            )
         gone = [e for e in p.library if e.arxiv_id in missing]
         if gone:
             untitled = sum(1 for e in gone if not e.title)
@@ -53,7 +64,9 @@ def profile_warnings(
                 ProfileWarning(
                     str(p.path) if p.path else p.email,
                     "papers_file",
-                    f"{len(gone)} arXiv id(s) of the library could not be looked up "
+                    f"{len(gone)} arXiv id(s) of the library could not be looked up"
+                    + (f" ({looked.error})" if looked.error else "")
+                    + " "
                     f"({', '.join(str(e.arxiv_id) for e in gone[:3])}"
                     f"{', …' if len(gone) > 3 else ''}): "
                     + (

@@ -44,6 +44,8 @@ from digest.text import forget_plain
 log = logging.getLogger(__name__)
 # How long `refresh_apart` waits for the fit's child process.
 FIT_TIMEOUT = 1800
+# How far back a vote's paper is looked up to find the topic it was shown under.
+SECTIONS_DAYS = 120
 # Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
 NOT_LISTED = ("api",)
 
@@ -69,6 +71,8 @@ class Context:
     retrained: int = 0
     position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
 
+    # The run's date (UTC): whether the newest listing is today's.
+    today: date | None = None
     # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
     refs: dict[str, str] = field(default_factory=dict)
     # Each paper's reader-independent part of the template context, made once per run.
@@ -84,11 +88,23 @@ class Context:
         self.age = _ages(self.listing)
         self._within: dict[int, np.ndarray] = {}
 
+    @cached_property
+    def upvoted(self) -> list[int]:
+        """The listing's Hugging Face papers (positions), most upvoted first, among equal
+        upvotes the newer (larger id) first: laid out once, not per reader."""
+        listing = self.listing
+        found = [j for j, p in enumerate(listing) if p.upvotes is not None]
+        return sorted(found, key=lambda j: (listing[j].upvotes or 0, listing[j].id), reverse=True)
+
+    def reach(self, profile: Profile) -> int:
+        """How many listing days this reader's digest draws on: `lookback_days`, and as many
+        days more as they wait between send days (the listing reaches back for the reader who
+        waits longest)."""
+        return self.cfg.digest.lookback_days + longest_gap(profile.send_days) - 1
+
     def within(self, profile: Profile) -> np.ndarray:
-        """The listing papers inside this reader's own lookback: `lookback_days`, and as many
-        days more as they wait between send days (the listing reaches back for the reader
-        who waits longest)."""
-        days = self.cfg.digest.lookback_days + longest_gap(profile.send_days) - 1
+        """The listing papers inside this reader's own reach (`reach`)."""
+        days = self.reach(profile)
         mask = self._within.get(days)
         if mask is None:
             mask = self._within[days] = self.age < days
@@ -149,6 +165,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         env=environment(cfg, auto_reload=False),
         latest=latest,
         listing=listing,
+        today=now.date(),
     )
 
 
@@ -364,7 +381,10 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
     papers = ctx.store.papers(sorted(wanted))
     stored = ctx.store.rank_models(keys)
     topical = {m for p in profiles if p.topics for m in p.members if m in verdicts}
-    shown = ctx.store.shown_sections(sorted(topical)) if topical else {}
+    # Votes on papers of the last months' digests are told apart by topic; older ones (rare,
+    # and costly to look up: every digest's reasons) train every topic.
+    since = (ctx.today or date.today()) - timedelta(days=SECTIONS_DAYS)
+    shown = ctx.store.shown_sections(sorted(topical), since) if topical else {}
     sections = {p.model_key: {f"topic:{t.name}" for t in p.topics} for p in profiles}
     readers = []
     for key in keys:
@@ -390,10 +410,29 @@ def prepare_models(ctx: Context, profiles: list[Profile], save: bool = True) -> 
         ctx.store.save_rank_models(fresh)
     ctx.retrained += len(fresh)
     if ctx.listing:
-        matrix = ctx.ranker.score_all([ctx.models[k] for k in keys], ctx.listing)
-        for key, row in zip(keys, matrix, strict=True):
-            ctx.scores[key] = row
+        _score(ctx, keys, one_each)
     return fresh
+
+
+def _score(ctx: Context, keys: list[str], one_each: dict[str, Profile]) -> None:
+    """Every model's raw scores of the listing, one product per reach of listing: a daily
+    reader's digest draws only on the last `lookback_days`, so where weekly readers made the
+    listing longer, the others are scored on their own days alone (the rest of the row, never
+    read, left at zero)."""
+    by_reach: dict[int, list[str]] = {}
+    for key in keys:
+        by_reach.setdefault(ctx.reach(one_each[key]), []).append(key)
+    for days, group in by_reach.items():
+        models = [ctx.models[k] for k in group]
+        cols = np.flatnonzero(ctx.age < days)
+        if len(cols) == len(ctx.listing):
+            matrix = ctx.ranker.score_all(models, ctx.listing)
+        else:
+            part = ctx.ranker.score_all(models, [ctx.listing[j] for j in cols])
+            matrix = np.zeros((len(group), len(ctx.listing)), dtype=part.dtype)
+            matrix[:, cols] = part
+        for key, row in zip(group, matrix, strict=True):
+            ctx.scores[key] = row
 
 
 def _library_examples(profile: Profile, papers: dict[str, Paper], have: set[str]) -> list[Paper]:

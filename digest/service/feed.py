@@ -15,7 +15,8 @@ from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree as ET
 
 from digest.config import Config
-from digest.mail.render import excerpt, keep_links, safe_link
+from digest.mail.links import Signer
+from digest.mail.render import excerpt, keep_links, link_hosts, safe_link
 from digest.store.papers import Store
 from digest.store.schema import Delivery, Paper
 from digest.text import plain_latex, plain_name
@@ -60,17 +61,29 @@ def atom_feed(cfg: Config, store: Store, address: str, ref: str, self_url: str) 
     _add(_add(feed, "author"), "name", cfg.smtp.from_name)
     _add(feed, "link", rel="self", type="application/atom+xml", href=self_url)
     _add(feed, "generator", "digest")
+    hosts = link_hosts(cfg)
+    signer = Signer(cfg)
     for delivery in sent:
+        # Where an entry with no page of its own points: the digest it came in, on the web.
+        web = f"{cfg.web.base_url}/d/{signer.digest(address, delivery.digest_date)}"
         for pid in delivery.paper_ids:
             paper = papers.get(pid)
             if paper is not None:
-                _entry(feed, host, ref, delivery, paper)
+                _entry(feed, host, ref, delivery, paper, hosts, web)
     ET.register_namespace("", ATOM)
     body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return body
 
 
-def _entry(feed: ET.Element, host: str, ref: str, delivery: Delivery, paper: Paper) -> None:
+def _entry(
+    feed: ET.Element,
+    host: str,
+    ref: str,
+    delivery: Delivery,
+    paper: Paper,
+    hosts: tuple[str, ...],
+    web: str,
+) -> None:
     entry = _add(feed, "entry")
     day = delivery.digest_date.isoformat()
     # Stable and unique per reader and paper (a paper is sent to a reader once), and opaque.
@@ -78,10 +91,10 @@ def _entry(feed: ET.Element, host: str, ref: str, delivery: Delivery, paper: Pap
     _add(entry, "title", plain_latex(paper.title))
     _add(entry, "updated", _stamp(delivery.sent_at))
     bibtex, doi = keep_links(paper)
-    page = safe_link(paper.abs_url) or doi or safe_link(paper.hf_url)
-    if page:
-        _add(entry, "link", rel="alternate", type="text/html", href=page)
-    if pdf := safe_link(paper.pdf_url):
+    # The links the email gives (the configured feeds' hosts too), and always one.
+    page = safe_link(paper.abs_url, hosts) or doi or safe_link(paper.hf_url, hosts) or web
+    _add(entry, "link", rel="alternate", type="text/html", href=page)
+    if pdf := safe_link(paper.pdf_url, hosts):
         _add(entry, "link", rel="related", type="application/pdf", href=pdf, title="PDF")
     if bibtex:
         _add(entry, "link", rel="related", href=bibtex, title="BibTeX")

@@ -57,7 +57,8 @@ def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> st
     if since is not None:
         # Named with its day: on a weekend or an arXiv holiday, "no new listing since Friday"
         # is the whole answer.
-        newest = f"; no new listing since {ctx.latest:%A %-d %B}" if ctx.latest else ""
+        stale = ctx.latest is not None and (ctx.today is None or ctx.latest < ctx.today)
+        newest = f"; no new listing since {ctx.latest:%A %-d %B}" if stale else ""
         return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC){newest}"
     return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
 
@@ -117,24 +118,30 @@ def rank_pool(
 def topic_picks(
     ctx: Context, profile: Profile, pool: Sequence[Paper], at: np.ndarray
 ) -> list[Pick[Paper]]:
-    """A profile's topics, each ranked with its own model, in the profile's order: a paper
-    goes under the topic that scored it highest, and each topic then shows its best
-    `max_papers` of the rest (so it ranks past its own length: papers it loses to others)."""
+    """A profile's topics, each ranked with its own model, in the profile's order. Papers are
+    dealt out best score first: each goes to the topic that scored it highest among those
+    with room left, so no topic's pick is lost to another that had no room for it."""
     topics = topics_of(profile)
+    if any(t.model_key not in ctx.models for t in topics):
+        # All at once, from the profile: each topic's feedback is told apart there.
+        prepare_models(ctx, [profile])
     reach = sum(t.max_papers for t in topics)
     ranked = [rank_pool(ctx, t, pool, at=at, limit=reach) for t in topics]
-    owner: dict[str, tuple[float, int]] = {}
-    for n, picks in enumerate(ranked):
-        for pick in picks:
-            if pick.paper.id not in owner or pick.score > owner[pick.paper.id][0]:
-                owner[pick.paper.id] = (pick.score, n)
-    out: list[Pick[Paper]] = []
-    for n, (topic, picks) in enumerate(zip(topics, ranked, strict=True)):
-        mine = [p for p in picks if owner[p.paper.id][1] == n][: topic.max_papers]
-        for pick in mine:
-            pick.section = topic.section
-        out += mine
-    return out
+    offers = sorted(
+        ((pick.score, -n, k) for n, picks in enumerate(ranked) for k, pick in enumerate(picks)),
+        reverse=True,
+    )
+    taken: set[str] = set()
+    kept: list[list[tuple[int, Pick[Paper]]]] = [[] for _ in topics]
+    for _, minus_n, k in offers:
+        n = -minus_n
+        pick = ranked[n][k]
+        if pick.paper.id in taken or len(kept[n]) >= topics[n].max_papers:
+            continue
+        taken.add(pick.paper.id)
+        pick.section = topics[n].section
+        kept[n].append((k, pick))
+    return [pick for mine in kept for _, pick in sorted(mine, key=lambda x: x[0])]
 
 
 def pick_papers(
@@ -212,13 +219,12 @@ def _upvoted(ctx: Context, profile: Profile, taken: set[str]) -> list[Paper]:
     same order on every node and every retry."""
     allowed = set(profile.sources) if profile.sources is not None else None
     within = ctx.within(profile)
-    pool = [
-        p
-        for j, p in enumerate(ctx.listing)
-        if p.upvotes is not None and p.id not in taken and within[j] and from_sources(p, allowed)
+    listing = ctx.listing
+    return [
+        listing[j]
+        for j in ctx.upvoted
+        if within[j] and listing[j].id not in taken and from_sources(listing[j], allowed)
     ]
-    pool.sort(key=lambda p: ((p.upvotes or 0), p.id), reverse=True)
-    return pool
 
 
 def _trending_pick(p: Paper, section: str = "") -> Pick[Paper]:

@@ -268,10 +268,13 @@ def _plan_batch(
     """Plan one batch of subscribers: their models and scores, what the store knows of them,
     each reader's digest; then the new rows in one transaction. Returns the (subscriber, day)
     of each digest due."""
-    with report.timed("models"):
-        trained = prepare_models(ctx, batch, save=False)  # stored with the batch, below
     with report.timed("storing"):
         standings = ctx.store.standings({p.email.lower(): digest_day(p, now) for p in batch})
+    # Models and scores only for the readers this run ranks: not those unsubscribed, served
+    # today already, not due (a weekly reader on another day) or trending-only.
+    ranked = [p for p in batch if _ranks(p, standings[p.email.lower()], now)]
+    with report.timed("models"):
+        trained = prepare_models(ctx, ranked, save=False)  # stored with the batch, below
     due: list[Due] = []
     ready: list[Planned] = []
     for profile in batch:
@@ -291,6 +294,13 @@ def _plan_batch(
         due += ctx.store.plan_deliveries(ready, trained, ctx.refs)
         ctx.refs.clear()
     return due
+
+
+def _ranks(profile: Profile, standing: Standing, now: datetime) -> bool:
+    """Whether `_plan_one` will rank this reader's papers."""
+    if standing.blocked or standing.today is not None or profile.trending:
+        return False
+    return due_on(profile, now, standing.last_digest_day)
 
 
 def _plan_one(
@@ -378,6 +388,11 @@ def preview(
     else:
         if existing is not None:
             day += timedelta(days=1)
+        # A reader with send days: the digest is dated the day it would go out.
+        for _ in range(7):
+            if is_send_day(profile, day):
+                break
+            day += timedelta(days=1)
         standing = store.standings({profile.email.lower(): day})[profile.email.lower()]
         picks, why_not = pick_papers(ctx, profile, standing)
         if not picks:
@@ -396,7 +411,7 @@ def preview(
     message = compose(cfg, profile, rendered, message_id, now, ctx.signer)
     shown = existing if existing is not None and not next_digest else None
     note = ""
-    if shown is None and not is_send_day(profile, day):
+    if shown is None and profile.send_days and day != digest_day(profile, now):
         when = next_send(profile, now)
         note = (
             f"{profile.email} is {cadence(profile)}: the next digest goes out "

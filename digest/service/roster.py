@@ -14,6 +14,7 @@ from typing import Any
 
 from digest.errors import NotFound
 from digest.profiles import Profile
+from digest.service.schedule import cadence
 from digest.store.papers import Store
 from digest.store.schema import SubscriberState
 
@@ -42,6 +43,10 @@ class Reader:
             "bounces": self.bounces,
             "mode": ("trending" if p.trending else "personal") if p else "",
             "send_at": p.send_at if p else "",
+            "cadence": (cadence(p) or "daily") if p else "",
+            "trending_section": p.trending_section if p else "",
+            "papers_file": p.papers_file or "" if p else "",
+            "list": len(p.recipients) if p and p.recipients else "",
             "timezone": p.timezone if p else "",
             "max_papers": p.max_papers if p else "",
             "keywords": list(i.keywords) if i else [],

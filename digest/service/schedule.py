@@ -78,12 +78,19 @@ def last_send_day(profile: Timed, now: datetime) -> date:
 
 def due_on(profile: Timed, now: datetime, last_digest_day: date | None) -> bool:
     """Whether a run now makes this reader's digest, whatever their send time (`digest run`):
-    on each of their send days, and on another day only when a send day passed since their
-    last digest without one (a weekly reader whose Monday was missed gets it on Tuesday; a new
-    reader waits for their day)."""
-    if is_send_day(profile, digest_day(profile, now)):
+    on each of their send days, and on the day after one that went without a digest (the
+    service was down on a weekly reader's Monday, or nothing new had come: Tuesday makes up
+    for it). Only the day after: a send day that passed with nothing new must not make every
+    later day of the week a send day. A new reader waits for their day."""
+    today = digest_day(profile, now)
+    if is_send_day(profile, today):
         return True
-    return last_digest_day is not None and last_digest_day < last_send_day(profile, now)
+    missed = last_send_day(profile, now)
+    return (
+        missed == today - timedelta(days=1)
+        and last_digest_day is not None
+        and last_digest_day < missed
+    )
 
 
 def longest_gap(send_days: str) -> int:

@@ -198,7 +198,8 @@ class Service:
         self._signature = signature
         loaded = load_site_profiles(self.cfg)
         for err in loaded.errors:
-            log.error("event=profile-invalid error=%r", str(err))
+            # A lab list's error may quote its addresses: none in the service's log.
+            log.error("event=profile-invalid error=%r", mask_addresses(str(err)))
         self.profiles = loaded.profiles
         slots: dict[tuple[str, str, str], list[str]] = defaultdict(list)
         for p in loaded.profiles.schedules:

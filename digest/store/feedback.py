@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -125,15 +125,18 @@ class FeedbackQueries:
                 out[email][pid] = verdict
         return dict(out)
 
-    def shown_sections(self, emails: Sequence[str]) -> dict[str, dict[str, str]]:
-        """Per subscriber, the email section each paper of their digests was shown in, where
-        a digest had sections: a verdict trains the topic its paper was shown under."""
+    def shown_sections(self, emails: Sequence[str], since: date) -> dict[str, dict[str, str]]:
+        """Per subscriber, the email section each paper of their digests since ``since`` was
+        shown in, where a digest had sections: a verdict trains the topic its paper was shown
+        under."""
         out: dict[str, dict[str, str]] = defaultdict(dict)
         with self.session() as s:
             for start in range(0, len(emails), 500):
                 part = [e.lower() for e in emails[start : start + 500]]
                 q = select(Delivery.subscriber, Delivery.reasons).where(
-                    col(Delivery.subscriber).in_(part), col(Delivery.state).in_(LIVE)
+                    col(Delivery.subscriber).in_(part),
+                    col(Delivery.state).in_(LIVE),
+                    col(Delivery.digest_date) >= since,
                 )
                 for email, reasons in s.exec(q):
                     sections = reasons.get("#sections") if isinstance(reasons, dict) else None
