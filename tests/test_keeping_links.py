@@ -92,3 +92,33 @@ url = "file://journal.atom"
     block = block[: block.index("</td>")]
     assert "BibTeX" not in block and ">DOI<" not in block
     assert 'href=""' not in html
+
+
+def test_in_the_atom_feed_a_paper_with_no_page_of_its_own_links_to_its_digest(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    import feedparser
+
+    from digest.config import load_config
+    from digest.store import Store
+    from tests.test_web import WebServer, delivered, text_links
+
+    test_arxiv_papers_link_their_bibtex_and_journal_papers_their_doi(tmp_path, smtp_server)
+    cfg = load_config(tmp_path / "digest.toml")
+    store = Store(cfg.database_url)
+    server = WebServer(cfg, store)
+    try:
+        [url] = text_links(delivered(smtp_server, "ada@example.org"), "Follow as a feed (Atom)")
+        parsed = feedparser.parse(server.client.get(server.local(url)).content)
+        assert parsed.bozo == 0
+        links = {e.title: e.link for e in parsed.entries}
+        # The journal's page is on a host no configured feed is (a file:// feed names none):
+        # the email gives no link to it, and the feed entry points at the digest instead.
+        assert links["Invented compounds with no DOI at all"].startswith(
+            "https://papers.example.org/d/"
+        )
+        assert links["Invented catalysts, measured"] == "https://doi.org/10.5555/Invented.42"
+        assert all(link.startswith("https://") for link in links.values())
+    finally:
+        server.close()
+        store.dispose()

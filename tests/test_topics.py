@@ -180,3 +180,39 @@ def test_topic_combinations_that_would_do_nothing_are_refused_with_a_hint(site: 
     assert "t3.toml: topics: write each topic as a [[topics]] table" in said["t3.toml"]
     assert "`frequency` belongs above [interests]" in said["t4.toml"]
     assert "t5.toml" not in said  # "Weekly" is weekly
+
+
+@pytest.mark.shared_data
+def test_a_full_topic_passes_its_next_papers_on_to_a_topic_with_room(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    from tests.conftest import SHARED
+
+    listing = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
+    (tmp_path / "key").write_text("k" * 40)
+    (tmp_path / "digest.toml").write_text(f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp_server.port}
+from_address = "digest@papers.example.org"
+[web]
+base_url = "https://papers.example.org"
+secret_key_file = "key"
+[[sources]]
+name = "arxiv"
+kind = "arxiv-rss"
+url = "{listing.as_uri()}"
+""")
+    # Two topics that want the same papers: the first fills up, the second takes the next.
+    twins = "".join(
+        f'[[topics]]\nname = "{n}"\nkeywords = ["language models"]\nmax_papers = 3\n'
+        for n in ("First", "Second")
+    )
+    write_profile(tmp_path / "subscribers", "ada", 'email = "ada@example.org"\n' + twins)
+    done = digest_here("run", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    [message] = smtp_server.received
+    found = sections(bodies(message.data)[0])
+    assert list(found) == ["First", "Second"]
+    assert len(found["First"]) == 3 and len(found["Second"]) == 3
+    assert not set(found["First"]) & set(found["Second"])
