@@ -1,7 +1,7 @@
 """The whole daily cycle at scale: `digest run` for N subscribers into Postfix's smtp-sink.
 
     python bench/cycle.py --subscribers 1000,10000,100000 [--db sqlite|postgres]
-                          [--processes 1,2] [--corpus 20000] [--keep DIR]
+                          [--processes 1,2] [--corpus 20000] [--keep DIR] [--features]
 
 For each N: a fresh workspace holds a corpus of `--corpus` real arXiv papers (the labelled set
 in ../shared/data/labelled, dated into the 90 days before the listing) and N subscriber profiles
@@ -65,8 +65,50 @@ def pg_reset() -> None:
     admin.dispose()
 
 
+WEEKDAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def with_features(text: str, i: int) -> str:
+    """`--features`: the reader features of issue 15 mixed in. A tenth of readers weekly (on
+    today's weekday, so due: their listing reaches back a week), a tenth with a trending
+    section, one in twenty with two topics, one in fifty a lab list of three."""
+    if i % 10 == 1:
+        today = WEEKDAY[time.gmtime().tm_wday]
+        weekly = f'frequency = "weekly"\nweekday = "{today}"\n'
+        text = text.replace("[interests]", weekly + "[interests]")
+    if i % 10 == 4:
+        text = text.replace("[interests]", "trending_section = 3\n[interests]")
+    if i % 20 == 2:
+        second = (
+            '[[topics]]\nname = "Second"\n'
+            'keywords = ["graph neural networks", "reinforcement learning"]\n'
+        )
+        text = text.replace("[interests]", '[[topics]]\nname = "First"') + second
+    if i % 50 == 3:
+        address = re.search(r'email = "([^"]+)"', text)
+        assert address is not None
+        a = address.group(1)
+        others = [a.replace("@", f".{k}@") for k in ("b", "c")]
+        text = text.replace(address.group(0), "recipients = " + json.dumps([a, *others]))
+    return text
+
+
+def addresses(subs: Path) -> set[str]:
+    """Every address the profiles send to (a lab list's each)."""
+    out: set[str] = set()
+    for f in subs.glob("*.toml"):
+        out.update(re.findall(r"[\w.+-]+@bench\.example\.org", f.read_text()))
+    return out
+
+
 def workspace(
-    tmp: Path, n: int, rows: list[dict[str, Any]], db: str, port: int, workers: int | None = None
+    tmp: Path,
+    n: int,
+    rows: list[dict[str, Any]],
+    db: str,
+    port: int,
+    workers: int | None = None,
+    features: bool = False,
 ) -> Path:
     url = f"sqlite:///{tmp / 'data' / 'digest.db'}" if db == "sqlite" else PG_BENCH
     if db == "postgres":
@@ -76,7 +118,7 @@ def workspace(
     subs = tmp / "subscribers"
     subs.mkdir()
     for i, text in enumerate(profiles(n, rows)):
-        (subs / f"r{i:06d}.toml").write_text(text)
+        (subs / f"r{i:06d}.toml").write_text(with_features(text, i) if features else text)
     cfg = tmp / "digest.toml"
     cfg.write_text(
         f"""data_dir = "data"
@@ -240,7 +282,7 @@ def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int
     result: dict[str, Any] = {"subscribers": n, "processes": procs, "db": args.db}
     try:
         t0 = time.perf_counter()
-        cfg = workspace(tmp, n, rows, args.db, port, args.workers)
+        cfg = workspace(tmp, n, rows, args.db, port, args.workers, args.features)
         result["setup_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         finish(digest(cfg, "ingest"))
@@ -274,13 +316,13 @@ def one(n: int, rows: list[dict[str, Any]], args: argparse.Namespace, procs: int
         result["bytes_per_digest"] = stored_bytes(cfg, args.db)
         time.sleep(0.5)
         got = arrived(dump)
-        everyone = {f"reader{i:06d}@bench.example.org" for i in range(n)}
+        everyone = addresses(cfg.parent / "subscribers")
         # Readers the run found nothing for get no email, rightly; every other one must have
         # exactly one in the sink, and the run must have accounted for every reader.
         # (With several nodes, a digest one node planned may still be on its way, sent by
         # another node's engine, when the first reads its final states: only outcomes that
         # mean "no email" count here.)
-        no_email = {"nothing-new", "unsubscribed", "error", "dry-run", "cancelled"}
+        no_email = {"nothing-new", "not-due", "unsubscribed", "error", "dry-run", "cancelled"}
         nothing = {r["email"] for rep in reports for r in rep["results"] if r["status"] in no_email}
         accounted = {r["email"] for rep in reports for r in rep["results"]}
         wanted = everyone - nothing
@@ -344,6 +386,11 @@ def main() -> int:
     parser.add_argument("--corpus", type=int, default=20_000)
     parser.add_argument("--keep", help="make workspaces under DIR and keep them")
     parser.add_argument(
+        "--features",
+        action="store_true",
+        help="mix in weekly readers, trending sections, topics and lab lists (issue 15)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         help="[planning] workers of each run (default: one per core); with --processes, "
@@ -371,6 +418,7 @@ def main() -> int:
         f"reproduce: python bench/cycle.py --subscribers {args.subscribers} --db {args.db} "
         f"--processes {args.processes} --corpus {args.corpus}"
         + (f" --workers {args.workers}" if args.workers else "")
+        + (" --features" if args.features else "")
     )
     return 0 if ok else 1
 
