@@ -86,7 +86,6 @@ def _load_profiles(
     emails: list[str] = []
     index: _Index = {}  # every file that parsed, for `load_schedules`
     libraries: dict[str, tuple[str, tuple[int, int, int, int]]] = {}
-    by_email: dict[str, str] = {}
     # Names sorted as strings and stat'ed once: Path objects compared in a sort of 100,000
     # files took seconds.
     with os.scandir(directory) as it:
@@ -94,6 +93,9 @@ def _load_profiles(
             e.name for e in it if e.name.endswith(".toml") and not e.name.startswith(".")
         )
     partial: set[str] = set()  # files with an address refused: read again next time
+    # Address -> (file, place among the profiles, whether the file is a list of addresses).
+    holder: dict[str, tuple[str, int, bool]] = {}
+    dropped: set[int] = set()  # places of profiles taken back from an earlier file
     for name in listed:
         path = directory / name
         try:
@@ -112,56 +114,57 @@ def _load_profiles(
                     lib = profile._library_file
                     libraries[name] = (str(lib), file_key(lib))
                 ones = [(k, one, one.email) for k, one in enumerate(expand(profile))]
-                emails_here = tuple(e for *_, e in ones)
                 index[name] = (
                     seen,
-                    emails_here,
+                    tuple(e for *_, e in ones),
                     profile.timezone,
                     profile.send_at,
                     profile.send_days,
                 )
-                for k, _, email in list(ones):
-                    owner = before.owner(email, name, directory)
-                    if owner is None:
-                        continue
-                    if not profile.recipients:
-                        raise ProfileError(str(path), "email", f"the same address as {owner}")
-                    # One recipient of a list is refused; the others are served.
-                    errors.append(
-                        ProfileError(str(path), f"recipients[{k}]", f"the same address as {owner}")
-                    )
-                    ones = [o for o in ones if o[0] != k]
-                    partial.add(name)
         except ProfileError as exc:
             errors.append(exc)
             continue
         except OSError as exc:  # gone between listing and reading
             errors.append(ProfileError(str(path), "", f"cannot read: {exc}"))
             continue
+        is_list = len(ones) > 1
         for k, one, email in ones:
             key = email.lower()
-            if key in by_email:
-                where = f"recipients[{k}]" if len(index[name][1]) > 1 else "email"
+            held = holder.get(key)
+            if held is not None:
+                other, at, other_list = held
+                if not _takes_over(before.holder(key), name, is_list, other, other_list):
+                    where = f"recipients[{k}]" if is_list else "email"
+                    errors.append(
+                        ProfileError(str(path), where, f"the same address as {directory / other}")
+                    )
+                    partial.add(name)
+                    continue
+                # This file keeps the address: the earlier one's profile is taken back.
+                dropped.add(at)
+                place = index[other][1].index(emails[at])
+                where = f"recipients[{place}]" if other_list else "email"
                 errors.append(
-                    ProfileError(str(path), where, f"the same address as {by_email[key]}")
+                    ProfileError(str(directory / other), where, f"the same address as {path}")
                 )
-                partial.add(name)
-                continue
-            by_email[key] = str(path)
+                partial.add(other)
+            holder[key] = (name, len(names), is_list)
             stream.add(one)
             names.append(name)
             emails.append(email)
     chunks, papers = stream.done()
     schedules = [index[name][2:] for name in names]
     packed = Packed(chunks, emails, names, directory, schedules)
+    order = [i for i in range(len(names)) if i not in dropped] if dropped else None
     if cache is not None and (chunks is not before.chunks or not index_file(cache).exists()):
         files: dict[str, tuple[tuple[int, int, int, int], list[int]]] = {}
         for i, name in enumerate(names):
-            if name not in partial:  # else its refused address would go unreported
+            if name not in partial:  # else its refused address would go unreported (a
+                # file's profiles taken back stay in the chunks, unreferenced)
                 files.setdefault(name, (index[name][0], []))[1].append(i)
         _Cache(files, emails, schedules, chunks, papers, libraries).write(cache, stamp)
         _dump(index_file(cache), (stamp, index))
-    return LoadResult(Profiles(packed), errors, papers)
+    return LoadResult(Profiles(packed, order), errors, papers)
 
 
 class _Stream:
@@ -232,26 +235,13 @@ class _Cache:
         except OSError:
             return False
 
-    def owner(self, email: str, name: str, directory: Path) -> Path | None:
-        """Another file the last load took this address from, still there and unchanged.
-
-        A new or edited file claiming it is the mistake, whichever name sorts first: a copied
-        profile saved as `a-copy.toml` must not take the reader's digest from the file they
-        have had all along. (With no cache, the first file in name order keeps it.)"""
-        if not self.files:
-            return None
+    def holder(self, email: str) -> str | None:
+        """The file the last load took this address from (changed since or not)."""
         if self._owners is None:
             self._owners = {
                 self.emails[i].lower(): n for n, (_, at) in self.files.items() for i in at
             }
-        other = self._owners.get(email.lower())
-        if other is None or other == name:
-            return None
-        try:
-            unchanged = file_key(directory / other) == self.files[other][0]
-        except OSError:
-            return None
-        return directory / other if unchanged else None
+        return self._owners.get(email.lower())
 
     @classmethod
     def read(cls, cache: Path | None, stamp: object) -> _Cache:
@@ -277,6 +267,17 @@ class _Cache:
 # Bump when validation reads a file differently with the same schema (2: `G"unther`; 3: a
 # file may hold a lab list, several profiles), so cached profiles are read again.
 READING = 3
+
+
+def _takes_over(prior: str | None, name: str, is_list: bool, other: str, other_list: bool) -> bool:
+    """Whether file ``name`` takes an address from ``other``, which claimed it earlier in name
+    order. The file that held it at the last load keeps it, whatever was edited since (a copy
+    saved as `a-copy.toml`, or a new lab list naming a subscriber, must not take their digest);
+    else a reader's own profile over a list's recipient; else the first in name order. So the
+    same files give the same answer whichever of them changed, cache or no cache."""
+    if prior in (name, other):
+        return prior == name
+    return other_list and not is_list
 
 
 def _stamp(known: list[str] | None) -> object:
@@ -350,10 +351,10 @@ def load_schedules(
         return [], 0
     with os.scandir(directory) as it:
         names = [e.name for e in it if e.name.endswith(".toml") and e.name[0] != "."]
-    names.sort()  # as `load_profiles` reads them: of two files with one address, the first
+    names.sort()  # as `load_profiles` reads them (without its memory of the last load)
     out: list[Scheduled] = []
     broken = 0
-    emails: set[str] = set()
+    holders: dict[str, tuple[str, bool, int]] = {}  # address -> file, a list?, place in out
     base = str(directory) + os.sep
     for name in names:
         try:
@@ -366,11 +367,17 @@ def load_schedules(
         except (ProfileError, OSError):
             broken += 1
             continue
+        is_list = len(ones) > 1
         for one in ones:
             key = one.email.lower()
-            if key in emails:  # as `load_profiles`: the second address is an error
-                broken += 1
+            held = holders.get(key)
+            if held is not None:
+                broken += 1  # as `load_profiles`: one of the two is an error
+                if not _takes_over(None, name, is_list, held[0], held[1]):
+                    continue
+                out[held[2]] = one  # a reader's own profile over a list's recipient
+                holders[key] = (name, is_list, held[2])
                 continue
-            emails.add(key)
+            holders[key] = (name, is_list, len(out))
             out.append(one)
     return out, broken

@@ -172,6 +172,8 @@ class Profile(BaseModel):
     @field_validator("recipients")
     @classmethod
     def _recipients(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("an empty list: name at least one address, or give `email`")
         seen: set[str] = set()
         for i, address in enumerate(v):
             try:
@@ -349,8 +351,12 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
         for i, (key, msg) in enumerate(found):
             # A key appended at the end of the file lands in the last table ([interests]).
             last = key.rsplit(".", 1)[-1]
-            if key.startswith("interests.") and last in Profile.model_fields:
-                found[i] = (key, f"{msg}; `{last}` belongs above [interests], with `email`")
+            tabled = key.startswith("interests.") or (
+                key.startswith("topics[") and last not in Topic.model_fields
+            )
+            if tabled and last in Profile.model_fields:
+                table = "[interests]" if key.startswith("interests.") else "[[topics]]"
+                found[i] = (key, f"{msg}; `{last}` belongs above {table}, with `email`")
         key, msg = first_and_rest(found)
         raise ProfileError(shown, key, msg) from exc
     if bool(profile.email) == bool(profile.recipients):
@@ -460,8 +466,9 @@ def _read_library(profile: Profile, path: Path) -> None:
     )
     if entries is rich and bare:
         note += f"; {bare} with a title alone left out (the others say more)"
+    note += f"; {min(len(entries), MAX_LIBRARY)} used"
     if len(entries) > MAX_LIBRARY:
-        note += f"; the first {MAX_LIBRARY} are used ({with_id} with an arXiv id)"
+        note += f" (the first {MAX_LIBRARY}, {with_id} with an arXiv id)"
     if library.skipped:
         note += f"; not used: {'; '.join(library.skipped[:5])}"
         if len(library.skipped) > 5:

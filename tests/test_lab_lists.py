@@ -163,9 +163,54 @@ def test_a_new_list_naming_a_readers_address_takes_nothing_from_them(
     write_profile(subs, "aaa-lab", 'recipients = ["new@lab.example.org", "ada@example.org"]\n')
     for _ in range(2):  # and again from the cache: the refusal is said every time
         again = digest_here("subscribers", "check", cwd=site)
-        lines = [x for x in (again.stdout + again.stderr).splitlines() if ".toml: " in x]
+        lines = [x for x in (again.stdout + again.stderr).splitlines() if "same address" in x]
         assert len(lines) == 1 and "aaa-lab.toml: recipients[1]: the same address as" in lines[0]
     listed = digest_here("subscribers", "list", "--format", "csv", cwd=site)
     rows = {line.split(",")[0]: line for line in listed.stdout.splitlines()[1:]}
     assert "ada.toml" in rows["ada@example.org"]  # still her own profile
     assert "aaa-lab.toml" in rows["new@lab.example.org"]  # the rest of the list is served
+
+
+def test_a_reader_keeps_their_address_after_editing_their_file_or_losing_the_cache(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    import shutil
+
+    subs = site / "subscribers"
+    assert digest_here("run", cwd=site).returncode == 0  # bob.toml has had bob@ all along
+    write_profile(subs, "a-lab", 'recipients = ["dan@lab2.example.org", "bob@example.org"]\n')
+    write_profile(subs, "a-bob", 'email = "bob@example.org"\nname = "Impostor"\n')
+
+    def holders() -> dict[str, str]:
+        listed = digest_here("subscribers", "list", "--format", "csv", cwd=site)
+        rows = [line.split(",") for line in listed.stdout.splitlines()[1:]]
+        return {r[0]: next(Path(x).name for x in r if x.endswith(".toml")) for r in rows}
+
+    def refused() -> set[str]:
+        out = digest_here("subscribers", "check", cwd=site)
+        return {
+            Path(x.split(": ")[0]).name
+            for x in (out.stdout + out.stderr).splitlines()
+            if "the same address as" in x
+        }
+
+    assert holders()["bob@example.org"] == "bob.toml"
+    assert refused() == {"a-lab.toml", "a-bob.toml"}
+    # Bob edits his own file: still his.
+    (subs / "bob.toml").write_text((subs / "bob.toml").read_text().replace("Bob", "Robert"))
+    assert holders()["bob@example.org"] == "bob.toml"
+    assert refused() == {"a-lab.toml", "a-bob.toml"}
+    # The cache is gone (a new node, or data/models removed): a reader's own profile still
+    # wins over a list; of two own profiles, the first by name (a-bob.toml) then keeps it.
+    shutil.rmtree(site / "data" / "models")
+    (subs / "a-bob.toml").unlink()
+    assert holders()["bob@example.org"] == "bob.toml"
+    assert holders()["dan@lab2.example.org"] == "a-lab.toml"
+    assert refused() == {"a-lab.toml"}
+
+
+def test_an_empty_list_says_so(site: Path) -> None:
+    write_profile(site / "subscribers", "empty", "recipients = []\n")
+    checked = digest_here("subscribers", "check", cwd=site)
+    line = next(x for x in checked.stderr.splitlines() if "empty.toml" in x)
+    assert "recipients: an empty list: name at least one address, or give `email`" in line

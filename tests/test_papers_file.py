@@ -208,3 +208,14 @@ def test_title_only_entries_are_left_out_where_the_library_has_enough_with_abstr
     [message] = smtp_server.received
     text, _ = bodies(message.data)
     assert "Deep Learning" not in text and "Undulatory" not in text
+
+
+def test_a_profile_whose_only_interest_is_an_unusable_library_is_warned_about(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    library_site(site, "@Article{broken, title = {oops\n")
+    checked = digest_here("subscribers", "check", cwd=site)
+    assert "0 of 1 entries usable" in checked.stdout
+    assert "lib.toml: interests: no keywords, authors, categories, papers or usable" in (
+        checked.stderr
+    )

@@ -216,3 +216,16 @@ url = "{listing.as_uri()}"
     assert list(found) == ["First", "Second"]
     assert len(found["First"]) == 3 and len(found["Second"]) == 3
     assert not set(found["First"]) & set(found["Second"])
+
+
+def test_a_top_level_key_written_under_a_topic_gets_a_hint(site: Path) -> None:
+    write_profile(
+        site / "subscribers",
+        "t6",
+        'email = "t6@example.org"\n[[topics]]\nname = "A"\nkeywords = ["x"]\n'
+        "trending_section = 3\n",
+    )
+    checked = digest_here("subscribers", "check", cwd=site)
+    line = next(x for x in checked.stderr.splitlines() if "t6.toml" in x)
+    assert "topics[0].trending_section: unknown key" in line
+    assert "`trending_section` belongs above [[topics]], with `email`" in line

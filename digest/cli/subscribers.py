@@ -58,6 +58,8 @@ def _interests(r: Reader) -> str:
         parts.append(f"library {p.papers_file} ({len(p.library)} used)")
     if p.trending_section:
         parts.append(f"+{p.trending_section} trending")
+    if p.recipients:
+        parts.append(f"a list of {len(p.recipients)}")
     return "; ".join(parts) or "(no interests)"
 
 

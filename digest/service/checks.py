@@ -47,6 +47,17 @@ def profile_warnings(
     out: list[ProfileWarning] = []
     hf = {s.name for s in cfg.sources if s.kind == "hf-daily"}
     for p in profiles:
+        i = p.interests
+        said = p.trending or i.keywords or i.authors or i.categories or i.papers or p.topics
+        if not (said or p.library):
+            out.append(
+                ProfileWarning(
+                    str(p.path) if p.path else p.email,
+                    "interests",
+                    "no keywords, authors, categories, papers or usable papers_file: "
+                    "nothing will be picked for this reader",
+                )
+            )
         if p.trending_section and not (hf & set(p.sources) if p.sources is not None else hf):
             out.append(
                 ProfileWarning(

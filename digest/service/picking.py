@@ -58,7 +58,12 @@ def _why_no_candidates(ctx: Context, profile: Profile, standing: Standing) -> st
         # Named with its day: on a weekend or an arXiv holiday, "no new listing since Friday"
         # is the whole answer.
         stale = ctx.latest is not None and (ctx.today is None or ctx.latest < ctx.today)
-        newest = f"; no new listing since {ctx.latest:%A %-d %B}" if stale else ""
+        year = (
+            ""
+            if ctx.today is None or ctx.latest is None or ctx.latest.year == ctx.today.year
+            else " %Y"
+        )
+        newest = f"; no new listing since {ctx.latest:%A %-d %B{year}}" if stale else ""
         return f"no new papers since the last digest ({since:%Y-%m-%d %H:%M} UTC){newest}"
     return f"all {len(mine)} listing papers were sent before or are the profile's own examples"
 
