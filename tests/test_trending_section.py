@@ -170,3 +170,32 @@ def test_check_warns_when_no_hugging_face_source_can_fill_the_section(
     checked = digest_here("subscribers", "check", cwd=root)
     assert checked.returncode == 0
     assert "ada.toml: trending_section: no hf-daily source among its sources" in checked.stderr
+
+
+def test_a_hugging_face_source_that_brings_nothing_new_stops_feeding_trending_after_the_lookback(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    root = site(tmp_path, smtp_server)
+    write_profile(
+        root / "subscribers", "t", 'email = "t@example.org"\nmode = "trending"\nmax_papers = 3\n'
+    )
+    write_profile(root / "subscribers", "ada", PROFILE)
+    cfg = load_config(root / "digest.toml")
+    cfg.data_dir.mkdir()
+    store = Store(cfg.database_url)
+    store.upgrade()
+    start = datetime.now(UTC)  # the papers' records are stamped with the real time at ingest
+    try:
+        first = run(cfg, store, now=start)
+        # The same file every day (the source is dead): the next day's runners-up still count...
+        second = run(cfg, store, now=start + timedelta(days=1))
+        # ...but not once its records are older than lookback_days (3).
+        later = run(cfg, store, now=start + timedelta(days=5))
+    finally:
+        store.dispose()
+    by = lambda report: {r.email: (r.status, r.detail) for r in report.results}  # noqa: E731
+    assert by(first)["t@example.org"][0] == "sent"
+    assert by(second)["t@example.org"][0] == "sent"
+    status, detail = by(later)["t@example.org"]
+    assert status == "nothing-new" and detail.startswith("no new Hugging Face papers")
+    assert len([m for m in smtp_server.received if m.rcpt_tos == ["t@example.org"]]) == 2

@@ -71,8 +71,8 @@ class Context:
     retrained: int = 0
     position: dict[str, int] = field(init=False)  # listing paper id -> index in `listing`
 
-    # The run's date (UTC): whether the newest listing is today's.
-    today: date | None = None
+    # The run's time: whether the newest listing is today's, and which upvotes are current.
+    now: datetime | None = None
     # Link refs of the digests rendered in this batch (ref -> email), recorded in one go.
     refs: dict[str, str] = field(default_factory=dict)
     # Each paper's reader-independent part of the template context, made once per run.
@@ -88,12 +88,26 @@ class Context:
         self.age = _ages(self.listing)
         self._within: dict[int, np.ndarray] = {}
 
+    @property
+    def today(self) -> date | None:
+        return self.now.date() if self.now is not None else None
+
     @cached_property
     def upvoted(self) -> list[int]:
         """The listing's Hugging Face papers (positions), most upvoted first, among equal
-        upvotes the newer (larger id) first: laid out once, not per reader."""
+        upvotes the newer (larger id) first: laid out once, not per reader. Only papers whose
+        record changed (new upvotes, say) in the last `lookback_days`: while the Hugging Face
+        source brings nothing new, its last listing's runners-up must not come out a batch a
+        day as "trending"."""
         listing = self.listing
-        found = [j for j, p in enumerate(listing) if p.upvotes is not None]
+        fresh = None
+        if self.now is not None:
+            fresh = as_utc_naive(self.now) - timedelta(days=self.cfg.digest.lookback_days)
+        found = [
+            j
+            for j, p in enumerate(listing)
+            if p.upvotes is not None and (fresh is None or as_utc_naive(p.updated) >= fresh)
+        ]
         return sorted(found, key=lambda j: (listing[j].upvotes or 0, listing[j].id), reverse=True)
 
     def reach(self, profile: Profile) -> int:
@@ -165,7 +179,7 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
         env=environment(cfg, auto_reload=False),
         latest=latest,
         listing=listing,
-        today=now.date(),
+        now=now,
     )
 
 
