@@ -219,3 +219,28 @@ def test_a_profile_whose_only_interest_is_an_unusable_library_is_warned_about(
     assert "lib.toml: interests: no keywords, authors, categories, papers or usable" in (
         checked.stderr
     )
+
+
+def test_a_batchs_library_texts_are_forgotten_once_it_is_planned(
+    site: Path, smtp_server: SmtpServer
+) -> None:
+    from digest.config import load_config
+    from digest.service.context import prepare, prepare_models
+    from digest.service.picking import find_profile
+
+    library_site(site)
+    digest_here("ingest", cwd=site)
+    cfg = load_config(site / "digest.toml")
+    store = Store(cfg.database_url)
+    try:
+        from datetime import UTC, datetime
+
+        ctx = prepare(cfg, store, datetime.now(UTC))
+        reader = find_profile(ctx, "lib@example.org")
+        prepare_models(ctx, [reader])
+        extra = ctx.ranker.vocab._extra
+        assert any(pid.startswith("library:") for pid in extra)
+        ctx.forget([reader])
+        assert not any(pid.startswith("library:") for pid in extra)
+    finally:
+        store.dispose()

@@ -243,6 +243,11 @@ class Vocabulary:
             ]
         )
 
+    def forget(self, ids: Sequence[str]) -> None:
+        """Drop these papers' transforms (`_remember`): one reader's own texts, done with."""
+        for pid in ids:
+            self._extra.pop(pid, None)
+
     def _remember(self, papers: Sequence[Text]) -> None:
         """Transform papers outside the corpus once; a run asks for the listing many times
         (once per subscriber), and the term transform is the slow part."""

@@ -138,6 +138,9 @@ class Context:
         """Drop a planned batch's models and scores: memory stays flat however many readers."""
         for p in profiles:
             for key in (t.model_key for t in topics_of(p)):
+                own = [e.id for e in self.examples.get(key, ()) if e.id.startswith("library:")]
+                if own:  # a reader's library texts: transformed for them alone
+                    self.ranker.vocab.forget(own)
                 for per_reader in (self.models, self.examples, self.feedback, self.scores):
                     per_reader.pop(key, None)
 
