@@ -372,6 +372,10 @@ def load_profile(path: Path, known_sources: Iterable[str] | None = None) -> Prof
         if profile.topics:
             raise ProfileError(shown, "papers_file", "not with [[topics]]: give each its papers")
         _read_library(profile, path)
+    if profile.trending_section and profile.trending:
+        raise ProfileError(
+            shown, "trending_section", 'not with mode = "trending": that digest is all trending'
+        )
     if profile.topics and profile.trending:
         raise ProfileError(shown, "topics", 'not with mode = "trending", which ranks nothing')
     if profile.topics:

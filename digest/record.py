@@ -181,6 +181,10 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._skip:
             self._skip -= 1
+        elif tag in ("p", "div", "li"):
+            # `<p>…doi:10.1038/x</p>We decode…` (Nature's feeds): the end of a block is a
+            # break between words too.
+            self.parts.append(" ")
 
     def handle_data(self, data: str) -> None:
         if not self._skip:

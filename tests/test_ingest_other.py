@@ -131,3 +131,11 @@ def test_looking_up_thousands_of_example_papers_reads_the_store_once(store: Stor
     found = lookup_papers(store, Config(), ids + ids[:10])
     assert reads == [3000]
     assert len(found.missing) == 1000 and "no arxiv-api source" in (found.error or "")
+
+
+def test_words_either_side_of_a_closing_paragraph_tag_stay_apart() -> None:
+    from digest.record import html_to_text
+
+    # As Nature's content:encoded writes it: a paragraph of citation, then the abstract.
+    text = html_to_text("<p>Nature, Published online: 1 May; doi:10.1038/x</p>We decode speech")
+    assert text == "Nature, Published online: 1 May; doi:10.1038/x We decode speech"

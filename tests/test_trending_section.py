@@ -199,3 +199,17 @@ def test_a_hugging_face_source_that_brings_nothing_new_stops_feeding_trending_af
     status, detail = by(later)["t@example.org"]
     assert status == "nothing-new" and detail.startswith("no new Hugging Face papers")
     assert len([m for m in smtp_server.received if m.rcpt_tos == ["t@example.org"]]) == 2
+
+
+def test_a_trending_section_in_a_trending_digest_is_refused(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    root = site(tmp_path, smtp_server)
+    write_profile(
+        root / "subscribers",
+        "t",
+        'email = "t@example.org"\nmode = "trending"\ntrending_section = 3\n',
+    )
+    checked = digest_here("subscribers", "check", cwd=root)
+    assert checked.returncode == 1
+    assert 't.toml: trending_section: not with mode = "trending"' in checked.stderr
