@@ -229,3 +229,32 @@ def test_a_top_level_key_written_under_a_topic_gets_a_hint(site: Path) -> None:
     line = next(x for x in checked.stderr.splitlines() if "t6.toml" in x)
     assert "topics[0].trending_section: unknown key" in line
     assert "`trending_section` belongs above [[topics]], with `email`" in line
+
+
+def test_section_blocks_of_many_readers_topic_names_stay_bounded_and_right(
+    workspace: Config, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import digest.mail.blocks as blocks_module
+    from digest.ingest import ingest_all
+    from digest.profile_files import load_profiles
+    from digest.service.context import prepare
+    from digest.service.picking import pick_papers, render_for
+
+    monkeypatch.setattr(blocks_module, "MAX_HEADED", 8)
+    subs = workspace.subscribers_dir
+    for old in subs.glob("*.toml"):
+        old.unlink()
+    for n in range(30):  # thirty readers, each naming their topic their own way
+        text = PROFILE.replace("ada@", f"r{n}@").replace('"Long sequences"', f'"Reader {n}"')
+        write_profile(subs, f"r{n:02d}", text)
+    ingest_all(store, workspace, today=NOW.date())
+    ctx = prepare(workspace, store, NOW)
+    for profile in load_profiles(subs).profiles:
+        standing = store.standings({profile.email: NOW.date()})[profile.email]
+        picks, why = pick_papers(ctx, profile, standing)
+        assert picks, why
+        rendered = render_for(ctx, profile, picks, NOW.date())
+        number = int(profile.email[1:].split("@")[0])
+        assert f">Reader {number}</td>" in rendered.html
+        assert f"Reader {number}\n" in rendered.text
+        assert len(ctx.blocks._html_headed) <= 8 and len(ctx.blocks._text_headed) <= 8

@@ -128,6 +128,10 @@ class PaperBlocks:
     # Per `_key`; None where the paper is rendered for each reader.
     _html: dict[_Key, _Pieces | None] = field(default_factory=dict)
     _text: dict[_Key, _Pieces | None] = field(default_factory=dict)
+    # Blocks that open a section (a topic's name is the reader's own text): kept apart and
+    # bounded, oldest out first, so 100,000 readers' topic names cannot fill the memory.
+    _html_headed: dict[_Key, _Pieces | None] = field(default_factory=dict)
+    _text_headed: dict[_Key, _Pieces | None] = field(default_factory=dict)
     _templates: bool | None = None
     _why: Callable[[str], str] | None = None
     # Whether a shared HTML block holds a raw-text element (`RAW_TEXT`): then where each
@@ -152,17 +156,19 @@ class PaperBlocks:
         self, env: jinja2.Environment, paper: dict[str, Any], position: int, trending: bool
     ) -> str:
         key = _key(paper, trending)
-        if key not in self._text and not self._written_out(env, "digest_paper.txt"):
-            self._text[key] = None
-        if key not in self._text:
+        texts = self._text_headed if key[3] else self._text
+        if key not in texts and not self._written_out(env, "digest_paper.txt"):
+            texts[key] = _bounded(texts, key[3], None)
+        if key not in texts:
             template = env.get_template("digest_paper.txt")
             # As a module, so that its `why` macro (how a reason is laid out) can be called
             # per reader; rendering it with no paper would fail on the undefined `p`.
             module = template.make_module(_context(paper, trending, _MINE))
             self._why = getattr(module, "why", None)
             check = str(template.make_module(_context(paper, trending, _OTHER)))
-            self._text[key] = _Pieces(str(module)) if _same(str(module), check) else None
-        block = self._text[key]
+            made = _Pieces(str(module)) if _same(str(module), check) else None
+            texts[key] = _bounded(texts, key[3], made)
+        block = texts[key]
         if block is None or _odd(paper):  # this reader's own values, rendered
             return _own(env, "digest_paper.txt", paper, position, trending)
         reason = str(self._why(paper["reason"])) if self._why else str(paper["reason"])
@@ -180,16 +186,17 @@ class PaperBlocks:
         done apart from the frame. ``probe`` is this reader's frame, rendered with
         `marker(position)` where the block goes."""
         key = _key(paper, trending)
-        if key not in self._html and not self._written_out(env, "digest_paper.html"):
-            self._html[key] = None
-        if key not in self._html:
+        htmls = self._html_headed if key[3] else self._html
+        if key not in htmls and not self._written_out(env, "digest_paper.html"):
+            htmls[key] = _bounded(htmls, key[3], None)
+        if key not in htmls:
             template = env.get_template("digest_paper.html")
             raw = template.render(_context(paper, trending, _MINE))
             check = template.render(_context(paper, trending, _OTHER))
             inlined = _inlined_block(raw, probe, marker(position)) if _same(raw, check) else None
-            self._html[key] = None if inlined is None else _Pieces(inlined)
+            htmls[key] = _bounded(htmls, key[3], None if inlined is None else _Pieces(inlined))
             self.raw_text = self.raw_text or bool(inlined and RAW_TEXT.search(inlined))
-        block = self._html[key]
+        block = htmls[key]
         if block is None or _odd(paper):
             return None
         return block.filled(paper, position, str(paper["reason"]), html_escaped)
@@ -205,6 +212,19 @@ class PaperBlocks:
     ) -> str:
         """The block as the template renders it for this reader, for a message inlined whole."""
         return _own(env, "digest_paper.html", paper, position, trending)
+
+
+# Section-opening blocks kept per run (each holds a paper's block and a heading).
+MAX_HEADED = 4096
+
+
+def _bounded(
+    cache: dict[_Key, _Pieces | None], headed: str, block: _Pieces | None
+) -> _Pieces | None:
+    """``block``, making room for it first where ``cache`` holds section-opening blocks."""
+    if headed and len(cache) >= MAX_HEADED:
+        del cache[next(iter(cache))]
+    return block
 
 
 def template_tree(env: jinja2.Environment, name: str) -> nodes.Template | None:
