@@ -409,3 +409,31 @@ def bodies(raw: bytes) -> tuple[str, str]:
         return chr(code) if code > 127 else m.group(0)
 
     return str(text), _CHAR_REF.sub(char, str(html))
+
+
+def write_small_site(root: Path, smtp_port: int, sources: str) -> Path:
+    """A digest.toml and key in ``root`` (local SMTP, the public base URL) with these
+    `[[sources]]` tables; returns ``root``."""
+    (root / "key").write_text("k" * 40)
+    (root / "digest.toml").write_text(f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from_address = "digest@papers.example.org"
+[web]
+base_url = "https://papers.example.org"
+secret_key_file = "key"
+{sources}""")
+    return root
+
+
+def lines_by_file(
+    result: subprocess.CompletedProcess[str], marker: str = ".toml: "
+) -> dict[str, str]:
+    """`digest subscribers check`'s lines holding ``marker``, by the profile file they name
+    (a `note:` line by its file too)."""
+    return {
+        Path(x.removeprefix("note: ").split(": ")[0]).name: x
+        for x in (result.stdout + result.stderr).splitlines()
+        if marker in x
+    }

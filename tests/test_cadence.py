@@ -13,7 +13,7 @@ from digest.config import Config, SourceConfig
 from digest.profiles import DAYS
 from digest.service.pipeline import preview, run
 from digest.store import Store
-from tests.conftest import SmtpServer, digest_here, write_profile
+from tests.conftest import SmtpServer, digest_here, lines_by_file, write_profile
 
 MONDAY = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -196,11 +196,7 @@ def test_cadence_mistakes_are_one_line_naming_the_file_and_the_key(site: Path) -
     write_profile(subs, "e", 'email = "e@example.org"\nfrequency = "fortnightly"\n')
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 1
-    said = {
-        Path(x.split(": ")[0]).name: x
-        for x in (checked.stdout + checked.stderr).splitlines()
-        if ".toml: " in x
-    }
+    said = lines_by_file(checked)
     assert 'a.toml: days: with frequency = "weekly" give one `weekday`' in said["a.toml"]
     assert 'b.toml: weekday: only with frequency = "weekly"' in said["b.toml"]
     assert "c.toml: weekday: not a weekday; use mon, tue" in said["c.toml"]

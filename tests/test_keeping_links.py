@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import DEMO_DATA, SmtpServer, bodies, digest_here, write_profile
+from tests.conftest import (
+    DEMO_DATA,
+    SmtpServer,
+    bodies,
+    digest_here,
+    write_profile,
+    write_small_site,
+)
 
 FEED = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom" xmlns:prism="http://prismstandard.org/namespaces/basic/2.0/">
@@ -44,16 +51,10 @@ def test_arxiv_papers_link_their_bibtex_and_journal_papers_their_doi(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
     (tmp_path / "journal.atom").write_text(FEED, encoding="utf-8")
-    (tmp_path / "key").write_text("k" * 40)
-    (tmp_path / "digest.toml").write_text(f"""
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-from_address = "digest@papers.example.org"
-[web]
-base_url = "https://papers.example.org"
-secret_key_file = "key"
-[[sources]]
+    write_small_site(
+        tmp_path,
+        smtp_server.port,
+        f"""[[sources]]
 name = "arxiv"
 kind = "arxiv-rss"
 url = "{(DEMO_DATA / "listing.xml").as_uri()}"
@@ -61,7 +62,8 @@ url = "{(DEMO_DATA / "listing.xml").as_uri()}"
 name = "journal"
 kind = "rss"
 url = "file://journal.atom"
-""")
+""",
+    )
     write_profile(
         tmp_path / "subscribers",
         "ada",

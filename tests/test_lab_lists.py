@@ -16,7 +16,7 @@ import pytest
 from digest.config import Config, SourceConfig
 from digest.service.pipeline import run
 from digest.store import Store
-from tests.conftest import DATA, NOW, SmtpServer, digest_here, write_profile
+from tests.conftest import DATA, NOW, SmtpServer, digest_here, lines_by_file, write_profile
 from tests.test_web import WebServer, delivered, text_links
 
 LAB = ["ada@lab.example.org", "Bea@lab.example.org", "cy@lab.example.org"]
@@ -131,8 +131,7 @@ def test_mistakes_in_a_lab_list_are_one_line_naming_the_file_and_the_key(site: P
     write_profile(subs, "zz-clash", 'recipients = ["q@example.org", "cy@lab.example.org"]\n')
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 1
-    lines = [x for x in (checked.stdout + checked.stderr).splitlines() if ".toml: " in x]
-    said = {Path(x.split(": ")[0]).name: x for x in lines}
+    said = lines_by_file(checked)
     assert "recipients: give `email` or `recipients`, not both" in said["both.toml"]
     assert "email: required key is missing" in said["none.toml"]
     assert "recipients: [1] 'Z@example.org' is in the list twice" in said["twice.toml"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from digest.store import Store
-from tests.conftest import SmtpServer, bodies, digest_here, write_profile
+from tests.conftest import SmtpServer, bodies, digest_here, lines_by_file, write_profile
 
 # As Zotero's own BibTeX export writes it: an arXiv preprint (url, DOI 10.48550, note), a
 # journal article with a DOI and an abstract but no arXiv id, one with neither abstract nor id,
@@ -164,11 +164,7 @@ def test_a_papers_file_outside_the_profile_directory_or_not_a_library_is_refused
         write_profile(subs, name, f'email = "{name}@example.org"\npapers_file = "{target}"\n')
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 1
-    said = {
-        Path(x.removeprefix("note: ").split(": ")[0]).name: x
-        for x in (checked.stdout + checked.stderr).splitlines()
-        if ".toml: papers_file: " in x
-    }
+    said = lines_by_file(checked, ".toml: papers_file: ")
     assert "must be a file beside the profile" in said["up.toml"]
     assert "must be a file beside the profile" in said["abs.toml"]
     assert "pipe.bib': no such file" in said["pipe.toml"]  # not a regular file: never opened

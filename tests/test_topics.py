@@ -14,7 +14,15 @@ import pytest
 from digest.config import Config
 from digest.service.pipeline import run
 from digest.store import Store
-from tests.conftest import NOW, SmtpServer, bodies, digest_here, write_profile
+from tests.conftest import (
+    NOW,
+    SmtpServer,
+    bodies,
+    digest_here,
+    lines_by_file,
+    write_profile,
+    write_small_site,
+)
 from tests.test_web import WebServer, delivered
 
 PROFILE = """\
@@ -143,11 +151,7 @@ def test_topic_mistakes_are_one_line_naming_the_file_and_the_key(site: Path) -> 
     write_profile(subs, "d", 'email = "d@example.org"\n[[topics]]\nname = "T"\ncolour = "red"\n')
     checked = digest_here("subscribers", "check", cwd=site)
     assert checked.returncode == 1
-    said = {
-        Path(x.split(": ")[0]).name: x
-        for x in (checked.stdout + checked.stderr).splitlines()
-        if ".toml: " in x
-    }
+    said = lines_by_file(checked)
     assert "a.toml: interests.keywords: with [[topics]], put keywords in a topic" in said["a.toml"]
     assert "b.toml: topics[1].name: 'same' is the name of topics[0] too" in said["b.toml"]
     assert "c.toml: topics[0].name: required key is missing" in said["c.toml"]
@@ -170,11 +174,7 @@ def test_topic_combinations_that_would_do_nothing_are_refused_with_a_hint(site: 
     )
     write_profile(subs, "t5", 'email = "t5@example.org"\nfrequency = "Weekly"\n')
     checked = digest_here("subscribers", "check", cwd=site)
-    said = {
-        Path(x.split(": ")[0]).name: x
-        for x in (checked.stdout + checked.stderr).splitlines()
-        if ".toml: " in x
-    }
+    said = lines_by_file(checked)
     assert 't1.toml: topics: not with mode = "trending"' in said["t1.toml"]
     assert "t2.toml: topics[0]: give it keywords, papers, authors or categories" in said["t2.toml"]
     assert "t3.toml: topics: write each topic as a [[topics]] table" in said["t3.toml"]
@@ -189,20 +189,8 @@ def test_a_full_topic_passes_its_next_papers_on_to_a_topic_with_room(
     from tests.conftest import SHARED
 
     listing = SHARED / "arxiv_rss" / "rss_arxiv_all-archives_2024-11-28.xml"
-    (tmp_path / "key").write_text("k" * 40)
-    (tmp_path / "digest.toml").write_text(f"""
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-from_address = "digest@papers.example.org"
-[web]
-base_url = "https://papers.example.org"
-secret_key_file = "key"
-[[sources]]
-name = "arxiv"
-kind = "arxiv-rss"
-url = "{listing.as_uri()}"
-""")
+    arxiv = f'[[sources]]\nname = "arxiv"\nkind = "arxiv-rss"\nurl = "{listing.as_uri()}"\n'
+    write_small_site(tmp_path, smtp_server.port, arxiv)
     # Two topics that want the same papers: the first fills up, the second takes the next.
     twins = "".join(
         f'[[topics]]\nname = "{n}"\nkeywords = ["language models"]\nmax_papers = 3\n'

@@ -14,7 +14,7 @@ import pytest
 from digest.config import load_config
 from digest.service.pipeline import run
 from digest.store import Store
-from tests.conftest import SHARED, SmtpServer, bodies, digest_here, write_profile
+from tests.conftest import SHARED, SmtpServer, bodies, digest_here, write_profile, write_small_site
 
 pytestmark = pytest.mark.shared_data
 
@@ -32,21 +32,9 @@ keywords = ["reinforcement learning", "medical"]
 
 
 def site(root: Path, smtp: SmtpServer, feed: Path = HF) -> Path:
-    (root / "key").write_text("k" * 40)
-    (root / "digest.toml").write_text(f"""
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-from_address = "digest@papers.example.org"
-[web]
-base_url = "https://papers.example.org"
-secret_key_file = "key"
-[[sources]]
-name = "hf"
-kind = "hf-daily"
-url = "{feed.as_uri()}"
-""")
-    return root
+    return write_small_site(
+        root, smtp.port, f'[[sources]]\nname = "hf"\nkind = "hf-daily"\nurl = "{feed.as_uri()}"\n'
+    )
 
 
 def upvotes(path: Path = HF) -> dict[str, int]:

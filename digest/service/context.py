@@ -9,13 +9,14 @@ import hashlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 import numpy as np
@@ -85,7 +86,8 @@ class Context:
         self.ranker.use_listing(self.listing)
         self.first_seen = np.array([_micros(p.first_seen) for p in self.listing], dtype=np.int64)
         self._by_sources: dict[frozenset[str] | None, np.ndarray] = {}
-        self.age = _ages(self.listing)
+        # Each listing paper's days before its source's newest (as `listing_of` counts them).
+        self.age = np.array(source_ages(self.listing), dtype=np.int64)
         self._within: dict[int, np.ndarray] = {}
 
     @property
@@ -319,13 +321,25 @@ def listing_of(papers: list[Entry], lookback_days: int) -> list[Entry]:
     ahead of the others) cannot push every other source's papers out of everybody's listing.
     """
     listed = [p for p in papers if p.announce_type not in NOT_LISTED]
+    return [p for p, age in zip(listed, source_ages(listed), strict=True) if age < lookback_days]
+
+
+class _Dated(Protocol):
+    @property
+    def announced(self) -> date: ...
+    @property
+    def sources(self) -> list[str]: ...
+
+
+def source_ages(papers: Sequence[_Dated]) -> list[int]:
+    """Each paper's days before its own source's newest day among ``papers`` (of several
+    sources, the nearest): what a listing window counts in."""
     newest: dict[str, date] = {}
-    for p in listed:
+    for p in papers:
         for tag in p.sources or [""]:  # a paper stored without a source tag: a group of its own
             if p.announced > newest.get(tag, date.min):
                 newest[tag] = p.announced
-    span = timedelta(days=lookback_days - 1)
-    return [p for p in listed if any(p.announced >= newest[t] - span for t in p.sources or [""])]
+    return [min((newest[t] - p.announced).days for t in p.sources or [""]) for p in papers]
 
 
 def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
@@ -508,19 +522,6 @@ def _pooled(each: list[dict[str, str]]) -> dict[str, str]:
             if out.setdefault(pid, verdict) != verdict:
                 split.add(pid)
     return {pid: v for pid, v in out.items() if pid not in split}
-
-
-def _ages(listing: list[Paper]) -> np.ndarray:
-    """Each listing paper's days before its own source's newest day (as `listing_of` counts)."""
-    newest: dict[str, date] = {}
-    for p in listing:
-        for tag in p.sources or [""]:
-            if p.announced > newest.get(tag, date.min):
-                newest[tag] = p.announced
-    return np.array(
-        [min((newest[t] - p.announced).days for t in p.sources or [""]) for p in listing],
-        dtype=np.int64,
-    )
 
 
 def from_sources(paper: Paper, allowed: set[str] | None) -> bool:

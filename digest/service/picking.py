@@ -19,7 +19,7 @@ from digest.profiles import Profile, topics_of
 from digest.rank.ranker import Pick
 from digest.service.context import Context, _micros, from_sources, prepare_models
 from digest.store.planning import Standing
-from digest.store.schema import Delivery, Paper
+from digest.store.schema import SECTIONS_KEY, Delivery, Paper
 
 
 def candidates(ctx: Context, profile: Profile, standing: Standing) -> list[Paper]:
@@ -235,11 +235,6 @@ def _upvoted(ctx: Context, profile: Profile, taken: set[str]) -> list[Paper]:
 def _trending_pick(p: Paper, section: str = "") -> Pick[Paper]:
     why = f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''} on Hugging Face"
     return Pick(p, float(p.upvotes or 0), why, [why], section)
-
-
-# In a delivery's `reasons` (paper id -> reason): each paper's section, where a digest has
-# sections. "#" starts no paper id (arXiv ids, "doi:…", URLs).
-SECTIONS_KEY = "#sections"
 
 
 def stored_reasons(picks: list[Pick[Paper]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ of the two moments is used.
 
 from __future__ import annotations
 
+import calendar
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -105,7 +106,7 @@ def cadence(profile: Timed) -> str:
     """The reader's send days in words, for status lines: "" for every day."""
     if not profile.send_days:
         return ""
-    names = [f"{date(2024, 1, 1 + int(d)):%A}" for d in profile.send_days]  # 2024-01-01: Monday
+    names = [calendar.day_name[int(d)] for d in profile.send_days]
     return ("weekly on " if len(names) == 1 else "on ") + ", ".join(names)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from digest.states import LIVE, Verdict
-from digest.store.schema import Delivery, Feedback, RankModel, utcnow
+from digest.store.schema import SECTIONS_KEY, Delivery, Feedback, RankModel, utcnow
 
 VERDICTS = tuple(Verdict)
 
@@ -139,7 +139,7 @@ class FeedbackQueries:
                     col(Delivery.digest_date) >= since,
                 )
                 for email, reasons in s.exec(q):
-                    sections = reasons.get("#sections") if isinstance(reasons, dict) else None
+                    sections = reasons.get(SECTIONS_KEY) if isinstance(reasons, dict) else None
                     if isinstance(sections, dict):
                         out[email].update({k: str(v) for k, v in sections.items()})
         return dict(out)

@@ -124,6 +124,11 @@ class Delivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+# In a delivery's `reasons` (paper id -> reason): each paper's email section, where a digest
+# has sections. "#" starts no paper id (arXiv ids, "doi:…", URLs).
+SECTIONS_KEY = "#sections"
+
+
 class DeliveryMessage(SQLModel, table=True):
     """The rendered message of a delivery, exactly as it is sent on every attempt.
 
