@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from eval_ranking import CATEGORIES, K, Split, average_precision, ndcg_at_k, profiles
+from eval_data import CATEGORIES, Reader, Split
+from eval_ranking import K, Result, Tracker
 from sqlmodel import Session
 
 from digest.config import Config
@@ -64,12 +65,20 @@ def _stored(p: object) -> StoredPaper:
 
 
 class Pipeline:
-    """A workspace holding the split: one vocabulary, fitted once on the history."""
+    """A workspace holding the split: one vocabulary, fitted once on the history (the corpus:
+    in the first-week splits, what a new instance holds)."""
 
     def __init__(self, split: Split, root: Path) -> None:
         self.split = split
         self.root = root
-        self.cfg = Config().model_copy(update={"data_dir": root, "subscribers_dir": root / "subs"})
+        cfg = Config()
+        # A listing reaches back `lookback_days` from its newest paper (Context.within): a
+        # weekly listing is read as a week, not as its last three days.
+        span = max(((d[-1].day - d[0].day).days + 1 for d in split.days if d), default=1)
+        digest = cfg.digest.model_copy(update={"lookback_days": span})
+        self.cfg = cfg.model_copy(
+            update={"data_dir": root, "subscribers_dir": root / "subs", "digest": digest}
+        )
         self.history = [_stored(p) for p in split.history]
         self.days = [[_stored(p) for p in day] for day in split.days]
         t0 = time.perf_counter()
@@ -115,38 +124,37 @@ class Pipeline:
         )
 
 
-MakeProfile = Callable[[str, int, list[int], str], Profile]
+MakeProfile = Callable[[Reader, str, Split], Profile]
 
 
-def with_examples(cat: str, seed: int, examples: list[int], email: str, split: Split) -> Profile:
-    ids = [split.history[i].id for i in examples]
+def with_examples(reader: Reader, email: str, split: Split) -> Profile:
+    ids = [split.history[i].id for i in reader.examples]
     return Profile(email=email, interests=Interests(papers=ids))
 
 
-def with_keywords(cat: str, seed: int, examples: list[int], email: str, split: Split) -> Profile:
-    return Profile(email=email, interests=Interests(keywords=CATEGORY_NAMES[cat]))
+def with_keywords(reader: Reader, email: str, split: Split) -> Profile:
+    return Profile(email=email, interests=Interests(keywords=CATEGORY_NAMES[reader.group]))
 
 
 def evaluate(
     pipe: Pipeline,
-    make: Callable[[str, int, list[int], str, Split], Profile],
+    make: MakeProfile,
     stats: dict[str, float] | None = None,
     params: RankParams = DEFAULT,
-) -> tuple[float, float, float]:
-    """nDCG@10 and MAP without feedback, nDCG@10 on days 6-15 with feedback; ``params`` are
-    the ranking parameters under test (an ablation)."""
+) -> Result:
+    """nDCG@10 and MAP without feedback, nDCG@10 with feedback from the split's
+    `feedback_from` on; ``params`` are the ranking parameters under test (an ablation)."""
     split = pipe.split
-    subs = profiles(split)
-    plain_ndcg: list[float] = []
-    plain_ap: list[float] = []
-    fb_ndcg: list[float] = []
+    result = Result()
+    track = Tracker(split, result)
+    readers = split.readers
     with pipe.store() as store:
-        plain = [make(c, s, ex, f"{c}-{s}@eval.example", split) for c, s, ex in subs]
-        rated = [make(c, s, ex, f"{c}-{s}-fb@eval.example", split) for c, s, ex in subs]
+        plain = [make(r, f"r{i}@eval.example", split) for i, r in enumerate(readers)]
+        rated = [make(r, f"r{i}-fb@eval.example", split) for i, r in enumerate(readers)]
         ranking_seconds: list[float] = []
         retrained = 0
         for d, day in enumerate(pipe.days):
-            rel_of = [np.array([c in p.categories for p in split.days[d]]) for c, _, _ in subs]
+            rel_of = [r.relevant(split.days[d]) for r in readers]
             for group in (plain, rated):
                 t0 = time.perf_counter()
                 ctx = pipe.context(store, day, group, params)
@@ -156,21 +164,19 @@ def evaluate(
                 ranking_seconds.append(time.perf_counter() - t0)
                 position = ctx.position
                 for i, prof in enumerate(group):
-                    rel = rel_of[i].astype(float)
+                    rel = rel_of[i]
                     ranked = rel[[position[pid] for pid in orders[i]]]
-                    if group is plain and rel.any():
-                        plain_ndcg.append(ndcg_at_k(ranked))
-                        plain_ap.append(average_precision(ranked))
-                    if group is rated:
-                        if d >= 5 and rel.any():
-                            fb_ndcg.append(ndcg_at_k(ranked))
-                        for pid in orders[i][:K]:
-                            verdict = "like" if rel[position[pid]] else "dislike"
-                            store.set_feedback(prof.email, pid, verdict)
+                    if group is plain:
+                        track.plain(readers[i], d, ranked)
+                        continue
+                    track.rated(readers[i], d, ranked)
+                    for pid in orders[i][:K]:
+                        verdict = "like" if rel[position[pid]] else "dislike"
+                        store.set_feedback(prof.email, pid, verdict)
         if stats is not None:
             stats["day_seconds"] = float(np.median(ranking_seconds))
             stats["retrained"] = retrained
-    return float(np.mean(plain_ndcg)), float(np.mean(plain_ap)), float(np.mean(fb_ndcg))
+    return result
 
 
 @contextmanager

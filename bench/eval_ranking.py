@@ -1,129 +1,50 @@
-"""Ranking quality on the protocol of ../shared/EVAL.md, with its baselines beside our ranker.
+"""Ranking quality on the protocols of ../shared/EVAL.md, each method beside the baselines.
 
-    python bench/eval_ranking.py [--methods sanity,centroid,default,keywords,sanity-kw,centroid-kw]
-    python bench/eval_ranking.py --methods default,no-prf,no-dislikes,no-holdback   (ablations)
-    python bench/eval_ranking.py --methods ceiling   (a classifier given every hidden label)
+    python bench/eval_ranking.py                      every protocol, the default methods
+    python bench/eval_ranking.py --quick              one replica per group (for iterating)
+    python bench/eval_ranking.py --protocols p2,first --methods sanity,default
+    python bench/eval_ranking.py --protocols p1 --methods default,no-prf,no-dislikes  (ablations)
 
-Data: the 74,728 labelled arXiv papers in ../shared/data/labelled (or $DIGEST_SHARED_DATA).
-Subscribers are research areas (an arXiv category the rankers never see); each gives 10 example
-papers from the 60 days before D0 = 2026-04-13, then gets the real listing of each of the next
-15 announcement days. Reports, per method: nDCG@10 and MAP over all 15 days without feedback,
-and nDCG@10 over days 6-15 when the reader likes the relevant and dislikes the other papers of
-each day's top 10. `default` and its ablations run through the store and the pipeline
-(bench/eval_pipeline.py); `keywords` gives each subscriber only its category's name as keywords
-(the cold start), next to the baselines fed the same words as their one positive document.
+Protocols (bench/eval_data.py builds them exactly as EVAL.md says):
+- p1: research areas (14 arXiv categories, 10 examples, 15 daily listings);
+- two: the two-areas variant (a pair of categories, 5 + 5 examples);
+- p2: narrow themes inside a busy field (Hugging Face papers by `ai_keywords`, 8 examples, 12
+  weekly listings among arXiv background papers);
+- first: p2 as a new instance holds it (the newest 1,000 history papers);
+- backfill: that first week after `digest ingest --backfill` (--backfill-days, default 30).
+
+Per method: nDCG@10 and MAP without feedback, nDCG@10 with feedback (the reader likes the
+relevant and dislikes the other papers of each listing's top 10; days 6-15, weeks 4-12), the
+gain feedback brings, and a breakdown per category or theme. `default` and its ablations run
+through the store and the pipeline `digest run` uses (bench/eval_pipeline.py); `keywords` (p1
+only) gives each reader only its category's name, beside the baselines fed the same words;
+`ceiling` (p1 only) is a classifier handed every hidden label.
+
+Data: ../shared/data (or $DIGEST_SHARED_DATA).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, timedelta
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
+import eval_data
 import numpy as np
+from eval_data import Paper, Reader, Split
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(eval_data.ROOT))
 
-from digest.rank.params import DEFAULT  # noqa: E402
+from digest.rank.params import DEFAULT
 
-SHARED = Path(os.environ.get("DIGEST_SHARED_DATA", ROOT.parent / "shared" / "data"))
-DATA = SHARED / "labelled" / "arxiv_daily_2025-03-18_to_2026-07-01_dedup.jsonl.gz"
-
-D0 = date(2026, 4, 13)
-CATEGORIES = [
-    "cs.RO",
-    "cs.GR",
-    "cs.IR",
-    "cs.HC",
-    "cs.CR",
-    "cs.MA",
-    "cs.CY",
-    "eess.IV",
-    "cs.LG",
-    "cs.SD",
-    "cs.IT",
-    "cs.GT",
-    "cs.MM",
-    "cs.SE",
-]
-REPLICAS = (0, 1, 2)
-EVAL_DAYS = 15
 K = 10
-BASELINES = {  # EVAL.md, measured with its reference implementation
-    "arxiv-sanity-lite": (0.322, 0.274, 0.375),
-    "tf-idf centroid": (0.306, 0.265, 0.356),
-    "sentence-embedding cosine (not run)": (0.272, 0.239, 0.286),
-}
-
-
-@dataclass
-class Paper:
-    id: str
-    day: date
-    title: str
-    abstract: str
-    authors: list[str]
-    categories: set[str]
-
-
-@dataclass
-class Split:
-    history: list[Paper]
-    days: list[list[Paper]]
-
-
-def read_rows() -> list[dict[str, Any]]:
-    """Every labelled paper as stored, sorted by (first_seen_date, id) as EVAL.md says."""
-    with gzip.open(DATA, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    rows.sort(key=lambda r: (r["first_seen_date"], r["id"]))
-    return rows
-
-
-def load() -> Split:
-    rows = read_rows()
-    papers = [
-        Paper(
-            id=r["id"],
-            day=date.fromisoformat(r["first_seen_date"]),
-            title=" ".join(r["title"].split()),
-            abstract=" ".join(r["abstract"].split()),
-            authors=list(r["authors"]) if isinstance(r["authors"], list) else [],
-            categories=set(r["arxiv_categories"]),
-        )
-        for r in rows
-    ]
-    history = [p for p in papers if D0 - timedelta(days=90) <= p.day < D0]
-    eval_dates = sorted({p.day for p in papers if p.day >= D0})[:EVAL_DAYS]
-    by_day = {d: [p for p in papers if p.day == d] for d in eval_dates}
-    return Split(history, [by_day[d] for d in eval_dates])
-
-
-def profiles(split: Split) -> list[tuple[str, int, list[int]]]:
-    """(category, replica, indices into history of the 10 example papers)."""
-    out = []
-    recent = D0 - timedelta(days=60)
-    for cat in CATEGORIES:
-        pool = [i for i, p in enumerate(split.history) if p.day >= recent and cat in p.categories]
-        for seed in REPLICAS:
-            picks = np.random.default_rng(seed).choice(pool, 10, replace=False)
-            out.append((cat, seed, [int(i) for i in picks]))
-    return out
 
 
 def ndcg_at_k(relevant: np.ndarray, k: int = K) -> float:
@@ -141,11 +62,44 @@ def average_precision(relevant: np.ndarray) -> float:
     return float(np.sum((hits / ranks) * relevant) / relevant.sum())
 
 
-# A method: given the history matrix and a subscriber's positives/negatives, score a listing.
-Scorer = Callable[
-    ["Features", list[int], list[sparse.csr_matrix], list[sparse.csr_matrix], sparse.csr_matrix],
-    np.ndarray,
-]
+@dataclass
+class Result:
+    """Per (reader, listing) figures, kept by group for the breakdown."""
+
+    ndcg: dict[str, list[float]] = field(default_factory=dict)
+    ap: dict[str, list[float]] = field(default_factory=dict)
+    fb: dict[str, list[float]] = field(default_factory=dict)
+    extra: str = ""
+
+    def add(self, into: dict[str, list[float]], group: str, value: float) -> None:
+        into.setdefault(group, []).append(value)
+
+    @staticmethod
+    def mean(of: dict[str, list[float]], group: str | None = None) -> float:
+        values = of.get(group, []) if group else [v for vs in of.values() for v in vs]
+        return float(np.mean(values)) if values else float("nan")
+
+    def totals(self) -> tuple[float, float, float]:
+        return self.mean(self.ndcg), self.mean(self.ap), self.mean(self.fb)
+
+
+class Tracker:
+    """Scores one reader's rankings as EVAL.md says; the caller hands the rankings in."""
+
+    def __init__(self, split: Split, result: Result) -> None:
+        self.split, self.result = split, result
+
+    def plain(self, reader: Reader, d: int, relevant_in_order: np.ndarray) -> None:
+        if relevant_in_order.any():
+            self.result.add(self.result.ndcg, reader.group, ndcg_at_k(relevant_in_order))
+            self.result.add(self.result.ap, reader.group, average_precision(relevant_in_order))
+
+    def rated(self, reader: Reader, d: int, relevant_in_order: np.ndarray) -> None:
+        if d >= self.split.feedback_from and relevant_in_order.any():
+            self.result.add(self.result.fb, reader.group, ndcg_at_k(relevant_in_order))
+
+
+# -- the baselines ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -153,6 +107,10 @@ class Features:
     vectorizer: TfidfVectorizer
     history: sparse.csr_matrix
     days: list[sparse.csr_matrix]
+
+
+def _text(p: Paper) -> str:
+    return f"{p.title} {p.abstract} {' '.join(p.authors)}"
 
 
 def sanity_features(split: Split) -> Features:
@@ -165,13 +123,15 @@ def sanity_features(split: Split) -> Features:
         sublinear_tf=True,
         stop_words="english",
     )
-
-    def text(p: Paper) -> str:
-        return f"{p.title} {p.abstract} {' '.join(p.authors)}"
-
-    hist = vec.fit_transform([text(p) for p in split.history])
-    days = [vec.transform([text(p) for p in day]) for day in split.days]
+    hist = vec.fit_transform([_text(p) for p in split.history])
+    days = [vec.transform([_text(p) for p in day]) for day in split.days]
     return Features(vec, hist.tocsr(), [d.tocsr() for d in days])
+
+
+Scorer = Callable[
+    [Features, list[int], list[sparse.csr_matrix], list[sparse.csr_matrix], sparse.csr_matrix],
+    np.ndarray,
+]
 
 
 def svm_scores(
@@ -194,9 +154,9 @@ def svm_scores(
     if dislikes:
         blocks.append(sparse.vstack(dislikes))
         labels.append(np.zeros(sum(m.shape[0] for m in dislikes)))
-    X = sparse.vstack(blocks).tocsr()
+    x = sparse.vstack(blocks).tocsr()
     clf = LinearSVC(C=0.01, class_weight="balanced", max_iter=10000, tol=1e-6)
-    clf.fit(X, np.concatenate(labels))
+    clf.fit(x, np.concatenate(labels))
     return np.asarray(clf.decision_function(listing))
 
 
@@ -214,88 +174,86 @@ def centroid_scores(
 
 
 def evaluate(
-    name: str,
-    split: Split,
-    f: Features,
-    scorer: Scorer,
-    subs: list[tuple[str, int, list[int]]] | None = None,
-) -> tuple[float, float, float]:
-    subs = subs or profiles(split)
-    plain_ndcg: list[float] = []
-    plain_ap: list[float] = []
-    fb_ndcg: list[float] = []
-    for cat, _seed, examples in subs:
-        # Without feedback the model is the same every day: one fit scores all 15 listings.
-        all_scores = scorer(f, examples, [], [], sparse.vstack(f.days).tocsr())
-        bounds = np.cumsum([0] + [m.shape[0] for m in f.days])
-        for d, day in enumerate(split.days):
-            rel = np.array([cat in p.categories for p in day], dtype=float)
-            if not rel.any():
-                continue
-            scores = all_scores[bounds[d] : bounds[d + 1]]
-            order = np.argsort(-scores, kind="stable")
-            plain_ndcg.append(ndcg_at_k(rel[order]))
-            plain_ap.append(average_precision(rel[order]))
-        # With feedback: after each day's top 10, like the relevant, dislike the rest.
+    split: Split, f: Features, scorer: Scorer, readers: list[Reader] | None = None
+) -> Result:
+    result = Result()
+    track = Tracker(split, result)
+    bounds = np.cumsum([0] + [m.shape[0] for m in f.days])
+    everything = sparse.vstack(f.days).tocsr()
+    for reader in readers or split.readers:
+        relevant = [reader.relevant(day) for day in split.days]
+        # Without feedback the model is the same every day: one fit scores every listing.
+        all_scores = scorer(f, reader.examples, [], [], everything)
+        for d, rel in enumerate(relevant):
+            order = np.argsort(-all_scores[bounds[d] : bounds[d + 1]], kind="stable")
+            track.plain(reader, d, rel[order])
+        # With feedback: after each listing's top 10, like the relevant, dislike the rest.
         likes: list[sparse.csr_matrix] = []
         dislikes: list[sparse.csr_matrix] = []
-        for i, (day, listing) in enumerate(zip(split.days, f.days, strict=True)):
-            rel = np.array([cat in p.categories for p in day], dtype=float)
-            scores = scorer(f, examples, likes, dislikes, listing)
-            order = np.argsort(-scores, kind="stable")
-            if i >= 5 and rel.any():
-                fb_ndcg.append(ndcg_at_k(rel[order]))
+        for d, (rel, listing) in enumerate(zip(relevant, f.days, strict=True)):
+            order = np.argsort(-scorer(f, reader.examples, likes, dislikes, listing), kind="stable")
+            track.rated(reader, d, rel[order])
             top = order[:K]
-            liked = [j for j in top if rel[j]]
-            disliked = [j for j in top if not rel[j]]
-            if liked:
+            if liked := [j for j in top if rel[j]]:
                 likes.append(listing[liked])
-            if disliked:
+            if disliked := [j for j in top if not rel[j]]:
                 dislikes.append(listing[disliked])
-    return float(np.mean(plain_ndcg)), float(np.mean(plain_ap)), float(np.mean(fb_ndcg))
+    return result
 
 
-def ceiling(split: Split, f: Features) -> tuple[float, float, float]:
+def ceiling(split: Split, f: Features) -> Result:
     """Not a ranker: what a linear text classifier reaches when it is handed the hidden labels.
 
-    Per category, a LinearSVC on the arxiv-sanity-lite features, trained on the true label of
-    every history paper (14,309 labels, where a subscriber gives 10 examples). The feedback
-    column retrains each day on the history plus every earlier evaluation day, fully labelled,
-    which is more than any reader's feedback can give. It bounds what feedback can add.
+    Per group, a LinearSVC on the arxiv-sanity-lite features, trained on the true label of
+    every history paper (14,309 labels, where a reader gives 10 examples). The feedback column
+    retrains each day on the history plus every earlier evaluation day, fully labelled, which
+    is more than any reader's feedback can give. It bounds what feedback can add. The replicas
+    of a group would get the same ranking: one per group gives the same mean.
     """
-
-    def fit(x: sparse.csr_matrix, y: np.ndarray) -> LinearSVC:
-        return LinearSVC(C=0.1, class_weight="balanced").fit(x, y)
-
+    result = Result()
+    track = Tracker(split, result)
     listing = sparse.vstack(f.days).tocsr()
     bounds = np.cumsum([0] + [m.shape[0] for m in f.days])
-    plain_ndcg: list[float] = []
-    plain_ap: list[float] = []
-    fb_ndcg: list[float] = []
-    for cat in CATEGORIES:
-        labels = [np.array([cat in p.categories for p in day], dtype=float) for day in split.days]
-        history = np.array([cat in p.categories for p in split.history], dtype=float)
-        scores = fit(f.history, history).decision_function(listing)
+    for reader in (r for r in split.readers if r.seed == 0):
+        labels = [reader.relevant(day) for day in split.days]
+        history = reader.relevant(split.history)
+        scores = _fit_all(f.history, history).decision_function(listing)
         for d, rel in enumerate(labels):
-            if rel.any():
-                order = np.argsort(-scores[bounds[d] : bounds[d + 1]], kind="stable")
-                plain_ndcg.append(ndcg_at_k(rel[order]))
-                plain_ap.append(average_precision(rel[order]))
-        for d in range(5, len(split.days)):
-            if not labels[d].any():
-                continue
-            x = sparse.vstack([f.history, *f.days[:d]]).tocsr()
-            model = fit(x, np.concatenate([history, *labels[:d]]))
-            order = np.argsort(-model.decision_function(f.days[d]), kind="stable")
-            fb_ndcg.append(ndcg_at_k(labels[d][order]))
-    # The three replicas of a category would get the same ranking: one per category gives the
-    # same mean over (subscriber, day) as the other methods.
-    return float(np.mean(plain_ndcg)), float(np.mean(plain_ap)), float(np.mean(fb_ndcg))
+            track.plain(
+                reader, d, rel[np.argsort(-scores[bounds[d] : bounds[d + 1]], kind="stable")]
+            )
+        for d in range(split.feedback_from, len(split.days)):
+            if labels[d].any():
+                x = sparse.vstack([f.history, *f.days[:d]]).tocsr()
+                model = _fit_all(x, np.concatenate([history, *labels[:d]]))
+                order = np.argsort(-model.decision_function(f.days[d]), kind="stable")
+                track.rated(reader, d, labels[d][order])
+    return result
 
 
-METHODS: dict[str, tuple[str, Callable[[Split], Features], Scorer]] = {
-    "sanity": ("arxiv-sanity-lite", sanity_features, svm_scores),
-    "centroid": ("tf-idf centroid", sanity_features, centroid_scores),
+def _fit_all(x: sparse.csr_matrix, y: np.ndarray) -> LinearSVC:
+    return LinearSVC(C=0.1, class_weight="balanced").fit(x, y)
+
+
+def keyword_setup(split: Split) -> tuple[Features, list[Reader]]:
+    """The sanity features with one keyword pseudo-document per category appended to the
+    history; each reader's only "example" is its category's pseudo-document."""
+    from eval_pipeline import CATEGORY_NAMES
+
+    f = sanity_features(split)
+    groups = list(dict.fromkeys(r.group for r in split.readers))
+    pseudo = f.vectorizer.transform([" ".join(CATEGORY_NAMES[g]) for g in groups])
+    n = f.history.shape[0]
+    row = {g: n + i for i, g in enumerate(groups)}
+    readers = [dataclasses.replace(r, examples=[row[r.group]]) for r in split.readers]
+    return Features(f.vectorizer, sparse.vstack([f.history, pseudo]).tocsr(), f.days), readers
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+BASELINES: dict[str, tuple[str, Scorer]] = {
+    "sanity": ("arxiv-sanity-lite", svm_scores),
+    "centroid": ("tf-idf centroid", centroid_scores),
 }
 # Methods driven through the store and pipeline (bench/eval_pipeline.py), by profile kind.
 # Ablations switch one part of the default off: the RankParams fields they change.
@@ -306,103 +264,136 @@ PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
     "no-holdback": ("examples", {"near_duplicate": 2.0}),
     "keywords": ("keywords", {}),
 }
-# Keyword-only baselines: the keywords as one pseudo-document standing in for the examples.
-KEYWORD_BASELINES = {
+KEYWORD_BASELINES: dict[str, tuple[str, Scorer]] = {
     "sanity-kw": ("arxiv-sanity-lite, keywords only", svm_scores),
     "centroid-kw": ("tf-idf centroid, keywords only", centroid_scores),
 }
+ONLY_P1 = {"keywords", "sanity-kw", "centroid-kw", "ceiling"}
+PROTOCOLS = ("p1", "two", "p2", "first", "backfill")
+DEFAULT_METHODS = "sanity,centroid,default,keywords,sanity-kw,centroid-kw,ceiling"
+BACKFILL_DAYS = 30
 
 
-def _report(label: str, ndcg: float, ap: float, fb: float, t1: float, extra: str) -> None:
-    ref = BASELINES.get(label)
-    shown = f"{ref[0]:.3f} {ref[1]:.3f} {ref[2]:.3f}" if ref else "-"
-    print(
-        f"{label:40} {ndcg:8.3f} {ap:6.3f} {fb:16.3f}   {shown}   "
-        f"({time.perf_counter() - t1:.0f} s){extra}",
-        flush=True,
+def build(names: list[str], backfill_days: int, quick: bool) -> list[Split]:
+    out: list[Split] = []
+    p2: Split | None = None
+    for name in names:
+        if name == "p1":
+            out.append(eval_data.protocol1())
+        elif name == "two":
+            out.append(eval_data.two_areas())
+        else:
+            p2 = p2 or eval_data.protocol2()
+            if name == "p2":
+                out.append(p2)
+            elif name == "first":
+                out.append(eval_data.first_week(p2))
+            else:
+                out.append(eval_data.with_backfill(eval_data.first_week(p2), backfill_days))
+    return [eval_data.quick(s) for s in out] if quick else out
+
+
+def run_method(
+    key: str, split: Split, pipe: object, cache: dict[str, Features]
+) -> tuple[str, Result]:
+    import eval_pipeline
+
+    if key in PIPELINE:
+        kind, changes = PIPELINE[key]
+        make = eval_pipeline.with_examples if kind == "examples" else eval_pipeline.with_keywords
+        stats: dict[str, float] = {}
+        result = eval_pipeline.evaluate(pipe, make, stats, dataclasses.replace(DEFAULT, **changes))  # type: ignore[arg-type]
+        result.extra = (
+            f"vocabulary fit {pipe.fit_seconds:.1f} s; one listing for {len(split.readers)} "  # type: ignore[attr-defined]
+            f"readers {stats['day_seconds']:.2f} s median"
+        )
+        return f"{key} (digest pipeline)", result
+    if "sanity" not in cache:
+        cache["sanity"] = sanity_features(split)
+    if key == "ceiling":
+        return "ceiling: all history labels (not a ranker)", ceiling(split, cache["sanity"])
+    if key in KEYWORD_BASELINES:
+        label, scorer = KEYWORD_BASELINES[key]
+        f, readers = keyword_setup(split)
+        return label, evaluate(split, f, scorer, readers)
+    label, scorer = BASELINES[key]
+    return label, evaluate(split, cache["sanity"], scorer)
+
+
+def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
+    unit = (
+        "days 6-15" if split.unit == "day" else f"weeks {split.feedback_from + 1}-{len(split.days)}"
     )
-
-
-def keyword_setup(split: Split) -> tuple[Features, list[tuple[str, int, list[int]]]]:
-    """The sanity features with one keyword pseudo-document per category appended to the
-    history; each subscriber's only "example" is its category's pseudo-document."""
-    from eval_pipeline import CATEGORY_NAMES
-
-    f = sanity_features(split)
-    names = [" ".join(CATEGORY_NAMES[c]) for c in CATEGORIES]
-    pseudo = f.vectorizer.transform(names)
-    n = f.history.shape[0]
-    history = sparse.vstack([f.history, pseudo]).tocsr()
-    row = {c: n + i for i, c in enumerate(CATEGORIES)}
-    subs = [(c, s, [row[c]]) for c, s, _ in profiles(split)]
-    return Features(f.vectorizer, history, f.days), subs
+    print(f"{'method':44} {'nDCG@10':>8} {'MAP':>6} {'fb ' + unit:>16} {'gain':>6}   reference")
+    for label, result, seconds in rows:
+        n, m, fb = result.totals()
+        ref = split.reference.get(label)
+        shown = f"{ref[0]:.3f} {ref[1]:.3f} {ref[2]:.3f}" if ref else "-"
+        extra = f"; {result.extra}" if result.extra else ""
+        print(
+            f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f} {fb - n:+6.3f}   {shown}   "
+            f"({seconds:.0f} s{extra})"
+        )
+    for label, (n, m, fb) in split.reference.items():
+        if "not run" in label:
+            print(f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f}   (EVAL.md figure)")
+    # The breakdown: nDCG@10 without / with feedback per group, methods side by side.
+    groups = list(dict.fromkeys(r.group for r in split.readers))
+    shown_rows = [(label, r) for label, r, _ in rows if r.ndcg]
+    print(f"\n  by {'category' if split.unit == 'day' else 'theme'} (nDCG@10 / with feedback):")
+    print(
+        "  " + f"{'':30}" + "".join(f"{label.split(' (')[0][:17]:>18}" for label, _ in shown_rows)
+    )
+    for g in groups:
+        cells = "".join(
+            f"{Result.mean(r.ndcg, g):9.3f}/{Result.mean(r.fb, g):.3f}" for _, r in shown_rows
+        )
+        print(f"  {g[:30]:30}{cells}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    every = [*METHODS, *PIPELINE, *KEYWORD_BASELINES, "ceiling"]
-    default_methods = "sanity,centroid,default,keywords,sanity-kw,centroid-kw"
+    every = [*BASELINES, *PIPELINE, *KEYWORD_BASELINES, "ceiling"]
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help=f"from: {', '.join(every)}")
     parser.add_argument(
-        "--methods",
-        default=default_methods,
-        help=f"comma-separated, from: {', '.join(every)}",
+        "--protocols", default=",".join(PROTOCOLS), help=f"from: {', '.join(PROTOCOLS)}"
     )
+    parser.add_argument("--backfill-days", type=int, default=BACKFILL_DAYS)
+    parser.add_argument("--quick", action="store_true", help="one replica per group")
     args = parser.parse_args(argv)
-    if not DATA.exists():
-        print(f"missing {DATA}", file=sys.stderr)
-        return 1
-    t0 = time.perf_counter()
-    split = load()
-    print(
-        f"history {len(split.history)} papers; {len(split.days)} evaluation days of "
-        f"{min(map(len, split.days))}-{max(map(len, split.days))} papers; "
-        f"{len(CATEGORIES) * len(REPLICAS)} subscribers "
-        f"(loaded in {time.perf_counter() - t0:.0f} s)"
-    )
-    import eval_pipeline  # imports this module: loaded here, not at the top
+    for path in (eval_data.ARXIV, eval_data.HF):
+        if not path.exists():
+            print(f"missing {path}", file=sys.stderr)
+            return 1
+    import eval_pipeline
 
-    cache: dict[Callable[[Split], Features], Features] = {}
-    print(f"{'method':40} {'nDCG@10':>8} {'MAP':>6} {'nDCG@10 fb 6-15':>16}   reference")
-    with eval_pipeline.workspace(split) as pipe:
-        for key in args.methods.split(","):
-            t1 = time.perf_counter()
-            extra = ""
-            if key in PIPELINE:
-                label = f"{key} (digest.service.pipeline)"
-                kind, changes = PIPELINE[key]
-                make_profile = (
-                    eval_pipeline.with_examples
-                    if kind == "examples"
-                    else eval_pipeline.with_keywords
-                )
-                stats: dict[str, float] = {}
-                params = dataclasses.replace(DEFAULT, **changes)
-                ndcg, ap, fb = eval_pipeline.evaluate(pipe, make_profile, stats, params)
-                extra = (
-                    f" vocabulary fit {pipe.fit_seconds:.1f} s; one day for 42 subscribers "
-                    f"(models + scores + order) {stats['day_seconds']:.2f} s median"
-                )
-            elif key == "ceiling":
-                label = "ceiling: all history labels (not a ranker)"
-                if sanity_features not in cache:
-                    cache[sanity_features] = sanity_features(split)
-                ndcg, ap, fb = ceiling(split, cache[sanity_features])
-            elif key in KEYWORD_BASELINES:
-                label, scorer = KEYWORD_BASELINES[key]
-                f, subs = keyword_setup(split)
-                ndcg, ap, fb = evaluate(label, split, f, scorer, subs)
-            else:
-                label, make, scorer = METHODS[key]
-                if make not in cache:
-                    cache[make] = make(split)
-                ndcg, ap, fb = evaluate(label, split, cache[make], scorer)
-            _report(label, ndcg, ap, fb, t1, extra)
-    for label, (n, m, fb) in BASELINES.items():
-        if "not run" in label:
-            print(f"{label:40} {n:8.3f} {m:6.3f} {fb:16.3f}   (EVAL.md figure)")
-    print("reproduce: python bench/eval_ranking.py --methods " + args.methods)
+    start = time.perf_counter()
+    summary: list[str] = []
+    for split in build(args.protocols.split(","), args.backfill_days, args.quick):
+        print(f"\n== {split.describe()}", flush=True)
+        rows: list[tuple[str, Result, float]] = []
+        cache: dict[str, Features] = {}
+        p1 = split.name.startswith("protocol 1")
+        methods = [m for m in args.methods.split(",") if p1 or m not in ONLY_P1]
+        with eval_pipeline.workspace(split) as pipe:
+            for key in methods:
+                t0 = time.perf_counter()
+                label, result = run_method(key, split, pipe, cache)
+                rows.append((label, result, time.perf_counter() - t0))
+        report_split(split, rows)
+        for label, result, _ in rows:
+            n, _m, fb = result.totals()
+            summary.append(f"{split.name[:34]:34} {label[:40]:40} {n:.3f} {fb:.3f} {fb - n:+.3f}")
+    print("\nsummary: protocol, method, nDCG@10, with feedback, gain")
+    print("\n".join(summary))
+    print(f"\nwhole run {time.perf_counter() - start:.0f} s")
+    quick = " --quick" if args.quick else ""
+    print(
+        f"reproduce: python bench/eval_ranking.py --protocols {args.protocols} --methods "
+        f"{args.methods} --backfill-days {args.backfill_days}{quick}"
+    )
     return 0
 
 

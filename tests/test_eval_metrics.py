@@ -10,6 +10,7 @@ import numpy as np
 
 from tests.conftest import ROOT
 
+sys.path.insert(0, str(ROOT / "bench"))  # eval_ranking imports eval_data beside it
 _spec = importlib.util.spec_from_file_location("eval_ranking", ROOT / "bench" / "eval_ranking.py")
 assert _spec is not None and _spec.loader is not None
 ev = importlib.util.module_from_spec(_spec)
@@ -36,7 +37,7 @@ def test_the_pipeline_evaluation_runs_end_to_end_on_a_small_split() -> None:
     """bench/eval_pipeline.py on a synthetic split: two topics, feedback written to the store."""
     from datetime import date, timedelta
 
-    sys.path.insert(0, str(ROOT / "bench"))
+    import eval_data
     import eval_pipeline
 
     topics = {
@@ -49,22 +50,20 @@ def test_the_pipeline_evaluation_runs_end_to_end_on_a_small_split() -> None:
     def paper(i: int, day: date) -> object:
         cat = "cs.RO" if i % 3 == 0 else "cs.CV"
         text = " ".join(rng.choice(words[cat], 12))
-        return ev.Paper(f"2604.{i:05d}", day, f"On {text[:30]}", text, ["A. Author"], {cat})
+        return eval_data.Paper(
+            f"2604.{i:05d}", day, f"On {text[:30]}", text, ["A. Author"], frozenset([cat])
+        )
 
-    d0 = ev.D0
+    d0 = eval_data.D0
     history = [paper(i, d0 - timedelta(days=1 + i % 50)) for i in range(300)]
     days = [
         [paper(1000 + 40 * d + j, d0 + timedelta(days=d)) for j in range(40)] for d in range(15)
     ]
-    split = ev.Split(history, days)
-    # Every evaluated category needs a pool of examples; this split only has cs.RO papers.
-    original = ev.CATEGORIES
-    ev.CATEGORIES = eval_pipeline.CATEGORIES = ["cs.RO"]
-    try:
-        with eval_pipeline.workspace(split) as pipe:
-            stats: dict[str, float] = {}
-            ndcg, ap, fb = eval_pipeline.evaluate(pipe, eval_pipeline.with_examples, stats)
-    finally:
-        ev.CATEGORIES = eval_pipeline.CATEGORIES = original
+    pool = [i for i, p in enumerate(history) if "cs.RO" in p.labels]
+    readers = [eval_data.Reader("cs.RO", 0, pool[:10], frozenset(["cs.RO"]))]
+    split = eval_data.Split("synthetic", history, days, readers)
+    with eval_pipeline.workspace(split) as pipe:
+        stats: dict[str, float] = {}
+        ndcg, ap, fb = eval_pipeline.evaluate(pipe, eval_pipeline.with_examples, stats).totals()
     assert ndcg > 0.9 and ap > 0.8 and fb > 0.9
     assert stats["retrained"] > 0
