@@ -20,7 +20,17 @@ from digest.ingest import backfill as bf
 from digest.record import PaperRecord
 from digest.service.context import corpus_of
 from digest.store import Store
-from tests.conftest import ADA, DEMO_DATA, SHARED, FeedServer, Route, digest_here, write_profile
+from tests.conftest import (
+    ADA,
+    DEMO_DATA,
+    SHARED,
+    FeedServer,
+    Route,
+    SmtpServer,
+    bodies,
+    digest_here,
+    write_profile,
+)
 
 REAL = SHARED / "arxiv_api"
 # Real answers of export.arxiv.org to one search, ten results a page, in page order.
@@ -77,12 +87,14 @@ def api(feed_server: FeedServer) -> Iterator[FeedServer]:
     yield feed_server
 
 
-def site_at(root: Path, api: FeedServer, categories: str = '["cs.LG"]', extra: str = "") -> Path:
+def site_at(
+    root: Path, api: FeedServer, categories: str = '["cs.LG"]', extra: str = "", smtp: int = 1
+) -> Path:
     (root / "key").write_text("k" * 40)
     (root / "digest.toml").write_text(f"""{extra}
 [smtp]
 host = "127.0.0.1"
-port = 1
+port = {smtp}
 from_address = "digest@papers.example.org"
 [web]
 base_url = "https://papers.example.org"
@@ -167,9 +179,12 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.shared_data
 def test_a_backfill_fetches_pages_in_order_3_s_apart_and_stores_them_as_corpus_never_listed(
-    tmp_path: Path, api: FeedServer, calls: list[tuple[float, dict[str, str]]]
+    tmp_path: Path,
+    api: FeedServer,
+    calls: list[tuple[float, dict[str, str]]],
+    smtp_server: SmtpServer,
 ) -> None:
-    root = site_at(tmp_path, api)
+    root = site_at(tmp_path, api, smtp=smtp_server.port)
     assert cli(root, "ingest", "--source", "arxiv").returncode == 0  # the demo listing
     # A paper on exactly Ada's interests, submitted the day before the listing: were it listed,
     # it would head her digest.
@@ -202,6 +217,12 @@ def test_a_backfill_fetches_pages_in_order_3_s_apart_and_stores_them_as_corpus_n
     assert preview.returncode == 0, preview.stderr
     assert "Long context state space models" not in preview.stdout
     assert not any(pid in preview.stdout for pid in wanted)
+    sent = cli(root, "run", "--no-ingest")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert len(smtp_server.received) == 1  # Ada's digest, of the demo listing alone
+    text, _html = bodies(smtp_server.received[0].data)
+    assert "Long context state space models" not in text
+    assert not any(pid in text for pid in wanted)
 
 
 @pytest.mark.shared_data
@@ -469,3 +490,29 @@ def test_init_says_how_to_backfill_and_with_backfill_runs_it_after_making_the_si
     assert "database ready" in made.stdout
     assert "backfill: 14 papers added, 2 pages" in made.stdout
     assert len(backfilled(root)) == 14
+
+
+def test_on_a_terminal_a_backfill_draws_a_progress_bar_per_category(
+    tmp_path: Path,
+    api: FeedServer,
+    calls: list[tuple[float, dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from digest.cli import backfill as cli_backfill
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=120, soft_wrap=True, markup=False)
+    monkeypatch.setattr(cli_backfill, "console", terminal)
+    root = site_at(tmp_path, api)
+    api.routes["/api/query"] = [Route(p) for p in day_pages(2)]
+
+    out = cli(root, "ingest", "--backfill", str(days_for(6)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    shown = screen.getvalue()
+    assert "arxiv cs.LG" in shown and "━" in shown  # the bar
+    assert "new" in shown and "backfill: 14 papers added, 2 pages" in shown

@@ -112,6 +112,7 @@ def _summary(report: BackfillReport, today: date) -> str:
     updated = f" ({report.updated} already stored)" if report.updated else ""
     failed = f", {report.failed_pages} failed" if report.failed_pages else ""
     return (
-        f"backfill: {report.added} papers added{updated}, {report.pages} pages{failed}, "
+        f"backfill: {report.added} papers added{updated}, {report.pages} "
+        f"page{'' if report.pages == 1 else 's'}{failed}, "
         f"{covered} of {report.days} days covered"
     )
