@@ -479,7 +479,7 @@ def test_init_says_how_to_backfill_and_with_backfill_runs_it_after_making_the_si
     plain = tmp_path / "plain"
     out = digest_here("init", "--dir", str(plain), cwd=tmp_path)
     assert out.returncode == 0
-    assert f"digest --config {plain / 'digest.toml'} ingest --backfill 90" in out.stdout
+    assert f"`cd {plain} && digest ingest --backfill 90`" in out.stdout
     assert calls == []
     # init keeps a digest.toml that exists: this one asks the local server.
     (tmp_path / "site").mkdir()

@@ -252,22 +252,20 @@ def init(ctx: click.Context, directory: Path, force: bool, backfill_days: int | 
     store.open()
     console.print(f"database ready: {store.safe_url}", highlight=False)
     here = Path.cwd().resolve() == directory.resolve()
-    check = (
-        "digest subscribers check"
-        if here
-        else f"cd {shlex.quote(str(directory))} && digest subscribers check"
-    )
-    console.print(f"Next: edit digest.toml and subscribers/, then `{check}`.", highlight=False)
+    cd = "" if here else f"cd {shlex.quote(str(directory))} && "
     days = backfill_days or cfg.digest.corpus_days
-    again = (
-        f"digest --config {shlex.quote(str(directory / 'digest.toml'))} ingest --backfill {days}"
-    )
+    again = f"{cd}digest ingest --backfill {days}"
     if backfill_days is None:
         console.print(
             f"To rank with a vocabulary of the last {days} days of papers rather than of the "
             f"first listings alone: `{again}` (minutes: arXiv asks for 3 s between requests).",
             highlight=False,
         )
+    console.print(
+        f"Next: edit digest.toml and subscribers/, then `{cd}digest subscribers check`.",
+        highlight=False,
+    )
+    if backfill_days is None:
         return
     from digest.cli.backfill import run_backfill
 
@@ -287,7 +285,7 @@ def ingest(ctx: click.Context, source: str | None, backfill_days: int | None) ->
     `categories` entry of the arxiv-rss sources, through the arXiv API, as the ranker's corpus
     (never listed in a digest); run again, it continues where it stopped.
     Exit status: 0 every source fetched; 2 some failed (see the table); 1 error.
-    Example: digest ingest --source arxiv
+    Examples: digest ingest --source arxiv; digest ingest --backfill 90
     """
     from digest.ingest.run import ingest_all
     from digest.service.context import refresh_apart
