@@ -49,3 +49,10 @@ def unknown_category(name: str, also_known: Iterable[str] = ()) -> str | None:
         f"; did you mean {' or '.join(close)}?" if close else " (see arxiv.org/category_taxonomy)"
     )
     return f"{name!r} is not an arXiv category{hint}"
+
+
+def classes_of(name: str) -> list[str]:
+    """The subject classes an archive with classes stands for (`astro-ph` -> astro-ph.CO, …);
+    any other name (a class, an archive without classes, one unknown here) is itself."""
+    classes = _GROUPS.get(name)
+    return [f"{name}.{c}" for c in classes.split()] if classes else [name]

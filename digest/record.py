@@ -20,6 +20,15 @@ _ARXIV_IN_TEXT = re.compile(
 _WS = re.compile(r"\s+")
 _T = TypeVar("_T")
 
+# Papers stored as context for the ranker, never part of a day's listing, by announce_type:
+# example papers looked up by id ("api", dated by publication, of any age) and the corpus that
+# `digest ingest --backfill` fetches ("backfill", the recent papers of a listing source's
+# categories, counted for that source). Two names, because the corpus window treats them apart:
+# a source's backfill is its corpus before its first listing (digest.service.context.corpus_of).
+LOOKED_UP = "api"
+BACKFILL = "backfill"
+NOT_LISTED = (LOOKED_UP, BACKFILL)
+
 
 @dataclass
 class PaperRecord:

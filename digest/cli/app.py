@@ -218,14 +218,28 @@ def dir_option(default: str, help_text: str) -> Callable[[FC], FC]:
     )
 
 
+def backfill_option(help_text: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--backfill",
+        "backfill_days",
+        type=click.IntRange(1, 3650),
+        metavar="DAYS",
+        help=help_text,
+    )
+
+
 @cli.command()
 @dir_option(".", "Where to create the files.")
 @click.option("--force", is_flag=True, help="Overwrite digest.toml and the example profile.")
+@backfill_option("Then fetch the last DAYS days of the sources' categories as corpus.")
 @click.pass_context
-def init(ctx: click.Context, directory: Path, force: bool) -> None:
+def init(ctx: click.Context, directory: Path, force: bool, backfill_days: int | None) -> None:
     """Create digest.toml, subscribers/example.toml, a secret key and the database.
 
-    Example: digest init --dir /srv/digest
+    With --backfill DAYS, then fetch the last DAYS days of papers of the arXiv sources'
+    categories (as `digest ingest --backfill DAYS` does), so the ranker learns its vocabulary
+    from them rather than from the first listings alone.
+    Example: digest init --dir /srv/digest --backfill 90
     """
     from digest.service.workspace import init_workspace
 
@@ -238,28 +252,56 @@ def init(ctx: click.Context, directory: Path, force: bool) -> None:
     store.open()
     console.print(f"database ready: {store.safe_url}", highlight=False)
     here = Path.cwd().resolve() == directory.resolve()
-    check = (
-        "digest subscribers check"
-        if here
-        else f"cd {shlex.quote(str(directory))} && digest subscribers check"
+    cd = "" if here else f"cd {shlex.quote(str(directory))} && "
+    days = backfill_days or cfg.digest.corpus_days
+    again = f"{cd}digest ingest --backfill {days}"
+    if backfill_days is None:
+        console.print(
+            f"To rank with a vocabulary of the last {days} days of papers rather than of the "
+            f"first listings alone: `{again}` (minutes: arXiv asks for 3 s between requests).",
+            highlight=False,
+        )
+    console.print(
+        f"Next: edit digest.toml and subscribers/, then `{cd}digest subscribers check`.",
+        highlight=False,
     )
-    console.print(f"Next: edit digest.toml and subscribers/, then `{check}`.", highlight=False)
+    if backfill_days is None:
+        return
+    from digest.cli.backfill import run_backfill
+
+    status = run_backfill(cfg, store, backfill_days, None, again)
+    if status != ExitStatus.OK:
+        ctx.exit(status)
 
 
 @cli.command()
 @click.option("--source", "source", metavar="NAME", help="Only this source.")
+@backfill_option("Instead of the listings: the last DAYS days of the arXiv sources' categories.")
 @click.pass_context
-def ingest(ctx: click.Context, source: str | None) -> None:
+def ingest(ctx: click.Context, source: str | None, backfill_days: int | None) -> None:
     """Fetch the configured sources and store their new papers.
 
+    With --backfill DAYS, instead: fetch the papers submitted in the last DAYS days in each
+    `categories` entry of the arxiv-rss sources, through the arXiv API, as the ranker's corpus
+    (never listed in a digest); run again, it continues where it stopped.
     Exit status: 0 every source fetched; 2 some failed (see the table); 1 error.
-    Example: digest ingest --source arxiv
+    Examples: digest ingest --source arxiv; digest ingest --backfill 90
     """
     from digest.ingest.run import ingest_all
     from digest.service.context import refresh_apart
 
     st = _state(ctx)
     store = st.store()
+    if backfill_days is not None:
+        from digest.cli.backfill import run_backfill
+
+        where = ["--config", str(st.config_path)] if st.config_path else []
+        only = ["--source", source] if source else []
+        again = shlex.join(["digest", *where, "ingest", "--backfill", str(backfill_days), *only])
+        outcome = run_backfill(st.cfg, store, backfill_days, source, again)
+        if outcome != ExitStatus.OK:
+            ctx.exit(outcome)
+        return
     with console.status("ingesting..."):
         reports = ingest_all(store, st.cfg, only=source)
     table = Table("source", "status", "entries", "added", "updated", "skipped", "problems")

@@ -111,7 +111,7 @@ def _status(ctx: click.Context) -> None:
 def _listing_line(store: Store, today: date) -> None:
     """Why a day may bring no digests: arXiv makes no announcement on weekends and holidays,
     and a reader with nothing new gets no email."""
-    from digest.service.context import NOT_LISTED
+    from digest.record import NOT_LISTED
 
     newest = store.latest_announced(exclude_types=NOT_LISTED, until=today + timedelta(days=1))
     if newest is None:
@@ -292,7 +292,7 @@ def stats(ctx: click.Context) -> None:
     """Papers stored, the last fetch of each source, and deliveries by state."""
     from collections import Counter
 
-    from digest.service.context import NOT_LISTED
+    from digest.record import NOT_LISTED
 
     st = _state(ctx)
     store = st.store()

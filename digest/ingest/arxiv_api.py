@@ -14,7 +14,7 @@ from digest.config import SourceConfig
 from digest.errors import FeedError
 from digest.ingest.fetch import fetch
 from digest.ingest.parsed import Parsed, bozo_problem, entry_date, entry_problem, parse_feed
-from digest.record import PaperRecord, arxiv_id, arxiv_links, normalise_ws
+from digest.record import LOOKED_UP, PaperRecord, arxiv_id, arxiv_links, normalise_ws
 
 # The API asks for no more than this many ids per request.
 ID_BATCH = 100
@@ -22,7 +22,7 @@ ID_BATCH = 100
 
 def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     d = parse_feed(content, src.name)
-    out = Parsed()
+    out = Parsed(seen=len(d.entries), total=_count(d.feed.get("opensearch_totalresults")))
     if problem := bozo_problem(d, src.name):
         out.problems.append(problem)
     for i, e in enumerate(d.entries):
@@ -37,6 +37,14 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     if not out.records and out.problems and d.entries:
         raise FeedError("; ".join(out.problems))
     return out
+
+
+def _count(value: object) -> int | None:
+    """opensearch:totalResults as a number, or None where it is missing or not one."""
+    try:
+        return int(str(value).strip()) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _entry(e: Any, src: SourceConfig, today: date) -> PaperRecord:
@@ -61,7 +69,7 @@ def _entry(e: Any, src: SourceConfig, today: date) -> PaperRecord:
         authors=[normalise_ws(a.get("name")) for a in e.get("authors", []) if a.get("name")],
         categories=categories,
         announced=entry_date(e.get("published"), today),
-        announce_type="api",
+        announce_type=LOOKED_UP,
         abs_url=abs_url,
         pdf_url=pdf or pdf_url,
         doi=e.get("arxiv_doi"),

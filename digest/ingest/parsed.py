@@ -19,6 +19,10 @@ class Parsed:
     records: list[PaperRecord] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    # Of a page of arXiv API results: its entries (good and bad), and the search's whole count
+    # (opensearch:totalResults), which tell the end of the results from an empty page mid-way.
+    seen: int = 0
+    total: int | None = None
 
 
 def entry_problem(label: str, n: int, exc: Exception) -> str:

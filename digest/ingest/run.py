@@ -63,7 +63,7 @@ def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -
                 f"{src.name}: {rec.id} is dated {rec.announced}, in the future; stored as {today}"
             )
             rec.announced = today
-    added, updated = _store(store, parsed)
+    added, updated = store_parsed(store, parsed)
     # LaTeX read as text once, here, rather than in every run that shows these papers.
     store.plain_texts_of(parsed.records)
     return IngestReport(
@@ -76,7 +76,7 @@ def ingest_bytes(store: Store, src: SourceConfig, content: bytes, today: date) -
     )
 
 
-def _store(store: Store, parsed: Parsed) -> tuple[int, int]:
+def store_parsed(store: Store, parsed: Parsed) -> tuple[int, int]:
     """Store the records; if the batch is refused, one at a time, so a record the database
     will not take (a value one backend refuses) costs that record, not the source."""
     try:

@@ -35,6 +35,7 @@ from digest.profiles import Profile, topics_of
 from digest.rank.features import Vocabulary, corpus_version, joined_text
 from digest.rank.model import SubscriberModel
 from digest.rank.ranker import Ranker, Ratings
+from digest.record import BACKFILL, NOT_LISTED
 from digest.service.schedule import longest_gap
 from digest.store.failures import explain, first_line
 from digest.store.feedback import TrainedModel
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 FIT_TIMEOUT = 1800
 # How far back a vote's paper is looked up to find the topic it was shown under.
 SECTIONS_DAYS = 120
-# Papers from look-ups and backfill are context for the ranker, not part of a day's listing.
-NOT_LISTED = ("api",)
 
 
 @dataclass
@@ -298,9 +297,12 @@ def _window(
 def corpus_of(cfg: Config, store: Store, today: date) -> list[Entry]:
     """The papers of the last `corpus_days` of each configured source, oldest first.
 
-    Each source counts back from its own newest day: a source ahead of the others (a feed
-    dated wrongly, or files of different years) cannot push the others out, and a source
-    removed from the config no longer feeds anybody's digest.
+    Each source counts back from its own newest listing day: a source ahead of the others (a
+    feed dated wrongly, or files of different years) cannot push the others out, and a source
+    removed from the config no longer feeds anybody's digest. A source with a backfill but no
+    listing yet (`digest init --backfill`, before the first `digest ingest`) counts back from
+    its newest backfilled paper, so the backfill is the vocabulary from the start; the first
+    listing then takes over as the anchor (its day is the backfill's last day or later).
     """
     # A date past tomorrow (any time zone's today) is a mistake, stored before ingest checked.
     until = today + timedelta(days=1)
@@ -308,6 +310,8 @@ def corpus_of(cfg: Config, store: Store, today: date) -> list[Entry]:
     by_id: dict[str, Entry] = {}
     for src in cfg.sources:
         newest = store.newest_day(src.name, until, exclude_types=NOT_LISTED)
+        if newest is None:
+            newest = store.newest_day(src.name, until, only_types=(BACKFILL,))
         if newest is not None:
             for e in store.source_entries(src.name, newest - span, newest):
                 by_id.setdefault(e.id, e)

@@ -50,12 +50,13 @@ keep_days = 30        # days a sent digest's message is kept for its web view
 name = "arxiv"
 kind = "arxiv-rss"
 url = "https://rss.arxiv.org/rss/cs.LG+cs.CL"
+categories = ["cs.LG", "cs.CL"]   # papers kept; also what `digest ingest --backfill DAYS` fetches
 include_cross_lists = true
 include_replacements = false
 
 [[sources]]
 name = "arxiv-api"
-kind = "arxiv-api"   # looks up the example papers named in profiles
+kind = "arxiv-api"   # looks up the example papers named in profiles; also used by --backfill
 url = "https://export.arxiv.org/api/query"
 
 [[sources]]

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, create_engine, select
 
 from digest.errors import StoreError
-from digest.record import PaperRecord
+from digest.record import NOT_LISTED, PaperRecord
 from digest.states import Delivery as DS
 from digest.store import migrate
 from digest.store.claims import ClaimQueries
@@ -222,15 +222,22 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries, Pla
             return s.exec(q).one()
 
     def newest_day(
-        self, source: str, until: date, exclude_types: Sequence[str] = ()
+        self,
+        source: str,
+        until: date,
+        exclude_types: Sequence[str] = (),
+        only_types: Sequence[str] = (),
     ) -> date | None:
-        """The newest day (at most ``until``) of a paper this source brought."""
+        """The newest day (at most ``until``) of a paper this source brought (of ``only_types``
+        if given, of none of ``exclude_types``)."""
         with self.session() as s:
             q = select(col(Paper.announced)).where(
                 col(Paper.announced) <= until, _brought_by(source)
             )
             if exclude_types:
                 q = q.where(_not_of_types(exclude_types))
+            if only_types:
+                q = q.where(col(Paper.announce_type).in_(list(only_types)))
             # Newest first along the date index: an active source stops the scan at once.
             return s.exec(q.order_by(col(Paper.announced).desc()).limit(1)).first()
 
@@ -414,6 +421,12 @@ def _merge(row: Paper, rec: PaperRecord) -> bool:
         and rec.announce_type in ("new", "cross")
         and not any(_kind(s) == "arxiv-rss" for s in row.sources)
     ):
+        row.announced = rec.announced
+        row.announce_type = rec.announce_type
+    elif row.announce_type in NOT_LISTED and rec.announce_type not in NOT_LISTED:
+        # A paper stored as context (looked up, or backfilled the day before it was announced)
+        # that a listing now brings is listed, as if the listing had come first: else a
+        # backfilled paper would never reach a digest or Hugging Face's trending section.
         row.announced = rec.announced
         row.announce_type = rec.announce_type
     row.doi = row.doi or rec.doi

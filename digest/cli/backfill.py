@@ -1,0 +1,118 @@
+"""`digest ingest --backfill DAYS` and `digest init --backfill DAYS`: the wiring of
+digest.ingest.backfill to the terminal (a progress bar) or to a log (a line per page)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from digest.cli.app import console, err_console
+from digest.config import Config
+from digest.errors import ExitStatus
+from digest.ingest.backfill import BackfillReport, Page, Search, backfill
+from digest.store.papers import Store
+
+
+class _Plain:
+    """A line per page, for cron and pipes, where a progress bar would be noise."""
+
+    def begin(self, search: Search, days: int, done_days: int) -> None:
+        console.print(
+            f"{search.label}: fetching {days} days through the arXiv API", highlight=False
+        )
+
+    def page(self, page: Page) -> None:
+        back = f", back to {page.reached}" if page.reached else ""
+        console.print(
+            f"{page.search.label}: page {page.number}: {page.entries} papers, "
+            f"{page.added} new{back}",
+            highlight=False,
+        )
+
+    def say(self, line: str) -> None:
+        err_console.print(line, highlight=False)
+
+
+class _Bar:
+    """One bar per search on a terminal, measured in days reached back; lines above it."""
+
+    def __init__(self, progress: Progress, today: date) -> None:
+        self.progress = progress
+        self.today = today
+        self.tasks: dict[str, TaskID] = {}
+
+    def begin(self, search: Search, days: int, done_days: int) -> None:
+        self.tasks[search.label] = self.progress.add_task(
+            search.label, total=days, completed=min(done_days, days), papers=0
+        )
+
+    def page(self, page: Page) -> None:
+        task = self.tasks[page.search.label]
+        back = (self.today - page.reached).days if page.reached else 0
+        papers = self.progress.tasks[task].fields.get("papers", 0) + page.added
+        self.progress.update(task, completed=back, papers=papers)
+
+    def say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False)
+
+
+def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: str) -> ExitStatus:
+    """Backfill, print its summary, fit the vocabulary; the exit status. ``again`` is the
+    command that continues it (said when it stopped early)."""
+    from digest.service.context import refresh_apart
+
+    today = datetime.now(UTC).date()
+    if days > cfg.digest.corpus_days:
+        why = (
+            f"--backfill {days} is more than [digest] corpus_days ({cfg.digest.corpus_days}): "
+            f"papers older than {cfg.digest.corpus_days} days are stored but not used (raise "
+            "corpus_days to use them)"
+        )
+        err_console.print(f"[yellow]{escape(why)}[/]", highlight=False, markup=True)
+    if console.is_terminal:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} days, {task.fields[papers]} new"),
+            console=console,
+        )
+        with progress:
+            report = backfill(
+                store, cfg, days, today=today, only=only, listener=_Bar(progress, today)
+            )
+    else:
+        report = backfill(store, cfg, days, today=today, only=only, listener=_Plain())
+    console.print(_summary(report, today), highlight=False)
+    if report.interrupted:
+        err_console.print(
+            f"[yellow]interrupted;[/] `{escape(again)}` continues where it stopped",
+            highlight=False,
+            markup=True,
+        )
+    elif report.unfinished:
+        err_console.print(
+            f"[yellow]not back {days} days yet:[/] {escape(', '.join(report.unfinished))}; "
+            f"`{escape(again)}` goes on from where each stopped",
+            highlight=False,
+            markup=True,
+        )
+    if report.added and not report.interrupted:
+        if console.is_terminal:
+            console.print("[dim]fitting the vocabulary...[/]", highlight=False, markup=True)
+        problem = refresh_apart(cfg, store, today)
+        if problem:
+            err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
+    return report.status
+
+
+def _summary(report: BackfillReport, today: date) -> str:
+    covered = report.days_covered(today)
+    updated = f" ({report.updated} already stored)" if report.updated else ""
+    failed = f", {report.failed_pages} failed" if report.failed_pages else ""
+    return (
+        f"backfill: {report.added} papers added{updated}, {report.pages} "
+        f"page{'' if report.pages == 1 else 's'}{failed}, "
+        f"{covered} of {report.days} days covered"
+    )
