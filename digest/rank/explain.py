@@ -213,13 +213,21 @@ class Explainer:
         # Only the papers' own terms are weighed: a weight for every term of the vocabulary
         # would cost a (terms x dimensions) product per reader.
         basis = self.vocab.basis
-        direction = self.model.direction
+        model = self.model
+        direction = model.direction
         if basis is None:
             weights = np.asarray(direction)
-            return [vals * weights[cols] for cols, vals in terms]
-        # A small product per pick: the picks share terms, but finding which (np.unique over
-        # all of them) cost more than weighing the shared rows twice.
-        return [vals * (np.take(basis, cols, axis=0) @ direction) for cols, vals in terms]
+            out = [vals * weights[cols] for cols, vals in terms]
+        else:
+            # A small product per pick: the picks share terms, but finding which (np.unique
+            # over all of them) cost more than weighing the shared rows twice.
+            out = [vals * (np.take(basis, cols, axis=0) @ direction) for cols, vals in terms]
+        if len(model.terms):  # the exact terms the model weighs on their own
+            out = [
+                c + vals * model.term_weights(cols)
+                for c, (cols, vals) in zip(out, terms, strict=True)
+            ]
+        return out
 
     def top_terms(self, terms: tuple[np.ndarray, np.ndarray], contrib: np.ndarray) -> list[str]:
         """The paper's readable terms (`shown_terms`) that pushed its score up the most, by

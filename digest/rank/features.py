@@ -276,12 +276,15 @@ class Vocabulary:
         `size` (the whole corpus when smaller), drawn once per vocabulary, not per reader."""
         found = self._backgrounds.get((size, seed))
         if found is None:
-            sample = self.dense
-            if sample.shape[0] > size:
-                rng = np.random.default_rng(seed)
-                sample = sample[rng.choice(sample.shape[0], size, replace=False)]
-            found = self._backgrounds[(size, seed)] = sample
+            found = self._backgrounds[(size, seed)] = self.dense[self.background_rows(size, seed)]
         return found
+
+    def background_rows(self, size: int, seed: int = 0) -> np.ndarray:
+        """Which corpus rows `background` holds (their term rows are `matrix[...]` of it)."""
+        n = self.dense.shape[0]
+        if n <= size:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
     # Persistence: fitting on 20,000 papers takes seconds, so a run reuses the vocabulary a
     # previous run fitted on the same corpus window. Plain arrays in one uncompressed .npz (no

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
+from scipy import sparse
 
 from digest.rank.explain import shown_terms
 from digest.rank.features import RankPaper, Vocabulary
@@ -41,6 +42,7 @@ class Listing(Generic[P]):
         self._words: dict[str, list[int]] | None = None  # word -> papers, made when first needed
         self._vocab = vocab
         self._terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._term_rows: sparse.csr_matrix | None = None
         # A category and its archive ("cs.CL" and "cs") both lead to the paper.
         self._categories: dict[str, list[int]] = {}
         for i, p in enumerate(self.papers):
@@ -53,6 +55,13 @@ class Listing(Generic[P]):
                 last, given = author_key(name)
                 if last:
                     self._surnames.setdefault(last, []).append((i, given))
+
+    @property
+    def term_rows(self) -> sparse.csr_matrix:
+        """The papers' term rows, for models with a sparse part; made when first asked."""
+        if self._term_rows is None:
+            self._term_rows = self._vocab.sparse_rows(self.papers)
+        return self._term_rows
 
     def positions(self, papers: Iterable[RankPaper]) -> np.ndarray | None:
         """Where these papers sit in the listing; None if one of them is not in it. The very

@@ -6,8 +6,18 @@ every click of feedback retrain at once:
    their mean is the first direction;
 2. disliked papers pull the direction away from themselves (Rocchio's negative term);
 3. the corpus papers closest to that direction are folded back in, down-weighted
-   (pseudo-relevance feedback): ten examples cannot show every way a field is written about.
-The score of a paper is its cosine with the direction. It is calibrated against the corpus: the
+   (pseudo-relevance feedback): ten examples cannot show every way a field is written about;
+4. a few exact terms, in the sparse term space the projection blurs:
+   - the terms most of the examples share, when they share many (a narrow theme: "kv cache",
+     "speculative decoding" in a listing that is all machine learning). How much of the
+     examples' weight sits in shared terms says how narrow the interest is; a broad research
+     area's examples share little, and the terms stay out (they cost it ranking);
+   - once there is feedback, the rated papers' own terms: likes in, dislikes out (Rocchio in
+     the term space). Ten verdicts a day are exact words the projection cannot hold apart.
+   Each part is scaled by its spread over background papers before the parts are added, so
+   one part's units cannot drown another's.
+The score of a paper is the dense direction's product with its projected row plus the sparse
+part's with its term row. It is calibrated against the corpus: the
 model keeps the quantiles of its own scores over background papers, so "0.95" means "ranks
 above 95% of recent papers", and a profile's `min_score` means the same for every subscriber.
 """
@@ -18,10 +28,11 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from scipy import sparse
 
 from digest.profiles import Interests
 from digest.rank.features import Vocabulary
@@ -29,8 +40,14 @@ from digest.rank.params import DEFAULT, RankParams
 
 QUANTILES = 101
 _RAW = b"\x00dsm1"  # never the start of an .npz (a zip file starts with "PK")
+_RAW_TERMS = b"\x00dsm2"  # the same, then the sparse part
+_NO_TERMS = np.zeros(0, np.int32)
+_NO_WEIGHTS = np.zeros(0, np.float32)
+# Terms kept in a model's sparse part, the largest weights: a model is stored and held per
+# reader (100,000 of them in a run), and 400 keeps what feedback measured with all of them.
+MAX_MODEL_TERMS = 400
 # Bump when training changes, so stored models are retrained.
-MODEL_VERSION = "rocchio-prf-2"
+MODEL_VERSION = "rocchio-prf-terms-3"
 
 
 @dataclass
@@ -65,6 +82,16 @@ class SubscriberModel:
     quantiles: np.ndarray  # float32, QUANTILES background scores, ascending
     fingerprint: str
     vocabulary: str
+    # The sparse part: vocabulary term columns (int32, ascending) and their weights (float32).
+    terms: np.ndarray = field(default_factory=lambda: _NO_TERMS)
+    weights: np.ndarray = field(default_factory=lambda: _NO_WEIGHTS)
+
+    def term_weights(self, columns: np.ndarray) -> np.ndarray:
+        """The sparse part's weight of each of these term columns (0 for the others)."""
+        if not len(self.terms):
+            return np.zeros(len(columns), np.float32)
+        at = np.minimum(np.searchsorted(self.terms, columns), len(self.terms) - 1)
+        return np.where(self.terms[at] == columns, self.weights[at], 0.0).astype(np.float32)
 
     @property
     def trained(self) -> bool:
@@ -77,24 +104,46 @@ class SubscriberModel:
         return np.asarray(np.interp(raw, self.quantiles, _grid(len(self.quantiles))))
 
     def to_bytes(self) -> bytes:
-        """A marker, the number of dimensions, then both arrays as little-endian float32: read
-        back in microseconds (the .npz of earlier releases took 160 per model, and a run
-        reads every reader's)."""
-        head = _RAW + len(self.direction).to_bytes(4, "little")
-        return (
-            head + self.direction.astype("<f4").tobytes() + self.quantiles.astype("<f4").tobytes()
+        """A marker, the number of dimensions, both arrays as little-endian float32, then (if
+        any) the number of sparse terms, their columns and weights: read back in microseconds
+        (the .npz of earlier releases took 160 per model, and a run reads every reader's)."""
+        body = self.direction.astype("<f4").tobytes() + self.quantiles.astype("<f4").tobytes()
+        head = len(self.direction).to_bytes(4, "little")
+        if not len(self.terms):
+            return _RAW + head + body
+        tail = (
+            len(self.terms).to_bytes(4, "little")
+            + self.terms.astype("<i4").tobytes()
+            + self.weights.astype("<f4").tobytes()
         )
+        return _RAW_TERMS + head + body + tail
 
     @classmethod
     def from_bytes(cls, blob: bytes, fingerprint: str, vocabulary: str) -> SubscriberModel:
-        if blob.startswith(_RAW):
-            k = int.from_bytes(blob[len(_RAW) : len(_RAW) + 4], "little")
-            values = np.frombuffer(blob, "<f4", offset=len(_RAW) + 4).astype(np.float32)
+        if blob.startswith((_RAW, _RAW_TERMS)):
+            start = len(_RAW)
+            k = int.from_bytes(blob[start : start + 4], "little")
+            end = start + 4 + 4 * (k + QUANTILES)
+            values = np.frombuffer(blob[start + 4 : end], "<f4").astype(np.float32)
             if len(values) != k + QUANTILES:
                 raise ValueError("a stored model of the wrong size")
-            return cls(values[:k], values[k:], fingerprint, vocabulary)
+            model = cls(values[:k], values[k:], fingerprint, vocabulary)
+            if blob.startswith(_RAW_TERMS):
+                n = int.from_bytes(blob[end : end + 4], "little")
+                rest = blob[end + 4 :]
+                if len(rest) != 8 * n:
+                    raise ValueError("a stored model of the wrong size")
+                model.terms = np.frombuffer(rest[: 4 * n], "<i4").astype(np.int32)
+                model.weights = np.frombuffer(rest[4 * n :], "<f4").astype(np.float32)
+            elif len(blob) != end:
+                raise ValueError("a stored model of the wrong size")
+            return model
         with np.load(io.BytesIO(blob)) as data:  # stored by an earlier release
             return cls(data["direction"], data["quantiles"], fingerprint, vocabulary)
+
+
+# The term rows (sparse, unit length) of a reader's example, liked and disliked papers.
+TermRows = tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix]
 
 
 def train(
@@ -105,9 +154,12 @@ def train(
     disliked: np.ndarray,
     seed: int = 0,
     params: RankParams = DEFAULT,
+    terms: TermRows | None = None,
 ) -> SubscriberModel:
-    """Fit one model from the dense rows of the example, liked and disliked papers."""
-    return train_many(vocab, [(inputs, examples, liked, disliked)], seed, params)[0]
+    """Fit one model from the dense rows of the example, liked and disliked papers (and their
+    term rows, for the sparse part)."""
+    rows = [terms] if terms is not None else None
+    return train_many(vocab, [(inputs, examples, liked, disliked)], seed, params, rows)[0]
 
 
 # Readers per product in `train_many`: a (readers x corpus) block of scores, 20 MB at 20,000
@@ -120,8 +172,10 @@ def train_many(
     batch: Sequence[tuple[Inputs, np.ndarray, np.ndarray, np.ndarray]],
     seed: int = 0,
     params: RankParams = DEFAULT,
+    term_rows: Sequence[TermRows] | None = None,
 ) -> list[SubscriberModel]:
-    """`train` for many readers at once: (inputs, examples, liked, disliked) each.
+    """`train` for many readers at once: (inputs, examples, liked, disliked) each, and each
+    one's `TermRows` in ``term_rows`` (None: no sparse parts).
 
     The corpus is scored for all of them in one matrix product, and their background scores
     in another: one reader at a time, each was a pass over the whole projected corpus (2 ms
@@ -131,6 +185,9 @@ def train_many(
         _first_direction(vocab, inputs, examples, liked, disliked, params)
         for inputs, examples, liked, disliked in batch
     ]
+    rows = vocab.background_rows(params.background, seed)
+    sample = vocab.background(params.background, seed)
+    sample_terms = vocab.matrix[rows] if term_rows is not None else None
     out: list[SubscriberModel] = []
     for start in range(0, len(batch), TRAIN_BATCH):
         part = range(start, min(start + TRAIN_BATCH, len(batch)))
@@ -141,11 +198,23 @@ def train_many(
         directions = _pseudo_relevance(vocab, [batch[i][0] for i in trained], directions, params)
         norms = np.linalg.norm(directions, axis=1, keepdims=True)
         directions = (directions / np.where(norms > 0, norms, 1)).astype(np.float32)
-        sample = vocab.background(params.background, seed)
         if sample.shape[0]:
             background = directions @ sample.T
         else:
             background = np.zeros((len(trained), 1), np.float32)
+        parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if term_rows is not None and sample_terms is not None and sample.shape[0] > 1:
+            # Each part in units of its own spread over the background (see the module's
+            # docstring); the dense direction too, so the parts add up in one scale.
+            spread = background.std(axis=1, keepdims=True)
+            spread = np.where(spread > 0, spread, 1).astype(np.float32)
+            directions /= spread
+            background /= spread
+            for row, i in enumerate(trained):
+                found = _sparse_part(vocab, term_rows[i], sample_terms, params)
+                if found is not None:
+                    parts[i], scores = found
+                    background[row] += scores
         quantiles = _quantiles(background, _grid(QUANTILES))
         at = {i: row for row, i in enumerate(trained)}
         for i in part:
@@ -155,8 +224,88 @@ def train_many(
             else:
                 direction = np.zeros(vocab.dimensions, np.float32)
                 q = np.zeros(QUANTILES, np.float32)
-            out.append(SubscriberModel(direction, q, fingerprint, vocab.version))
+            model = SubscriberModel(direction, q, fingerprint, vocab.version)
+            if i in parts:
+                model.terms, model.weights = parts[i]
+            out.append(model)
     return out
+
+
+# A term is shared when at least this many examples hold it.
+SHARED_BY = 3
+# The share of the examples' weight in shared terms at which the shared terms start to count,
+# and at which they count fully (linear between). Measured in bench/eval_ranking.py: research
+# areas' examples sit at 0.005-0.11 (mean 0.03), narrow themes' at 0.03-0.19 (mean 0.08).
+SHARED_FROM, SHARED_FULL = 0.04, 0.16
+# Its weight then, against the dense direction's 1.
+SHARED_WEIGHT = 1.0
+
+
+def _sparse_part(
+    vocab: Vocabulary, rows: TermRows, sample: sparse.csr_matrix, params: RankParams
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The model's sparse part ((columns, weights)) and its scores of the background sample,
+    or None when it has none."""
+    examples, liked, disliked = rows
+    width = vocab.matrix.shape[1]
+    total = np.zeros(width, np.float32)
+    used = False
+    if examples.shape[0] >= SHARED_BY:
+        mean = np.bincount(examples.indices, examples.data, minlength=width) / examples.shape[0]
+        held = np.bincount(examples.indices, minlength=width)
+        shared = np.where(held >= SHARED_BY, mean, 0.0)
+        narrow = float(shared @ shared) / max(float(mean @ mean), 1e-12)
+        weight = SHARED_WEIGHT * min(
+            1.0, max(0.0, (narrow - SHARED_FROM) / (SHARED_FULL - SHARED_FROM))
+        )
+        if weight > 0:
+            used |= _add_scaled(total, shared.astype(np.float32), sample, weight)
+    if liked.shape[0] or disliked.shape[0]:
+        positives = sparse.vstack([examples, liked]).tocsr()
+        rocchio = np.zeros(width, np.float64)
+        if positives.shape[0]:
+            rocchio += np.bincount(positives.indices, positives.data, minlength=width)
+            rocchio /= positives.shape[0]
+        if disliked.shape[0]:
+            negative = np.bincount(disliked.indices, disliked.data, minlength=width)
+            rocchio -= params.dislike_weight * negative / disliked.shape[0]
+        used |= _add_scaled(total, _largest(rocchio.astype(np.float32)), sample)
+    if not used:
+        return None
+    columns = np.flatnonzero(total).astype(np.int32)
+    if len(columns) > MAX_MODEL_TERMS:
+        keep = np.argpartition(-np.abs(total[columns]), MAX_MODEL_TERMS)[:MAX_MODEL_TERMS]
+        columns = np.sort(columns[keep])
+    weights = total[columns]
+    kept = np.zeros(width, np.float32)
+    kept[columns] = weights
+    return (columns, weights), np.asarray(sample @ kept, np.float32)
+
+
+def _largest(weights: np.ndarray) -> np.ndarray:
+    """Only the `MAX_MODEL_TERMS` largest weights (by size) kept."""
+    nonzero = np.flatnonzero(weights)
+    if len(nonzero) <= MAX_MODEL_TERMS:
+        return weights
+    keep = nonzero[np.argpartition(-np.abs(weights[nonzero]), MAX_MODEL_TERMS)[:MAX_MODEL_TERMS]]
+    out = np.zeros_like(weights)
+    out[keep] = weights[keep]
+    return out
+
+
+def _add_scaled(
+    total: np.ndarray, part: np.ndarray, sample: sparse.csr_matrix, weight: float = 1.0
+) -> bool:
+    """Add ``weight`` times ``part`` to ``total``, in units of its spread over the background;
+    False (nothing added) when it does not spread at all."""
+    columns = np.flatnonzero(part)
+    if not len(columns):
+        return False
+    spread = float(np.std(sample @ part))
+    if spread <= 0:
+        return False
+    total[columns] += weight * part[columns] / spread
+    return True
 
 
 @lru_cache(maxsize=4)
@@ -258,9 +407,27 @@ def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def score_all(models: Sequence[SubscriberModel], papers: np.ndarray) -> np.ndarray:
-    """Raw scores of every paper for every subscriber: one (subscribers x papers) product."""
+def score_all(
+    models: Sequence[SubscriberModel],
+    papers: np.ndarray,
+    terms: sparse.csr_matrix | None = None,
+) -> np.ndarray:
+    """Raw scores of every paper for every subscriber: one (subscribers x papers) product for
+    the dense directions, one for the sparse parts (``terms``: the papers' term rows)."""
     if not models:
         return np.zeros((0, papers.shape[0]), np.float32)
     directions = np.vstack([m.direction for m in models])
-    return np.asarray(directions @ papers.T)
+    out = np.asarray(directions @ papers.T)
+    with_terms = [r for r, m in enumerate(models) if len(m.terms)]
+    if with_terms and terms is not None:
+        indptr = np.cumsum([0] + [len(models[r].terms) for r in with_terms])
+        parts = sparse.csr_matrix(
+            (
+                np.concatenate([models[r].weights for r in with_terms]),
+                np.concatenate([models[r].terms for r in with_terms]),
+                indptr,
+            ),
+            shape=(len(with_terms), terms.shape[1]),
+        )
+        out[with_terms] += (terms @ parts.T).T.toarray().astype(out.dtype)
+    return out

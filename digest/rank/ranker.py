@@ -106,25 +106,36 @@ class Ranker:
             todo.append(len(out))
             out.append(None)
         batch = []
+        term_rows = []
+        vocab = self.vocab
         for i in todo:
             profile, examples, fb, _ = readers[i]
             batch.append(
                 (
                     self.inputs(profile, examples, fb),
-                    self.vocab.dense_rows(examples),
-                    self.vocab.dense_rows(fb.liked),
-                    self.vocab.dense_rows(fb.disliked),
+                    vocab.dense_rows(examples),
+                    vocab.dense_rows(fb.liked),
+                    vocab.dense_rows(fb.disliked),
                 )
             )
-        for i, model in zip(todo, train_many(self.vocab, batch, params=self.params), strict=True):
+            term_rows.append(
+                (
+                    vocab.sparse_rows(examples),
+                    vocab.sparse_rows(fb.liked),
+                    vocab.sparse_rows(fb.disliked),
+                )
+            )
+        trained = train_many(vocab, batch, params=self.params, term_rows=term_rows)
+        for i, model in zip(todo, trained, strict=True):
             out[i] = (model, True)
         return [m for m in out if m is not None]
 
     def score_all(
         self, models: Sequence[SubscriberModel], papers: Sequence[RankPaper]
     ) -> np.ndarray:
-        """Raw scores, subscribers x papers, in one product."""
-        return score_all(models, self.vocab.dense_rows(papers))
+        """Raw scores, subscribers x papers, in one product (and one for the sparse parts)."""
+        terms = self.vocab.sparse_rows(papers) if any(len(m.terms) for m in models) else None
+        return score_all(models, self.vocab.dense_rows(papers), terms)
 
     # -- ranking ----------------------------------------------------------------------------
 
@@ -162,7 +173,12 @@ class Ranker:
         # The listing's rows, read through `at`: gathering every candidate's row for each
         # reader (a megabyte) cost more than the few rows ranking reads.
         rows = listing.dense
-        raw = rows[at] @ model.direction if raw is None else np.asarray(raw)[keep]
+        if raw is None:
+            raw = rows[at] @ model.direction
+            if len(model.terms):
+                raw = raw + listing.term_rows[at] @ _full(model, listing.term_rows.shape[1])
+        else:
+            raw = np.asarray(raw)[keep]
         # Every term below in float64, in the order the per-paper formula always added them,
         # so the arrays give the very scores (and ties) of a paper-by-paper loop.
         raw64 = np.asarray(raw, dtype=np.float64)
@@ -248,6 +264,13 @@ def _matching_any(listing: Listing[RankPaper], at: np.ndarray, terms: list[str])
     for term in terms:
         found |= listing.matches(term)[at]
     return found
+
+
+def _full(model: SubscriberModel, width: int) -> np.ndarray:
+    """The model's sparse part as a vector over every term."""
+    out = np.zeros(width, np.float32)
+    out[model.terms] = model.weights
+    return out
 
 
 def _hold_back_duplicates(
