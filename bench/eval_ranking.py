@@ -260,7 +260,10 @@ BASELINES: dict[str, tuple[str, Scorer]] = {
 PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
     "default": ("examples", {}),
     "no-prf": ("examples", {"pseudo_weight": 0.0}),
-    "no-dislikes": ("examples", {"dislike_weight": 0.0}),
+    "no-dislikes": ("examples", {"dislike_weight": 0.0, "term_dislike_weight": 0.0}),
+    "term-dislikes-1": ("examples", {"term_dislike_weight": 1.0}),
+    "term-dislikes-2": ("examples", {"term_dislike_weight": 2.0}),
+    "dislikes-.25": ("examples", {"dislike_weight": 0.25}),
     "no-holdback": ("examples", {"near_duplicate": 2.0}),
     "keywords": ("keywords", {}),
 }

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RankParams:
-    # Rocchio weight of the mean disliked paper against the mean positive.
+    # Rocchio weight of the mean disliked paper against the mean positive: in the dense
+    # direction, and in the sparse part's rated terms.
     dislike_weight: float = 0.5
+    term_dislike_weight: float = 0.5
     # Pseudo-relevance feedback: this many corpus papers, weighted this much against the rest.
     pseudo_positives: int = 100
     pseudo_weight: float = 0.3
@@ -42,7 +44,13 @@ class RankParams:
 def _key(params: RankParams) -> str:
     # Asked twice for every reader's model (a fifth of a millisecond each way): the parameters
     # are frozen, so once per set of them.
-    training = ("dislike_weight", "pseudo_positives", "pseudo_weight", "background")
+    training = (
+        "dislike_weight",
+        "term_dislike_weight",
+        "pseudo_positives",
+        "pseudo_weight",
+        "background",
+    )
     return json.dumps({k: v for k, v in dataclasses.asdict(params).items() if k in training})
 
 
