@@ -37,15 +37,13 @@ from scipy import sparse
 from digest.profiles import Interests
 from digest.rank.features import Vocabulary
 from digest.rank.params import DEFAULT, RankParams
+from digest.rank.sparse_part import TermRows, sparse_part
 
 QUANTILES = 101
 _RAW = b"\x00dsm1"  # never the start of an .npz (a zip file starts with "PK")
 _RAW_TERMS = b"\x00dsm2"  # the same, then the sparse part
 _NO_TERMS = np.zeros(0, np.int32)
 _NO_WEIGHTS = np.zeros(0, np.float32)
-# Terms kept in a model's sparse part, the largest weights: a model is stored and held per
-# reader (100,000 of them in a run), and 400 keeps what feedback measured with all of them.
-MAX_MODEL_TERMS = 400
 # Bump when training changes, so stored models are retrained.
 MODEL_VERSION = "rocchio-prf-terms-3"
 
@@ -142,10 +140,6 @@ class SubscriberModel:
             return cls(data["direction"], data["quantiles"], fingerprint, vocabulary)
 
 
-# The term rows (sparse, unit length) of a reader's example, liked and disliked papers.
-TermRows = tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix]
-
-
 def train(
     vocab: Vocabulary,
     inputs: Inputs,
@@ -187,7 +181,8 @@ def train_many(
     ]
     rows = vocab.background_rows(params.background, seed)
     sample = vocab.background(params.background, seed)
-    sample_terms = vocab.matrix[rows] if term_rows is not None else None
+    # By column: each reader's sparse part reads only the columns of its own terms.
+    sample_terms = vocab.matrix[rows].tocsc() if term_rows is not None else None
     out: list[SubscriberModel] = []
     for start in range(0, len(batch), TRAIN_BATCH):
         part = range(start, min(start + TRAIN_BATCH, len(batch)))
@@ -211,7 +206,9 @@ def train_many(
             directions /= spread
             background /= spread
             for row, i in enumerate(trained):
-                found = _sparse_part(vocab, batch[i][0], term_rows[i], sample_terms, params)
+                found = sparse_part(
+                    vocab, batch[i][0].interests, term_rows[i], sample_terms, params
+                )
                 if found is not None:
                     parts[i], scores = found
                     background[row] += scores
@@ -229,92 +226,6 @@ def train_many(
                 model.terms, model.weights = parts[i]
             out.append(model)
     return out
-
-
-# A term is shared when at least this many examples hold it.
-SHARED_BY = 3
-# The share of the examples' weight in shared terms at which the shared terms start to count,
-# and at which they count fully (linear between). Measured in bench/eval_ranking.py: research
-# areas' examples sit at 0.005-0.11 (mean 0.03), narrow themes' at 0.03-0.19 (mean 0.08).
-SHARED_FROM, SHARED_FULL = 0.04, 0.16
-# Its weight then, against the dense direction's 1.
-SHARED_WEIGHT = 1.0
-
-
-def _sparse_part(
-    vocab: Vocabulary,
-    inputs: Inputs,
-    rows: TermRows,
-    sample: sparse.csr_matrix,
-    params: RankParams,
-) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None:
-    """The model's sparse part ((columns, weights)) and its scores of the background sample,
-    or None when it has none."""
-    examples, liked, disliked = rows
-    width = vocab.matrix.shape[1]
-    total = np.zeros(width, np.float32)
-    used = False
-    if examples.shape[0] >= SHARED_BY:
-        mean = np.bincount(examples.indices, examples.data, minlength=width) / examples.shape[0]
-        held = np.bincount(examples.indices, minlength=width)
-        shared = np.where(held >= SHARED_BY, mean, 0.0)
-        narrow = float(shared @ shared) / max(float(mean @ mean), 1e-12)
-        weight = SHARED_WEIGHT * min(
-            1.0, max(0.0, (narrow - SHARED_FROM) / (SHARED_FULL - SHARED_FROM))
-        )
-        if weight > 0:
-            used |= _add_scaled(total, shared.astype(np.float32), sample, weight)
-    if examples.shape[0] and (liked.shape[0] or disliked.shape[0]):
-        # Only beside example papers: a keywords-only reader's rated terms cost their
-        # feedback 0.378 -> 0.351 nDCG@10 on protocol 1 (0.366 with the keywords' own terms
-        # among the positives), where beside examples they gain 0.400 -> 0.410.
-        keywords = [k for k in inputs.interests.keywords if k.strip()]
-        given = [vocab.transform(keywords)] if keywords else []
-        positives = sparse.vstack([examples, *given, liked]).tocsr()
-        rocchio = np.zeros(width, np.float64)
-        if positives.shape[0]:
-            rocchio += np.bincount(positives.indices, positives.data, minlength=width)
-            rocchio /= positives.shape[0]
-        if disliked.shape[0]:
-            negative = np.bincount(disliked.indices, disliked.data, minlength=width)
-            rocchio -= params.term_dislike_weight * negative / disliked.shape[0]
-        used |= _add_scaled(total, _largest(rocchio.astype(np.float32)), sample)
-    if not used:
-        return None
-    columns = np.flatnonzero(total).astype(np.int32)
-    if len(columns) > MAX_MODEL_TERMS:
-        keep = np.argpartition(-np.abs(total[columns]), MAX_MODEL_TERMS)[:MAX_MODEL_TERMS]
-        columns = np.sort(columns[keep])
-    weights = total[columns]
-    kept = np.zeros(width, np.float32)
-    kept[columns] = weights
-    return (columns, weights), np.asarray(sample @ kept, np.float32)
-
-
-def _largest(weights: np.ndarray) -> np.ndarray:
-    """Only the `MAX_MODEL_TERMS` largest weights (by size) kept."""
-    nonzero = np.flatnonzero(weights)
-    if len(nonzero) <= MAX_MODEL_TERMS:
-        return weights
-    keep = nonzero[np.argpartition(-np.abs(weights[nonzero]), MAX_MODEL_TERMS)[:MAX_MODEL_TERMS]]
-    out = np.zeros_like(weights)
-    out[keep] = weights[keep]
-    return out
-
-
-def _add_scaled(
-    total: np.ndarray, part: np.ndarray, sample: sparse.csr_matrix, weight: float = 1.0
-) -> bool:
-    """Add ``weight`` times ``part`` to ``total``, in units of its spread over the background;
-    False (nothing added) when it does not spread at all."""
-    columns = np.flatnonzero(part)
-    if not len(columns):
-        return False
-    spread = float(np.std(sample @ part))
-    if spread <= 0:
-        return False
-    total[columns] += weight * part[columns] / spread
-    return True
 
 
 @lru_cache(maxsize=4)
