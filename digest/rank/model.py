@@ -7,15 +7,10 @@ every click of feedback retrain at once:
 2. disliked papers pull the direction away from themselves (Rocchio's negative term);
 3. the corpus papers closest to that direction are folded back in, down-weighted
    (pseudo-relevance feedback): ten examples cannot show every way a field is written about;
-4. a few exact terms, in the sparse term space the projection blurs:
-   - the terms most of the examples share, when they share many (a narrow theme: "kv cache",
-     "speculative decoding" in a listing that is all machine learning). How much of the
-     examples' weight sits in shared terms says how narrow the interest is; a broad research
-     area's examples share little, and the terms stay out (they cost it ranking);
-   - once there is feedback, the rated papers' own terms: likes in, dislikes out (Rocchio in
-     the term space). Ten verdicts a day are exact words the projection cannot hold apart.
-   Each part is scaled by its spread over background papers before the parts are added, so
-   one part's units cannot drown another's.
+4. a few exact terms beside it, in the sparse term space (digest.rank.sparse_part): the terms
+   a narrow interest's examples share, and once there is feedback the rated papers' own terms.
+   The dense direction and each set of terms are scaled by their spread over background papers,
+   so they add in one unit.
 The score of a paper is the dense direction's product with its projected row plus the sparse
 part's with its term row. It is calibrated against the corpus: the
 model keeps the quantiles of its own scores over background papers, so "0.95" means "ranks

@@ -205,7 +205,8 @@ class Ranker:
         if complete:
             eligible[:] = True
         score = calibrated * (1 - profile.trending_weight) + trending
-        # The raw cosine breaks ties among papers above every background paper.
+        # The raw score breaks ties among papers above every background paper (a few
+        # background spreads at most: a thousandth of it never outweighs a boost).
         score = score + 1e-3 * raw64
         score = score + params.keyword_boost * np.minimum(keyword_hits, 2) / 2
         score = score + np.where(by_author, params.author_boost, 0.0)
