@@ -264,6 +264,9 @@ PIPELINE: dict[str, tuple[str, dict[str, float]]] = {
     "term-dislikes-1": ("examples", {"term_dislike_weight": 1.0}),
     "term-dislikes-2": ("examples", {"term_dislike_weight": 2.0}),
     "dislikes-.25": ("examples", {"dislike_weight": 0.25}),
+    "term-fb-.5": ("examples", {"term_feedback_weight": 0.5}),
+    "term-fb-.7": ("examples", {"term_feedback_weight": 0.7}),
+    "term-fb-1.5": ("examples", {"term_feedback_weight": 1.5}),
     "no-holdback": ("examples", {"near_duplicate": 2.0}),
     "keywords": ("keywords", {}),
 }

@@ -18,6 +18,8 @@ class RankParams:
     # direction, and in the sparse part's rated terms.
     dislike_weight: float = 0.5
     term_dislike_weight: float = 0.5
+    # The rated papers' terms (digest.rank.sparse_part) against the dense direction's 1.
+    term_feedback_weight: float = 1.0
     # Pseudo-relevance feedback: this many corpus papers, weighted this much against the rest.
     pseudo_positives: int = 100
     pseudo_weight: float = 0.3
@@ -47,6 +49,7 @@ def _key(params: RankParams) -> str:
     training = (
         "dislike_weight",
         "term_dislike_weight",
+        "term_feedback_weight",
         "pseudo_positives",
         "pseudo_weight",
         "background",

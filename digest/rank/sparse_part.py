@@ -90,7 +90,7 @@ def sparse_part(
         rocchio = sum(summed(m) for m in positives) / count
         if disliked.shape[0]:
             rocchio = rocchio - params.term_dislike_weight * summed(disliked) / disliked.shape[0]
-        _add_scaled(total, _largest(np.asarray(rocchio)), block)
+        _add_scaled(total, _largest(np.asarray(rocchio)), block, params.term_feedback_weight)
     found = np.flatnonzero(total)
     if not len(found):
         return None
