@@ -149,6 +149,19 @@ def topic_picks(
     return [pick for mine in kept for _, pick in sorted(mine, key=lambda x: x[0])]
 
 
+def _why_no_listing(ctx: Context) -> str:
+    """Why there is nothing to pick before the first listing. Papers may be stored already
+    (a backfill, example papers looked up): corpus only, never listed, so "no papers" would
+    mislead (asked only here, on this rare path, not for every reader of a run)."""
+    stored = ctx.store.count_papers()
+    if not stored:
+        return "no papers stored yet (run `digest ingest`)"
+    return (
+        f"no listing fetched yet (run `digest ingest`); the {stored} papers stored so far "
+        "are corpus only (backfilled or looked up), never listed"
+    )
+
+
 def pick_papers(
     ctx: Context, profile: Profile, standing: Standing | None = None
 ) -> tuple[list[Pick[Paper]], str]:
@@ -158,7 +171,7 @@ def pick_papers(
         email = profile.email.lower()
         standing = ctx.store.standings({email: date.min})[email]
     if ctx.latest is None:
-        return [], "no papers stored yet (run `digest ingest`)"
+        return [], _why_no_listing(ctx)
     if profile.trending:
         return trending_picks(ctx, profile, standing)
     at = candidate_positions(ctx, profile, standing)
