@@ -416,5 +416,5 @@ def test_a_preview_before_the_first_listing_says_the_backfilled_papers_are_corpu
 
     said = preview.stdout + preview.stderr
     assert "no papers stored yet" not in said
-    assert "no listing fetched yet (run `digest ingest`); the 20 papers stored so far" in said
+    assert "no listing fetched yet (run `digest ingest`); the 20 backfilled papers" in said
     assert "corpus only" in said

@@ -17,6 +17,7 @@ from digest.mail.render import (
 )
 from digest.profiles import Profile, topics_of
 from digest.rank.ranker import Pick
+from digest.record import BACKFILL
 from digest.service.context import Context, _micros, from_sources, prepare_models
 from digest.store.planning import Standing
 from digest.store.schema import SECTIONS_KEY, Delivery, Paper
@@ -150,15 +151,15 @@ def topic_picks(
 
 
 def _why_no_listing(ctx: Context) -> str:
-    """Why there is nothing to pick before the first listing. Papers may be stored already
-    (a backfill, example papers looked up): corpus only, never listed, so "no papers" would
-    mislead (asked only here, on this rare path, not for every reader of a run)."""
-    stored = ctx.store.count_papers()
-    if not stored:
+    """Why there is nothing to pick before the first listing. A backfill may have stored
+    thousands of papers already: corpus only, never listed, so "no papers" would mislead
+    (counted only here, on this rare path, not for every reader of a run)."""
+    backfilled = ctx.store.count_papers(BACKFILL)
+    if not backfilled:
         return "no papers stored yet (run `digest ingest`)"
     return (
-        f"no listing fetched yet (run `digest ingest`); the {stored} papers stored so far "
-        "are corpus only (backfilled or looked up), never listed"
+        f"no listing fetched yet (run `digest ingest`); the {backfilled} backfilled papers "
+        "are corpus only, never listed"
     )
 
 
