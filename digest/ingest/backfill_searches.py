@@ -13,6 +13,7 @@ from digest.config import Config, SourceConfig
 from digest.errors import ConfigError, ExitStatus
 from digest.ingest.backfill_progress import key_of
 
+# The name it had before these types moved here: a log filter on it keeps working.
 log = logging.getLogger("digest.ingest.backfill")
 
 DEFAULT_URL = "https://export.arxiv.org/api/query"
