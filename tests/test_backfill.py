@@ -318,8 +318,10 @@ def test_an_unreadable_page_gets_one_line_and_the_pages_after_it_are_still_fetch
     out = cli(root, "ingest", "--backfill", str(days_for(30)))
 
     assert out.returncode == 2
-    unreadable = [x for x in out.stderr.splitlines() if "unreadable" in x]
-    assert len(unreadable) == 1 and "arxiv cs.LG: the page at result 10" in unreadable[0]
+    unreadable = [x for x in out.stderr.splitlines() if "unreadable page" in x]
+    assert unreadable == [
+        "arxiv cs.LG: unreadable page: arXiv sent an HTML page, not Atom, at result 10"
+    ]
     assert "results 10 to 19 left out" in out.stderr
     assert starts(calls) == [0, 10, 20, 30]
     assert len(backfilled(root)) == 30
@@ -466,11 +468,11 @@ def test_more_days_than_the_corpus_window_is_warned_about(
     tmp_path: Path, api: FeedServer, calls: list[tuple[float, dict[str, str]]]
 ) -> None:
     root = site_at(tmp_path, api, extra="[digest]\ncorpus_days = 7\n")
-    api.routes["/api/query"] = [Route(atom([], total=0))]
+    api.routes["/api/query"] = [Route(day_pages(1, per_page=2, total=2)[0])]
     out = cli(root, "ingest", "--backfill", "30")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "--backfill 30 is more than [digest] corpus_days (7)" in out.stderr
-    assert "backfill: 0 papers added, 0 pages" in out.stdout
+    assert "backfill: 2 papers added, 1 page," in out.stdout
 
 
 def test_init_says_how_to_backfill_and_with_backfill_runs_it_after_making_the_site(

@@ -11,7 +11,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from digest.cli.app import console, err_console
 from digest.config import Config
 from digest.errors import ExitStatus
-from digest.ingest.backfill import BackfillReport, Page, Search, backfill
+from digest.ingest.backfill import backfill
+from digest.ingest.backfill_lock import Busy, backfill_lock
+from digest.ingest.backfill_searches import BackfillReport, Page, Search
 from digest.store.papers import Store
 
 
@@ -20,7 +22,7 @@ class _Plain:
 
     def begin(self, search: Search, days: int, done_days: int) -> None:
         console.print(
-            f"{search.label}: fetching {days} days through the arXiv API", highlight=False
+            f"{search.label}: fetching {_days(days)} through the arXiv API", highlight=False
         )
 
     def page(self, page: Page) -> None:
@@ -51,6 +53,8 @@ class _Bar:
     def page(self, page: Page) -> None:
         task = self.tasks[page.search.label]
         back = (self.today - page.reached).days if page.reached else 0
+        # The page that passes the cutoff reaches older than asked: the bar stops at its end.
+        back = min(back, int(self.progress.tasks[task].total or back))
         papers = self.progress.tasks[task].fields.get("papers", 0) + page.added
         self.progress.update(task, completed=back, papers=papers)
 
@@ -71,19 +75,20 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
             "corpus_days to use them)"
         )
         err_console.print(f"[yellow]{escape(why)}[/]", highlight=False, markup=True)
-    if console.is_terminal:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} days, {task.fields[papers]} new"),
-            console=console,
+    try:
+        with backfill_lock(cfg.data_dir):
+            report = _backfill(cfg, store, days, only, today)
+    except Busy as busy:
+        # Two backfills would each pause 3 s between their own requests: arXiv would be asked
+        # twice as often as it allows. The second one stops before its first request.
+        pid = f"pid {busy.pid}" if busy.pid else "another process"
+        err_console.print(
+            f"[bold red]Error:[/] a backfill is already running ({pid}) on this site; "
+            "run this again once it has ended (it goes on from where that one got to)",
+            highlight=False,
+            markup=True,
         )
-        with progress:
-            report = backfill(
-                store, cfg, days, today=today, only=only, listener=_Bar(progress, today)
-            )
-    else:
-        report = backfill(store, cfg, days, today=today, only=only, listener=_Plain())
+        return ExitStatus.ERROR
     console.print(_summary(report, today), highlight=False)
     if report.interrupted:
         err_console.print(
@@ -93,7 +98,7 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
         )
     elif report.unfinished:
         err_console.print(
-            f"[yellow]not back {days} days yet:[/] {escape(', '.join(report.unfinished))}; "
+            f"[yellow]not back {_days(days)} yet:[/] {escape(', '.join(report.unfinished))}; "
             f"`{escape(again)}` goes on from where each stopped",
             highlight=False,
             markup=True,
@@ -107,6 +112,29 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
     return report.status
 
 
+def _backfill(
+    cfg: Config, store: Store, days: int, only: str | None, today: date
+) -> BackfillReport:
+    """The backfill itself, drawn as a progress bar on a terminal, as lines otherwise."""
+    if console.is_terminal:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} days, {task.fields[papers]} new"),
+            console=console,
+        )
+        with progress:
+            return backfill(
+                store, cfg, days, today=today, only=only, listener=_Bar(progress, today)
+            )
+    else:
+        return backfill(store, cfg, days, today=today, only=only, listener=_Plain())
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'' if n == 1 else 's'}"
+
+
 def _summary(report: BackfillReport, today: date) -> str:
     covered = report.days_covered(today)
     updated = f" ({report.updated} already stored)" if report.updated else ""
@@ -114,5 +142,5 @@ def _summary(report: BackfillReport, today: date) -> str:
     return (
         f"backfill: {report.added} papers added{updated}, {report.pages} "
         f"page{'' if report.pages == 1 else 's'}{failed}, "
-        f"{covered} of {report.days} days covered"
+        f"{covered} of {_days(report.days)} covered"
     )

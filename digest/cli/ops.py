@@ -442,12 +442,24 @@ def papers_purge(ctx: click.Context, source: str) -> None:
 
     Example: digest papers purge --source lab-feed
     """
-    deleted, untagged = _state(ctx).store().purge_source(source)
-    if not deleted and not untagged:
+    from digest.ingest.backfill_progress import forget_source
+
+    store = _state(ctx).store()
+    deleted, untagged = store.purge_source(source)
+    # Its backfill progress too: a record saying "done back to …" over papers now deleted
+    # would keep `digest ingest --backfill` from ever fetching them again.
+    forgotten = forget_source(store, source)
+    if not deleted and not untagged and not forgotten:
         raise DigestError(
             f"no stored paper came from a source named {source!r}", "see `digest stats`"
         )
+    progress = (
+        f"; its backfill progress forgotten ({forgotten} categor{'y' if forgotten == 1 else 'ies'})"
+        if forgotten
+        else ""
+    )
     console.print(
-        f"{source}: {deleted} paper(s) deleted, {untagged} kept (also from other sources)",
+        f"{source}: {deleted} paper(s) deleted, {untagged} kept (also from other sources)"
+        f"{progress}",
         highlight=False,
     )

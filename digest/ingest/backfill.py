@@ -11,34 +11,41 @@ joined by OR), newest submissions first, a page at a time and at least PAUSE sec
 API's terms ask for 3 s), until the submission date passes the cutoff. Where each search got to
 is saved in the control table after every page, so a backfill that was interrupted (Ctrl-C, a
 network error on page 7) continues at that page when started again: arXiv's results only grow
-at the top, so resuming at an offset can re-read a few papers but never skips one.
+at the top, so resuming at an offset can re-read a few papers but never skips one. A page that
+cannot be read is skipped and remembered (digest.ingest.backfill_progress): the next run fetches
+it first. A search counts as done only once a page reaches past the cutoff, or the results end
+after some papers; an empty answer is one of the API's hiccups (or a mistyped category), not
+the end. One backfill runs at a time per site (digest.ingest.backfill_lock).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from time import monotonic, sleep
-from typing import Protocol
 
-from digest.arxiv_taxonomy import classes_of
+from digest.arxiv_taxonomy import unknown_category
 from digest.config import Config, SourceConfig
-from digest.errors import ConfigError, ExitStatus, FeedError
+from digest.errors import ConfigError, FeedError
 from digest.ingest import arxiv_api
 from digest.ingest.arxiv_rss import in_categories
-from digest.ingest.fetch import fetch
+from digest.ingest.backfill_progress import Pass, load, save
+from digest.ingest.backfill_searches import (
+    BackfillReport,
+    Listener,
+    Page,
+    Quiet,
+    Search,
+    api_source,
+    searches,
+)
+from digest.ingest.fetch import Fetched, fetch
 from digest.ingest.parsed import Parsed
 from digest.ingest.run import store_parsed
 from digest.record import BACKFILL, PaperRecord
 from digest.store.papers import Store
 
-log = logging.getLogger(__name__)
-
-DEFAULT_URL = "https://export.arxiv.org/api/query"
 # Results per request: arXiv allows up to 2,000, but large pages are slow to make and a failed
 # one costs more; 500 is 90 days of cs.LG in about 100 requests.
 PAGE_SIZE = 500
@@ -56,84 +63,6 @@ BAD_PAGES = 2
 # A pass older than this is started again from the newest papers, not resumed: its offsets
 # moved with every paper submitted since, and the days since it began are missing from it.
 RESUME_DAYS = 3
-
-
-@dataclass(frozen=True)
-class Search:
-    """One category of one listing source, as one search."""
-
-    source: SourceConfig
-    category: str
-
-    @property
-    def query(self) -> str:
-        return " OR ".join(f"cat:{c}" for c in classes_of(self.category))
-
-    @property
-    def label(self) -> str:
-        return f"{self.source.name} {self.category}"
-
-    @property
-    def key(self) -> str:
-        # The control table's keys are 64 characters; source names alone may be.
-        digest = hashlib.sha256(f"{self.source.name}\0{self.category}".encode()).hexdigest()
-        return f"backfill:{digest[:32]}"
-
-
-@dataclass
-class Pass:
-    """How far one search has got: saved after every page, read back to resume."""
-
-    source: str
-    category: str
-    query: str
-    began: str  # ISO day the pass started: its newest papers are of that day
-    until: str  # ISO day: papers submitted before it are not wanted
-    start: int = 0  # the next result to ask for
-    reached: str | None = None  # ISO day of the oldest submission seen so far
-    pages: int = 0
-    added: int = 0
-    finished: bool = False  # past `until`, or at the end of the results
-    exhausted: bool = False  # at the end of the results: no older paper to fetch
-
-    def covers(self, cutoff: date) -> bool:
-        """Whether this pass already reached back past ``cutoff`` (or to the end)."""
-        if not self.finished:
-            return False
-        return self.exhausted or (self.reached is not None and self.reached < cutoff.isoformat())
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page's outcome, as a listener is told it."""
-
-    search: Search
-    number: int  # in this search's pass, from 1
-    start: int
-    entries: int
-    added: int
-    reached: date | None
-
-
-class Listener(Protocol):
-    """Where a backfill says what it does (the CLI draws a progress bar or prints lines)."""
-
-    def begin(self, search: Search, days: int, done_days: int) -> None: ...
-    def page(self, page: Page) -> None: ...
-    def say(self, line: str) -> None: ...
-
-
-class Quiet:
-    """A listener that logs: the library used without a terminal."""
-
-    def begin(self, search: Search, days: int, done_days: int) -> None:
-        pass
-
-    def page(self, page: Page) -> None:
-        log.info("backfill %s: page %d, %d new", page.search.label, page.number, page.added)
-
-    def say(self, line: str) -> None:
-        log.warning("%s", line)
 
 
 class Pacer:
@@ -162,67 +91,6 @@ class Pacer:
         self.last = self.clock()
 
 
-@dataclass
-class BackfillReport:
-    days: int
-    added: int = 0
-    updated: int = 0
-    pages: int = 0
-    failed_pages: int = 0
-    # Searches that stopped before the cutoff (a failure, the page bound): a run again goes on.
-    unfinished: list[str] = field(default_factory=list)
-    # Per search, the oldest submission day reached (None: nothing fetched).
-    reached: dict[str, date | None] = field(default_factory=dict)
-    interrupted: bool = False
-
-    @property
-    def status(self) -> ExitStatus:
-        failed = self.failed_pages or self.unfinished or self.interrupted
-        return ExitStatus.PARTIAL if failed else ExitStatus.OK
-
-    def days_covered(self, today: date) -> int:
-        """Days back from today that every search covers."""
-        if not self.reached:
-            return 0
-        cutoff = today - timedelta(days=self.days)
-        newest = max((max(d, cutoff) if d else today) for d in self.reached.values())
-        return (today - newest).days
-
-
-def api_source(cfg: Config) -> SourceConfig:
-    """Where the API is asked: the first `arxiv-api` source (its url, timeouts and size cap),
-    else arXiv's own endpoint with the default limits."""
-    api = next((s for s in cfg.sources if s.kind == "arxiv-api"), None)
-    if api is None:
-        return SourceConfig(name="arxiv-api", kind="arxiv-api", url=DEFAULT_URL)
-    if api.url.startswith("file://"):
-        raise ConfigError(
-            f"source {api.name!r}: a backfill pages through the API; {api.url} is a file",
-            f"point {api.name}'s url at https://export.arxiv.org/api/query",
-        )
-    return api
-
-
-def searches(cfg: Config, only: str | None = None) -> tuple[list[Search], list[str]]:
-    """The searches of the configured listing sources, and one line per source left out."""
-    sources = [cfg.source(only)] if only else cfg.sources
-    found: list[Search] = []
-    notes: list[str] = []
-    for src in sources:
-        if src.kind != "arxiv-rss":
-            if only:  # asked for by name: say why nothing happens
-                notes.append(f"{src.name}: a {src.kind} source; only arxiv-rss sources backfill")
-            continue
-        if not src.categories:
-            notes.append(
-                f"{src.name}: no categories configured; skipped "
-                '(add e.g. categories = ["cs.LG"] to backfill it)'
-            )
-            continue
-        found += [Search(src, c) for c in dict.fromkeys(src.categories)]
-    return found, notes
-
-
 def backfill(
     store: Store,
     cfg: Config,
@@ -238,12 +106,12 @@ def backfill(
 
     Returns what was done; a page or a search that fails is reported (through ``listener``)
     and the rest go on. Ctrl-C ends it with ``interrupted`` set and every stored page kept.
+    The caller holds the site's backfill lock (digest.ingest.backfill_lock).
     """
     if days < 1:
         raise ConfigError(f"--backfill {days}: give a number of days, 1 or more")
     today = today or date.today()
     listener = listener or Quiet()
-    api = api_source(cfg)
     found, notes = searches(cfg, only)
     for line in notes:
         listener.say(line)
@@ -252,6 +120,7 @@ def backfill(
             "nothing to backfill: no arxiv-rss source with categories",
             'give an arxiv-rss source in digest.toml a list such as categories = ["cs.LG"]',
         )
+    api = api_source(cfg)  # after: what is not backfilled is said first, whatever the API's url
     report = BackfillReport(days=days)
     size = page_size or PAGE_SIZE
     run = _Run(store, api, today, days, listener, pacer or Pacer(), size, report)
@@ -260,6 +129,11 @@ def backfill(
             run.search(search)
     except KeyboardInterrupt:
         report.interrupted = True
+    # From what is stored, for every search: one that Ctrl-C kept this run from reaching
+    # still counts with what earlier runs fetched (or with nothing).
+    for search in found:
+        state = run.current(search)
+        report.reached[search.label] = state.back_to(run.cutoff) if state else None
     return report
 
 
@@ -280,20 +154,48 @@ class _Run:
         return self.today - timedelta(days=self.days)
 
     def search(self, search: Search) -> None:
-        state = self._pass(search)
+        state = self.current(search) or self._new(search)
         label = search.label
-        reached = date.fromisoformat(state.reached) if state.reached else None
-        self.report.reached[label] = reached
         if state.covers(self.cutoff):
-            self.listener.say(f"{label}: already backfilled back to {state.reached}; nothing to do")
+            self.listener.say(f"{label}: already backfilled {state.depth()}; nothing to do")
             return
+        self.bad_in_a_row = 0
+        reached = state.back_to(self.cutoff)
+        self.listener.begin(search, self.days, (self.today - reached).days if reached else 0)
+        if state.gaps and not self._fill_gaps(search, state):
+            return
+        if not state.swept(self.cutoff):
+            self._sweep(search, state)
+        if state.gaps and label not in self.report.unfinished:
+            self.report.unfinished.append(label)
+            left = ", ".join(f"{first} to {last}" for first, last, _ in state.gaps)
+            self.listener.say(f"{label}: results {left} still missing; the next run fetches them")
+
+    def current(self, search: Search) -> Pass | None:
+        """The saved pass of this search to go on with; None if there is none, or if it is of
+        another query or too old to resume (a new one starts from the newest papers)."""
+        saved = load(self.store, search.key)
+        stale = (self.today - timedelta(days=RESUME_DAYS)).isoformat()
+        if saved is None or saved.query != search.query or saved.began < stale:
+            return None
+        return saved
+
+    def _new(self, search: Search) -> Pass:
+        return Pass(
+            source=search.source.name,
+            category=search.category,
+            query=search.query,
+            began=self.today.isoformat(),
+            until=self.cutoff.isoformat(),
+        )
+
+    def _sweep(self, search: Search, state: Pass) -> None:
+        """Page back from where the pass is until past the cutoff or the end of the results."""
         state.finished = state.exhausted = False
         state.until = self.cutoff.isoformat()
-        self.bad_in_a_row = 0
-        self.listener.begin(search, self.days, (self.today - reached).days if reached else 0)
         if state.start:
             self.listener.say(
-                f"{label}: continuing at result {state.start} (page {state.pages + 1})"
+                f"{search.label}: continuing at result {state.start} (page {state.pages + 1})"
             )
         bound = self.days * PAGES_PER_DAY + 1  # per run: a resumed pass has its own
         for _ in range(bound):
@@ -301,42 +203,75 @@ class _Run:
                 return
         self._stop(search, f"stopped after {bound} pages, the bound for {self.days} days")
 
-    def _pass(self, search: Search) -> Pass:
-        """The saved pass of this search to go on with, or a new one from the newest papers."""
-        saved = _load(self.store, search.key)
-        stale = (self.today - timedelta(days=RESUME_DAYS)).isoformat()
-        if saved is None or saved.query != search.query or saved.began < stale:
-            return Pass(
-                source=search.source.name,
-                category=search.category,
-                query=search.query,
-                began=self.today.isoformat(),
-                until=self.cutoff.isoformat(),
-            )
-        return saved
-
     def _page(self, search: Search, state: Pass) -> bool:
-        """Fetch, store and record one page; False when this search is over for this run."""
-        label, start = search.label, state.start
-        for attempt in range(EMPTY_RETRIES + 1):
-            parsed = self._fetch(search, state)
-            if parsed is None:
-                return self._unreadable(search, state)
-            if parsed.seen:
-                break
-            if parsed.total is not None and start >= parsed.total:
-                state.finished = state.exhausted = True  # the end of the results
-                _save(self.store, search.key, state)
-                return False
-            if attempt < EMPTY_RETRIES:
-                self.listener.say(f"{label}: an empty page at result {start}; asking again")
-        else:
-            self.report.failed_pages += 1
-            total = parsed.total if parsed is not None else None
-            of = f" of {total}" if total is not None else ""
-            self._stop(search, f"arXiv sent an empty page at result {start}{of} twice")
+        """Fetch, store and record one page of the sweep; False when it is over for this run."""
+        start = state.start
+        parsed = self._ask(search, start, self.page_size)
+        if parsed is None:
+            return self._unreadable(search, state)
+        if not parsed.seen:
+            if _ended(parsed.total, start):  # the real end, after papers: nothing older
+                state.finished = state.exhausted = True
+                save(self.store, search.key, state)
+            else:
+                self._empty_twice(search, start, parsed.total)
             return False
         self.bad_in_a_row = 0
+        oldest, added = self._store(search, state, parsed)
+        # Ahead by the entries this page held, not by the page size: a page cut short (a
+        # truncated answer that parsed in part) is asked for again from its first lost entry.
+        state.start += parsed.seen
+        state.pages += 1
+        past = oldest is not None and oldest < self.cutoff
+        at_end = _ended(parsed.total, state.start)
+        state.finished = past or at_end
+        state.exhausted = at_end and not past
+        save(self.store, search.key, state)
+        self._tell(search, state, start, parsed.seen, added)
+        return not state.finished
+
+    def _fill_gaps(self, search: Search, state: Pass) -> bool:
+        """Fetch the ranges an earlier run skipped, before anything else. A range still
+        unreadable stays for the next run; False if the search stops (the network is down)."""
+        for gap in list(state.gaps):
+            first, last, then = gap
+            label = search.label
+            self.listener.say(f"{label}: fetching results {first} to {last}, left out before")
+            start, end = first, last
+            while start <= end:
+                parsed = self._ask(search, start, min(end - start + 1, self.page_size))
+                if parsed is None or not parsed.seen:
+                    if parsed is not None and _ended(parsed.total, start):
+                        start = end + 1  # the results no longer reach this far: nothing left
+                        break
+                    if parsed is not None:
+                        self.report.failed_pages += 1
+                        self.listener.say(f"{label}: an empty page at result {start} twice")
+                    gap[:] = [start, end, then]
+                    save(self.store, search.key, state)
+                    if self.bad_in_a_row >= BAD_PAGES:  # the network, or two bad in a row
+                        self._stop(search, f"stopped at result {start}")
+                        return False
+                    self.listener.say(f"{label}: results {start} to {end} kept for the next run")
+                    break
+                self.bad_in_a_row = 0
+                if parsed.total is not None and then > 0 and parsed.total > then:
+                    # Papers submitted since the range was skipped moved it down by as many.
+                    end += parsed.total - then
+                    then = parsed.total
+                _, added = self._store(search, state, parsed)
+                self._tell(search, state, start, parsed.seen, added)
+                start += parsed.seen
+                gap[:] = [start, end, then]
+                save(self.store, search.key, state)
+            if start > end:
+                state.gaps.remove(gap)
+                save(self.store, search.key, state)
+        return True
+
+    def _store(self, search: Search, state: Pass, parsed: Parsed) -> tuple[date | None, int]:
+        """Store a page's papers and count them: the oldest submission day on it, and how
+        many papers were new."""
         stored = Parsed(records=self._keep(search, parsed.records))
         added, updated = store_parsed(self.store, stored)
         for line in parsed.problems + stored.problems:  # bad entries: a line each, the rest kept
@@ -344,33 +279,44 @@ class _Run:
         oldest = min((r.announced for r in parsed.records), default=None)
         if oldest is not None:
             state.reached = min(state.reached or oldest.isoformat(), oldest.isoformat())
-        # Ahead by the entries this page held, not by the page size: a page cut short (a
-        # truncated answer that parsed in part) is asked for again from its first lost entry.
-        state.start += parsed.seen
-        state.pages += 1
+        if parsed.total is not None:
+            state.total = parsed.total
         state.added += added
         self.report.pages += 1
         self.report.added += added
         self.report.updated += updated
-        reached = date.fromisoformat(state.reached) if state.reached else None
-        self.report.reached[label] = reached
-        past = oldest is not None and oldest < self.cutoff
-        at_end = parsed.total is not None and state.start >= parsed.total
-        state.finished = past or at_end
-        state.exhausted = at_end and not past
-        _save(self.store, search.key, state)
-        self.listener.page(Page(search, state.pages, start, parsed.seen, added, reached))
-        return not state.finished
+        # A range skipped before the first page that said how many results there were:
+        # measured from this page's count (a page or two later), close enough to find it.
+        for gap in state.gaps:
+            if gap[2] <= 0 and parsed.total:
+                gap[2] = parsed.total
+        return oldest, added
 
-    def _fetch(self, search: Search, state: Pass) -> Parsed | None:
+    def _tell(self, search: Search, state: Pass, start: int, seen: int, added: int) -> None:
+        reached = date.fromisoformat(state.reached) if state.reached else None
+        self.listener.page(Page(search, state.pages, start, seen, added, reached))
+
+    def _ask(self, search: Search, start: int, count: int) -> Parsed | None:
+        """One page, asked for again once (after the pause) if it came back empty when it
+        should not have; None if it failed (said in one line)."""
+        parsed = None
+        for attempt in range(EMPTY_RETRIES + 1):
+            parsed = self._fetch(search, start, count)
+            if parsed is None or parsed.seen or _ended(parsed.total, start):
+                return parsed
+            if attempt < EMPTY_RETRIES:
+                self.listener.say(f"{search.label}: an empty page at result {start}; asking again")
+        return parsed
+
+    def _fetch(self, search: Search, start: int, count: int) -> Parsed | None:
         """One request (after the pause) and its parse; None, said in one line, if either
         fails. A request that fails stops the search: the next run starts at this page."""
         params = {
             "search_query": search.query,
             "sortBy": "submittedDate",
             "sortOrder": "descending",
-            "start": str(state.start),
-            "max_results": str(self.page_size),
+            "start": str(start),
+            "max_results": str(count),
         }
         self.pacer.wait()
         try:
@@ -384,40 +330,59 @@ class _Run:
         except FeedError as exc:
             self.report.failed_pages += 1
             self.bad_in_a_row = BAD_PAGES  # nothing to skip to: the network or the API is down
-            self.listener.say(f"{search.label}: the page at result {state.start} failed: {exc}")
+            self.listener.say(f"{search.label}: the page at result {start} failed: {exc}")
             return None
         finally:
             self.pacer.done()
         # Parsed as this source's: the records carry its name, so the corpus counts them for it.
         as_source = search.source.model_copy(update={"kind": "arxiv-api"})
         try:
-            return arxiv_api.parse(got.content or b"", as_source, self.today)
+            if (html := _html(got)) is not None:
+                raise FeedError(f"arXiv sent {html}, not Atom, at result {start}")
+            parsed = arxiv_api.parse(got.content or b"", as_source, self.today)
+            if not parsed.seen and parsed.total is None:
+                # arXiv's answers always count their results: without entries or a count this
+                # is some other XML (a proxy's, a portal's), not an empty page to ask again.
+                raise FeedError(f"arXiv sent a page that is not its Atom, at result {start}")
+            return parsed
         except FeedError as exc:
             self.report.failed_pages += 1
             self.bad_in_a_row += 1
-            self.listener.say(
-                f"{search.label}: the page at result {state.start} is unreadable: {exc}"
-            )
+            self.listener.say(f"{search.label}: unreadable page: {exc}")
             return None
 
     def _unreadable(self, search: Search, state: Pass) -> bool:
-        """After a page that failed: one that could not be read is skipped (the rest of the
-        search goes on); a second in a row, or one that could not be fetched, stops the search
-        where it is, and the next run starts there."""
+        """After a page that failed: one that could not be read is skipped and remembered (the
+        rest of the search goes on, the next run fetches it first); a second in a row, or one
+        that could not be fetched, stops the search where it is, and the next run starts there."""
         if self.bad_in_a_row >= BAD_PAGES:
             self._stop(search, f"stopped at result {state.start}")
             return False
+        first, last = state.start, state.start + self.page_size - 1
         self.listener.say(
-            f"{search.label}: results {state.start} to {state.start + self.page_size - 1} "
-            "left out; going on with the next page"
+            f"{search.label}: results {first} to {last} left out for now (the next run fetches "
+            "them first); going on with the next page"
         )
+        state.gaps.append([first, last, state.total or 0])  # 0: not known yet
         state.start += self.page_size
-        _save(self.store, search.key, state)
+        save(self.store, search.key, state)
         return True
 
-    def _stop(self, search: Search, why: str) -> None:
-        self.report.unfinished.append(search.label)
-        self.listener.say(f"{search.label}: {why}; the next run goes on from there")
+    def _empty_twice(self, search: Search, start: int, total: int | None) -> None:
+        self.report.failed_pages += 1
+        if start == 0:
+            # Nothing at all, twice: a category arXiv does not know answers just so.
+            typo = unknown_category(search.category)
+            why = f"arXiv returned no papers for {search.category} (asked twice): check its name"
+            self._stop(search, f"{why} ({typo})" if typo else why, then="asks again")
+            return
+        of = f" of {total}" if total is not None else ""
+        self._stop(search, f"arXiv sent an empty page at result {start}{of} twice")
+
+    def _stop(self, search: Search, why: str, then: str = "goes on from there") -> None:
+        if search.label not in self.report.unfinished:
+            self.report.unfinished.append(search.label)
+        self.listener.say(f"{search.label}: {why}; the next run {then}")
 
     def _keep(self, search: Search, records: list[PaperRecord]) -> list[PaperRecord]:
         """The page's papers that belong in the corpus: submitted since the cutoff, and (for a
@@ -437,15 +402,17 @@ class _Run:
         return kept
 
 
-def _load(store: Store, key: str) -> Pass | None:
-    raw = store.get_control(key)
-    if raw is None:
-        return None
-    try:
-        return Pass(**json.loads(raw))
-    except (TypeError, ValueError):  # written by another release: start that search afresh
-        return None
+def _ended(total: int | None, start: int) -> bool:
+    """Whether asking from ``start`` is past the real end of the results: only after some
+    results (arXiv's spurious empty answers say totalResults 0)."""
+    return total is not None and 0 < total <= start
 
 
-def _save(store: Store, key: str, state: Pass) -> None:
-    store.set_control(key, json.dumps(asdict(state), sort_keys=True))
+def _html(got: Fetched) -> str | None:
+    """ "an HTML page" if that is what came (a proxy's or a maintenance page, often HTTP 200)."""
+    kind = (got.content_type or "").split(";")[0].strip().lower()
+    head = (got.content or b"")[:256].lstrip().lower()
+    html = head.startswith((b"<!doctype html", b"<html"))
+    if html or kind in ("text/html", "application/xhtml+xml"):
+        return "an HTML page"
+    return None

@@ -55,6 +55,7 @@ class Fetched:
     content: bytes | None  # None: not modified since the validators we sent
     etag: str | None = None
     last_modified: str | None = None
+    content_type: str | None = None  # as the server said it (a proxy's error page is HTML)
 
 
 def fetch(
@@ -203,7 +204,10 @@ class _Fetch:
                         raise FeedError(f"{url}: HTTP {status} {resp.reason_phrase}")
                     body = await self.body(resp)
                     return Fetched(
-                        body, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                        body,
+                        resp.headers.get("ETag"),
+                        resp.headers.get("Last-Modified"),
+                        resp.headers.get("Content-Type"),
                     )
                 finally:
                     await resp.aclose()

@@ -17,6 +17,7 @@ from digest.mail.render import (
 )
 from digest.profiles import Profile, topics_of
 from digest.rank.ranker import Pick
+from digest.record import BACKFILL
 from digest.service.context import Context, _micros, from_sources, prepare_models
 from digest.store.planning import Standing
 from digest.store.schema import SECTIONS_KEY, Delivery, Paper
@@ -149,6 +150,19 @@ def topic_picks(
     return [pick for mine in kept for _, pick in sorted(mine, key=lambda x: x[0])]
 
 
+def _why_no_listing(ctx: Context) -> str:
+    """Why there is nothing to pick before the first listing. A backfill may have stored
+    thousands of papers already: corpus only, never listed, so "no papers" would mislead
+    (counted only here, on this rare path, not for every reader of a run)."""
+    backfilled = ctx.store.count_papers(BACKFILL)
+    if not backfilled:
+        return "no papers stored yet (run `digest ingest`)"
+    return (
+        f"no listing fetched yet (run `digest ingest`); the {backfilled} backfilled papers "
+        "are corpus only, never listed"
+    )
+
+
 def pick_papers(
     ctx: Context, profile: Profile, standing: Standing | None = None
 ) -> tuple[list[Pick[Paper]], str]:
@@ -158,7 +172,7 @@ def pick_papers(
         email = profile.email.lower()
         standing = ctx.store.standings({email: date.min})[email]
     if ctx.latest is None:
-        return [], "no papers stored yet (run `digest ingest`)"
+        return [], _why_no_listing(ctx)
     if profile.trending:
         return trending_picks(ctx, profile, standing)
     at = candidate_positions(ctx, profile, standing)

@@ -293,9 +293,13 @@ class Store(DeliveryQueries, FeedbackQueries, PlanningQueries, ClaimQueries, Pla
             q = select(Paper.id).where(cast(Paper.categories, Text).like(needle, escape="\\"))
             return s.exec(q.limit(1)).first() is not None
 
-    def count_papers(self) -> int:
+    def count_papers(self, announce_type: str | None = None) -> int:
+        """Stored papers (of one announce type if given)."""
         with self.session() as s:
-            return int(s.exec(select(func.count()).select_from(Paper)).one())
+            q = select(func.count()).select_from(Paper)
+            if announce_type is not None:
+                q = q.where(Paper.announce_type == announce_type)
+            return int(s.exec(q).one())
 
     # -- feeds ----------------------------------------------------------------------------
 

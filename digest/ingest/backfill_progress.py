@@ -1,0 +1,104 @@
+"""Where each backfill search got to: one record per (listing source, category) in the store's
+control table, saved after every page and read back to resume (see digest.ingest.backfill)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+from sqlmodel import col, select
+
+from digest.store.papers import Store
+from digest.store.schema import Control
+
+PREFIX = "backfill:"
+
+
+def key_of(source: str, category: str) -> str:
+    # The control table's keys are 64 characters; source names alone may be.
+    digest = hashlib.sha256(f"{source}\0{category}".encode()).hexdigest()
+    return f"{PREFIX}{digest[:32]}"
+
+
+@dataclass
+class Pass:
+    """How far one search has got: saved after every page, read back to resume."""
+
+    source: str
+    category: str
+    query: str
+    began: str  # ISO day the pass started: its newest papers are of that day
+    until: str  # ISO day: papers submitted before it are not wanted
+    start: int = 0  # the next result to ask for
+    reached: str | None = None  # ISO day of the oldest submission seen so far
+    pages: int = 0
+    added: int = 0
+    finished: bool = False  # the sweep is over: past `until`, or at the end of the results
+    exhausted: bool = False  # at the end of the results: no older paper to fetch
+    # The last totalResults arXiv gave: how far a skipped range has moved down since (new
+    # submissions are added at the top of a newest-first search).
+    total: int | None = None
+    # Results skipped because their page could not be read, as [first, last, total then]:
+    # fetched first by the next run. Without them the category would keep a hole for good.
+    gaps: list[list[int]] = field(default_factory=list)
+
+    def swept(self, cutoff: date) -> bool:
+        """Whether the sweep from the newest papers already reached back past ``cutoff`` (or
+        to the end of the results), gaps aside."""
+        if not self.finished:
+            return False
+        return self.exhausted or (self.reached is not None and self.reached < cutoff.isoformat())
+
+    def covers(self, cutoff: date) -> bool:
+        """Whether nothing is left to fetch for ``cutoff``: swept, and no range left out."""
+        return self.swept(cutoff) and not self.gaps
+
+    def back_to(self, cutoff: date) -> date | None:
+        """The oldest day this pass holds every paper since (None: nothing yet). A pass at the
+        end of the results holds all there is, so it counts as back to the cutoff."""
+        if self.finished and self.exhausted:
+            return cutoff
+        return date.fromisoformat(self.reached) if self.reached else None
+
+    def depth(self) -> str:
+        """How far back it went, in words (for "already backfilled …")."""
+        if self.exhausted:
+            back = f"back to {self.reached}, " if self.reached else ""
+            return f"{back}the end of arXiv's results"
+        return f"back to {self.reached}"
+
+
+def load(store: Store, key: str) -> Pass | None:
+    raw = store.get_control(key)
+    if raw is None:
+        return None
+    try:
+        return Pass(**json.loads(raw))
+    except (TypeError, ValueError):  # written by another release: start that search afresh
+        return None
+
+
+def save(store: Store, key: str, state: Pass) -> None:
+    store.set_control(key, json.dumps(asdict(state), sort_keys=True))
+
+
+def forget_source(store: Store, source: str) -> int:
+    """Delete the progress of every search stored under ``source`` (`digest papers purge`):
+    with its papers gone, a record saying "done" would keep a backfill from fetching them
+    again. The keys are hashes, so the records are read to find the source's. Returns how many
+    were deleted."""
+    gone = 0
+    with store.session() as s:
+        rows = s.exec(select(Control).where(col(Control.key).startswith(PREFIX)))
+        for row in rows:
+            try:
+                mine = json.loads(row.value).get("source") == source
+            except (ValueError, AttributeError):  # not a record of ours: left alone
+                continue
+            if mine:
+                s.delete(row)
+                gone += 1
+        s.commit()
+    return gone
