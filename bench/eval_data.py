@@ -1,4 +1,5 @@
-"""The evaluation splits of ../shared/EVAL.md, built exactly as it specifies.
+"""The evaluation splits: those of ../shared/EVAL.md, built exactly as it specifies, and two of
+our own from its protocol 2 (a first week, and a first week after a backfill).
 
 - `protocol1()`: research areas. 14 arXiv categories, 3 replicas, 10 examples each, the listing of
   each of 15 announcement days after D0 = 2026-04-13; feedback scored on days 6-15.
@@ -92,10 +93,6 @@ class Paper:
     abstract: str
     authors: list[str]
     labels: frozenset[str]
-
-    @property
-    def categories(self) -> frozenset[str]:  # the name protocol 1 gives the labels
-        return self.labels
 
 
 @dataclass
@@ -338,8 +335,8 @@ def first_week(full: Split) -> Split:
 
 def with_backfill(first: Split, days: int) -> Split:
     """The first-week split after a backfill of ``days``: every labelled arXiv paper first
-    seen in the days before D0 (what the arXiv API returns for the field's categories, here
-    cs.CV, cs.CL, cs.AI and their cross-lists) joins the history before the first-week papers.
+    seen in the days before D0 (what the arXiv API returns for the field's categories: the
+    labelled dump is mostly cs.CV, cs.CL and cs.AI) joins the history before the first-week papers.
     The readers and their examples stay as they were: the backfill is corpus, not anyone's
     reading. A Hugging Face paper it brings keeps its hidden themes."""
     # A paper the listings hold is not backfilled twice: Hugging Face dates a paper by its

@@ -123,3 +123,62 @@ def test_a_narrow_interests_picks_say_what_they_share_with_the_examples() -> Non
     listing = [p for p in papers()[-1500:] if p not in examples]
     picks = ranker().rank(profile, listing, examples, model=model_of(examples))
     assert picks and "speculative decoding" in picks[0].reason.lower()
+
+
+def test_a_stored_model_cut_short_or_corrupt_is_refused_not_read_wrong() -> None:
+    model = model_of(about("speculative decoding"))
+    blob = model.to_bytes()
+    head = 5 + 4 + 4 * (len(model.direction) + len(model.quantiles))
+    for cut in (blob[:head], blob[: head + 4], blob[:-1], b"", b"PK\x03\x04 not a zip"):
+        with pytest.raises(ValueError):
+            SubscriberModel.from_bytes(cut, "f", "v")
+
+
+def test_a_large_library_of_one_broad_area_is_not_taken_for_a_narrow_theme() -> None:
+    # A term in 3 of 100 papers is no theme: shared means a share of the examples too.
+    broad = papers()[:100]
+    assert len(model_of(broad).terms) == 0
+    narrow = about("speculative decoding")
+    assert len(model_of(narrow).terms) > 0
+
+
+def test_examples_and_keywords_of_only_stop_words_leave_the_model_working() -> None:
+    empty = P("2699.00001", "The and of", "It is what it is, and so on.")
+    examples = [*about("speculative decoding", 4), empty]
+    profile = Profile(
+        email="r@example.org",
+        interests=Interests(papers=[p.id for p in examples], keywords=["the of and"]),
+    )
+    liked = about("speculative decoding", 6)[4:]
+    model, _ = ranker().model(profile, examples, Ratings(liked=liked))
+    assert np.all(np.isfinite(model.weights)) and np.all(np.isfinite(model.quantiles))
+    assert term_weight(model, "speculative decoding") > 0
+
+
+def test_scores_of_models_with_terms_cannot_be_asked_for_without_the_papers_terms() -> None:
+    from digest.rank.model import score_all
+
+    model = model_of(about("speculative decoding"))
+    with pytest.raises(ValueError):
+        score_all([model], ranker().vocab.dense_rows(papers()[:5]))
+
+
+def test_a_part_made_of_terms_hardly_any_background_paper_holds_stays_bounded() -> None:
+    # Four examples share a made-up word two corpus papers hold: its spread over the
+    # background is near zero, and unfloored a paper with the word scored 330 spreads (the
+    # next best 3.7); floored, it still leads, at 181.
+    word = "zyxqvortification"
+    twins = [
+        P(f"2699.1000{i}", f"{word} of {p.title}", f"{p.abstract} {word} {word}")
+        for i, p in enumerate(papers()[1000:1004])
+    ]
+    holders = [
+        P(f"2699.3000{i}", f"On {p.title}", f"{p.abstract} {word}")
+        for i, p in enumerate(papers()[1100:1102])
+    ]
+    r = Ranker([*papers()[:2500], *holders])
+    profile = Profile(email="r@example.org", interests=Interests(papers=[t.id for t in twins]))
+    model, _ = r.model(profile, twins)
+    other = P("2699.20000", f"A study of {word}", f"We revisit {word} in depth.")
+    raw = r.score_all([model], [other, *papers()[-200:]])[0]
+    assert raw[0] == raw.max() and raw[0] < 250

@@ -193,6 +193,7 @@ class Vocabulary:
         self._extra: dict[str, tuple[sparse.csr_matrix, np.ndarray]] = {}
         self._keywords: dict[str, np.ndarray] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
+        self._background_terms: dict[tuple[int, int], sparse.csc_matrix] = {}
 
     @property
     def terms(self) -> list[str]:
@@ -277,6 +278,15 @@ class Vocabulary:
         found = self._backgrounds.get((size, seed))
         if found is None:
             found = self._backgrounds[(size, seed)] = self.dense[self.background_rows(size, seed)]
+        return found
+
+    def background_terms(self, size: int, seed: int = 0) -> sparse.csc_matrix:
+        """The term rows of `background`, by column (a model's sparse part reads only the
+        columns of its own terms), made once per vocabulary."""
+        found = self._background_terms.get((size, seed))
+        if found is None:
+            rows = self.matrix[self.background_rows(size, seed)]
+            found = self._background_terms[(size, seed)] = rows.tocsc()
         return found
 
     def background_rows(self, size: int, seed: int = 0) -> np.ndarray:

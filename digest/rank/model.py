@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,7 +33,7 @@ from scipy import sparse
 from digest.profiles import Interests
 from digest.rank.features import Vocabulary
 from digest.rank.params import DEFAULT, RankParams
-from digest.rank.sparse_part import TermRows, sparse_part
+from digest.rank.sparse_part import SPREAD_FLOOR, TermRows, sparse_part
 
 QUANTILES = 101
 _RAW = b"\x00dsm1"  # never the start of an .npz (a zip file starts with "PK")
@@ -113,6 +114,7 @@ class SubscriberModel:
 
     @classmethod
     def from_bytes(cls, blob: bytes, fingerprint: str, vocabulary: str) -> SubscriberModel:
+        """The model `to_bytes` wrote; ValueError for anything else (cut short, corrupt)."""
         if blob.startswith((_RAW, _RAW_TERMS)):
             start = len(_RAW)
             k = int.from_bytes(blob[start : start + 4], "little")
@@ -124,15 +126,22 @@ class SubscriberModel:
             if blob.startswith(_RAW_TERMS):
                 n = int.from_bytes(blob[end : end + 4], "little")
                 rest = blob[end + 4 :]
-                if len(rest) != 8 * n:
+                # `to_bytes` writes this marker only with terms: none means cut short.
+                if len(blob) < end + 4 or n == 0 or len(rest) != 8 * n:
                     raise ValueError("a stored model of the wrong size")
-                model.terms = np.frombuffer(rest[: 4 * n], "<i4").astype(np.int32)
+                terms = np.frombuffer(rest[: 4 * n], "<i4").astype(np.int32)
+                if terms[0] < 0 or np.any(np.diff(terms) <= 0):
+                    raise ValueError("a stored model's terms out of order")
+                model.terms = terms
                 model.weights = np.frombuffer(rest[4 * n :], "<f4").astype(np.float32)
             elif len(blob) != end:
                 raise ValueError("a stored model of the wrong size")
             return model
-        with np.load(io.BytesIO(blob)) as data:  # stored by an earlier release
-            return cls(data["direction"], data["quantiles"], fingerprint, vocabulary)
+        try:
+            with np.load(io.BytesIO(blob)) as data:  # stored by an earlier release
+                return cls(data["direction"], data["quantiles"], fingerprint, vocabulary)
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"an unreadable stored model: {exc}") from None
 
 
 def train(
@@ -174,10 +183,9 @@ def train_many(
         _first_direction(vocab, inputs, examples, liked, disliked, params)
         for inputs, examples, liked, disliked in batch
     ]
-    rows = vocab.background_rows(params.background, seed)
     sample = vocab.background(params.background, seed)
     # By column: each reader's sparse part reads only the columns of its own terms.
-    sample_terms = vocab.matrix[rows].tocsc() if term_rows is not None else None
+    sample_terms = vocab.background_terms(params.background, seed) if term_rows else None
     out: list[SubscriberModel] = []
     for start in range(0, len(batch), TRAIN_BATCH):
         part = range(start, min(start + TRAIN_BATCH, len(batch)))
@@ -196,8 +204,9 @@ def train_many(
         if term_rows is not None and sample_terms is not None and sample.shape[0] > 1:
             # Each part in units of its own spread over the background (see the module's
             # docstring); the dense direction too, so the parts add up in one scale.
-            spread = background.std(axis=1, keepdims=True)
-            spread = np.where(spread > 0, spread, 1).astype(np.float32)
+            # Floored as the sparse parts' are (the directions are of unit length): without a
+            # projection a direction's background can be all but empty.
+            spread = np.maximum(background.std(axis=1, keepdims=True), SPREAD_FLOOR)
             directions /= spread
             background /= spread
             for row, i in enumerate(trained):
@@ -322,27 +331,38 @@ def top_columns(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+# Readers per block of the sparse parts' product: its result is nearly dense (a 400-term part
+# meets most papers), 2,048 x 1,500 papers is 12 MB, and a whole run at once was gigabytes.
+SCORE_BLOCK = 2048
+
+
 def score_all(
     models: Sequence[SubscriberModel],
     papers: np.ndarray,
     terms: sparse.csr_matrix | None = None,
 ) -> np.ndarray:
     """Raw scores of every paper for every subscriber: one (subscribers x papers) product for
-    the dense directions, one for the sparse parts (``terms``: the papers' term rows)."""
+    the dense directions, and blocks of one for the sparse parts (``terms``: the papers' term
+    rows, required when a model has a sparse part)."""
     if not models:
         return np.zeros((0, papers.shape[0]), np.float32)
     directions = np.vstack([m.direction for m in models])
     out = np.asarray(directions @ papers.T)
     with_terms = [r for r, m in enumerate(models) if len(m.terms)]
-    if with_terms and terms is not None:
-        indptr = np.cumsum([0] + [len(models[r].terms) for r in with_terms])
+    if not with_terms:
+        return out
+    if terms is None:
+        raise ValueError("models with a sparse part need the papers' term rows")
+    by_term = terms.T.tocsr()  # (terms x papers): each block's product is then row-major
+    for start in range(0, len(with_terms), SCORE_BLOCK):
+        rows = with_terms[start : start + SCORE_BLOCK]
         parts = sparse.csr_matrix(
             (
-                np.concatenate([models[r].weights for r in with_terms]),
-                np.concatenate([models[r].terms for r in with_terms]),
-                indptr,
+                np.concatenate([models[r].weights for r in rows]),
+                np.concatenate([models[r].terms for r in rows]),
+                np.cumsum([0] + [len(models[r].terms) for r in rows]),
             ),
-            shape=(len(with_terms), terms.shape[1]),
+            shape=(len(rows), terms.shape[1]),
         )
-        out[with_terms] += (terms @ parts.T).T.toarray().astype(out.dtype)
+        out[rows] += (parts @ by_term).toarray()
     return out

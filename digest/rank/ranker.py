@@ -176,7 +176,7 @@ class Ranker:
         if raw is None:
             raw = rows[at] @ model.direction
             if len(model.terms):
-                raw = raw + listing.term_rows[at] @ _full(model, listing.term_rows.shape[1])
+                raw = raw + listing.term_rows[at][:, model.terms] @ model.weights
         else:
             raw = np.asarray(raw)[keep]
         # Every term below in float64, in the order the per-paper formula always added them,
@@ -205,9 +205,10 @@ class Ranker:
         if complete:
             eligible[:] = True
         score = calibrated * (1 - profile.trending_weight) + trending
-        # The raw score breaks ties among papers above every background paper (a few
-        # background spreads at most: a thousandth of it never outweighs a boost).
-        score = score + 1e-3 * raw64
+        # The raw score breaks ties among papers above every background paper. In units of
+        # the background's spread it can reach a hundred, so it is squashed first: monotone,
+        # and never above a thousandth, which no boost or prior can be outweighed by.
+        score = score + 1e-3 * np.tanh(raw64 / 100)
         score = score + params.keyword_boost * np.minimum(keyword_hits, 2) / 2
         score = score + np.where(by_author, params.author_boost, 0.0)
         score = score + prior
@@ -265,13 +266,6 @@ def _matching_any(listing: Listing[RankPaper], at: np.ndarray, terms: list[str])
     for term in terms:
         found |= listing.matches(term)[at]
     return found
-
-
-def _full(model: SubscriberModel, width: int) -> np.ndarray:
-    """The model's sparse part as a vector over every term."""
-    out = np.zeros(width, np.float32)
-    out[model.terms] = model.weights
-    return out
 
 
 def _hold_back_duplicates(

@@ -10,9 +10,10 @@ of exact terms go beside it, in the term space itself:
   area's 0.005-0.11 (mean 0.03, protocol 1), and the shared terms count in proportion between
   0.04 and 0.16. On protocol 2 they lifted nDCG@10 from 0.583 to 0.603; on protocol 1, where
   they cost ranking when given to every reader, it stayed within the noise (0.380 -> 0.377);
-- once there is feedback, the rated papers' own terms: likes in, dislikes out (Rocchio in the
-  term space), the 400 largest weights kept. Ten verdicts a day are exact words the projection
-  cannot hold apart (protocol 2: 0.607 -> 0.636 with feedback; protocol 1: 0.400 -> 0.399).
+- once there is feedback, a Rocchio vector in the term space: the examples, keywords and liked
+  papers in, the disliked out, the 400 largest weights kept. Ten verdicts a day are exact words
+  the projection cannot hold apart (protocol 2: 0.607 -> 0.636 with feedback; protocol 1:
+  0.400 -> 0.399).
 Each set is scaled by its spread over the background sample, like the dense direction, so the
 parts add in one unit (bench/README.md has the measurements).
 
@@ -21,6 +22,8 @@ vocabulary's 100,000: a run trains tens of thousands of these.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import sparse
@@ -32,13 +35,22 @@ from digest.rank.params import RankParams
 # The term rows (sparse, unit length) of a reader's example, liked and disliked papers.
 TermRows = tuple[sparse.csr_matrix, sparse.csr_matrix, sparse.csr_matrix]
 
-# A term is shared when at least this many examples hold it.
+# A term is shared when at least this many examples hold it, and this share of them: a reader
+# with a library of 100 papers of a broad area would otherwise look as narrow as a theme (any
+# term in 3 of 100 papers), and with 8-10 examples (the protocols) it is 3 either way.
 SHARED_BY = 3
+SHARED_SHARE = 0.3
 # The share of the examples' weight in shared terms at which the shared terms start to count,
 # and at which they count fully (linear between).
 SHARED_FROM, SHARED_FULL = 0.04, 0.16
 # Their weight then, against the dense direction's 1.
 SHARED_WEIGHT = 1.0
+# Each part's spread over the background is taken as at least this share of the part's own
+# length. Measured on the protocols, a part's spread is 0.004-0.015 of its length (1st to 90th
+# percentile); a part made of terms one or two background papers hold would otherwise be
+# scaled by a spread near zero, and one paper with its rarest term outranks everything (and
+# a part no background paper holds would be dropped).
+SPREAD_FLOOR = 0.005
 # Terms kept in a model's sparse part, the largest weights: a model is stored and held per
 # reader (100,000 of them in a run): 3.2 KB at most.
 MAX_MODEL_TERMS = 400
@@ -53,7 +65,7 @@ def sparse_part(
 ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray] | None:
     """The sparse part ((vocabulary columns, weights)) and its scores of the background
     ``sample`` (its term rows, by column), or None when the reader has none."""
-    examples, liked, disliked = rows
+    examples, liked, disliked = (_nonempty(m) for m in rows)
     shared_on = examples.shape[0] >= SHARED_BY
     # The rated terms only beside example papers: a keywords-only reader's rated terms cost
     # their feedback 0.378 -> 0.351 nDCG@10 on protocol 1 (0.366 with the keywords' own terms
@@ -62,7 +74,7 @@ def sparse_part(
     if not (shared_on or rated_on):
         return None
     keywords = [k for k in interests.keywords if k.strip()] if rated_on else []
-    given = vocab.transform(keywords) if keywords else None
+    given = _nonempty(vocab.transform(keywords)) if keywords else None
     blocks = [m for m in (examples, given, liked, disliked) if m is not None]
     columns = np.unique(np.concatenate([m.indices for m in blocks]))
     if not len(columns):
@@ -78,7 +90,8 @@ def sparse_part(
         mean = summed(examples) / examples.shape[0]
         # A term is in a row once (the rows are summed), so its count of rows is its papers.
         held = np.bincount(np.searchsorted(columns, examples.indices), minlength=width)
-        shared = np.where(held >= SHARED_BY, mean, 0.0)
+        enough = max(SHARED_BY, math.ceil(SHARED_SHARE * examples.shape[0]))
+        shared = np.where(held >= enough, mean, 0.0)
         narrow = float(shared @ shared) / max(float(mean @ mean), 1e-12)
         ramp = (narrow - SHARED_FROM) / (SHARED_FULL - SHARED_FROM)
         weight = SHARED_WEIGHT * min(1.0, max(0.0, ramp))
@@ -118,7 +131,15 @@ def _add_scaled(
     total: np.ndarray, part: np.ndarray, block: sparse.csc_matrix, weight: float = 1.0
 ) -> None:
     """Add ``weight`` times ``part`` to ``total``, in units of its spread over the background
-    (nothing, when it does not spread at all)."""
-    spread = float(np.std(block @ part))
-    if spread > 0:
+    (floored: `SPREAD_FLOOR`)."""
+    length = float(np.linalg.norm(part))
+    if length > 0:
+        spread = max(float(np.std(block @ part)), SPREAD_FLOOR * length)
         total += weight * part / spread
+
+
+def _nonempty(m: sparse.csr_matrix) -> sparse.csr_matrix:
+    """The rows of ``m`` that hold any term: a paper or keyword of only stop words would count
+    among the positives and dilute them."""
+    keep = np.flatnonzero(np.diff(m.indptr))
+    return m if len(keep) == m.shape[0] else m[keep]
