@@ -221,6 +221,13 @@ class Vocabulary:
         return _unit_dense(out)
 
     def sparse_rows(self, papers: Sequence[Text]) -> sparse.csr_matrix:
+        if not papers:  # most readers' liked and disliked papers: no stack to build
+            return sparse.csr_matrix((0, self.matrix.shape[1]), dtype=np.float32)
+        rows = [self.index.get(p.id, -1) for p in papers]
+        if min(rows) >= 0:
+            # One fancy index: a stack of single rows cost half a millisecond a reader.
+            found: sparse.csr_matrix = self.matrix[rows]
+            return found
         self._remember(papers)
         return sparse.vstack(
             [

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import numpy as np
+from scipy import sparse
 
 from digest.profiles import Profile
 from digest.rank.explain import Explainer
@@ -25,6 +26,7 @@ from digest.rank.listing import Listing
 from digest.rank.match import FollowedAuthors
 from digest.rank.model import Inputs, SubscriberModel, score_all, train_many
 from digest.rank.params import DEFAULT, RankParams
+from digest.rank.sparse_part import SHARED_BY
 
 # The boosts, the category prior and the near-duplicate threshold are in RankParams.
 
@@ -108,6 +110,7 @@ class Ranker:
         batch = []
         term_rows = []
         vocab = self.vocab
+        no_rows = sparse.csr_matrix((0, vocab.matrix.shape[1]), dtype=np.float32)
         for i in todo:
             profile, examples, fb, _ = readers[i]
             batch.append(
@@ -118,13 +121,18 @@ class Ranker:
                     vocab.dense_rows(fb.disliked),
                 )
             )
-            term_rows.append(
-                (
-                    vocab.sparse_rows(examples),
-                    vocab.sparse_rows(fb.liked),
-                    vocab.sparse_rows(fb.disliked),
+            # Term rows only for a reader whose model has a sparse part to make (see
+            # digest.rank.sparse_part): most readers of a run have none.
+            if len(examples) >= SHARED_BY or (examples and (fb.liked or fb.disliked)):
+                term_rows.append(
+                    (
+                        vocab.sparse_rows(examples),
+                        vocab.sparse_rows(fb.liked),
+                        vocab.sparse_rows(fb.disliked),
+                    )
                 )
-            )
+            else:
+                term_rows.append((no_rows, no_rows, no_rows))
         trained = train_many(vocab, batch, params=self.params, term_rows=term_rows)
         for i, model in zip(todo, trained, strict=True):
             out[i] = (model, True)
