@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import eval_data
 import numpy as np
@@ -43,6 +44,9 @@ from sklearn.svm import LinearSVC
 sys.path.insert(0, str(eval_data.ROOT))
 
 from digest.rank.params import DEFAULT
+
+if TYPE_CHECKING:  # eval_pipeline imports this module: only its type here
+    from eval_pipeline import Pipeline
 
 K = 10
 
@@ -300,7 +304,7 @@ def build(names: list[str], backfill_days: int, quick: bool) -> list[Split]:
 
 
 def run_method(
-    key: str, split: Split, pipe: object, cache: dict[str, Features]
+    key: str, split: Split, pipe: Pipeline, cache: dict[str, Features]
 ) -> tuple[str, Result]:
     import eval_pipeline
 
@@ -308,9 +312,9 @@ def run_method(
         kind, changes = PIPELINE[key]
         make = eval_pipeline.with_examples if kind == "examples" else eval_pipeline.with_keywords
         stats: dict[str, float] = {}
-        result = eval_pipeline.evaluate(pipe, make, stats, dataclasses.replace(DEFAULT, **changes))  # type: ignore[arg-type]
+        result = eval_pipeline.evaluate(pipe, make, stats, dataclasses.replace(DEFAULT, **changes))
         result.extra = (
-            f"vocabulary fit {pipe.fit_seconds:.1f} s; one listing for {len(split.readers)} "  # type: ignore[attr-defined]
+            f"vocabulary fit {pipe.fit_seconds:.1f} s; one listing for {len(split.readers)} "
             f"readers {stats['day_seconds']:.2f} s median"
         )
         return f"{key} (digest pipeline)", result

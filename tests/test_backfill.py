@@ -5,6 +5,7 @@ the pause between requests is measured on is a fake one, so nothing sleeps for r
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 import subprocess
@@ -85,6 +86,18 @@ def calls(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> list[tuple[float
 @pytest.fixture
 def api(feed_server: FeedServer) -> Iterator[FeedServer]:
     yield feed_server
+
+
+def terminal_screen(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """The backfill's console drawn as on a terminal, into the returned buffer."""
+    from rich.console import Console
+
+    from digest.cli import backfill as cli_backfill
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=120, soft_wrap=True, markup=False)
+    monkeypatch.setattr(cli_backfill, "console", terminal)
+    return screen
 
 
 def site_at(
@@ -500,15 +513,7 @@ def test_on_a_terminal_a_backfill_draws_a_progress_bar_per_category(
     calls: list[tuple[float, dict[str, str]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import io
-
-    from rich.console import Console
-
-    from digest.cli import backfill as cli_backfill
-
-    screen = io.StringIO()
-    terminal = Console(file=screen, force_terminal=True, width=120, soft_wrap=True, markup=False)
-    monkeypatch.setattr(cli_backfill, "console", terminal)
+    screen = terminal_screen(monkeypatch)
     root = site_at(tmp_path, api)
     api.routes["/api/query"] = [Route(p) for p in day_pages(2)]
 

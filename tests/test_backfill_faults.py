@@ -5,7 +5,6 @@ its fake clock (nothing sleeps for real) and the same helpers."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from digest.config import load_config
 from digest.ingest import backfill as bf
@@ -53,6 +51,14 @@ def html_page() -> Route:
         b"<body><p>arXiv is being updated; back soon.</p></body></html>",
         content_type="text/html; charset=utf-8",
     )
+
+
+def second_page_unreadable(api: FeedServer) -> list[bytes]:
+    """Four pages of ten (40 results) where the second comes back as an HTML page; the four
+    real pages, for the runs after."""
+    pages = day_pages(4, total=40)
+    api.routes["/api/query"] = [Route(pages[0]), html_page(), Route(pages[2]), Route(pages[3])]
+    return pages
 
 
 # -- empty answers -------------------------------------------------------------------------
@@ -132,8 +138,7 @@ def test_an_html_page_is_unreadable_not_empty_and_the_next_run_fetches_its_range
     tmp_path: Path, api: FeedServer, calls: Calls
 ) -> None:
     root = site_at(tmp_path, api)
-    pages = day_pages(4, total=40)
-    api.routes["/api/query"] = [Route(pages[0]), html_page(), Route(pages[2]), Route(pages[3])]
+    pages = second_page_unreadable(api)
     days = days_for(30)
 
     first = cli(root, "ingest", "--backfill", str(days))
@@ -174,8 +179,7 @@ def test_a_skipped_range_is_sought_further_down_by_the_papers_submitted_since(
     tmp_path: Path, api: FeedServer, calls: Calls
 ) -> None:
     root = site_at(tmp_path, api)
-    pages = day_pages(4, total=40)
-    api.routes["/api/query"] = [Route(pages[0]), html_page(), Route(pages[2]), Route(pages[3])]
+    second_page_unreadable(api)
     days = days_for(30)
     assert cli(root, "ingest", "--backfill", str(days)).returncode == 2
     calls.clear()
@@ -198,8 +202,7 @@ def test_a_range_still_unreadable_the_next_time_stays_until_a_run_fetches_it(
     tmp_path: Path, api: FeedServer, calls: Calls
 ) -> None:
     root = site_at(tmp_path, api)
-    pages = day_pages(4, total=40)
-    api.routes["/api/query"] = [Route(pages[0]), html_page(), Route(pages[2]), Route(pages[3])]
+    pages = second_page_unreadable(api)
     days = days_for(30)
     assert cli(root, "ingest", "--backfill", str(days)).returncode == 2
     calls.clear()
@@ -376,11 +379,8 @@ def test_one_day_is_said_in_the_singular_and_a_done_category_names_its_day_not_n
 def test_the_progress_bar_never_counts_more_days_than_were_asked_for(
     tmp_path: Path, api: FeedServer, calls: Calls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from digest.cli import backfill as cli_backfill
 
-    screen = io.StringIO()
-    terminal = Console(file=screen, force_terminal=True, width=120, soft_wrap=True, markup=False)
-    monkeypatch.setattr(cli_backfill, "console", terminal)
+    screen = shared.terminal_screen(monkeypatch)
     root = site_at(tmp_path, api)
     api.routes["/api/query"] = [Route(p) for p in day_pages(2)]
     days = days_for(6)  # the second page reaches days older than that

@@ -26,7 +26,7 @@ from digest.rank.listing import Listing
 from digest.rank.match import FollowedAuthors
 from digest.rank.model import Inputs, SubscriberModel, score_all, train_many
 from digest.rank.params import DEFAULT, RankParams
-from digest.rank.sparse_part import SHARED_BY
+from digest.rank.sparse_part import wanted
 
 # The boosts, the category prior and the near-duplicate threshold are in RankParams.
 
@@ -123,7 +123,7 @@ class Ranker:
             )
             # Term rows only for a reader whose model has a sparse part to make (see
             # digest.rank.sparse_part): most readers of a run have none.
-            if len(examples) >= SHARED_BY or (examples and (fb.liked or fb.disliked)):
+            if wanted(len(examples), len(fb.liked) + len(fb.disliked)):
                 term_rows.append(
                     (
                         vocab.sparse_rows(examples),
