@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,10 +136,12 @@ class Route:
 
 
 class FeedServer:
-    """A local HTTP server; a route may be a list, answered in turn (the last one repeats)."""
+    """A local HTTP server; a route may be a list, answered in turn (the last one repeats), and
+    a path in `answers` is answered by its function of the request's query parameters."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route | list[Route]] = {}
+        self.answers: dict[str, Callable[[dict[str, str]], Route]] = {}
         self.requests: list[dict[str, str]] = []
         self.times: list[float] = []
         server = self
@@ -149,6 +152,9 @@ class FeedServer:
                 server.times.append(time.monotonic())
                 server.requests.append({"path": self.path, **dict(self.headers.items())})
                 found = server.routes.get(path)
+                if path in server.answers:
+                    query = urllib.parse.parse_qs(self.path.partition("?")[2])
+                    found = server.answers[path]({k: v[0] for k, v in query.items()})
                 if isinstance(found, list):
                     route = found.pop(0) if len(found) > 1 else found[0]
                 else:

@@ -152,7 +152,7 @@ def test_an_html_page_is_unreadable_not_empty_and_the_next_run_fetches_its_range
     assert "arxiv cs.LG: results 10 to 19 still missing; the next run fetches them" in first.stderr
     assert starts(calls) == [0, 10, 20, 30]
     assert len(backfilled(root)) == 30
-    assert progress(root).gaps == [[10, 19, 40]]
+    assert progress(root).gaps == [[10, 19, 40, 0]]  # 0: of the search not cut by date
     calls.clear()
     api.routes["/api/query"] = [Route(pages[1])]
 
@@ -194,7 +194,7 @@ def test_a_skipped_range_is_sought_further_down_by_the_papers_submitted_since(
         ("20", "2"),
         ("20", "2"),  # an empty answer is asked again once
     ]
-    assert progress(root).gaps == [[20, 21, 42]]  # the second answer was empty: kept
+    assert progress(root).gaps == [[20, 21, 42, 0]]  # the second answer was empty: kept
     assert again.returncode == 2
 
 
@@ -214,7 +214,7 @@ def test_a_range_still_unreadable_the_next_time_stays_until_a_run_fetches_it(
     assert starts(calls) == [10]
     assert "results 10 to 19 kept for the next run" in second.stderr
     assert "already backfilled" not in second.stderr
-    assert progress(root).gaps == [[10, 19, 40]]
+    assert progress(root).gaps == [[10, 19, 40, 0]]
     calls.clear()
     api.routes["/api/query"] = [Route(pages[1])]
     assert cli(root, "ingest", "--backfill", str(days)).returncode == 0

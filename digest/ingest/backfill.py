@@ -11,7 +11,11 @@ joined by OR), newest submissions first, a page at a time and at least PAUSE sec
 API's terms ask for 3 s), until the submission date passes the cutoff. Where each search got to
 is saved in the control table after every page, so a backfill that was interrupted (Ctrl-C, a
 network error on page 7) continues at that page when started again: arXiv's results only grow
-at the top, so resuming at an offset can re-read a few papers but never skips one. A page that
+at the top, so resuming at an offset can re-read a few papers but never skips one. arXiv serves
+no more than 30,000 results of one query (90 days of cs.LG is about 45,000), and deep offsets
+are slow to serve: a sweep that gets MAX_DEPTH results deep goes on with the same search cut to
+the papers submitted up to the oldest day it has reached (`submittedDate:[… TO that day]`),
+from offset 0. That day is read again, which costs a page and skips nothing. A page that
 cannot be read is skipped and remembered (digest.ingest.backfill_progress): the next run fetches
 it first. A search counts as done only once a page reaches past the cutoff, or the results end
 after some papers; an empty answer is one of the API's hiccups (or a mistyped category), not
@@ -60,6 +64,11 @@ PAGES_PER_DAY = 4
 EMPTY_RETRIES = 1
 # Pages in a row that cannot be read before a search is given up for this run (one is skipped).
 BAD_PAGES = 2
+# Results deep into one query at which a sweep cuts its search at the day it has reached and
+# starts again from offset 0 (see the module's docstring): well inside arXiv's 30,000.
+MAX_DEPTH = 10_000
+# The first day of arXiv: the lower end of a cut search's dates (it wants everything older).
+FIRST_DAY = "19910801"
 # A pass older than this is started again from the newest papers, not resumed: its offsets
 # moved with every paper submitted since, and the days since it began are missing from it.
 RESUME_DAYS = 3
@@ -168,7 +177,7 @@ class _Run:
             self._sweep(search, state)
         if state.gaps and label not in self.report.unfinished:
             self.report.unfinished.append(label)
-            left = ", ".join(f"{first} to {last}" for first, last, _ in state.gaps)
+            left = ", ".join(f"{gap[0]} to {gap[1]}" for gap in state.gaps)
             self.listener.say(f"{label}: results {left} still missing; the next run fetches them")
 
     def current(self, search: Search) -> Pass | None:
@@ -199,14 +208,24 @@ class _Run:
             )
         bound = self.days * PAGES_PER_DAY + 1  # per run: a resumed pass has its own
         for _ in range(bound):
+            self._cut_if_deep(state)
             if not self._page(search, state):
                 return
         self._stop(search, f"stopped after {bound} pages, the bound for {self.days} days")
 
+    def _cut_if_deep(self, state: Pass) -> None:
+        """Before a page that would reach past `MAX_DEPTH`: the search from here on is cut at
+        the oldest day reached, from offset 0. Not when that is the day it is already cut at
+        (a single day of more than MAX_DEPTH results): it goes on deeper, as arXiv allows."""
+        if state.start + self.page_size <= MAX_DEPTH or not state.reached:
+            return
+        if state.reached != state.upto:
+            state.upto, state.start = state.reached, 0
+
     def _page(self, search: Search, state: Pass) -> bool:
         """Fetch, store and record one page of the sweep; False when it is over for this run."""
         start = state.start
-        parsed = self._ask(search, start, self.page_size)
+        parsed = self._ask(search, start, self.page_size, state.upto)
         if parsed is None:
             return self._unreadable(search, state)
         if not parsed.seen:
@@ -217,7 +236,7 @@ class _Run:
                 self._empty_twice(search, start, parsed.total)
             return False
         self.bad_in_a_row = 0
-        oldest, added = self._store(search, state, parsed)
+        oldest, added = self._store(search, state, parsed, state.upto)
         # Ahead by the entries this page held, not by the page size: a page cut short (a
         # truncated answer that parsed in part) is asked for again from its first lost entry.
         state.start += parsed.seen
@@ -234,12 +253,13 @@ class _Run:
         """Fetch the ranges an earlier run skipped, before anything else. A range still
         unreadable stays for the next run; False if the search stops (the network is down)."""
         for gap in list(state.gaps):
-            first, last, then = gap
+            first, last, then, cut = gap
+            upto = _day_of(cut)
             label = search.label
             self.listener.say(f"{label}: fetching results {first} to {last}, left out before")
             start, end = first, last
             while start <= end:
-                parsed = self._ask(search, start, min(end - start + 1, self.page_size))
+                parsed = self._ask(search, start, min(end - start + 1, self.page_size), upto)
                 if parsed is None or not parsed.seen:
                     if parsed is not None and _ended(parsed.total, start):
                         start = end + 1  # the results no longer reach this far: nothing left
@@ -247,7 +267,7 @@ class _Run:
                     if parsed is not None:
                         self.report.failed_pages += 1
                         self.listener.say(f"{label}: an empty page at result {start} twice")
-                    gap[:] = [start, end, then]
+                    gap[:] = [start, end, then, cut]
                     save(self.store, search.key, state)
                     if self.bad_in_a_row >= BAD_PAGES:  # the network, or two bad in a row
                         self._stop(search, f"stopped at result {start}")
@@ -259,19 +279,21 @@ class _Run:
                     # Papers submitted since the range was skipped moved it down by as many.
                     end += parsed.total - then
                     then = parsed.total
-                _, added = self._store(search, state, parsed)
+                _, added = self._store(search, state, parsed, upto)
                 self._tell(search, state, start, parsed.seen, added)
                 start += parsed.seen
-                gap[:] = [start, end, then]
+                gap[:] = [start, end, then, cut]
                 save(self.store, search.key, state)
             if start > end:
                 state.gaps.remove(gap)
                 save(self.store, search.key, state)
         return True
 
-    def _store(self, search: Search, state: Pass, parsed: Parsed) -> tuple[date | None, int]:
+    def _store(
+        self, search: Search, state: Pass, parsed: Parsed, upto: str | None
+    ) -> tuple[date | None, int]:
         """Store a page's papers and count them: the oldest submission day on it, and how
-        many papers were new."""
+        many papers were new. ``upto``: the day the page's search is cut at, if it is."""
         stored = Parsed(records=self._keep(search, parsed.records))
         added, updated = store_parsed(self.store, stored)
         for line in parsed.problems + stored.problems:  # bad entries: a line each, the rest kept
@@ -288,7 +310,7 @@ class _Run:
         # A range skipped before the first page that said how many results there were:
         # measured from this page's count (a page or two later), close enough to find it.
         for gap in state.gaps:
-            if gap[2] <= 0 and parsed.total:
+            if gap[2] <= 0 and parsed.total and gap[3] == _number_of(upto):
                 gap[2] = parsed.total
         return oldest, added
 
@@ -296,23 +318,23 @@ class _Run:
         reached = date.fromisoformat(state.reached) if state.reached else None
         self.listener.page(Page(search, state.pages, start, seen, added, reached))
 
-    def _ask(self, search: Search, start: int, count: int) -> Parsed | None:
+    def _ask(self, search: Search, start: int, count: int, upto: str | None) -> Parsed | None:
         """One page, asked for again once (after the pause) if it came back empty when it
         should not have; None if it failed (said in one line)."""
         parsed = None
         for attempt in range(EMPTY_RETRIES + 1):
-            parsed = self._fetch(search, start, count)
+            parsed = self._fetch(search, start, count, upto)
             if parsed is None or parsed.seen or _ended(parsed.total, start):
                 return parsed
             if attempt < EMPTY_RETRIES:
                 self.listener.say(f"{search.label}: an empty page at result {start}; asking again")
         return parsed
 
-    def _fetch(self, search: Search, start: int, count: int) -> Parsed | None:
+    def _fetch(self, search: Search, start: int, count: int, upto: str | None) -> Parsed | None:
         """One request (after the pause) and its parse; None, said in one line, if either
         fails. A request that fails stops the search: the next run starts at this page."""
         params = {
-            "search_query": search.query,
+            "search_query": cut_query(search.query, upto),
             "sortBy": "submittedDate",
             "sortOrder": "descending",
             "start": str(start),
@@ -363,7 +385,8 @@ class _Run:
             f"{search.label}: results {first} to {last} left out for now (the next run fetches "
             "them first); going on with the next page"
         )
-        state.gaps.append([first, last, state.total or 0])  # 0: not known yet
+        # The total 0: not known yet.
+        state.gaps.append([first, last, state.total or 0, _number_of(state.upto)])
         state.start += self.page_size
         save(self.store, search.key, state)
         return True
@@ -400,6 +423,27 @@ class _Run:
             rec.announced = min(rec.announced, latest)
             kept.append(rec)
         return kept
+
+
+def cut_query(query: str, upto: str | None) -> str:
+    """The search ``query``, cut to papers submitted up to the ISO day ``upto`` (None: not
+    cut). arXiv reads the dates as GMT, as the entries' submission dates are."""
+    if not upto:
+        return query
+    day = date.fromisoformat(upto).strftime("%Y%m%d")
+    return f"({query}) AND submittedDate:[{FIRST_DAY}0000 TO {day}2359]"
+
+
+def _number_of(upto: str | None) -> int:
+    """A cut day as a gap stores it: 20261130, or 0 for a search not cut."""
+    return int(upto.replace("-", "")) if upto else 0
+
+
+def _day_of(number: int) -> str | None:
+    if not number:
+        return None
+    text = f"{number:08d}"
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}"
 
 
 def _ended(total: int | None, start: int) -> bool:

@@ -31,7 +31,10 @@ class Pass:
     query: str
     began: str  # ISO day the pass started: its newest papers are of that day
     until: str  # ISO day: papers submitted before it are not wanted
-    start: int = 0  # the next result to ask for
+    start: int = 0  # the next result to ask for (of the search cut at `upto`, if it is)
+    # ISO day: the search is cut to papers submitted up to this day, its offsets counted from
+    # there (digest.ingest.backfill.MAX_DEPTH); None while it is not.
+    upto: str | None = None
     reached: str | None = None  # ISO day of the oldest submission seen so far
     pages: int = 0
     added: int = 0
@@ -40,8 +43,9 @@ class Pass:
     # The last totalResults arXiv gave: how far a skipped range has moved down since (new
     # submissions are added at the top of a newest-first search).
     total: int | None = None
-    # Results skipped because their page could not be read, as [first, last, total then]:
-    # fetched first by the next run. Without them the category would keep a hole for good.
+    # Results skipped because their page could not be read, as [first, last, total then, the
+    # day the search was cut at as 20261130 or 0]: fetched first by the next run. Without them
+    # the category would keep a hole for good.
     gaps: list[list[int]] = field(default_factory=list)
 
     def swept(self, cutoff: date) -> bool:
@@ -75,7 +79,10 @@ def load(store: Store, key: str) -> Pass | None:
     if raw is None:
         return None
     try:
-        return Pass(**json.loads(raw))
+        state = Pass(**json.loads(raw))
+        # A gap saved before searches were cut has three numbers: it was of the uncut one.
+        state.gaps = [[*gap[:4], *[0] * (4 - len(gap))] for gap in state.gaps]
+        return state
     except (TypeError, ValueError):  # written by another release: start that search afresh
         return None
 

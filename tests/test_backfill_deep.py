@@ -1,0 +1,173 @@
+"""A backfill deeper than arXiv serves one query: its API gives at most 30,000 results of a
+search (90 days of cs.LG is about 45,000), so a sweep cuts its search at the day it reached and
+starts again from offset 0. Against a local HTTP server that answers as arXiv does, dates and
+all, scaled down: 30 results a query, a cut at 20 deep, pages of 10."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest.config import load_config
+from digest.ingest import backfill as bf
+from digest.ingest.backfill_progress import key_of, load
+from digest.store import Store
+from tests import test_backfill as shared
+from tests.conftest import FeedServer, Route
+from tests.test_backfill import LISTING_DAY, atom, backfilled, cli, days_for, site_at
+
+# The fixtures of tests/test_backfill.py, by the names its tests use.
+clock, calls, api = shared.clock, shared.calls, shared.api
+
+LIMIT = 30  # results arXiv serves of one query (30,000, scaled down)
+PER_DAY = 3
+DEPTH = 30  # days the backfills below reach back, before the day before the listing
+CUT = re.compile(r"^\(cat:cs\.LG\) AND submittedDate:\[199108010000 TO (\d{8})2359\]$")
+
+
+def day_of(n: int) -> date:
+    """The submission day of the search's n-th newest paper."""
+    return LISTING_DAY - timedelta(1 + n // PER_DAY)
+
+
+class FakeArxiv:
+    """cs.LG's papers, PER_DAY a day back from the day before the listing, newest first;
+    answered a page at a time, a search cut by submission date, never past LIMIT results."""
+
+    def __init__(self, days: int = 40) -> None:
+        self.papers = [
+            (
+                f"2611.{30000 + n:05d}",
+                f"Paper {n} on graphs",
+                LISTING_DAY - timedelta(1 + n // PER_DAY),
+            )
+            for n in range(days * PER_DAY)
+        ]
+        self.unreadable: set[tuple[str, int]] = set()  # (search_query, start): an HTML page once
+
+    def answer(self, params: dict[str, str]) -> Route:
+        query, start = params["search_query"], int(params["start"])
+        if (query, start) in self.unreadable:
+            self.unreadable.discard((query, start))
+            return Route(b"<html><body>Service temporarily unavailable", content_type="text/html")
+        found = self.papers
+        if cut := CUT.match(query):
+            upto = date(int(cut[1][:4]), int(cut[1][4:6]), int(cut[1][6:]))
+            found = [p for p in found if p[2] <= upto]
+        else:
+            assert query == "cat:cs.LG", query
+        end = min(start + int(params["max_results"]), LIMIT)
+        return Route(atom(found[start:end], total=len(found), start=start))
+
+    def wanted(self, depth: int = DEPTH) -> set[str]:
+        cutoff = LISTING_DAY - timedelta(1 + depth)
+        return {pid for pid, _, day in self.papers if day >= cutoff}
+
+
+def cuts(made: list[tuple[float, dict[str, str]]]) -> list[tuple[str | None, int]]:
+    """Each request's cut day (None: not cut) and start."""
+    out = []
+    for _, params in made:
+        cut = CUT.match(params["search_query"])
+        out.append((cut[1] if cut else None, int(params["start"])))
+    return out
+
+
+@pytest.fixture
+def arxiv(api: FeedServer, monkeypatch: pytest.MonkeyPatch) -> FakeArxiv:
+    fake = FakeArxiv()
+    api.answers["/api/query"] = fake.answer
+    monkeypatch.setattr(bf, "MAX_DEPTH", 20)
+    return fake
+
+
+def test_a_backfill_deeper_than_arxiv_serves_one_search_cuts_it_by_date_and_misses_nothing(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert arxiv.wanted() <= set(backfilled(root))  # 93 papers: three times what one search gives
+    made = cuts(calls)
+    assert all(start + 10 <= 20 for _, start in made)
+    # Each cut at the oldest day reached: its papers are asked for again, none skipped.
+    day = day_of(19)
+    assert made[:4] == [(None, 0), (None, 10), (f"{day:%Y%m%d}", 0), (f"{day:%Y%m%d}", 10)]
+    assert len({cut for cut, _ in made}) >= 4
+    assert "empty page" not in out.stderr
+
+
+def test_without_the_cut_the_same_backfill_stops_at_arxivs_limit_so_the_fake_holds_to_it(
+    tmp_path: Path,
+    api: FeedServer,
+    arxiv: FakeArxiv,
+    calls: list[tuple[float, dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bf, "MAX_DEPTH", 10_000)
+    root = site_at(tmp_path, api)
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 2
+    assert "arXiv sent an empty page at result 30 of 120 twice" in out.stderr
+    assert len(backfilled(root)) == LIMIT
+
+
+def test_a_page_of_a_cut_search_that_cannot_be_read_is_fetched_with_the_same_cut_next_time(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    day = day_of(19)
+    cut_query = bf.cut_query("cat:cs.LG", day.isoformat())
+    arxiv.unreadable.add((cut_query, 10))
+    days = days_for(DEPTH)
+
+    first = cli(root, "ingest", "--backfill", str(days))
+
+    assert first.returncode == 2
+    assert "results 10 to 19 left out" in first.stderr
+    state = progress(root)
+    assert state.gaps == [[10, 19, 120 - 3 * (19 // PER_DAY), int(f"{day:%Y%m%d}")]]
+    calls.clear()
+
+    again = cli(root, "ingest", "--backfill", str(days))
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert cuts(calls) == [(f"{day:%Y%m%d}", 10)]
+    assert arxiv.wanted() <= set(backfilled(root))
+    assert progress(root).gaps == []
+
+
+def test_a_gap_saved_before_searches_were_cut_is_read_as_one_of_the_uncut_search(
+    tmp_path: Path, api: FeedServer
+) -> None:
+    root = site_at(tmp_path, api)
+    store = Store(load_config(root / "digest.toml").database_url)
+    store.upgrade()
+    old: dict[str, Any] = {
+        "source": "arxiv",
+        "category": "cs.LG",
+        "query": "cat:cs.LG",
+        "began": "2026-11-30",
+        "until": "2026-10-31",
+        "gaps": [[10, 19, 500]],
+    }
+    store.set_control(key_of("arxiv", "cs.LG"), json.dumps(old))
+
+    state = load(store, key_of("arxiv", "cs.LG"))
+
+    assert state is not None and state.gaps == [[10, 19, 500, 0]] and state.upto is None
+
+
+def progress(root: Path) -> Any:
+    state = load(Store(load_config(root / "digest.toml").database_url), key_of("arxiv", "cs.LG"))
+    assert state is not None
+    return state
