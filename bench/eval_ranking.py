@@ -209,10 +209,10 @@ def ceiling(split: Split, f: Features) -> Result:
     """Not a ranker: what a linear text classifier reaches when it is handed the hidden labels.
 
     Per group, a LinearSVC on the arxiv-sanity-lite features, trained on the true label of
-    every history paper (14,309 labels, where a reader gives 10 examples). The feedback column
-    retrains each day on the history plus every earlier evaluation day, fully labelled, which
-    is more than any reader's feedback can give. It bounds what feedback can add. The replicas
-    of a group would get the same ranking: one per group gives the same mean.
+    every history paper (14,309 labels, where a reader gives 10 examples). As EVAL.md gives it,
+    its third column is the same model on the feedback days: it needs no feedback, and bounds
+    what feedback can add to a linear model on these features. The replicas of a group would
+    get the same ranking: one per group gives the same mean.
     """
     result = Result()
     track = Tracker(split, result)
@@ -223,15 +223,9 @@ def ceiling(split: Split, f: Features) -> Result:
         history = reader.relevant(split.history)
         scores = _fit_all(f.history, history).decision_function(listing)
         for d, rel in enumerate(labels):
-            track.plain(
-                reader, d, rel[np.argsort(-scores[bounds[d] : bounds[d + 1]], kind="stable")]
-            )
-        for d in range(split.feedback_from, len(split.days)):
-            if labels[d].any():
-                x = sparse.vstack([f.history, *f.days[:d]]).tocsr()
-                model = _fit_all(x, np.concatenate([history, *labels[:d]]))
-                order = np.argsort(-model.decision_function(f.days[d]), kind="stable")
-                track.rated(reader, d, labels[d][order])
+            in_order = rel[np.argsort(-scores[bounds[d] : bounds[d + 1]], kind="stable")]
+            track.plain(reader, d, in_order)
+            track.rated(reader, d, in_order)
     return result
 
 
@@ -330,6 +324,11 @@ def run_method(
     return label, evaluate(split, cache["sanity"], scorer)
 
 
+def _figure(x: float) -> str:
+    """A reference figure, or "-" where EVAL.md gives none (NaN)."""
+    return "-" if np.isnan(x) else f"{x:.3f}"
+
+
 def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
     unit = (
         "days 6-15" if split.unit == "day" else f"weeks {split.feedback_from + 1}-{len(split.days)}"
@@ -338,15 +337,17 @@ def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
     for label, result, seconds in rows:
         n, m, fb = result.totals()
         ref = split.reference.get(label)
-        shown = f"{ref[0]:.3f} {ref[1]:.3f} {ref[2]:.3f}" if ref else "-"
+        shown = " ".join(_figure(x) for x in ref) if ref else "-"
         extra = f"; {result.extra}" if result.extra else ""
+        # The ceiling takes no feedback: its two columns differ only by the days they cover.
+        gain = "-" if "not a ranker" in label else f"{fb - n:+.3f}"
         print(
-            f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f} {fb - n:+6.3f}   {shown}   "
+            f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f} {gain:>6}   {shown}   "
             f"({seconds:.0f} s{extra})"
         )
     for label, (n, m, fb) in split.reference.items():
         if "not run" in label:
-            print(f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f}   (EVAL.md figure)")
+            print(f"{label:44} {n:8.3f} {_figure(m):>6} {fb:16.3f}   (EVAL.md figure)")
     # The breakdown: nDCG@10 without / with feedback per group, methods side by side.
     groups = list(dict.fromkeys(r.group for r in split.readers))
     shown_rows = [(label, r) for label, r, _ in rows if r.ndcg]
