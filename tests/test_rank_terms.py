@@ -90,6 +90,16 @@ def test_feedback_weighs_the_rated_papers_terms_a_dislike_against() -> None:
     assert term_weight(model, "mixture-of-experts") < 0
 
 
+def test_liked_papers_count_toward_the_shared_terms_exactly_as_examples_do() -> None:
+    spread, narrow = papers()[::300][:8], about("speculative decoding")
+    disliked = about("mixture-of-experts", 1)
+    as_likes = model_of(spread, Ratings(liked=narrow, disliked=disliked))
+    as_examples = model_of(spread + narrow, Ratings(disliked=disliked))
+    assert term_weight(as_likes, "speculative decoding") > 0
+    assert np.array_equal(as_likes.terms, as_examples.terms)
+    assert np.allclose(as_likes.weights, as_examples.weights, rtol=1e-5)
+
+
 def test_a_model_with_terms_survives_storage_and_a_blob_without_them_still_reads() -> None:
     model = model_of(about("speculative decoding"))
     back = SubscriberModel.from_bytes(model.to_bytes(), model.fingerprint, model.vocabulary)

@@ -41,7 +41,7 @@ _RAW_TERMS = b"\x00dsm2"  # the same, then the sparse part
 _NO_TERMS = np.zeros(0, np.int32)
 _NO_WEIGHTS = np.zeros(0, np.float32)
 # Bump when training changes, so stored models are retrained.
-MODEL_VERSION = "rocchio-prf-terms-3"
+MODEL_VERSION = "rocchio-prf-terms-4"
 
 
 @dataclass
