@@ -1,7 +1,8 @@
 """A backfill deeper than arXiv serves one query: its API gives at most 30,000 results of a
 search (90 days of cs.LG is about 45,000), so a sweep cuts its search at the day it reached and
-starts again from offset 0. Against a local HTTP server that answers as arXiv does, dates and
-all, scaled down: 30 results a query, a cut at 20 deep, pages of 10."""
+starts again from offset 0. And backfills of different depths one after the other, which must
+leave no paper of the longer one out. Against a local HTTP server that answers as arXiv does,
+dates and all, scaled down: 30 results a query, a cut at 20 deep, pages of 10."""
 
 from __future__ import annotations
 
@@ -49,19 +50,23 @@ class FakeArxiv:
             for n in range(days * PER_DAY)
         ]
         self.unreadable: set[tuple[str, int]] = set()  # (search_query, start): an HTML page once
+        self.empty: set[tuple[str, int]] = set()  # answered with no entries, every time
+        self.limit = LIMIT
 
     def answer(self, params: dict[str, str]) -> Route:
         query, start = params["search_query"], int(params["start"])
         if (query, start) in self.unreadable:
             self.unreadable.discard((query, start))
             return Route(b"<html><body>Service temporarily unavailable", content_type="text/html")
+        if (query, start) in self.empty:  # one of arXiv's spurious empty answers
+            return Route(atom([], total=0, start=start))
         found = self.papers
         if cut := CUT.match(query):
             upto = date(int(cut[1][:4]), int(cut[1][4:6]), int(cut[1][6:]))
             found = [p for p in found if p[2] <= upto]
         else:
             assert query == "cat:cs.LG", query
-        end = min(start + int(params["max_results"]), LIMIT)
+        end = min(start + int(params["max_results"]), self.limit)
         return Route(atom(found[start:end], total=len(found), start=start))
 
     def wanted(self, depth: int = DEPTH) -> set[str]:
@@ -133,7 +138,7 @@ def test_a_page_of_a_cut_search_that_cannot_be_read_is_fetched_with_the_same_cut
     first = cli(root, "ingest", "--backfill", str(days))
 
     assert first.returncode == 2
-    assert "results 10 to 19 left out" in first.stderr
+    assert f"results 10 to 19 (papers up to {day.isoformat()}) left out" in first.stderr
     state = progress(root)
     assert state.gaps == [[10, 19, 120 - 3 * (19 // PER_DAY), int(f"{day:%Y%m%d}")]]
     calls.clear()
@@ -144,6 +149,61 @@ def test_a_page_of_a_cut_search_that_cannot_be_read_is_fetched_with_the_same_cut
     assert cuts(calls) == [(f"{day:%Y%m%d}", 10)]
     assert arxiv.wanted() <= set(backfilled(root))
     assert progress(root).gaps == []
+
+
+def test_a_longer_backfill_after_a_shorter_one_fetches_the_older_papers_its_last_page_left_out(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    assert cli(root, "ingest", "--backfill", str(days_for(10))).returncode == 0
+    assert set(backfilled(root)) == arxiv.wanted(10)
+    calls.clear()
+
+    out = cli(root, "ingest", "--backfill", str(days_for(12)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "already backfilled" not in out.stderr
+    assert set(backfilled(root)) == arxiv.wanted(12)
+    # From the day before the first backfill's cutoff, not from where its offsets ended.
+    assert cuts(calls)[0] == (f"{day_of(3 * 10) - timedelta(1):%Y%m%d}", 0)
+
+
+def test_a_range_filled_by_a_shorter_backfill_keeps_its_older_papers_for_the_longer_one(
+    tmp_path: Path,
+    api: FeedServer,
+    arxiv: FakeArxiv,
+    calls: list[tuple[float, dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not cut: no later page of the sweep reads the range again.
+    monkeypatch.setattr(bf, "MAX_DEPTH", 10_000)
+    arxiv.limit = 1000
+    root = site_at(tmp_path, api)
+    arxiv.unreadable.add(("cat:cs.LG", 60))  # papers 60-69, 21 to 24 days back
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
+
+    shorter = cli(root, "ingest", "--backfill", str(days_for(5)))
+
+    assert shorter.returncode == 0, shorter.stdout + shorter.stderr
+    assert progress(root).gaps == []
+    calls.clear()
+    longer = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+    assert longer.returncode == 0 and calls == []
+    assert arxiv.wanted() <= set(backfilled(root))
+
+
+def test_an_empty_first_page_of_a_cut_search_is_not_taken_for_a_mistyped_category(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    day = day_of(19)
+    arxiv.empty.add((bf.cut_query("cat:cs.LG", day.isoformat()), 0))
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 2
+    assert "check its name" not in out.stderr
+    assert f"an empty page at result 0 of 0 (papers up to {day.isoformat()}) twice" in out.stderr
 
 
 def test_a_gap_saved_before_searches_were_cut_is_read_as_one_of_the_uncut_search(

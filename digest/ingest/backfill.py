@@ -177,7 +177,7 @@ class _Run:
             self._sweep(search, state)
         if state.gaps and label not in self.report.unfinished:
             self.report.unfinished.append(label)
-            left = ", ".join(f"{gap[0]} to {gap[1]}" for gap in state.gaps)
+            left = ", ".join(f"{a} to {b}{_of(_day_of(cut))}" for a, b, _, cut in state.gaps)
             self.listener.say(f"{label}: results {left} still missing; the next run fetches them")
 
     def current(self, search: Search) -> Pass | None:
@@ -200,11 +200,19 @@ class _Run:
 
     def _sweep(self, search: Search, state: Pass) -> None:
         """Page back from where the pass is until past the cutoff or the end of the results."""
+        wanted = self.cutoff.isoformat()
+        if state.finished and not state.exhausted and state.until > wanted:
+            # Swept for fewer days: its last page's papers older than its cutoff were left out
+            # (`_keep`), and its offset is past them. Go on from the day before that cutoff.
+            state.upto = (date.fromisoformat(state.until) - timedelta(days=1)).isoformat()
+            state.start, state.total, state.reached = 0, None, state.until
         state.finished = state.exhausted = False
-        state.until = self.cutoff.isoformat()
+        state.until = wanted
+        self._cut_if_deep(state)
         if state.start:
             self.listener.say(
-                f"{search.label}: continuing at result {state.start} (page {state.pages + 1})"
+                f"{search.label}: continuing at result {state.start}{_of(state.upto)} "
+                f"(page {state.pages + 1})"
             )
         bound = self.days * PAGES_PER_DAY + 1  # per run: a resumed pass has its own
         for _ in range(bound):
@@ -219,8 +227,10 @@ class _Run:
         (a single day of more than MAX_DEPTH results): it goes on deeper, as arXiv allows."""
         if state.start + self.page_size <= MAX_DEPTH or not state.reached:
             return
-        if state.reached != state.upto:
-            state.upto, state.start = state.reached, 0
+        if state.upto is None or state.reached < state.upto:
+            # The count was of the search before the cut: a range skipped from here on is
+            # measured by the cut search's own.
+            state.upto, state.start, state.total = state.reached, 0, None
 
     def _page(self, search: Search, state: Pass) -> bool:
         """Fetch, store and record one page of the sweep; False when it is over for this run."""
@@ -233,7 +243,7 @@ class _Run:
                 state.finished = state.exhausted = True
                 save(self.store, search.key, state)
             else:
-                self._empty_twice(search, start, parsed.total)
+                self._empty_twice(search, start, parsed.total, state.upto)
             return False
         self.bad_in_a_row = 0
         oldest, added = self._store(search, state, parsed, state.upto)
@@ -256,7 +266,9 @@ class _Run:
             first, last, then, cut = gap
             upto = _day_of(cut)
             label = search.label
-            self.listener.say(f"{label}: fetching results {first} to {last}, left out before")
+            self.listener.say(
+                f"{label}: fetching results {first} to {last}{_of(upto)}, left out before"
+            )
             start, end = first, last
             while start <= end:
                 parsed = self._ask(search, start, min(end - start + 1, self.page_size), upto)
@@ -279,7 +291,10 @@ class _Run:
                     # Papers submitted since the range was skipped moved it down by as many.
                     end += parsed.total - then
                     then = parsed.total
-                _, added = self._store(search, state, parsed, upto)
+                # Down to the cutoff the range was skipped for, if this run's is later: a
+                # shorter backfill must not drop them (nothing would fetch them again).
+                since = min(self.cutoff, date.fromisoformat(state.until))
+                _, added = self._store(search, state, parsed, upto, since)
                 self._tell(search, state, start, parsed.seen, added)
                 start += parsed.seen
                 gap[:] = [start, end, then, cut]
@@ -290,11 +305,16 @@ class _Run:
         return True
 
     def _store(
-        self, search: Search, state: Pass, parsed: Parsed, upto: str | None
+        self,
+        search: Search,
+        state: Pass,
+        parsed: Parsed,
+        upto: str | None,
+        since: date | None = None,
     ) -> tuple[date | None, int]:
         """Store a page's papers and count them: the oldest submission day on it, and how
         many papers were new. ``upto``: the day the page's search is cut at, if it is."""
-        stored = Parsed(records=self._keep(search, parsed.records))
+        stored = Parsed(records=self._keep(search, parsed.records, since or self.cutoff))
         added, updated = store_parsed(self.store, stored)
         for line in parsed.problems + stored.problems:  # bad entries: a line each, the rest kept
             self.listener.say(line)
@@ -382,7 +402,8 @@ class _Run:
             return False
         first, last = state.start, state.start + self.page_size - 1
         self.listener.say(
-            f"{search.label}: results {first} to {last} left out for now (the next run fetches "
+            f"{search.label}: results {first} to {last}{_of(state.upto)} left out for now (the "
+            "next run fetches "
             "them first); going on with the next page"
         )
         # The total 0: not known yet.
@@ -391,31 +412,31 @@ class _Run:
         save(self.store, search.key, state)
         return True
 
-    def _empty_twice(self, search: Search, start: int, total: int | None) -> None:
+    def _empty_twice(self, search: Search, start: int, total: int | None, upto: str | None) -> None:
         self.report.failed_pages += 1
-        if start == 0:
+        if start == 0 and upto is None:
             # Nothing at all, twice: a category arXiv does not know answers just so.
             typo = unknown_category(search.category)
             why = f"arXiv returned no papers for {search.category} (asked twice): check its name"
             self._stop(search, f"{why} ({typo})" if typo else why, then="asks again")
             return
         of = f" of {total}" if total is not None else ""
-        self._stop(search, f"arXiv sent an empty page at result {start}{of} twice")
+        self._stop(search, f"arXiv sent an empty page at result {start}{of}{_of(upto)} twice")
 
     def _stop(self, search: Search, why: str, then: str = "goes on from there") -> None:
         if search.label not in self.report.unfinished:
             self.report.unfinished.append(search.label)
         self.listener.say(f"{search.label}: {why}; the next run {then}")
 
-    def _keep(self, search: Search, records: list[PaperRecord]) -> list[PaperRecord]:
-        """The page's papers that belong in the corpus: submitted since the cutoff, and (for a
+    def _keep(self, search: Search, records: list[PaperRecord], since: date) -> list[PaperRecord]:
+        """The page's papers that belong in the corpus: submitted since ``since``, and (for a
         source without cross-lists) of the category itself. Dated no later than tomorrow, as
         at any ingest (a later date would become the source's newest day)."""
         one = search.source.model_copy(update={"categories": [search.category]})
         latest = self.today + timedelta(days=1)
         kept = []
         for rec in records:
-            if rec.announced < self.cutoff:
+            if rec.announced < since:
                 continue
             if not search.source.include_cross_lists and not in_categories(rec.categories[:1], one):
                 continue
@@ -432,6 +453,11 @@ def cut_query(query: str, upto: str | None) -> str:
         return query
     day = date.fromisoformat(upto).strftime("%Y%m%d")
     return f"({query}) AND submittedDate:[{FIRST_DAY}0000 TO {day}2359]"
+
+
+def _of(upto: str | None) -> str:
+    """How a message names a search cut at ``upto`` (nothing for one not cut)."""
+    return f" (papers up to {upto})" if upto else ""
 
 
 def _number_of(upto: str | None) -> int:

@@ -53,7 +53,11 @@ class Pass:
         to the end of the results), gaps aside."""
         if not self.finished:
             return False
-        return self.exhausted or (self.reached is not None and self.reached < cutoff.isoformat())
+        if self.exhausted:
+            return True
+        # A sweep for fewer days ends at its own cutoff, whatever its last page reached.
+        deep = self.until <= cutoff.isoformat()
+        return deep and self.reached is not None and self.reached < cutoff.isoformat()
 
     def covers(self, cutoff: date) -> bool:
         """Whether nothing is left to fetch for ``cutoff``: swept, and no range left out."""
@@ -64,7 +68,11 @@ class Pass:
         end of the results holds all there is, so it counts as back to the cutoff."""
         if self.finished and self.exhausted:
             return cutoff
-        return date.fromisoformat(self.reached) if self.reached else None
+        if not self.reached:
+            return None
+        reached = date.fromisoformat(self.reached)
+        # Past its own cutoff a finished sweep kept nothing, though its last page went further.
+        return max(reached, date.fromisoformat(self.until)) if self.finished else reached
 
     def depth(self) -> str:
         """How far back it went, in words (for "already backfilled …")."""
