@@ -329,6 +329,11 @@ def _figure(x: float) -> str:
     return "-" if np.isnan(x) else f"{x:.3f}"
 
 
+def _gain(label: str, plain: float, rated: float) -> str:
+    # The ceiling takes no feedback: its two columns differ only by the days they cover.
+    return "-" if "not a ranker" in label else f"{rated - plain:+.3f}"
+
+
 def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
     unit = (
         "days 6-15" if split.unit == "day" else f"weeks {split.feedback_from + 1}-{len(split.days)}"
@@ -339,8 +344,7 @@ def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
         ref = split.reference.get(label)
         shown = " ".join(_figure(x) for x in ref) if ref else "-"
         extra = f"; {result.extra}" if result.extra else ""
-        # The ceiling takes no feedback: its two columns differ only by the days they cover.
-        gain = "-" if "not a ranker" in label else f"{fb - n:+.3f}"
+        gain = _gain(label, n, fb)
         print(
             f"{label:44} {n:8.3f} {m:6.3f} {fb:16.3f} {gain:>6}   {shown}   "
             f"({seconds:.0f} s{extra})"
@@ -396,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_split(split, rows)
         for label, result, _ in rows:
             n, _m, fb = result.totals()
-            summary.append(f"{split.name[:34]:34} {label[:40]:40} {n:.3f} {fb:.3f} {fb - n:+.3f}")
+            gain = _gain(label, n, fb)
+            summary.append(f"{split.name[:34]:34} {label[:40]:40} {n:.3f} {fb:.3f} {gain:>6}")
     print("\nsummary: protocol, method, nDCG@10, with feedback, gain")
     print("\n".join(summary))
     print(f"\nwhole run {time.perf_counter() - start:.0f} s")
