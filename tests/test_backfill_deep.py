@@ -1,7 +1,8 @@
 """A backfill deeper than arXiv serves one query: its API gives at most 30,000 results of a
 search (90 days of cs.LG is about 45,000), so a sweep cuts its search at the day it reached and
 starts again from offset 0. And backfills of different depths one after the other, which must
-leave no paper of the longer one out. Against a local HTTP server that answers as arXiv does,
+leave no paper of the longer one out; an answer cut short; a purge or a fit stopped while a
+backfill is about. Against a local HTTP server that answers as arXiv does,
 dates and all, scaled down: 30 results a query, a cut at 20 deep, pages of 10."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from digest.config import load_config
 from digest.ingest import backfill as bf
+from digest.ingest.backfill_lock import backfill_lock
 from digest.ingest.backfill_progress import key_of, load
 from digest.store import Store
 from tests import test_backfill as shared
@@ -51,6 +53,7 @@ class FakeArxiv:
         ]
         self.unreadable: set[tuple[str, int]] = set()  # (search_query, start): an HTML page once
         self.empty: set[tuple[str, int]] = set()  # answered with no entries, every time
+        self.cut_short: set[tuple[str, int]] = set()  # cut inside its last abstract, once
         self.limit = LIMIT
 
     def answer(self, params: dict[str, str]) -> Route:
@@ -67,7 +70,11 @@ class FakeArxiv:
         else:
             assert query == "cat:cs.LG", query
         end = min(start + int(params["max_results"]), self.limit)
-        return Route(atom(found[start:end], total=len(found), start=start))
+        body = atom(found[start:end], total=len(found), start=start)
+        if (query, start) in self.cut_short:  # a connection dropped mid-answer
+            self.cut_short.discard((query, start))
+            body = body[: body.rindex(b"<summary>") + 12]
+        return Route(body)
 
     def wanted(self, depth: int = DEPTH) -> set[str]:
         cutoff = LISTING_DAY - timedelta(1 + depth)
@@ -203,7 +210,83 @@ def test_an_empty_first_page_of_a_cut_search_is_not_taken_for_a_mistyped_categor
 
     assert out.returncode == 2
     assert "check its name" not in out.stderr
-    assert f"an empty page at result 0 of 0 (papers up to {day.isoformat()}) twice" in out.stderr
+    assert f"an empty page at result 0 (papers up to {day.isoformat()}) twice" in out.stderr
+
+
+def test_an_answer_cut_short_inside_an_entry_is_asked_for_again_from_that_entry(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    arxiv.cut_short.add(("cat:cs.LG", 0))
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert cuts(calls)[:2] == [(None, 0), (None, 9)]  # the cut entry was not counted
+    stored = backfilled(root)
+    assert arxiv.wanted() <= set(stored)
+    assert stored["2611.30009"].abstract == "About paper 9 on graphs."
+
+
+def test_a_shorter_backfill_after_a_longer_one_was_stopped_keeps_where_the_longer_one_got(
+    tmp_path: Path,
+    api: FeedServer,
+    arxiv: FakeArxiv,
+    calls: list[tuple[float, dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = site_at(tmp_path, api)
+    counting = bf.fetch
+
+    def fetch(url: str, **kw: Any) -> Any:
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return counting(url, **kw)
+
+    monkeypatch.setattr(bf, "fetch", fetch)
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
+    monkeypatch.setattr(bf, "fetch", counting)
+    calls.clear()
+
+    shorter = cli(root, "ingest", "--backfill", str(days_for(5)))
+
+    assert shorter.returncode == 0, shorter.stdout + shorter.stderr
+    assert calls == [] and "already backfilled" in shorter.stderr
+    longer = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    # On from the oldest day the longer one reached (paper 37), not from the newest papers.
+    assert cuts(calls)[0] == (f"{day_of(37):%Y%m%d}", 0)
+    assert arxiv.wanted() <= set(backfilled(root))
+
+
+def test_a_purge_while_a_backfill_runs_purges_nothing_and_says_why(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    assert cli(root, "ingest", "--backfill", str(days_for(5))).returncode == 0
+    before = set(backfilled(root))
+
+    with backfill_lock(load_config(root / "digest.toml").data_dir):
+        out = cli(root, "papers", "purge", "--source", "arxiv")
+
+    assert out.returncode == 1
+    assert "a backfill is running on this site" in out.stderr and "nothing was purged" in out.stderr
+    assert set(backfilled(root)) == before and progress(root).finished
+
+
+def test_a_backfill_with_nothing_new_still_fits_a_vocabulary_that_is_missing(
+    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+) -> None:
+    root = site_at(tmp_path, api)
+    assert cli(root, "ingest", "--backfill", str(days_for(5))).returncode == 0
+    fitted = load_config(root / "digest.toml").data_dir / "models" / "vocabulary.npz"
+    assert fitted.exists()
+    fitted.unlink()  # as a fit stopped by Ctrl-C leaves it
+
+    again = cli(root, "ingest", "--backfill", str(days_for(5)))
+
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert fitted.exists()
 
 
 def test_a_gap_saved_before_searches_were_cut_is_read_as_one_of_the_uncut_search(

@@ -103,12 +103,23 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
             highlight=False,
             markup=True,
         )
-    if report.added and not report.interrupted:
-        if console.is_terminal:
-            console.print("[dim]fitting the vocabulary...[/]", highlight=False, markup=True)
+    if report.interrupted:
+        return report.status
+    # After every backfill, not only one that added papers: a fit stopped before (Ctrl-C)
+    # leaves none, and the run again has nothing new. A current vocabulary is only read.
+    if console.is_terminal:
+        console.print("[dim]fitting the vocabulary...[/]", highlight=False, markup=True)
+    try:
         problem = refresh_apart(cfg, store, today)
-        if problem:
-            err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
+    except KeyboardInterrupt:
+        problem = (
+            "interrupted while fitting the vocabulary; the papers are stored, and the next run "
+            "fits it"
+        )
+        err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
+        return ExitStatus.PARTIAL
+    if problem:
+        err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
     return report.status
 
 

@@ -442,13 +442,25 @@ def papers_purge(ctx: click.Context, source: str) -> None:
 
     Example: digest papers purge --source lab-feed
     """
+    from digest.ingest.backfill_lock import Busy, backfill_lock
     from digest.ingest.backfill_progress import forget_source
 
-    store = _state(ctx).store()
-    deleted, untagged = store.purge_source(source)
-    # Its backfill progress too: a record saying "done back to …" over papers now deleted
-    # would keep `digest ingest --backfill` from ever fetching them again.
-    forgotten = forget_source(store, source)
+    st = _state(ctx)
+    store = st.store()
+    try:
+        # Not under a running backfill: it would go on saving its progress over the papers
+        # deleted here, and the next one would take them for fetched.
+        with backfill_lock(st.cfg.data_dir):
+            deleted, untagged = store.purge_source(source)
+            # Its backfill progress too: a record saying "done back to …" over papers now
+            # deleted would keep `digest ingest --backfill` from ever fetching them again.
+            forgotten = forget_source(store, source)
+    except Busy as busy:
+        pid = f"pid {busy.pid}" if busy.pid else "another process"
+        raise DigestError(
+            f"a backfill is running on this site ({pid}); nothing was purged",
+            "purge once it has ended",
+        ) from None
     if not deleted and not untagged and not forgotten:
         raise DigestError(
             f"no stored paper came from a source named {source!r}", "see `digest stats`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from xml.sax import SAXParseException
 
 from digest.config import SourceConfig
 from digest.errors import FeedError
@@ -22,10 +23,16 @@ ID_BATCH = 100
 
 def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
     d = parse_feed(content, src.name)
-    out = Parsed(seen=len(d.entries), total=_count(d.feed.get("opensearch_totalresults")))
+    entries = d.entries
+    if entries and isinstance(d.get("bozo_exception"), SAXParseException):
+        # An answer cut short (a connection dropped mid-way) ends in an entry cut too: a title
+        # without its abstract, or no title. Left out and not counted, so a backfill asks for
+        # the rest of the page from that entry on, rather than storing it broken or skipping it.
+        entries = entries[:-1]
+    out = Parsed(seen=len(entries), total=_count(d.feed.get("opensearch_totalresults")))
     if problem := bozo_problem(d, src.name):
         out.problems.append(problem)
-    for i, e in enumerate(d.entries):
+    for i, e in enumerate(entries):
         try:
             if "api/errors" in str(e.get("id", "")):
                 error = normalise_ws(str(e.get("summary", "")))

@@ -420,7 +420,7 @@ class _Run:
             why = f"arXiv returned no papers for {search.category} (asked twice): check its name"
             self._stop(search, f"{why} ({typo})" if typo else why, then="asks again")
             return
-        of = f" of {total}" if total is not None else ""
+        of = f" of {total}" if total else ""  # 0: the count of a spurious answer
         self._stop(search, f"arXiv sent an empty page at result {start}{of}{_of(upto)} twice")
 
     def _stop(self, search: Search, why: str, then: str = "goes on from there") -> None:

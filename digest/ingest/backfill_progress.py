@@ -50,12 +50,12 @@ class Pass:
 
     def swept(self, cutoff: date) -> bool:
         """Whether the sweep from the newest papers already reached back past ``cutoff`` (or
-        to the end of the results), gaps aside."""
-        if not self.finished:
-            return False
-        if self.exhausted:
+        to the end of the results), gaps aside, finished or not."""
+        if self.finished and self.exhausted:
             return True
-        # A sweep for fewer days ends at its own cutoff, whatever its last page reached.
+        # Unfinished too: a longer backfill stopped on its way already holds every paper
+        # since the day it reached. A sweep for fewer days ends at its own cutoff, whatever
+        # its last page reached.
         deep = self.until <= cutoff.isoformat()
         return deep and self.reached is not None and self.reached < cutoff.isoformat()
 

@@ -127,7 +127,8 @@ def searches(cfg: Config, only: str | None = None) -> tuple[list[Search], list[s
         if src.kind != "arxiv-rss":
             if only:  # asked for by name: say why nothing happens
                 notes.append(
-                    f"{src.name}: a {src.kind} source, not an arxiv-rss source with categories; "
+                    f"{src.name}: {_a(src.kind)} {src.kind} source, not an arxiv-rss source with "
+                    "categories; "
                     "only those backfill"
                 )
             continue
@@ -148,3 +149,8 @@ def searches(cfg: Config, only: str | None = None) -> tuple[list[Search], list[s
             owner[category] = src.name
             found.append(Search(src, category))
     return found, notes
+
+
+def _a(word: str) -> str:
+    """The article for ``word`` as it is read aloud ("an arxiv-api", "a feed")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
