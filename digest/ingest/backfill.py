@@ -206,6 +206,7 @@ class _Run:
             # (`_keep`), and its offset is past them. Go on from the day before that cutoff.
             state.upto = (date.fromisoformat(state.until) - timedelta(days=1)).isoformat()
             state.start, state.total, state.reached = 0, None, state.until
+            state.read_to = 0
         state.finished = state.exhausted = False
         state.until = wanted
         self._cut_if_deep(state)
@@ -228,9 +229,14 @@ class _Run:
         if state.start + self.page_size <= MAX_DEPTH or not state.reached:
             return
         if state.upto is None or state.reached < state.upto:
+            # Ranges skipped after the last page read hold papers no newer than the day cut
+            # at: the cut search reads them, so they are not left for the next run.
+            cut, last = _number_of(state.upto), state.read_to
+            if last is not None:
+                state.gaps = [g for g in state.gaps if g[3] != cut or g[0] < last]
             # The count was of the search before the cut: a range skipped from here on is
             # measured by the cut search's own.
-            state.upto, state.start, state.total = state.reached, 0, None
+            state.upto, state.start, state.total, state.read_to = state.reached, 0, None, 0
 
     def _page(self, search: Search, state: Pass) -> bool:
         """Fetch, store and record one page of the sweep; False when it is over for this run."""
@@ -250,6 +256,7 @@ class _Run:
         # Ahead by the entries this page held, not by the page size: a page cut short (a
         # truncated answer that parsed in part) is asked for again from its first lost entry.
         state.start += parsed.seen
+        state.read_to = state.start
         state.pages += 1
         past = oldest is not None and oldest < self.cutoff
         at_end = _ended(parsed.total, state.start)

@@ -35,6 +35,10 @@ class Pass:
     # ISO day: the search is cut to papers submitted up to this day, its offsets counted from
     # there (digest.ingest.backfill.MAX_DEPTH); None while it is not.
     upto: str | None = None
+    # The offset just past the last page the sweep read of its search as it is now cut (None:
+    # not known, a record of an earlier release): a range skipped after it is read again by
+    # the next cut, which starts at the oldest day read.
+    read_to: int | None = None
     reached: str | None = None  # ISO day of the oldest submission seen so far
     pages: int = 0
     added: int = 0
