@@ -9,7 +9,7 @@ import io
 import itertools
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -278,14 +278,7 @@ def test_a_backfill_interrupted_by_ctrl_c_keeps_its_pages_and_resumes_after_them
     root = site_at(tmp_path, api)
     pages = real_pages()
     api.routes["/api/query"] = [Route(p) for p in pages]
-    counting = bf.fetch
-
-    def fetch(url: str, **kw: Any) -> Any:
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return counting(url, **kw)
-
-    monkeypatch.setattr(bf, "fetch", fetch)
+    resume = ctrl_c_after(3, calls, monkeypatch)
     days = days_for(10)
 
     out = cli(root, "ingest", "--backfill", str(days))
@@ -293,11 +286,27 @@ def test_a_backfill_interrupted_by_ctrl_c_keeps_its_pages_and_resumes_after_them
     assert out.returncode == 2
     assert "interrupted" in out.stderr and "continues where it stopped" in out.stderr
     assert len(backfilled(root)) == 30
-    monkeypatch.setattr(bf, "fetch", counting)
+    resume()
     calls.clear()
     api.routes["/api/query"] = [Route(p) for p in pages[3:]]
     assert cli(root, "ingest", "--backfill", str(days)).returncode == 0
     assert starts(calls) == [30, 40]
+
+
+def ctrl_c_after(
+    n: int, calls: list[tuple[float, dict[str, str]]], mp: pytest.MonkeyPatch
+) -> Callable[[], None]:
+    """Ctrl-C at the backfill's request after the ``n``th (those made are in ``calls``).
+    Returns what puts back the fetch that counts them."""
+    counting = bf.fetch
+
+    def fetch(url: str, **kw: Any) -> Any:
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return counting(url, **kw)
+
+    mp.setattr(bf, "fetch", fetch)
+    return lambda: mp.setattr(bf, "fetch", counting)
 
 
 # -- pages that go wrong ------------------------------------------------------------------

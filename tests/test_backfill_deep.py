@@ -22,10 +22,19 @@ from digest.ingest.backfill_progress import key_of, load
 from digest.store import Store
 from tests import test_backfill as shared
 from tests.conftest import FeedServer, Route
-from tests.test_backfill import LISTING_DAY, atom, backfilled, cli, days_for, site_at
+from tests.test_backfill import (
+    LISTING_DAY,
+    atom,
+    backfilled,
+    cli,
+    ctrl_c_after,
+    days_for,
+    site_at,
+)
 
 # The fixtures of tests/test_backfill.py, by the names its tests use.
 clock, calls, api = shared.clock, shared.calls, shared.api
+Calls = list[tuple[float, dict[str, str]]]  # each request: its fake time and parameters
 
 LIMIT = 30  # results arXiv serves of one query (30,000, scaled down)
 PER_DAY = 3
@@ -91,6 +100,12 @@ def cuts(made: list[tuple[float, dict[str, str]]]) -> list[tuple[str | None, int
 
 
 @pytest.fixture
+def root(tmp_path: Path, api: FeedServer) -> Path:
+    """A site whose arxiv-rss source follows cs.LG, its API at the local server."""
+    return site_at(tmp_path, api)
+
+
+@pytest.fixture
 def arxiv(api: FeedServer, monkeypatch: pytest.MonkeyPatch) -> FakeArxiv:
     fake = FakeArxiv()
     api.answers["/api/query"] = fake.answer
@@ -99,9 +114,8 @@ def arxiv(api: FeedServer, monkeypatch: pytest.MonkeyPatch) -> FakeArxiv:
 
 
 def test_a_backfill_deeper_than_arxiv_serves_one_search_cuts_it_by_date_and_misses_nothing(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
 
     out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
 
@@ -117,14 +131,12 @@ def test_a_backfill_deeper_than_arxiv_serves_one_search_cuts_it_by_date_and_miss
 
 
 def test_without_the_cut_the_same_backfill_stops_at_arxivs_limit_so_the_fake_holds_to_it(
-    tmp_path: Path,
-    api: FeedServer,
+    root: Path,
     arxiv: FakeArxiv,
-    calls: list[tuple[float, dict[str, str]]],
+    calls: Calls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(bf, "MAX_DEPTH", 10_000)
-    root = site_at(tmp_path, api)
 
     out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
 
@@ -134,15 +146,13 @@ def test_without_the_cut_the_same_backfill_stops_at_arxivs_limit_so_the_fake_hol
 
 
 def test_a_page_of_a_cut_search_that_cannot_be_read_is_fetched_with_the_same_cut_next_time(
-    tmp_path: Path,
-    api: FeedServer,
+    root: Path,
     arxiv: FakeArxiv,
-    calls: list[tuple[float, dict[str, str]]],
+    calls: Calls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Cut at 30: a page read after the skipped one, so the next cut does not read it again.
     monkeypatch.setattr(bf, "MAX_DEPTH", 30)
-    root = site_at(tmp_path, api)
     day = day_of(29)
     cut_query = bf.cut_query("cat:cs.LG", day.isoformat())
     arxiv.unreadable.add((cut_query, 10))
@@ -165,9 +175,8 @@ def test_a_page_of_a_cut_search_that_cannot_be_read_is_fetched_with_the_same_cut
 
 
 def test_a_longer_backfill_after_a_shorter_one_fetches_the_older_papers_its_last_page_left_out(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     assert cli(root, "ingest", "--backfill", str(days_for(10))).returncode == 0
     assert set(backfilled(root)) == arxiv.wanted(10)
     calls.clear()
@@ -182,16 +191,14 @@ def test_a_longer_backfill_after_a_shorter_one_fetches_the_older_papers_its_last
 
 
 def test_a_range_filled_by_a_shorter_backfill_keeps_its_older_papers_for_the_longer_one(
-    tmp_path: Path,
-    api: FeedServer,
+    root: Path,
     arxiv: FakeArxiv,
-    calls: list[tuple[float, dict[str, str]]],
+    calls: Calls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Not cut: no later page of the sweep reads the range again.
     monkeypatch.setattr(bf, "MAX_DEPTH", 10_000)
     arxiv.limit = 1000
-    root = site_at(tmp_path, api)
     arxiv.unreadable.add(("cat:cs.LG", 60))  # papers 60-69, 21 to 24 days back
     assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
 
@@ -206,9 +213,8 @@ def test_a_range_filled_by_a_shorter_backfill_keeps_its_older_papers_for_the_lon
 
 
 def test_an_empty_first_page_of_a_cut_search_is_not_taken_for_a_mistyped_category(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     day = day_of(19)
     arxiv.empty.add((bf.cut_query("cat:cs.LG", day.isoformat()), 0))
 
@@ -220,9 +226,8 @@ def test_an_empty_first_page_of_a_cut_search_is_not_taken_for_a_mistyped_categor
 
 
 def test_an_answer_cut_short_inside_an_entry_is_asked_for_again_from_that_entry(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     arxiv.cut_short.add(("cat:cs.LG", 0))
 
     out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
@@ -235,23 +240,14 @@ def test_an_answer_cut_short_inside_an_entry_is_asked_for_again_from_that_entry(
 
 
 def test_a_shorter_backfill_after_a_longer_one_was_stopped_keeps_where_the_longer_one_got(
-    tmp_path: Path,
-    api: FeedServer,
+    root: Path,
     arxiv: FakeArxiv,
-    calls: list[tuple[float, dict[str, str]]],
+    calls: Calls,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    root = site_at(tmp_path, api)
-    counting = bf.fetch
-
-    def fetch(url: str, **kw: Any) -> Any:
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return counting(url, **kw)
-
-    monkeypatch.setattr(bf, "fetch", fetch)
+    resume = ctrl_c_after(4, calls, monkeypatch)
     assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
-    monkeypatch.setattr(bf, "fetch", counting)
+    resume()
     calls.clear()
 
     shorter = cli(root, "ingest", "--backfill", str(days_for(5)))
@@ -266,9 +262,8 @@ def test_a_shorter_backfill_after_a_longer_one_was_stopped_keeps_where_the_longe
 
 
 def test_a_purge_while_a_backfill_runs_purges_nothing_and_says_why(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     assert cli(root, "ingest", "--backfill", str(days_for(5))).returncode == 0
     before = set(backfilled(root))
 
@@ -281,9 +276,8 @@ def test_a_purge_while_a_backfill_runs_purges_nothing_and_says_why(
 
 
 def test_a_backfill_with_nothing_new_still_fits_a_vocabulary_that_is_missing(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     assert cli(root, "ingest", "--backfill", str(days_for(5))).returncode == 0
     fitted = load_config(root / "digest.toml").data_dir / "models" / "vocabulary.npz"
     assert fitted.exists()
@@ -296,9 +290,8 @@ def test_a_backfill_with_nothing_new_still_fits_a_vocabulary_that_is_missing(
 
 
 def test_a_page_skipped_just_before_a_cut_is_read_by_the_cut_search_not_left_missing(
-    tmp_path: Path, api: FeedServer, arxiv: FakeArxiv, calls: list[tuple[float, dict[str, str]]]
+    root: Path, arxiv: FakeArxiv, calls: Calls
 ) -> None:
-    root = site_at(tmp_path, api)
     arxiv.unreadable.add(("cat:cs.LG", 10))  # the last page before the first cut
 
     out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
@@ -312,9 +305,8 @@ def test_a_page_skipped_just_before_a_cut_is_read_by_the_cut_search_not_left_mis
 
 
 def test_a_gap_saved_before_searches_were_cut_is_read_as_one_of_the_uncut_search(
-    tmp_path: Path, api: FeedServer
+    root: Path,
 ) -> None:
-    root = site_at(tmp_path, api)
     store = Store(load_config(root / "digest.toml").database_url)
     store.upgrade()
     old: dict[str, Any] = {
