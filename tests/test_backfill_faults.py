@@ -82,7 +82,7 @@ def test_an_empty_first_answer_twice_stops_the_category_unfinished_and_a_run_aga
         "arxiv cs.LG: arXiv returned no papers for cs.LG (asked twice): check its name; "
         "the next run asks again"
     ) in out.stderr
-    assert "not back" in out.stderr
+    assert "not finished: arxiv cs.LG;" in out.stderr
     assert progress(root) is None  # nothing recorded as done: the next run starts afresh
     calls.clear()
     api.routes["/api/query"] = [Route(p) for p in day_pages(3)]

@@ -98,7 +98,9 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
         )
     elif report.unfinished:
         err_console.print(
-            f"[yellow]not back {_days(days)} yet:[/] {escape(', '.join(report.unfinished))}; "
+            # "Not finished", not "not back N days": a search can be back N days with a range
+            # of results still missing (the summary counts days, the line before names it).
+            f"[yellow]not finished:[/] {escape(', '.join(report.unfinished))}; "
             f"`{escape(again)}` goes on from where each stopped",
             highlight=False,
             markup=True,
