@@ -87,7 +87,7 @@ def test_a_fit_waits_for_one_under_way_in_another_process_and_reads_what_it_stor
     )
     assert holder.stdout is not None and holder.stdin is not None
     assert holder.stdout.readline().strip() == "held"
-    done: list[Vocabulary] = []
+    done: list[None] = []
     waiting = threading.Thread(
         target=lambda: done.append(refresh_vocabulary(cfg, store, datetime.now(UTC).date()))
     )

@@ -204,9 +204,8 @@ class _Run:
         if state.finished and not state.exhausted and state.until > wanted:
             # Swept for fewer days: its last page's papers older than its cutoff were left out
             # (`_keep`), and its offset is past them. Go on from the day before that cutoff.
-            state.upto = (date.fromisoformat(state.until) - timedelta(days=1)).isoformat()
-            state.start, state.total, state.reached = 0, None, state.until
-            state.read_to = 0
+            state.cut_at((date.fromisoformat(state.until) - timedelta(days=1)).isoformat())
+            state.reached = state.until
         state.finished = state.exhausted = False
         state.until = wanted
         self._cut_if_deep(state)
@@ -235,8 +234,8 @@ class _Run:
             if last is not None:
                 state.gaps = [g for g in state.gaps if g[3] != cut or g[0] < last]
             # The count was of the search before the cut: a range skipped from here on is
-            # measured by the cut search's own.
-            state.upto, state.start, state.total, state.read_to = state.reached, 0, None, 0
+            # measured by the cut search's own (`cut_at` forgets it).
+            state.cut_at(state.reached)
 
     def _page(self, search: Search, state: Pass) -> bool:
         """Fetch, store and record one page of the sweep; False when it is over for this run."""

@@ -52,6 +52,11 @@ class Pass:
     # the category would keep a hole for good.
     gaps: list[list[int]] = field(default_factory=list)
 
+    def cut_at(self, day: str) -> None:
+        """Go on with the search cut to papers submitted up to ``day`` (ISO), from offset 0:
+        nothing of it read yet, and its count unknown."""
+        self.upto, self.start, self.total, self.read_to = day, 0, None, 0
+
     def swept(self, cutoff: date) -> bool:
         """Whether the sweep from the newest papers already reached back past ``cutoff`` (or
         to the end of the results), gaps aside, finished or not."""

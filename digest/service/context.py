@@ -187,8 +187,10 @@ def prepare(cfg: Config, store: Store, now: datetime) -> Context:
     )
 
 
-def refresh_vocabulary(cfg: Config, store: Store, today: date) -> Vocabulary:
-    """The vocabulary of the corpus window as it stands, fitted now if the window changed.
+def refresh_vocabulary(cfg: Config, store: Store, today: date) -> None:
+    """The vocabulary of the corpus window as it stands fitted now, if the window changed; if
+    it did not, nothing is read but the stored one's version (a backfill with nothing new
+    asks too, and loading all of it takes most of a second for nothing).
 
     Called once new papers are stored (`digest ingest`, serve's fetches): fitting takes
     seconds at 20,000 papers, and done here it is over before the readers' send time rather
@@ -199,7 +201,8 @@ def refresh_vocabulary(cfg: Config, store: Store, today: date) -> Vocabulary:
     """
     wanted = load_site_profiles(cfg).example_papers  # not the profiles: gone before the fit
     _, ids, _ = _window(cfg, store, today, wanted, look_up=False)
-    return vocabulary(cfg, store, ids)
+    if Vocabulary.stored_version(_vocabulary_path(cfg)) != corpus_version(ids):
+        vocabulary(cfg, store, ids)
 
 
 def refresh_after_ingest(cfg: Config, store: Store, today: date) -> str | None:
@@ -349,7 +352,7 @@ def source_ages(papers: Sequence[_Dated]) -> list[int]:
 def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
     """The vocabulary of this corpus window: reused from disk while the window is unchanged.
     The papers' texts are read only to fit it again."""
-    path = cfg.data_dir / "models" / "vocabulary.npz"
+    path = _vocabulary_path(cfg)
     # The pickled vocabulary of earlier releases: 129 MB at 20,000 papers, never read again.
     with contextlib.suppress(OSError):  # models not a directory: said when saving, below
         (cfg.data_dir / "models" / "vocabulary.pkl").unlink(missing_ok=True)
@@ -372,6 +375,10 @@ def vocabulary(cfg: Config, store: Store, ids: list[str]) -> Vocabulary:
                 "cannot keep the vocabulary in %s (%s); it is fitted again next run", path, exc
             )
     return fitted
+
+
+def _vocabulary_path(cfg: Config) -> Path:
+    return cfg.data_dir / "models" / "vocabulary.npz"
 
 
 def _stored(path: Path, version: str) -> Vocabulary | None:
