@@ -182,6 +182,13 @@ class SourceConfig(_Strict):
         return cron_trigger(self.cron, self.schedule_timezone)
 
     @property
+    def lookups_only(self) -> bool:
+        """An arxiv-api source with no `query` (the one `digest init` writes): the API has
+        nothing to list without a search, so it is asked only for example papers and
+        backfills, never fetched as a feed."""
+        return self.kind == "arxiv-api" and not self.query and not self.url.startswith("file://")
+
+    @property
     def cron(self) -> str:
         if self.schedule:
             return self.schedule

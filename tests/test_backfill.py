@@ -340,9 +340,9 @@ def test_an_unreadable_page_gets_one_line_and_the_pages_after_it_are_still_fetch
     out = cli(root, "ingest", "--backfill", str(days_for(30)))
 
     assert out.returncode == 2
-    unreadable = [x for x in out.stderr.splitlines() if "unreadable page" in x]
+    unreadable = [x for x in out.stderr.splitlines() if "is unreadable" in x]
     assert unreadable == [
-        "arxiv cs.LG: unreadable page: arXiv sent an HTML page, not Atom, at result 10"
+        "arxiv cs.LG: the page at result 10 is unreadable: arXiv sent an HTML page, not Atom"
     ]
     assert "results 10 to 19 left out" in out.stderr
     assert starts(calls) == [0, 10, 20, 30]

@@ -145,9 +145,8 @@ def test_an_html_page_is_unreadable_not_empty_and_the_next_run_fetches_its_range
 
     assert first.returncode == 2, first.stdout + first.stderr
     assert "empty" not in first.stderr
-    assert "arxiv cs.LG: unreadable page: arXiv sent an HTML page, not Atom, at result 10" in (
-        first.stderr
-    )
+    unreadable = "arxiv cs.LG: the page at result 10 is unreadable: arXiv sent an HTML page"
+    assert unreadable in first.stderr
     assert "results 10 to 19 left out for now" in first.stderr
     assert "arxiv cs.LG: results 10 to 19 still missing; the next run fetches them" in first.stderr
     assert starts(calls) == [0, 10, 20, 30]
@@ -173,6 +172,24 @@ def test_an_html_page_is_unreadable_not_empty_and_the_next_run_fetches_its_range
     assert (
         f"arxiv cs.LG: already backfilled back to {last}, the end of arXiv's results; nothing to do"
     ) in third.stderr
+
+
+def test_a_page_that_is_not_xml_is_named_by_its_category_and_result_and_left_out(
+    tmp_path: Path, api: FeedServer, calls: Calls
+) -> None:
+    root = site_at(tmp_path, api)
+    pages = day_pages(4, total=40)
+    junk = Route(b'{"error": "rate limited"}', content_type="application/json")
+    api.routes["/api/query"] = [Route(pages[0]), junk, Route(pages[2]), Route(pages[3])]
+
+    out = cli(root, "ingest", "--backfill", str(days_for(30)))
+
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = [x for x in out.stderr.splitlines() if "unreadable" in x]
+    assert line.startswith("arxiv cs.LG: the page at result 10 is unreadable: "), line
+    assert "cannot parse" in line and "Traceback" not in out.stderr
+    assert "results 10 to 19 left out for now" in out.stderr
+    assert len(backfilled(root)) == 30
 
 
 def test_a_skipped_range_is_sought_further_down_by_the_papers_submitted_since(
@@ -418,3 +435,30 @@ def test_a_preview_before_the_first_listing_says_the_backfilled_papers_are_corpu
     assert "no papers stored yet" not in said
     assert "no listing fetched yet (run `digest ingest`); the 20 backfilled papers" in said
     assert "corpus only" in said
+
+
+def test_sigterm_stops_a_backfill_as_ctrl_c_does_with_a_line_saying_how_to_go_on(
+    tmp_path: Path, api: FeedServer
+) -> None:
+    """A service manager's stop or a job's timeout: it exited 143 without a word."""
+    root = site_at(tmp_path, api)
+    api.routes["/api/query"] = Route(day_pages(1, total=10)[0], delay=10)
+    command = [sys.executable, "-m", "digest", "--config", str(root / "digest.toml")]
+    child = subprocess.Popen(
+        [*command, "ingest", "--backfill", "30"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    deadline = time.monotonic() + 30
+    while not api.requests and time.monotonic() < deadline:  # the first page is asked for
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=60)
+
+    assert child.returncode == 2, out + err
+    assert "Traceback" not in err
+    assert "interrupted;" in err and "ingest --backfill 30` continues where it stopped" in err
+    assert "backfill: 0 papers added" in out

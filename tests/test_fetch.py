@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 from digest.config import Config, SourceConfig
 from digest.ingest import ingest_all, ingest_source
 from digest.ingest.fetch import USER_AGENT
 from digest.store import Store
-from tests.conftest import DEMO_DATA, FeedServer, Route
+from tests.conftest import DEMO_DATA, FeedServer, Route, digest
 
 LISTING = (DEMO_DATA / "listing.xml").read_bytes()
 
@@ -71,3 +72,46 @@ def test_a_broken_source_does_not_stop_the_others(store: Store, feed_server: Fee
     assert "HTTP 404" in (reports["missing"].error or "")
     assert "not JSON" in (reports["garbage"].error or "")
     assert reports["arxiv"].added == 24
+
+
+def test_an_arxiv_api_source_without_a_query_is_never_fetched_as_a_feed(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    # The source `digest init` writes: it looks up example papers and backfills. Asked as a
+    # feed it had no search to send, and cost a request (3 s of arXiv's spacing) every ingest.
+    (tmp_path / "key").write_text("k" * 40)
+    (tmp_path / "digest.toml").write_text(f"""
+[smtp]
+host = "127.0.0.1"
+port = 1
+from_address = "digest@papers.example.org"
+[web]
+secret_key_file = "key"
+[[sources]]
+name = "arxiv"
+kind = "arxiv-rss"
+url = "{feed_server.url("/rss")}"
+[[sources]]
+name = "lookups"
+kind = "arxiv-api"
+url = "{feed_server.url("/api/query")}"
+[[sources]]
+name = "searched"
+kind = "arxiv-api"
+url = "{feed_server.url("/api/query")}"
+query = "cat:cs.LG"
+""")
+    feed_server.routes["/rss"] = Route(LISTING)
+    feed_server.routes["/api/query"] = Route(b"<feed xmlns='http://www.w3.org/2005/Atom'/>")
+
+    ran = digest("ingest", cwd=tmp_path)
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    asked = [r["path"] for r in feed_server.requests if r["path"].startswith("/api/query")]
+    assert len(asked) == 1 and "search_query=cat%3ACS.LG".lower() in asked[0].lower()
+    row = next(line for line in ran.stdout.splitlines() if "lookups" in line)
+    assert "look-ups only" in row and "error" not in row
+    status = digest("status", cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    row = next(line for line in status.stdout.splitlines() if "lookups" in line)
+    assert "look-ups only" in row and "never" not in row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -323,3 +324,29 @@ def test_the_last_fetch_time_is_found_across_the_autumn_clock_change() -> None:
     assert previous_fire_time(hourly, datetime(2025, 11, 9, 12, 0, tzinfo=UTC)) == datetime(
         2025, 11, 9, 12, 0, tzinfo=UTC
     )
+
+
+def test_an_arxiv_api_source_without_a_query_is_neither_scheduled_nor_missed(
+    store: Store, workspace: Config
+) -> None:
+    """It is asked for example papers and backfills only: fetched as a feed it had nothing
+    to ask, and with no fetch ever recorded every start called it missed."""
+    from digest.config import SourceConfig
+
+    lookups = SourceConfig(
+        name="lookups", kind="arxiv-api", url="https://export.arxiv.org/api/query"
+    )
+    cfg = workspace.model_copy(update={"sources": [*workspace.sources, lookups]})
+    service = Service(cfg, store)
+    assert service.missed_fetches(NOW) == [s.name for s in workspace.sources]
+
+    async def scheduled() -> set[str]:
+        try:
+            service.start()  # nothing awaited before the shutdown: no job runs
+            return {job.id for job in service.scheduler.get_jobs()}
+        finally:
+            service.scheduler.shutdown(wait=False)
+
+    jobs = asyncio.run(scheduled())
+    assert "ingest:lookups" not in jobs
+    assert {f"ingest:{s.name}" for s in workspace.sources} <= jobs

@@ -3,6 +3,10 @@ digest.ingest.backfill to the terminal (a progress bar) or to a log (a line per 
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 from rich.markup import escape
@@ -76,7 +80,7 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
         )
         err_console.print(f"[yellow]{escape(why)}[/]", highlight=False, markup=True)
     try:
-        with backfill_lock(cfg.data_dir):
+        with backfill_lock(cfg.data_dir), _stopped_as_by_ctrl_c():
             report = _backfill(cfg, store, days, only, today)
     except Busy as busy:
         # Two backfills would each pause 3 s between their own requests: arXiv would be asked
@@ -112,7 +116,8 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
     if console.is_terminal:
         console.print("[dim]fitting the vocabulary...[/]", highlight=False, markup=True)
     try:
-        problem = refresh_apart(cfg, store, today)
+        with _stopped_as_by_ctrl_c():
+            problem = refresh_apart(cfg, store, today)
     except KeyboardInterrupt:
         problem = (
             "interrupted while fitting the vocabulary; the papers are stored, and the next run "
@@ -123,6 +128,25 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
     if problem:
         err_console.print(f"[yellow]{escape(problem)}[/]", highlight=False, markup=True)
     return report.status
+
+
+@contextlib.contextmanager
+def _stopped_as_by_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, a service manager's stop, a CI job's timeout) ends a backfill as Ctrl-C
+    does: progress is saved page by page, and the closing lines say how to go on. Left to
+    Python's default, it exited 143 without a word."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (a caller running us in a thread)
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _backfill(

@@ -8,6 +8,7 @@ import click
 from rich.table import Column, Table
 
 from digest.cli.app import _state, cli, console, cut, err_console
+from digest.config import SourceConfig
 from digest.errors import DigestError
 from digest.states import REQUEUEABLE
 from digest.states import Delivery as DS
@@ -81,7 +82,7 @@ def _status(ctx: click.Context) -> None:
     )
     _listing_line(store, dates[0])
     _waiting_table(store, now)
-    _feed_table(store, [s.name for s in st.cfg.sources])
+    _feed_table(store, st.cfg.sources)
     held = held_back(store)
     active = [p for p in readers if p.email.lower() not in held]
     table = Table("next send slot (UTC)", "subscribers")
@@ -303,7 +304,7 @@ def stats(ctx: click.Context) -> None:
         f"papers stored: {store.count_papers()}; newest listing: {newest or '-'}",
         highlight=False,
     )
-    _feed_table(store, [s.name for s in st.cfg.sources])
+    _feed_table(store, st.cfg.sources)
     by_day: Counter[tuple[str, str]] = Counter(
         (str(d.digest_date), d.state) for d in store.deliveries()
     )
@@ -313,13 +314,18 @@ def stats(ctx: click.Context) -> None:
     console.print(table)
 
 
-def _feed_table(store: Store, configured: list[str]) -> None:
+def _feed_table(store: Store, sources: list[SourceConfig]) -> None:
     """The last fetch of each configured source; a removed one gets a line, not a row."""
     table = Table("source", "last fetch", "status", "items", "error")
     states = store.feed_states()
     by_name = {f.source: f for f in states}
-    for name in configured:
+    configured = [s.name for s in sources]
+    for src in sources:
+        name = src.name
         f = by_name.get(name)
+        if f is None and src.lookups_only:
+            table.add_row(name, "-", "look-ups only", "-", "")
+            continue
         if f is None:  # configured, never fetched: `digest ingest` (or serve's start) does it
             table.add_row(name, "never", "-", "-", "")
             continue

@@ -386,17 +386,18 @@ class _Run:
         as_source = search.source.model_copy(update={"kind": "arxiv-api"})
         try:
             if (html := _html(got)) is not None:
-                raise FeedError(f"arXiv sent {html}, not Atom, at result {start}")
+                raise FeedError(f"arXiv sent {html}, not Atom")
             parsed = arxiv_api.parse(got.content or b"", as_source, self.today)
             if not parsed.seen and parsed.total is None:
                 # arXiv's answers always count their results: without entries or a count this
                 # is some other XML (a proxy's, a portal's), not an empty page to ask again.
-                raise FeedError(f"arXiv sent a page that is not its Atom, at result {start}")
+                raise FeedError("arXiv sent a page that is not its Atom")
             return parsed
         except FeedError as exc:
             self.report.failed_pages += 1
             self.bad_in_a_row += 1
-            self.listener.say(f"{search.label}: unreadable page: {exc}")
+            # Named by its place: a parser's own message says neither category nor result.
+            self.listener.say(f"{search.label}: the page at result {start} is unreadable: {exc}")
             return None
 
     def _unreadable(self, search: Search, state: Pass) -> bool:

@@ -33,10 +33,14 @@ PARSERS: dict[str, Parser] = {
 }
 
 
+# The status of a source that is not fetched as a feed (`SourceConfig.lookups_only`).
+LOOKUPS_ONLY = "look-ups only"
+
+
 @dataclass
 class IngestReport:
     source: str
-    status: str = "ok"  # ok | not-modified | error
+    status: str = "ok"  # ok | not-modified | look-ups only | error
     entries: int = 0
     added: int = 0
     updated: int = 0
@@ -100,6 +104,10 @@ def store_parsed(store: Store, parsed: Parsed) -> tuple[int, int]:
 def ingest_source(store: Store, src: SourceConfig, today: date | None = None) -> IngestReport:
     """Fetch (conditionally) and ingest one source; never raises for a broken feed."""
     today = today or date.today()
+    if src.lookups_only:
+        # Asked with no `search_query`, it cost a request, and 3 s of arXiv's spacing, on
+        # every ingest, for nothing.
+        return IngestReport(source=src.name, status=LOOKUPS_ONLY)
     state = store.feed_state(src.name) or FeedState(source=src.name, url=src.url)
     if state.url != src.url:
         # A new URL means the old validators describe another document.

@@ -114,6 +114,8 @@ class Service:
 
     def start(self) -> None:
         for src in self.cfg.sources:
+            if src.lookups_only:  # nothing to fetch on a schedule (`SourceConfig.lookups_only`)
+                continue
             self.scheduler.add_job(
                 self._counted(self.ingest),
                 src.trigger(),
@@ -320,6 +322,8 @@ class Service:
         states = {f.source: f for f in self.store.feed_states()}
         out = []
         for src in self.cfg.sources:
+            if src.lookups_only:
+                continue
             due = previous_fire_time(src.trigger(), now)
             state = states.get(src.name)
             tried = state.last_attempt if state is not None else None
