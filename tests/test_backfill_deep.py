@@ -328,3 +328,25 @@ def progress(root: Path) -> Any:
     state = load(Store(load_config(root / "digest.toml").database_url), key_of("arxiv", "cs.LG"))
     assert state is not None
     return state
+
+
+def test_a_single_day_with_more_results_than_the_cut_depth_is_read_to_its_end(
+    root: Path, arxiv: FakeArxiv, calls: Calls
+) -> None:
+    # A day of 25 submissions (25,000 at arXiv's scale), deeper than a cut search goes
+    # (20) but within what arXiv serves of one search (30): cut at that day, the search
+    # cannot be cut any further, so it reads on past the depth instead of looping on it.
+    busy = LISTING_DAY - timedelta(8)
+    arxiv.papers = [p for p in arxiv.papers if p[2] != busy]
+    crowd = [(f"2611.{40000 + n:05d}", f"Paper {n} of a busy day", busy) for n in range(25)]
+    at = next(i for i, p in enumerate(arxiv.papers) if p[2] < busy)
+    arxiv.papers[at:at] = crowd
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert arxiv.wanted() <= set(backfilled(root))
+    assert {pid for pid, _, _ in crowd} <= set(backfilled(root))
+    deep = [(cut, start) for cut, start in cuts(calls) if cut == f"{busy:%Y%m%d}"]
+    assert (f"{busy:%Y%m%d}", 20) in deep  # past the depth, within arXiv's limit
+    assert len(calls) == len(set(cuts(calls)))  # no page asked twice
