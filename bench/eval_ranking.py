@@ -73,6 +73,9 @@ class Result:
     ndcg: dict[str, list[float]] = field(default_factory=dict)
     ap: dict[str, list[float]] = field(default_factory=dict)
     fb: dict[str, list[float]] = field(default_factory=dict)
+    # nDCG@10 without feedback on the listings the feedback column is scored on: the gain
+    # on the same days (the plain column averages every listing, the first five included).
+    late: dict[str, list[float]] = field(default_factory=dict)
     extra: str = ""
 
     def add(self, into: dict[str, list[float]], group: str, value: float) -> None:
@@ -97,6 +100,8 @@ class Tracker:
         if relevant_in_order.any():
             self.result.add(self.result.ndcg, reader.group, ndcg_at_k(relevant_in_order))
             self.result.add(self.result.ap, reader.group, average_precision(relevant_in_order))
+            if d >= self.split.feedback_from:
+                self.result.add(self.result.late, reader.group, ndcg_at_k(relevant_in_order))
 
     def rated(self, reader: Reader, d: int, relevant_in_order: np.ndarray) -> None:
         if d >= self.split.feedback_from and relevant_in_order.any():
@@ -278,12 +283,12 @@ DEFAULT_METHODS = "sanity,centroid,default,keywords,sanity-kw,centroid-kw,ceilin
 BACKFILL_DAYS = 30
 
 
-def build(names: list[str], backfill_days: int, quick: bool) -> list[Split]:
+def build(names: list[str], backfill_days: int, quick: bool, examples: int = 10) -> list[Split]:
     out: list[Split] = []
     p2: Split | None = None
     for name in names:
         if name == "p1":
-            out.append(eval_data.protocol1())
+            out.append(eval_data.protocol1(examples))
         elif name == "two":
             out.append(eval_data.two_areas())
         else:
@@ -355,13 +360,17 @@ def report_split(split: Split, rows: list[tuple[str, Result, float]]) -> None:
     # The breakdown: nDCG@10 without / with feedback per group, methods side by side.
     groups = list(dict.fromkeys(r.group for r in split.readers))
     shown_rows = [(label, r) for label, r, _ in rows if r.ndcg]
-    print(f"\n  by {'category' if split.unit == 'day' else 'theme'} (nDCG@10 / with feedback):")
     print(
-        "  " + f"{'':30}" + "".join(f"{label.split(' (')[0][:17]:>18}" for label, _ in shown_rows)
+        f"\n  by {'category' if split.unit == 'day' else 'theme'} (nDCG@10 / the same on the "
+        "feedback column's listings / with feedback):"
+    )
+    print(
+        "  " + f"{'':30}" + "".join(f"{label.split(' (')[0][:17]:>19}" for label, _ in shown_rows)
     )
     for g in groups:
         cells = "".join(
-            f"{Result.mean(r.ndcg, g):9.3f}/{Result.mean(r.fb, g):.3f}" for _, r in shown_rows
+            f"{Result.mean(r.ndcg, g):7.3f}/{Result.mean(r.late, g):.3f}/{Result.mean(r.fb, g):.3f}"
+            for _, r in shown_rows
         )
         print(f"  {g[:30]:30}{cells}")
 
@@ -377,6 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backfill-days", type=int, default=BACKFILL_DAYS)
     parser.add_argument("--quick", action="store_true", help="one replica per group")
+    parser.add_argument(
+        "--p1-examples",
+        type=int,
+        default=10,
+        help="a diagnostic: protocol 1 with this many examples per reader (EVAL.md: 10)",
+    )
     args = parser.parse_args(argv)
     for path in (eval_data.ARXIV, eval_data.HF):
         if not path.exists():
@@ -386,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     summary: list[str] = []
-    for split in build(args.protocols.split(","), args.backfill_days, args.quick):
+    for split in build(args.protocols.split(","), args.backfill_days, args.quick, args.p1_examples):
         print(f"\n== {split.describe()}", flush=True)
         rows: list[tuple[str, Result, float]] = []
         cache: dict[str, Features] = {}
@@ -400,12 +415,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_split(split, rows)
         for label, result, _ in rows:
             n, _m, fb = result.totals()
-            gain = _gain(label, n, fb)
-            summary.append(f"{split.name[:34]:34} {label[:40]:40} {n:.3f} {fb:.3f} {gain:>6}")
-    print("\nsummary: protocol, method, nDCG@10, with feedback, gain")
+            gain, same = _gain(label, n, fb), _gain(label, Result.mean(result.late), fb)
+            summary.append(
+                f"{split.name[:34]:34} {label[:40]:40} {n:.3f} {fb:.3f} {gain:>6} {same:>6}"
+            )
+    print(
+        "\nsummary: protocol, method, nDCG@10, with feedback, gain, gain on the same days "
+        "(against nDCG@10 without feedback on the feedback column's listings)"
+    )
     print("\n".join(summary))
     print(f"\nwhole run {time.perf_counter() - start:.0f} s")
     quick = " --quick" if args.quick else ""
+    if args.p1_examples != 10:
+        quick += f" --p1-examples {args.p1_examples}"
     print(
         f"reproduce: python bench/eval_ranking.py --protocols {args.protocols} --methods "
         f"{args.methods} --backfill-days {args.backfill_days}{quick}"
