@@ -35,6 +35,7 @@ from digest.errors import ConfigError, FeedError
 from digest.ingest import arxiv_api
 from digest.ingest.arxiv_rss import in_categories
 from digest.ingest.backfill_progress import Pass, load, save
+from digest.ingest.backfill_query import cut_query, day_of, ended, html_in, number_of, of
 from digest.ingest.backfill_searches import (
     BackfillReport,
     Listener,
@@ -44,7 +45,7 @@ from digest.ingest.backfill_searches import (
     api_source,
     searches,
 )
-from digest.ingest.fetch import Fetched, fetch
+from digest.ingest.fetch import fetch
 from digest.ingest.parsed import Parsed
 from digest.ingest.run import store_parsed
 from digest.record import BACKFILL, PaperRecord
@@ -67,8 +68,6 @@ BAD_PAGES = 2
 # Results deep into one query at which a sweep cuts its search at the day it has reached and
 # starts again from offset 0 (see the module's docstring): well inside arXiv's 30,000.
 MAX_DEPTH = 10_000
-# The first day of arXiv: the lower end of a cut search's dates (it wants everything older).
-FIRST_DAY = "19910801"
 # A pass older than this is started again from the newest papers, not resumed: its offsets
 # moved with every paper submitted since, and the days since it began are missing from it.
 RESUME_DAYS = 3
@@ -177,7 +176,7 @@ class _Run:
             self._sweep(search, state)
         if state.gaps and label not in self.report.unfinished:
             self.report.unfinished.append(label)
-            left = ", ".join(f"{a} to {b}{_of(_day_of(cut))}" for a, b, _, cut in state.gaps)
+            left = ", ".join(f"{a} to {b}{of(day_of(cut))}" for a, b, _, cut in state.gaps)
             self.listener.say(f"{label}: results {left} still missing; the next run fetches them")
 
     def current(self, search: Search) -> Pass | None:
@@ -211,7 +210,7 @@ class _Run:
         self._cut_if_deep(state)
         if state.start:
             self.listener.say(
-                f"{search.label}: continuing at result {state.start}{_of(state.upto)} "
+                f"{search.label}: continuing at result {state.start}{of(state.upto)} "
                 f"(page {state.pages + 1})"
             )
         bound = self.days * PAGES_PER_DAY + 1  # per run: a resumed pass has its own
@@ -230,7 +229,7 @@ class _Run:
         if state.upto is None or state.reached < state.upto:
             # Ranges skipped after the last page read hold papers no newer than the day cut
             # at: the cut search reads them, so they are not left for the next run.
-            cut, last = _number_of(state.upto), state.read_to
+            cut, last = number_of(state.upto), state.read_to
             if last is not None:
                 state.gaps = [g for g in state.gaps if g[3] != cut or g[0] < last]
             # The count was of the search before the cut: a range skipped from here on is
@@ -244,7 +243,7 @@ class _Run:
         if parsed is None:
             return self._unreadable(search, state)
         if not parsed.seen:
-            if _ended(parsed.total, start):  # the real end, after papers: nothing older
+            if ended(parsed.total, start):  # the real end, after papers: nothing older
                 state.finished = state.exhausted = True
                 save(self.store, search.key, state)
             else:
@@ -258,7 +257,7 @@ class _Run:
         state.read_to = state.start
         state.pages += 1
         past = oldest is not None and oldest < self.cutoff
-        at_end = _ended(parsed.total, state.start)
+        at_end = ended(parsed.total, state.start)
         state.finished = past or at_end
         state.exhausted = at_end and not past
         save(self.store, search.key, state)
@@ -270,16 +269,16 @@ class _Run:
         unreadable stays for the next run; False if the search stops (the network is down)."""
         for gap in list(state.gaps):
             first, last, then, cut = gap
-            upto = _day_of(cut)
+            upto = day_of(cut)
             label = search.label
             self.listener.say(
-                f"{label}: fetching results {first} to {last}{_of(upto)}, left out before"
+                f"{label}: fetching results {first} to {last}{of(upto)}, left out before"
             )
             start, end = first, last
             while start <= end:
                 parsed = self._ask(search, start, min(end - start + 1, self.page_size), upto)
                 if parsed is None or not parsed.seen:
-                    if parsed is not None and _ended(parsed.total, start):
+                    if parsed is not None and ended(parsed.total, start):
                         start = end + 1  # the results no longer reach this far: nothing left
                         break
                     if parsed is not None:
@@ -336,7 +335,7 @@ class _Run:
         # A range skipped before the first page that said how many results there were:
         # measured from this page's count (a page or two later), close enough to find it.
         for gap in state.gaps:
-            if gap[2] <= 0 and parsed.total and gap[3] == _number_of(upto):
+            if gap[2] <= 0 and parsed.total and gap[3] == number_of(upto):
                 gap[2] = parsed.total
         return oldest, added
 
@@ -350,7 +349,7 @@ class _Run:
         parsed = None
         for attempt in range(EMPTY_RETRIES + 1):
             parsed = self._fetch(search, start, count, upto)
-            if parsed is None or parsed.seen or _ended(parsed.total, start):
+            if parsed is None or parsed.seen or ended(parsed.total, start):
                 return parsed
             if attempt < EMPTY_RETRIES:
                 self.listener.say(f"{search.label}: an empty page at result {start}; asking again")
@@ -385,7 +384,7 @@ class _Run:
         # Parsed as this source's: the records carry its name, so the corpus counts them for it.
         as_source = search.source.model_copy(update={"kind": "arxiv-api"})
         try:
-            if (html := _html(got)) is not None:
+            if (html := html_in(got)) is not None:
                 raise FeedError(f"arXiv sent {html}, not Atom")
             parsed = arxiv_api.parse(got.content or b"", as_source, self.today)
             if not parsed.seen and parsed.total is None:
@@ -409,12 +408,12 @@ class _Run:
             return False
         first, last = state.start, state.start + self.page_size - 1
         self.listener.say(
-            f"{search.label}: results {first} to {last}{_of(state.upto)} left out for now (the "
+            f"{search.label}: results {first} to {last}{of(state.upto)} left out for now (the "
             "next run fetches "
             "them first); going on with the next page"
         )
         # The total 0: not known yet.
-        state.gaps.append([first, last, state.total or 0, _number_of(state.upto)])
+        state.gaps.append([first, last, state.total or 0, number_of(state.upto)])
         state.start += self.page_size
         save(self.store, search.key, state)
         return True
@@ -427,8 +426,8 @@ class _Run:
             why = f"arXiv returned no papers for {search.category} (asked twice): check its name"
             self._stop(search, f"{why} ({typo})" if typo else why, then="asks again")
             return
-        of = f" of {total}" if total else ""  # 0: the count of a spurious answer
-        self._stop(search, f"arXiv sent an empty page at result {start}{of}{_of(upto)} twice")
+        count = f" of {total}" if total else ""  # 0: the count of a spurious answer
+        self._stop(search, f"arXiv sent an empty page at result {start}{count}{of(upto)} twice")
 
     def _stop(self, search: Search, why: str, then: str = "goes on from there") -> None:
         if search.label not in self.report.unfinished:
@@ -451,45 +450,3 @@ class _Run:
             rec.announced = min(rec.announced, latest)
             kept.append(rec)
         return kept
-
-
-def cut_query(query: str, upto: str | None) -> str:
-    """The search ``query``, cut to papers submitted up to the ISO day ``upto`` (None: not
-    cut). arXiv reads the dates as GMT, as the entries' submission dates are."""
-    if not upto:
-        return query
-    day = date.fromisoformat(upto).strftime("%Y%m%d")
-    return f"({query}) AND submittedDate:[{FIRST_DAY}0000 TO {day}2359]"
-
-
-def _of(upto: str | None) -> str:
-    """How a message names a search cut at ``upto`` (nothing for one not cut)."""
-    return f" (papers up to {upto})" if upto else ""
-
-
-def _number_of(upto: str | None) -> int:
-    """A cut day as a gap stores it: 20261130, or 0 for a search not cut."""
-    return int(upto.replace("-", "")) if upto else 0
-
-
-def _day_of(number: int) -> str | None:
-    if not number:
-        return None
-    text = f"{number:08d}"
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}"
-
-
-def _ended(total: int | None, start: int) -> bool:
-    """Whether asking from ``start`` is past the real end of the results: only after some
-    results (arXiv's spurious empty answers say totalResults 0)."""
-    return total is not None and 0 < total <= start
-
-
-def _html(got: Fetched) -> str | None:
-    """ "an HTML page" if that is what came (a proxy's or a maintenance page, often HTTP 200)."""
-    kind = (got.content_type or "").split(";")[0].strip().lower()
-    head = (got.content or b"")[:256].lstrip().lower()
-    html = head.startswith((b"<!doctype html", b"<html"))
-    if html or kind in ("text/html", "application/xhtml+xml"):
-        return "an HTML page"
-    return None
