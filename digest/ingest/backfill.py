@@ -10,22 +10,24 @@ One search per configured category (`cat:cs.LG`; an archive such as `astro-ph` a
 joined by OR), newest submissions first, a page at a time and at least PAUSE seconds apart (the
 API's terms ask for 3 s), until the submission date passes the cutoff. Where each search got to
 is saved in the control table after every page, so a backfill that was interrupted (Ctrl-C, a
-network error on page 7) continues at that page when started again: arXiv's results only grow
-at the top, so resuming at an offset can re-read a few papers but never skips one. arXiv serves
-no more than 30,000 results of one query (90 days of cs.LG is about 45,000), and deep offsets
-are slow to serve: a sweep that gets MAX_DEPTH results deep goes on with the same search cut to
-the papers submitted up to the oldest day it has reached (`submittedDate:[… TO that day]`),
-from offset 0. That day is read again, which costs a page and skips nothing. A page that
-cannot be read is skipped and remembered (digest.ingest.backfill_progress): the next run fetches
-it first. A search counts as done only once a page reaches past the cutoff, or the results end
-after some papers; an empty answer is one of the API's hiccups (or a mistyped category), not
-the end. One backfill runs at a time per site (digest.ingest.backfill_lock).
+network error on page 7) continues at that page when started again: arXiv's results only grow at
+the top, so resuming at an offset can re-read a few papers but never skips one. Begun again more
+than RESUME_DAYS later, the offsets have moved too far: a new pass reads the papers submitted
+since the old one began, then goes on from the old one's place (`Pass.joined`). arXiv serves no
+more than 30,000 results of one query (90 days of cs.LG is about 45,000), and deep offsets are
+slow to serve: a sweep that gets MAX_DEPTH results deep goes on with the same search cut to the
+papers submitted up to the oldest day it has reached (`submittedDate:[… TO that day]`), from
+offset 0. That day is read again, which costs a page and skips nothing. A page that cannot be
+read is skipped and remembered (digest.ingest.backfill_progress): the next run fetches it first.
+A search counts as done only once a page reaches past the cutoff, or the results end after some
+papers; an empty answer is one of the API's hiccups (or a mistyped category), not the end. One
+backfill runs at a time per site (digest.ingest.backfill_lock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from time import monotonic, sleep
 
@@ -68,8 +70,8 @@ BAD_PAGES = 2
 # Results deep into one query at which a sweep cuts its search at the day it has reached and
 # starts again from offset 0 (see the module's docstring): well inside arXiv's 30,000.
 MAX_DEPTH = 10_000
-# A pass older than this is started again from the newest papers, not resumed: its offsets
-# moved with every paper submitted since, and the days since it began are missing from it.
+# A pass older than this is not resumed at its offsets, which moved with every paper submitted
+# since (and the days since it began are missing from it): it is topped up (`_Run.current`).
 RESUME_DAYS = 3
 
 
@@ -170,23 +172,42 @@ class _Run:
         self.bad_in_a_row = 0
         reached = state.back_to(self.cutoff)
         self.listener.begin(search, self.days, (self.today - reached).days if reached else 0)
+        topping_up = (older := state.older()) is not None
+        if older is not None and not state.pages:
+            self.listener.say(
+                f"{label}: the backfill begun {older.began} is too old to go on at its place "
+                "(arXiv's results have moved since): fetching the papers submitted since, then "
+                "going on from where it got to"
+            )
         if state.gaps and not self._fill_gaps(search, state):
             return
         if not state.swept(self.cutoff):
             self._sweep(search, state)
+        joined = topping_up and state.resume is None and label not in self.report.unfinished
+        if joined and state.gaps and not self._fill_gaps(search, state):
+            return  # the ranges the older pass left out: now, not in the next run
         if state.gaps and label not in self.report.unfinished:
             self.report.unfinished.append(label)
             left = ", ".join(f"{a} to {b}{of(day_of(cut))}" for a, b, _, cut in state.gaps)
             self.listener.say(f"{label}: results {left} still missing; the next run fetches them")
 
     def current(self, search: Search) -> Pass | None:
-        """The saved pass of this search to go on with; None if there is none, or if it is of
-        another query or too old to resume (a new one starts from the newest papers)."""
+        """The saved pass of this search to go on with; None if there is none or it is of
+        another query. One too old to go on at its offsets is topped up: a new pass reads
+        from the newest papers down to the day it began, then goes on from where it got to."""
         saved = load(self.store, search.key)
-        stale = (self.today - timedelta(days=RESUME_DAYS)).isoformat()
-        if saved is None or saved.query != search.query or saved.began < stale:
+        if saved is None or saved.query != search.query:
             return None
-        return saved
+        if saved.began >= (self.today - timedelta(days=RESUME_DAYS)).isoformat():
+            return saved
+        # A top-up itself too old: the pass it topped up is older still, and read again.
+        older = saved if saved.reached or saved.gaps else saved.older()
+        if older is None:
+            return None
+        older.resume = None
+        fresh = self._new(search)
+        fresh.resume = asdict(older)
+        return fresh
 
     def _new(self, search: Search) -> Pass:
         return Pass(
@@ -260,6 +281,15 @@ class _Run:
         at_end = ended(parsed.total, state.start)
         state.finished = past or at_end
         state.exhausted = at_end and not past
+        older = state.older()
+        if older is not None and not state.finished and oldest and oldest.isoformat() < older.began:
+            # Every paper submitted since the older pass began is read: go on from its place.
+            state.joined(older, self.cutoff.isoformat())
+            back = f"back to {state.reached}" if state.reached else "nothing"
+            self.listener.say(
+                f"{search.label}: the papers since {older.began} are read; the backfill "
+                f"begun then held {back}, going on from there"
+            )
         save(self.store, search.key, state)
         self._tell(search, state, start, parsed.seen, added)
         return not state.finished

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -51,6 +52,40 @@ class Pass:
     # day the search was cut at as 20261130 or 0]: fetched first by the next run. Without them
     # the category would keep a hole for good.
     gaps: list[list[int]] = field(default_factory=list)
+    # An earlier pass too old to go on at its offsets (digest.ingest.backfill.RESUME_DAYS),
+    # saved whole: this one reads the papers submitted since it began, then goes on from
+    # where it got to (`joined`) instead of reading all it holds again.
+    resume: dict[str, Any] | None = None
+
+    def older(self) -> Pass | None:
+        """The pass this one tops up (`resume`), if any."""
+        try:
+            return _from_dict(self.resume) if self.resume else None
+        except (TypeError, ValueError, AttributeError):  # not a pass: read it all again
+            return None
+
+    def joined(self, older: Pass, wanted: str) -> None:
+        """Go on from where ``older`` got to: this pass has read every paper submitted since
+        the day it began. ``wanted``: this run's cutoff (ISO)."""
+        self.resume = None
+        self.gaps += older.gaps
+        self.pages += older.pages
+        self.added += older.added
+        self.until = wanted
+        if older.finished and (older.exhausted or older.until <= wanted):
+            self.finished, self.exhausted = True, older.exhausted
+            self.reached = older.reached
+        elif older.finished:
+            # Swept for fewer days: what its last page held before its cutoff was left out.
+            self.cut_at((date.fromisoformat(older.until) - timedelta(days=1)).isoformat())
+            self.reached = older.until
+        elif older.reached:
+            self.reached = older.reached
+            if older.upto is None:  # its offsets moved with every paper since: cut instead
+                self.cut_at(older.reached)
+            else:  # a cut search's offsets hold: new papers come above its day
+                self.upto, self.start, self.read_to = older.upto, older.start, older.read_to
+                self.total = older.total
 
     def cut_at(self, day: str) -> None:
         """Go on with the search cut to papers submitted up to ``day`` (ISO), from offset 0:
@@ -96,12 +131,16 @@ def load(store: Store, key: str) -> Pass | None:
     if raw is None:
         return None
     try:
-        state = Pass(**json.loads(raw))
-        # A gap saved before searches were cut has three numbers: it was of the uncut one.
-        state.gaps = [[*gap[:4], *[0] * (4 - len(gap))] for gap in state.gaps]
-        return state
-    except (TypeError, ValueError):  # written by another release: start that search afresh
+        return _from_dict(json.loads(raw))
+    except (TypeError, ValueError, AttributeError):  # another release's: start it afresh
         return None
+
+
+def _from_dict(saved: dict[str, Any]) -> Pass:
+    state = Pass(**saved)
+    # A gap saved before searches were cut has three numbers: it was of the uncut one.
+    state.gaps = [[*gap[:4], *[0] * (4 - len(gap))] for gap in state.gaps]
+    return state
 
 
 def save(store: Store, key: str, state: Pass) -> None:
