@@ -167,6 +167,12 @@ class SourceConfig(_Strict):
     schedule: str | None = None
     schedule_timezone: str = "America/New_York"
 
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str | None) -> str | None:
+        # Blank is no search at all (a look-ups-only source), not a search for "  ".
+        return v.strip() or None if v is not None else None
+
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:

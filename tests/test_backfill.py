@@ -363,7 +363,7 @@ def test_a_bad_entry_is_named_in_one_line_and_the_rest_of_its_page_is_stored(
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert [x for x in out.stderr.splitlines() if "entry 3" in x] == [
-        "arxiv: entry 3: no arXiv id in 'nonsense'"
+        "arxiv cs.LG: the page at result 0: entry 3: no arXiv id in 'nonsense'"
     ]
     assert len(backfilled(root)) == 9
 

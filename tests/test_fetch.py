@@ -3,10 +3,11 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from digest.config import Config, SourceConfig
+from digest.config import Config, SourceConfig, load_config
 from digest.ingest import ingest_all, ingest_source
 from digest.ingest.fetch import USER_AGENT
 from digest.store import Store
+from digest.store.schema import FeedState
 from tests.conftest import DEMO_DATA, FeedServer, Route, digest
 
 LISTING = (DEMO_DATA / "listing.xml").read_bytes()
@@ -103,6 +104,11 @@ query = "cat:cs.LG"
 """)
     feed_server.routes["/rss"] = Route(LISTING)
     feed_server.routes["/api/query"] = Route(b"<feed xmlns='http://www.w3.org/2005/Atom'/>")
+    # The previous release fetched it on every ingest, and `status` showed that fetch for ever.
+    store = Store(load_config(tmp_path / "digest.toml").database_url)
+    store.upgrade()
+    store.save_feed_state(FeedState(source="lookups", url="-", last_status="error"))
+    store.dispose()
 
     ran = digest("ingest", cwd=tmp_path)
 
@@ -114,4 +120,4 @@ query = "cat:cs.LG"
     status = digest("status", cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
     row = next(line for line in status.stdout.splitlines() if "lookups" in line)
-    assert "look-ups only" in row and "never" not in row
+    assert "look-ups only" in row and "never" not in row and "error" not in row

@@ -226,3 +226,49 @@ def test_fetches_that_finish_during_a_fit_share_one_more_fit_after_it(
     release.set()
     first.join(10)
     assert len(calls) == 2  # the one under way, then one for all three
+
+
+FIT_STOPPED = """
+import signal, sys, time
+from datetime import date
+from pathlib import Path
+from digest.config import load_config
+from digest.service import context
+from digest.store import Store
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, interrupt)  # as a backfill has it during its fit
+context.refresh_vocabulary = lambda *_: time.sleep(60)
+cfg = load_config(Path("digest.toml"))
+print("fitting", flush=True)
+try:
+    context.refresh_apart(cfg, Store(cfg.database_url), date.today())
+except KeyboardInterrupt:
+    print("interrupted while fitting", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_a_fit_stopped_by_ctrl_c_or_sigterm_to_the_whole_group_prints_no_traceback(
+    site: Path, sent: signal.Signals
+) -> None:
+    # Ctrl-C reaches every process of the group: the forked fit printed a traceback of its
+    # own under the parent's one line.
+    run = subprocess.Popen(
+        [sys.executable, "-c", FIT_STOPPED],
+        cwd=site,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stdout is not None and run.stdout.readline() == "fitting\n"
+    time.sleep(1.0)  # the child is in its fit
+    os.killpg(run.pid, sent)
+    _, err = run.communicate(timeout=60)
+
+    assert run.returncode == 2, err
+    assert err.strip().splitlines() == ["interrupted while fitting"]

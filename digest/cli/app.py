@@ -284,8 +284,11 @@ def ingest(ctx: click.Context, source: str | None, backfill_days: int | None) ->
     With --backfill DAYS, instead: fetch the papers submitted in the last DAYS days in each
     `categories` entry of the arxiv-rss sources, through the arXiv API, as the ranker's corpus
     (never listed in a digest); run again, it continues where it stopped.
-    Exit status: 0 every source (every backfilled category) fetched; 2 some failed, named
-    in the table (for a backfill, in its closing line); 1 error.
+
+    Exit status: 0 every source (every backfilled category) fetched; 2 some failed (named in
+    the table, or in a backfill's closing lines), or a backfill was interrupted (Ctrl-C,
+    SIGTERM) or left results to fetch next time; 1 error, or a backfill already running.
+
     Examples: digest ingest --source arxiv; digest ingest --backfill 90
     """
     from digest.ingest.run import ingest_all

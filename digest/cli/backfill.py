@@ -176,6 +176,8 @@ def _summary(report: BackfillReport, today: date) -> str:
     covered = report.days_covered(today)
     updated = f" ({report.updated} already stored)" if report.updated else ""
     failed = f", {report.failed_pages} failed" if report.failed_pages else ""
+    if failed and not (report.unfinished or report.interrupted):
+        failed += " (their papers read later in this run: nothing missing)"
     return (
         f"backfill: {report.added} papers added{updated}, {report.pages} "
         f"page{'' if report.pages == 1 else 's'}{failed}, "

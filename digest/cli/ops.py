@@ -323,7 +323,7 @@ def _feed_table(store: Store, sources: list[SourceConfig]) -> None:
     for src in sources:
         name = src.name
         f = by_name.get(name)
-        if f is None and src.lookups_only:
+        if src.lookups_only:  # whatever an earlier release's fetch of it left behind
             table.add_row(name, "-", "look-ups only", "-", "")
             continue
         if f is None:  # configured, never fetched: `digest ingest` (or serve's start) does it

@@ -42,7 +42,9 @@ def parse(content: bytes, src: SourceConfig, today: date) -> Parsed:
         except Exception as exc:  # one entry's fault is that entry's (see entry_problem)
             out.problems.append(entry_problem(src.name, i + 1, exc))
     if not out.records and out.problems and d.entries:
-        raise FeedError("; ".join(out.problems))
+        # Nothing is kept: the malformed feed's line must not say it was.
+        first = bozo_problem(d, src.name, kept=False)
+        raise FeedError("; ".join([first, *out.problems[1:]] if first else out.problems))
     return out
 
 

@@ -228,7 +228,7 @@ class _Run:
             state.reached = state.until
         state.finished = state.exhausted = False
         state.until = wanted
-        self._cut_if_deep(state)
+        self._cut_if_deep(search, state)
         if state.start:
             self.listener.say(
                 f"{search.label}: continuing at result {state.start}{of(state.upto)} "
@@ -236,12 +236,12 @@ class _Run:
             )
         bound = self.days * PAGES_PER_DAY + 1  # per run: a resumed pass has its own
         for _ in range(bound):
-            self._cut_if_deep(state)
+            self._cut_if_deep(search, state)
             if not self._page(search, state):
                 return
         self._stop(search, f"stopped after {bound} pages, the bound for {self.days} days")
 
-    def _cut_if_deep(self, state: Pass) -> None:
+    def _cut_if_deep(self, search: Search, state: Pass) -> None:
         """Before a page that would reach past `MAX_DEPTH`: the search from here on is cut at
         the oldest day reached, from offset 0. Not when that is the day it is already cut at
         (a single day of more than MAX_DEPTH results): it goes on deeper, as arXiv allows."""
@@ -251,11 +251,22 @@ class _Run:
             # Ranges skipped after the last page read hold papers no newer than the day cut
             # at: the cut search reads them, so they are not left for the next run.
             cut, last = number_of(state.upto), state.read_to
+            label, day = search.label, state.reached
             if last is not None:
-                state.gaps = [g for g in state.gaps if g[3] != cut or g[0] < last]
+                read = [g for g in state.gaps if g[3] == cut and g[0] >= last]
+                state.gaps = [g for g in state.gaps if g not in read]
+                for first, end, *_ in read:
+                    self.listener.say(
+                        f"{label}: results {first} to {end}{of(state.upto)}, left out, are "
+                        f"read by the search cut at {day} instead"
+                    )
+            self.listener.say(
+                f"{label}: {state.start} results deep; going on with the papers submitted up "
+                f"to {day}, from result 0"
+            )
             # The count was of the search before the cut: a range skipped from here on is
             # measured by the cut search's own (`cut_at` forgets it).
-            state.cut_at(state.reached)
+            state.cut_at(day)
 
     def _page(self, search: Search, state: Pass) -> bool:
         """Fetch, store and record one page of the sweep; False when it is over for this run."""
@@ -271,7 +282,7 @@ class _Run:
                 self._empty_twice(search, start, parsed.total, state.upto)
             return False
         self.bad_in_a_row = 0
-        oldest, added = self._store(search, state, parsed, state.upto)
+        oldest, added = self._store(search, state, parsed, start, state.upto)
         # Ahead by the entries this page held, not by the page size: a page cut short (a
         # truncated answer that parsed in part) is asked for again from its first lost entry.
         state.start += parsed.seen
@@ -329,7 +340,7 @@ class _Run:
                 # Down to the cutoff the range was skipped for, if this run's is later: a
                 # shorter backfill must not drop them (nothing would fetch them again).
                 since = min(self.cutoff, date.fromisoformat(state.until))
-                _, added = self._store(search, state, parsed, upto, since)
+                _, added = self._store(search, state, parsed, start, upto, since)
                 self._tell(search, state, start, parsed.seen, added)
                 start += parsed.seen
                 gap[:] = [start, end, then, cut]
@@ -344,15 +355,21 @@ class _Run:
         search: Search,
         state: Pass,
         parsed: Parsed,
+        start: int,
         upto: str | None,
         since: date | None = None,
     ) -> tuple[date | None, int]:
         """Store a page's papers and count them: the oldest submission day on it, and how
-        many papers were new. ``upto``: the day the page's search is cut at, if it is."""
+        many papers were new. ``start``: the page's first result; ``upto``: the day the page's
+        search is cut at, if it is."""
         stored = Parsed(records=self._keep(search, parsed.records, since or self.cutoff))
         added, updated = store_parsed(self.store, stored)
-        for line in parsed.problems + stored.problems:  # bad entries: a line each, the rest kept
-            self.listener.say(line)
+        # Bad entries, a page cut short: a line each, named by category and result (the
+        # parser knows only the source), the rest kept.
+        own = f"{search.source.name}: "
+        for line in parsed.problems + stored.problems:
+            line = line.removeprefix(own)
+            self.listener.say(f"{search.label}: the page at result {start}{of(upto)}: {line}")
         oldest = min((r.announced for r in parsed.records), default=None)
         if oldest is not None:
             state.reached = min(state.reached or oldest.isoformat(), oldest.isoformat())

@@ -89,8 +89,10 @@ class BackfillReport:
 
     @property
     def status(self) -> ExitStatus:
-        failed = self.failed_pages or self.unfinished or self.interrupted
-        return ExitStatus.PARTIAL if failed else ExitStatus.OK
+        # Not the failed pages themselves: each leaves its search unfinished (a range still
+        # missing, or stopped there) unless the same run read its papers after all (a later
+        # cut search, a range filled), and then nothing is missing.
+        return ExitStatus.PARTIAL if self.unfinished or self.interrupted else ExitStatus.OK
 
     def days_covered(self, today: date) -> int:
         """Days back from today that every search covers."""

@@ -48,10 +48,12 @@ def parse_feed(content: bytes, label: str) -> Any:
     return d
 
 
-def bozo_problem(d: Any, label: str) -> str | None:
-    """A feed that parsed only in part: name the fault, keep the entries it did give."""
+def bozo_problem(d: Any, label: str, kept: bool = True) -> str | None:
+    """A feed that parsed only in part: name the fault, keep the entries it did give
+    (``kept``: whether any are left to keep)."""
     if d.bozo:
-        return f"{label}: feed is malformed ({d.get('bozo_exception')}); kept what parsed"
+        then = "; kept what parsed" if kept else ""
+        return f"{label}: feed is malformed ({d.get('bozo_exception')}){then}"
     return None
 
 

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -262,6 +263,12 @@ def refresh_apart(cfg: Config, store: Store, today: date) -> str | None:
 
 
 def _refresh_child(cfg: Config, store: Store, today: date, send: Connection) -> None:
+    # Ctrl-C reaches the whole process group, and a daemon child is sent SIGTERM when its
+    # parent exits (a backfill's handler turns SIGTERM into KeyboardInterrupt, and the fork
+    # inherits it): the parent says what an interruption means, and a traceback from here
+    # only buried that line. Stopped, the child just ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     store.engine.dispose(close=False)  # the parent's connections stay the parent's
     send.send(refresh_after_ingest(cfg, store, today))
     send.close()

@@ -150,7 +150,9 @@ class Service:
             self._counted(self.start_up), id="start-up", name="fetch and catch up at start"
         )
         log.info(
-            "event=started sources=%d subscribers=%d", len(self.cfg.sources), len(self.profiles)
+            "event=started sources=%d subscribers=%d",
+            sum(not s.lookups_only for s in self.cfg.sources),  # those it fetches
+            len(self.profiles),
         )
 
     def stop(self) -> None:
