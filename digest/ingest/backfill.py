@@ -176,7 +176,7 @@ class _Run:
         if older is not None and not state.pages:
             self.listener.say(
                 f"{label}: the backfill begun {older.began} is too old to go on at its place "
-                "(arXiv's results have moved since): fetching the papers submitted since, then "
+                "(arXiv's results have moved since): fetching the papers listed since, then "
                 "going on from where it got to"
             )
         if state.gaps and not self._fill_gaps(search, state):
@@ -202,7 +202,9 @@ class _Run:
             return saved
         # A top-up itself too old: the pass it topped up is older still, and read again.
         older = saved if saved.reached or saved.gaps else saved.older()
-        if older is None:
+        if older is None or not older.reached or any(not g[3] for g in older.gaps):
+            # Nothing to go on from; or ranges of its uncut search left out, whose offsets
+            # have moved by every paper since (past arXiv's 30,000, given weeks): all again.
             return None
         older.resume = None
         fresh = self._new(search)
@@ -293,13 +295,12 @@ class _Run:
         state.finished = past or at_end
         state.exhausted = at_end and not past
         older = state.older()
-        if older is not None and not state.finished and oldest and oldest.isoformat() < older.began:
-            # Every paper submitted since the older pass began is read: go on from its place.
+        if older is not None and not state.finished and oldest and oldest < older.listed_by():
             state.joined(older, self.cutoff.isoformat())
-            back = f"back to {state.reached}" if state.reached else "nothing"
+            what = "the rest was" if state.finished else f"going on from {state.reached}:"
             self.listener.say(
-                f"{search.label}: the papers since {older.began} are read; the backfill "
-                f"begun then held {back}, going on from there"
+                f"{search.label}: the papers listed since the backfill begun {older.began} "
+                f"are read; {what} fetched then"
             )
         save(self.store, search.key, state)
         self._tell(search, state, start, parsed.seen, added)

@@ -15,6 +15,8 @@ from digest.store.papers import Store
 from digest.store.schema import Control
 
 PREFIX = "backfill:"
+# Days before an old pass began that a top-up of it reads (`Pass.listed_by`).
+LISTING_LAG_DAYS = 7
 
 
 def key_of(source: str, category: str) -> str:
@@ -53,37 +55,59 @@ class Pass:
     # the category would keep a hole for good.
     gaps: list[list[int]] = field(default_factory=list)
     # An earlier pass too old to go on at its offsets (digest.ingest.backfill.RESUME_DAYS),
-    # saved whole: this one reads the papers submitted since it began, then goes on from
-    # where it got to (`joined`) instead of reading all it holds again.
+    # saved whole: this one reads the papers listed since, then goes on from where that one
+    # got to (`joined`) instead of reading all it holds again. Kept until then, which may be a
+    # later, longer run's (a shorter one can finish before it gets there).
     resume: dict[str, Any] | None = None
 
     def older(self) -> Pass | None:
-        """The pass this one tops up (`resume`), if any."""
+        """The pass this one tops up (`resume`), if any and if it reads as one: a record
+        that does not is no pass to go on from, and everything is read again."""
         try:
-            return _from_dict(self.resume) if self.resume else None
-        except (TypeError, ValueError, AttributeError):  # not a pass: read it all again
+            older = _from_dict(self.resume) if self.resume else None
+            if older is not None:
+                date.fromisoformat(older.began), date.fromisoformat(older.until)
+                for day in (older.reached, older.upto):
+                    if day is not None:
+                        date.fromisoformat(day)
+                if not all(len(g) == 4 and all(isinstance(x, int) for x in g) for g in older.gaps):
+                    return None
+            return older
+        except (TypeError, ValueError, AttributeError):
             return None
 
+    def listed_by(self) -> date:
+        """The day below which every paper this pass could see had been listed when it ran.
+        arXiv's API lists a paper once it is announced: a day after it is submitted, four
+        over a weekend, more over the holidays. So papers listed since it ran are dated up to
+        a week before the day it began, and a top-up of it reads that deep before `joined`."""
+        return date.fromisoformat(self.began) - timedelta(days=LISTING_LAG_DAYS)
+
     def joined(self, older: Pass, wanted: str) -> None:
-        """Go on from where ``older`` got to: this pass has read every paper submitted since
-        the day it began. ``wanted``: this run's cutoff (ISO)."""
+        """Go on from where ``older`` got to, this pass having read every paper listed since
+        (and below the day it began, by arXiv's lag in listing them). ``wanted``: this run's
+        cutoff (ISO). Never back up: where this pass already reads older papers than ``older``
+        did, it goes on as it is."""
         self.resume = None
-        self.gaps += older.gaps
-        self.pages += older.pages
+        self.gaps += older.gaps  # of cut searches only (`Run.current`): their offsets hold
         self.added += older.added
-        self.until = wanted
         if older.finished and (older.exhausted or older.until <= wanted):
             self.finished, self.exhausted = True, older.exhausted
-            self.reached = older.reached
-        elif older.finished:
+            self.reached = min(older.reached or wanted, self.reached or wanted)
+            self.until = min(older.until, wanted)  # the deeper: a longer run goes on from it
+            return
+        self.until = wanted
+        if older.finished:
             # Swept for fewer days: what its last page held before its cutoff was left out.
-            self.cut_at((date.fromisoformat(older.until) - timedelta(days=1)).isoformat())
-            self.reached = older.until
-        elif older.reached:
+            day = (date.fromisoformat(older.until) - timedelta(days=1)).isoformat()
+            if self.reached is None or day < self.reached:
+                self.cut_at(day)
+                self.reached = older.until
+        elif older.reached and (self.reached is None or older.reached < self.reached):
             self.reached = older.reached
             if older.upto is None:  # its offsets moved with every paper since: cut instead
                 self.cut_at(older.reached)
-            else:  # a cut search's offsets hold: new papers come above its day
+            else:  # a cut search's offsets hold: papers are listed within days, not weeks
                 self.upto, self.start, self.read_to = older.upto, older.start, older.read_to
                 self.total = older.total
 
