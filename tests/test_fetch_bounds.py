@@ -106,7 +106,8 @@ def test_calls_to_a_host_with_a_minimum_interval_are_spaced(
     # arXiv's API asks for 3 s; the same rule, keyed on this server's host, at 1 s.
     monkeypatch.setitem(fetch_module.MIN_INTERVAL, "127.0.0.1", 1.0)
     feed_server.routes["/api"] = Route((DEMO_DATA / "examples.xml").read_bytes())
-    api = SourceConfig(name="api", kind="arxiv-api", url=feed_server.url("/api"))
+    # With a search: one without is only asked for look-ups and backfills, never as a feed.
+    api = SourceConfig(name="api", kind="arxiv-api", url=feed_server.url("/api"), query="cat:cs.LG")
     for _ in range(3):
         assert ingest_source(store, api).status == "ok"
     gaps = [b - a for a, b in zip(feed_server.times, feed_server.times[1:], strict=False)]
