@@ -84,7 +84,7 @@ def test_a_stopped_backfill_begun_again_days_later_reads_the_new_papers_then_goe
     assert out.returncode == 0, out.stdout + out.stderr
     assert arxiv.wanted() <= set(backfilled(root))
     assert f"the backfill begun {BEGAN} is too old to go on at its place" in out.stderr
-    assert f"are read; going on from {before.reached}: fetched then" in out.stderr
+    assert f"are read; going on from {before.reached}, where that one got to" in out.stderr
     # From the old pass's own place in its cut search, once the new papers are read.
     place = (f"{date.fromisoformat(before.upto):%Y%m%d}", before.start)
     assert place in asked(calls)
@@ -208,7 +208,17 @@ def test_a_top_up_itself_left_for_days_loses_nothing(
 
 @pytest.mark.parametrize(
     "damage",
-    [{"began": None}, {"until": 5}, {"gaps": [["a"]]}, {"reached": "yesterday"}, {"x": 1}],
+    [
+        {"began": None},
+        {"until": 5},
+        {"gaps": [["a"]]},
+        {"gaps": [[0, 9, 0, 5]]},  # no such day as a cut
+        {"reached": "yesterday"},
+        {"x": 1},
+        {"added": None},
+        {"start": "10"},
+        {"finished": "no"},  # a string, and true
+    ],
 )
 def test_a_saved_top_up_whose_old_pass_does_not_read_as_one_is_read_all_again(
     root: Path, arxiv: FakeArxiv, calls: Calls, damage: dict[str, object]
@@ -224,4 +234,77 @@ def test_a_saved_top_up_whose_old_pass_does_not_read_as_one_is_read_all_again(
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
+    assert arxiv.wanted() <= set(backfilled(root))
+
+
+def test_a_top_up_whose_old_pass_left_out_a_range_of_its_uncut_search_reads_all_again(
+    root: Path, arxiv: FakeArxiv, later: Callable[[Path], None], calls: Calls
+) -> None:
+    # As the first release of top-ups saved it: the old pass whole, its uncut range with it,
+    # measured when arXiv had 60 fewer results.
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 0
+    later(root)
+    old = progress(root)
+    old.gaps = [[10, 19, 60, 0]]
+    top_up = Pass(old.source, old.category, old.query, shared.TODAY.isoformat(), old.until)
+    top_up.resume = asdict(old)
+    save(Store(load_config(root / "digest.toml").database_url), key_of("arxiv", "cs.LG"), top_up)
+
+    for _ in range(2):
+        out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+        assert out.returncode == 0, out.stdout + out.stderr
+    assert arxiv.wanted() <= set(backfilled(root))
+
+
+def test_a_top_up_that_read_nothing_before_it_aged_still_goes_on_from_the_old_pass(
+    root: Path, arxiv: FakeArxiv, later: Callable[[Path], None], calls: Calls
+) -> None:
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 0
+    later(root)
+    arxiv.unreadable |= {("cat:cs.LG", 0), ("cat:cs.LG", 10)}  # two bad pages: it stops
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
+    aged(root, BEGAN)
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "too old to go on" in out.stderr  # the old pass, not everything again
+    assert arxiv.wanted() <= set(backfilled(root))
+
+
+def test_a_shorter_top_up_keeps_how_deep_the_unfinished_old_pass_went(
+    root: Path,
+    arxiv: FakeArxiv,
+    later: Callable[[Path], None],
+    calls: Calls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resume = ctrl_c_after(9, calls, monkeypatch)  # deep, not finished
+    assert cli(root, "ingest", "--backfill", str(days_for(DEPTH))).returncode == 2
+    resume()
+    old = progress(root)
+    later(root)
+    assert cli(root, "ingest", "--backfill", str(days_for(12))).returncode == 0
+    calls.clear()
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert arxiv.wanted() <= set(backfilled(root))
+    assert old.upto is not None
+    # On from the old pass's own place, not from the shorter run's cutoff down again.
+    assert asked(calls)[0] == (f"{date.fromisoformat(old.upto):%Y%m%d}", old.start)
+
+
+def test_the_join_line_says_when_this_run_already_reads_older_papers_than_the_old_pass(
+    root: Path, arxiv: FakeArxiv, later: Callable[[Path], None], calls: Calls
+) -> None:
+    assert cli(root, "ingest", "--backfill", str(days_for(8))).returncode == 0
+    later(root)
+
+    out = cli(root, "ingest", "--backfill", str(days_for(DEPTH)))
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "fetched then" not in out.stderr
+    assert "are read; this run already reads older papers than that one did" in out.stderr
     assert arxiv.wanted() <= set(backfilled(root))

@@ -200,16 +200,15 @@ class _Run:
             return None
         if saved.began >= (self.today - timedelta(days=RESUME_DAYS)).isoformat():
             return saved
-        # A top-up itself too old: the pass it topped up is older still, and read again.
-        older = saved if saved.reached or saved.gaps else saved.older()
-        if older is None or not older.reached or any(not g[3] for g in older.gaps):
-            # Nothing to go on from; or ranges of its uncut search left out, whose offsets
-            # have moved by every paper since (past arXiv's 30,000, given weeks): all again.
+        # A top-up itself too old that read nothing: the pass it tops up is the older one.
+        older = saved if saved.reached else saved.older()
+        if older is None or not older.reached:
             return None
         older.resume = None
         fresh = self._new(search)
         fresh.resume = asdict(older)
-        return fresh
+        # Checked as a resume is: one with a range of its uncut search left out is read again.
+        return fresh if fresh.older() is not None else None
 
     def _new(self, search: Search) -> Pass:
         return Pass(
@@ -295,16 +294,17 @@ class _Run:
         state.finished = past or at_end
         state.exhausted = at_end and not past
         older = state.older()
-        if older is not None and not state.finished and oldest and oldest < older.listed_by():
-            state.joined(older, self.cutoff.isoformat())
-            what = "the rest was" if state.finished else f"going on from {state.reached}:"
+        joined = older is not None and not state.finished and oldest and oldest < older.listed_by()
+        if joined and older is not None:
+            how = state.joined(older, self.cutoff.isoformat())
             self.listener.say(
                 f"{search.label}: the papers listed since the backfill begun {older.began} "
-                f"are read; {what} fetched then"
+                f"are read; {how}"
             )
         save(self.store, search.key, state)
         self._tell(search, state, start, parsed.seen, added)
-        return not state.finished
+        # Joined to a pass that went deeper than this run wants: nothing more to read.
+        return not (state.finished or (joined and state.swept(self.cutoff)))
 
     def _fill_gaps(self, search: Search, state: Pass) -> bool:
         """Fetch the ranges an earlier run skipped, before anything else. A range still

@@ -61,20 +61,42 @@ class Pass:
     resume: dict[str, Any] | None = None
 
     def older(self) -> Pass | None:
-        """The pass this one tops up (`resume`), if any and if it reads as one: a record
-        that does not is no pass to go on from, and everything is read again."""
+        """The pass this one tops up (`resume`), if any and if it can be gone on from: one
+        that does not read as a pass, or with a range of its uncut search left out (those
+        offsets have moved by every paper since), is not, and everything is read again."""
         try:
             older = _from_dict(self.resume) if self.resume else None
-            if older is not None:
-                date.fromisoformat(older.began), date.fromisoformat(older.until)
-                for day in (older.reached, older.upto):
-                    if day is not None:
-                        date.fromisoformat(day)
-                if not all(len(g) == 4 and all(isinstance(x, int) for x in g) for g in older.gaps):
-                    return None
-            return older
         except (TypeError, ValueError, AttributeError):
             return None
+        if older is None or not older.sound() or any(not g[3] for g in older.gaps):
+            return None
+        return older
+
+    def sound(self) -> bool:
+        """Whether every field holds what it should: a record is read from the database,
+        and a value of the wrong type must cost a re-read, not the run."""
+        try:
+            date.fromisoformat(self.began), date.fromisoformat(self.until)
+            for day in (self.reached, self.upto):
+                if day is not None:
+                    date.fromisoformat(day)
+            numbers = (self.start, self.pages, self.added)
+            maybe = (self.read_to, self.total)
+            flags = (self.finished, self.exhausted)
+            if not all(type(n) is int and n >= 0 for n in numbers):
+                return False
+            if not all(n is None or (type(n) is int and n >= 0) for n in maybe):
+                return False
+            if not all(type(f) is bool for f in flags):
+                return False
+            for gap in self.gaps:
+                if len(gap) != 4 or not all(type(x) is int and x >= 0 for x in gap):
+                    return False
+                if gap[3]:
+                    date(gap[3] // 10000, gap[3] // 100 % 100, gap[3] % 100)
+            return True
+        except (TypeError, ValueError):
+            return False
 
     def listed_by(self) -> date:
         """The day below which every paper this pass could see had been listed when it ran.
@@ -83,19 +105,19 @@ class Pass:
         a week before the day it began, and a top-up of it reads that deep before `joined`."""
         return date.fromisoformat(self.began) - timedelta(days=LISTING_LAG_DAYS)
 
-    def joined(self, older: Pass, wanted: str) -> None:
+    def joined(self, older: Pass, wanted: str) -> str:
         """Go on from where ``older`` got to, this pass having read every paper listed since
         (and below the day it began, by arXiv's lag in listing them). ``wanted``: this run's
         cutoff (ISO). Never back up: where this pass already reads older papers than ``older``
-        did, it goes on as it is."""
+        did, it goes on as it is. Says, in words, where it goes on from."""
         self.resume = None
-        self.gaps += older.gaps  # of cut searches only (`Run.current`): their offsets hold
+        self.gaps += older.gaps  # of cut searches only (`older`): their offsets hold
         self.added += older.added
         if older.finished and (older.exhausted or older.until <= wanted):
             self.finished, self.exhausted = True, older.exhausted
             self.reached = min(older.reached or wanted, self.reached or wanted)
             self.until = min(older.until, wanted)  # the deeper: a longer run goes on from it
-            return
+            return "the rest was fetched then"
         self.until = wanted
         if older.finished:
             # Swept for fewer days: what its last page held before its cutoff was left out.
@@ -103,13 +125,19 @@ class Pass:
             if self.reached is None or day < self.reached:
                 self.cut_at(day)
                 self.reached = older.until
+                return f"going on from {day}, the day before that one's cutoff"
         elif older.reached and (self.reached is None or older.reached < self.reached):
             self.reached = older.reached
+            # Deeper than this run wants, it is not finished for fewer days: a longer run
+            # goes on from its place, not from this run's cutoff.
+            self.until = min(older.until, wanted)
             if older.upto is None:  # its offsets moved with every paper since: cut instead
                 self.cut_at(older.reached)
             else:  # a cut search's offsets hold: papers are listed within days, not weeks
                 self.upto, self.start, self.read_to = older.upto, older.start, older.read_to
                 self.total = older.total
+            return f"going on from {older.reached}, where that one got to"
+        return "this run already reads older papers than that one did"
 
     def cut_at(self, day: str) -> None:
         """Go on with the search cut to papers submitted up to ``day`` (ISO), from offset 0:
@@ -155,9 +183,10 @@ def load(store: Store, key: str) -> Pass | None:
     if raw is None:
         return None
     try:
-        return _from_dict(json.loads(raw))
+        state = _from_dict(json.loads(raw))
     except (TypeError, ValueError, AttributeError):  # another release's: start it afresh
         return None
+    return state if state.sound() else None
 
 
 def _from_dict(saved: dict[str, Any]) -> Pass:
