@@ -437,10 +437,16 @@ def test_a_preview_before_the_first_listing_says_the_backfilled_papers_are_corpu
     assert "corpus only" in said
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [(signal.SIGTERM,), (signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT)],
+    ids=["sigterm", "sigterm-twice", "ctrl-c-twice"],
+)
 def test_sigterm_stops_a_backfill_as_ctrl_c_does_with_a_line_saying_how_to_go_on(
-    tmp_path: Path, api: FeedServer
+    tmp_path: Path, api: FeedServer, sent: tuple[signal.Signals, ...]
 ) -> None:
-    """A service manager's stop or a job's timeout: it exited 143 without a word."""
+    """A service manager's stop or a job's timeout: it exited 143 without a word. A second
+    signal while the first is handled must not cut the closing lines short."""
     root = site_at(tmp_path, api)
     api.routes["/api/query"] = Route(day_pages(1, total=10)[0], delay=10)
     command = [sys.executable, "-m", "digest", "--config", str(root / "digest.toml")]
@@ -455,7 +461,9 @@ def test_sigterm_stops_a_backfill_as_ctrl_c_does_with_a_line_saying_how_to_go_on
     deadline = time.monotonic() + 30
     while not api.requests and time.monotonic() < deadline:  # the first page is asked for
         time.sleep(0.05)
-    child.send_signal(signal.SIGTERM)
+    for sig in sent:
+        child.send_signal(sig)
+        time.sleep(0.05)
     out, err = child.communicate(timeout=60)
 
     assert child.returncode == 2, out + err

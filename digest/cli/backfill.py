@@ -69,6 +69,11 @@ class _Bar:
 def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: str) -> ExitStatus:
     """Backfill, print its summary, fit the vocabulary; the exit status. ``again`` is the
     command that continues it (said when it stopped early)."""
+    with _stopped_as_by_ctrl_c():
+        return _run_backfill(cfg, store, days, only, again)
+
+
+def _run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: str) -> ExitStatus:
     from digest.service.context import refresh_apart
 
     today = datetime.now(UTC).date()
@@ -80,7 +85,7 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
         )
         err_console.print(f"[yellow]{escape(why)}[/]", highlight=False, markup=True)
     try:
-        with backfill_lock(cfg.data_dir), _stopped_as_by_ctrl_c():
+        with backfill_lock(cfg.data_dir):
             report = _backfill(cfg, store, days, only, today)
     except Busy as busy:
         # Two backfills would each pause 3 s between their own requests: arXiv would be asked
@@ -116,8 +121,7 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
     if console.is_terminal:
         console.print("[dim]fitting the vocabulary...[/]", highlight=False, markup=True)
     try:
-        with _stopped_as_by_ctrl_c():
-            problem = refresh_apart(cfg, store, today)
+        problem = refresh_apart(cfg, store, today)
     except KeyboardInterrupt:
         problem = (
             "interrupted while fitting the vocabulary; the papers are stored, and the next run "
@@ -134,19 +138,30 @@ def run_backfill(cfg: Config, store: Store, days: int, only: str | None, again: 
 def _stopped_as_by_ctrl_c() -> Iterator[None]:
     """SIGTERM (`kill`, a service manager's stop, a CI job's timeout) ends a backfill as Ctrl-C
     does: progress is saved page by page, and the closing lines say how to go on. Left to
-    Python's default, it exited 143 without a word."""
+    Python's default, it exited 143 without a word. Once: a second signal (Ctrl-C pressed
+    twice, a stop repeated) while the first is being handled would cut the closing lines
+    short, or the run with a traceback."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set a handler (a caller running us in a thread)
         return
 
+    stopped: list[int] = []
+
     def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        stopped.append(signum)
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    before = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        # Stopped, the command ends here: a second signal in its last milliseconds is still
+        # one to ignore, not Python's default again.
+        if not stopped:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 def _backfill(
