@@ -171,7 +171,7 @@ class SourceConfig(_Strict):
     @classmethod
     def _query(cls, v: str | None) -> str | None:
         # Blank is no search at all (a look-ups-only source), not a search for "  ".
-        return v.strip() or None if v is not None else None
+        return (v.strip() or None) if v is not None else None
 
     @field_validator("schedule")
     @classmethod

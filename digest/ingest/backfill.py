@@ -12,8 +12,9 @@ API's terms ask for 3 s), until the submission date passes the cutoff. Where eac
 is saved in the control table after every page, so a backfill that was interrupted (Ctrl-C, a
 network error on page 7) continues at that page when started again: arXiv's results only grow at
 the top, so resuming at an offset can re-read a few papers but never skips one. Begun again more
-than RESUME_DAYS later, the offsets have moved too far: a new pass reads the papers submitted
-since the old one began, then goes on from the old one's place (`Pass.joined`). arXiv serves no
+than RESUME_DAYS later, the offsets have moved too far: a new pass reads the papers listed
+since the old one ran (from a week before it began: arXiv lists papers days after their
+submission), then goes on from the old one's place (`Pass.joined`). arXiv serves no
 more than 30,000 results of one query (90 days of cs.LG is about 45,000), and deep offsets are
 slow to serve: a sweep that gets MAX_DEPTH results deep goes on with the same search cut to the
 papers submitted up to the oldest day it has reached (`submittedDate:[… TO that day]`), from
@@ -194,7 +195,8 @@ class _Run:
     def current(self, search: Search) -> Pass | None:
         """The saved pass of this search to go on with; None if there is none or it is of
         another query. One too old to go on at its offsets is topped up: a new pass reads
-        from the newest papers down to the day it began, then goes on from where it got to."""
+        from the newest papers down to a week before it began (`Pass.listed_by`), then goes on
+        from where it got to."""
         saved = load(self.store, search.key)
         if saved is None or saved.query != search.query:
             return None
@@ -223,9 +225,8 @@ class _Run:
         """Page back from where the pass is until past the cutoff or the end of the results."""
         wanted = self.cutoff.isoformat()
         if state.finished and not state.exhausted and state.until > wanted:
-            # Swept for fewer days: its last page's papers older than its cutoff were left out
-            # (`_keep`), and its offset is past them. Go on from the day before that cutoff.
-            state.cut_at((date.fromisoformat(state.until) - timedelta(days=1)).isoformat())
+            # Swept for fewer days (its last page's older papers were left out, `_keep`).
+            state.cut_at(state.below_cutoff())
             state.reached = state.until
         state.finished = state.exhausted = False
         state.until = wanted
@@ -293,9 +294,9 @@ class _Run:
         at_end = ended(parsed.total, state.start)
         state.finished = past or at_end
         state.exhausted = at_end and not past
-        older = state.older()
-        joined = older is not None and not state.finished and oldest and oldest < older.listed_by()
-        if joined and older is not None:
+        older = None if state.finished else state.older()
+        joined = older is not None and oldest is not None and oldest < older.listed_by()
+        if joined and older is not None:  # (the second test for the type checker)
             how = state.joined(older, self.cutoff.isoformat())
             self.listener.say(
                 f"{search.label}: the papers listed since the backfill begun {older.began} "

@@ -120,8 +120,7 @@ class Pass:
             return "the rest was fetched then"
         self.until = wanted
         if older.finished:
-            # Swept for fewer days: what its last page held before its cutoff was left out.
-            day = (date.fromisoformat(older.until) - timedelta(days=1)).isoformat()
+            day = older.below_cutoff()
             if self.reached is None or day < self.reached:
                 self.cut_at(day)
                 self.reached = older.until
@@ -138,6 +137,11 @@ class Pass:
                 self.total = older.total
             return f"going on from {older.reached}, where that one got to"
         return "this run already reads older papers than that one did"
+
+    def below_cutoff(self) -> str:
+        """Where a pass swept for fewer days goes on for more: the day before its cutoff (ISO).
+        What its last page held past the cutoff was left out, and its offset is past them."""
+        return (date.fromisoformat(self.until) - timedelta(days=1)).isoformat()
 
     def cut_at(self, day: str) -> None:
         """Go on with the search cut to papers submitted up to ``day`` (ISO), from offset 0:
