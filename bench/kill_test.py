@@ -27,10 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from digest.store import Store  # noqa: E402
+from digest.store.schema import Delivery  # noqa: E402
 from tests.sites import write_site  # noqa: E402
 from tests.smtp_fault import FaultServer  # noqa: E402
 
 UNFINISHED = {"pending", "sending", "retry", "ambiguous"}
+
+
+def _held(d: Delivery) -> bool:
+    """A digest whose sender died mid-send twice: resent once, then held as ambiguous for the
+    operator (`[delivery] resends`), since a relay that stores every copy must not get one per
+    retry. Right when its reader did receive it."""
+    return d.state == "ambiguous" and d.next_attempt_at is None
 
 
 def site(tmp: Path, port: int, n: int) -> list[str]:
@@ -90,21 +98,13 @@ def main() -> int:
             for _ in range(20):
                 # 2: digests still wait (leases of killed runs): what this loop waits out.
                 assert digest(cfg, "run", "--no-ingest").wait() in (0, 2)
-                if not UNFINISHED & set(store.counts_by_state()) - {"ambiguous"} and not [
-                    d for d in store.deliveries() if d.state == "ambiguous" and d.next_attempt_at
-                ]:
+                if not any(d.state in UNFINISHED and not _held(d) for d in store.deliveries()):
                     break
                 time.sleep(11)  # let the leases of killed runs run out
             states = store.counts_by_state()
-            ambiguous_rows = sum(d.ambiguous_count > 0 for d in store.deliveries())
-            # A digest whose sender died mid-send twice is resent once, then held as ambiguous
-            # for the operator (`[delivery] resends`): a relay that stores every copy must not
-            # get one per retry. Right when its reader did receive it.
-            held = [
-                d.subscriber
-                for d in store.deliveries()
-                if d.state == "ambiguous" and d.next_attempt_at is None
-            ]
+            rows = store.deliveries()
+            ambiguous_rows = sum(d.ambiguous_count > 0 for d in rows)
+            held = [d.subscriber for d in rows if _held(d)]
             store.dispose()
     finally:
         fault.stop()
